@@ -1,0 +1,3 @@
+from clsf.cli import main
+
+raise SystemExit(main())

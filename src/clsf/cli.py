@@ -1,0 +1,89 @@
+"""Command line: parse arguments and call library functions; no logic lives here.
+
+Every UserError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from clsf.errors import UserError
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        if h <= 0 or w <= 0:
+            raise ValueError
+        return h, w
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size; use HxW, e.g. 32x32") from None
+
+
+def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cifar10-sample") -> None:
+    p.add_argument("--data", default=default, metavar="NAME_OR_PATH",
+                   help="cifar10, mnist, fashion-mnist, cifar10-sample, synthetic[:opts] or a path (default: %(default)s)")
+    p.add_argument("--data-dir", help="where named datasets live (else $CLSF_DATA, else the user cache)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="convert image folders to this many channels")
+    p.add_argument("--image-size", type=_image_size, metavar="HxW", help="resize image-folder images to HxW")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) images that cannot be decoded")
+
+
+def _load(args):
+    from clsf.data import load_dataset
+
+    return load_dataset(args.data, args.data_dir, args.channels, args.image_size, args.skip_bad)
+
+
+def cmd_data_info(args) -> int:
+    from clsf.data.info import describe
+
+    print(describe(_load(args)))
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    from clsf.report.grid import save_sample_grid
+
+    ds = _load(args)
+    if args.split not in ds.splits:
+        raise UserError(f"{ds.source} has no '{args.split}' split; use one of {', '.join(ds.splits)}.")
+    s = ds[args.split]
+    out = save_sample_grid(s.x, s.y, ds.class_names, args.out, rows=args.rows, cols=args.cols,
+                           seed=args.seed, title=f"{ds.name} ({args.split})")
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clsf", description=__import__("clsf").__doc__)
+    parser.add_argument("--version", action="version", version=f"clsf {__import__('clsf').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = data.add_parser("info", help="counts per class and split, image shape, source and checksum")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_data_info)
+    p = data.add_parser("show", help="write a labelled grid of sample images")
+    _add_data_args(p)
+    p.add_argument("--out", default="samples.png", help="PNG to write (default: %(default)s)")
+    p.add_argument("--split", default="train", help="split to draw from (default: %(default)s)")
+    p.add_argument("--rows", type=int, default=4)
+    p.add_argument("--cols", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"clsf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clsf: interrupted", file=sys.stderr)
+        return 130

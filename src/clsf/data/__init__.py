@@ -1,0 +1,81 @@
+"""Data layer: every source becomes a `Dataset` of uint8 NHWC images and int64 labels.
+
+`load_dataset(NAME_OR_PATH)` picks the loader:
+  cifar10            canonical python batches (folder or tarball), downloaded with an MD5 check
+  mnist, fashion-mnist  IDX .gz files or a keras-style .npz
+  cifar10-sample     a small real CIFAR-10 sample shipped inside the package (the default)
+  synthetic[:opts]   seeded random images, for tests
+  a path             a CIFAR folder/tarball, an .npz, IDX folder, or an image folder / .zip / .tar(.gz)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from clsf.data.base import Dataset, Split
+from clsf.errors import UserError
+
+NAMES = ("cifar10", "mnist", "fashion-mnist", "cifar10-sample", "synthetic")
+SAMPLE = "cifar10-sample"
+
+
+def sample_path() -> Path:
+    return Path(str(resources.files("clsf.data") / "assets" / "cifar10-sample.zip"))
+
+
+def load_dataset(data: str, data_dir=None, channels: int | None = None, image_size=None,
+                 skip_bad: bool = False) -> Dataset:
+    from clsf.data import cifar, folder, mnist, synthetic
+
+    if data == "cifar10":
+        return cifar.load_cifar10(data_dir)
+    if data in ("mnist", "fashion-mnist"):
+        return mnist.load_mnist(data, data_dir)
+    if data == SAMPLE:
+        ds = folder.load_image_folder(sample_path(), channels, image_size, skip_bad)
+        ds.name = SAMPLE
+        return ds
+    if data == "synthetic" or data.startswith("synthetic:"):
+        return synthetic.make_synthetic(data)
+
+    path = Path(data).expanduser()
+    if not path.exists():
+        if "/" not in data and "\\" not in data and "." not in data:
+            raise UserError(f"unknown dataset '{data}'; use one of {', '.join(NAMES)} or a path to your data.")
+        raise UserError(f"data path '{data}' does not exist; check the path (or use one of {', '.join(NAMES)}).")
+    if path.is_dir() or path.name.endswith((".zip", ".tar", ".tar.gz", ".tgz")):
+        if cifar.looks_like_cifar(path):
+            return cifar.load_cifar10_path(path)
+        if path.is_dir() and mnist._find_idx(path, mnist.IDX_FILES["train"][0]):
+            return mnist.load_idx_folder(path, path.name, mnist.MNIST_CLASSES)
+        return folder.load_image_folder(path, channels, image_size, skip_bad)
+    if path.suffix == ".npz":
+        names = mnist.FASHION_CLASSES if "fashion" in path.name else None
+        return mnist.load_npz(path, path.stem, names)
+    raise UserError(
+        f"don't know how to read '{data}'; give a folder, .zip, .tar(.gz), .npz or CIFAR batches."
+    )
+
+
+@dataclass
+class Prepared:
+    """The three splits a run uses, after the seeded validation split and subsets."""
+
+    train: Split
+    val: Split | None
+    test: Split | None
+    dataset: Dataset
+
+
+def prepare(ds: Dataset, val_split: float = 0.2, seed: int = 0, train_subset: int | None = None,
+            test_subset: int | None = None) -> Prepared:
+    from clsf.data.split import subset, train_val_split
+
+    if "train" not in ds.splits:
+        raise UserError(f"{ds.source}: has no training split; add a train/ folder (or the training files).")
+    train, val = train_val_split(ds["train"], val_split, seed)
+    train = subset(train, train_subset, seed, "train")
+    test = subset(ds.splits["test"], test_subset, seed, "test") if "test" in ds.splits else None
+    return Prepared(train, val, test, ds)

@@ -1,0 +1,51 @@
+"""Deterministic, seeded, stratified splits and subsets.
+
+Stratified because real sources are often class-sorted (the CIFAR JPEG folders are): taking the
+last 20% of such a file as validation, as hand-written scripts do, would validate on one class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clsf.data.base import Split
+from clsf.errors import UserError
+
+
+def stratified_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (rest, picked) index arrays. `picked` holds round(fraction * n) indices in all, shared
+    among classes in proportion to their counts (largest remainder), each class shuffled by `seed`."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = fraction * counts
+    take = np.floor(quota).astype(int)
+    short = int(round(fraction * len(y))) - take.sum()
+    take[np.argsort(-(quota - take), kind="stable")[:short]] += 1
+    picked = []
+    for c, k in zip(classes, take):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        picked.append(idx[:k])
+    picked = np.sort(np.concatenate(picked)) if picked else np.array([], dtype=np.int64)
+    rest = np.setdiff1d(np.arange(len(y)), picked)
+    return rest, picked
+
+
+def train_val_split(train: Split, val_split: float, seed: int) -> tuple[Split, Split | None]:
+    if not 0.0 <= val_split < 1.0:
+        raise UserError(f"val_split={val_split} is out of range; use a fraction in [0, 1), e.g. 0.2.")
+    if val_split == 0:
+        return train, None
+    rest, val = stratified_indices(train.y, val_split, seed)
+    if len(val) == 0 or len(rest) == 0:
+        raise UserError(f"val_split={val_split} leaves an empty split of {len(train)} images; choose another fraction.")
+    return Split(train.x[rest], train.y[rest]), Split(train.x[val], train.y[val])
+
+
+def subset(split: Split, size: int | None, seed: int, what: str) -> Split:
+    if size is None or size >= len(split):
+        return split
+    if size <= 0:
+        raise UserError(f"{what} subset size must be positive, got {size}.")
+    _, keep = stratified_indices(split.y, size / len(split), seed)
+    return Split(split.x[keep], split.y[keep])

@@ -1,0 +1,1 @@
+"""Plots and reports; framework-free (they read arrays, metrics.csv and final.json only)."""

@@ -1,0 +1,108 @@
+"""The tf.data and torch pipelines give the same normalisation and the same augmentation meaning
+as the numpy reference in clsf.data.transforms."""
+
+import numpy as np
+import pytest
+
+from clsf.data.transforms import Preprocess, channel_stats, crop_flip_np, normalize_np
+from clsf.errors import UserError
+
+RNG = np.random.default_rng(0)
+X = RNG.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+Y = np.arange(6, dtype=np.int64)
+PAD = 2
+OY, OX = RNG.integers(0, 2 * PAD + 1, 6), RNG.integers(0, 2 * PAD + 1, 6)
+FLIP = np.array([True, False, True, True, False, False])
+SCALES = [Preprocess("0-1"), Preprocess("-1-1"), Preprocess("standardize", [0.4, 0.5, 0.6], [0.2, 0.25, 0.3])]
+
+
+def test_reference_normalisation_values():
+    assert normalize_np(np.array([[[[0, 255, 51]]]], np.uint8), Preprocess("0-1")).ravel().tolist() == pytest.approx([0, 1, 0.2])
+    assert normalize_np(np.array([[[[0, 255, 0]]]], np.uint8), Preprocess("-1-1")).ravel().tolist() == pytest.approx([-1, 1, -1])
+    mean, std = channel_stats(X)
+    z = normalize_np(X, Preprocess("standardize", mean, std))
+    np.testing.assert_allclose(z.reshape(-1, 3).mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.reshape(-1, 3).std(0), 1, atol=1e-4)
+    with pytest.raises(UserError):
+        Preprocess("0-255").validate()
+
+
+def test_reference_crop_flip_is_a_shifted_window():
+    out = crop_flip_np(X.astype(np.float32), PAD, OY, OX, FLIP)
+    i = 1  # not flipped: the window of the padded image at (OY, OX)
+    padded = np.pad(X[i].astype(np.float32), ((PAD, PAD), (PAD, PAD), (0, 0)))
+    np.testing.assert_array_equal(out[i], padded[OY[i]:OY[i] + 8, OX[i]:OX[i] + 8])
+    np.testing.assert_array_equal(crop_flip_np(X.astype(np.float32), 0, np.zeros(6, int), np.zeros(6, int), FLIP)[0], X[0, :, ::-1])
+
+
+@pytest.mark.tf
+def test_tf_crop_flip_matches_reference():
+    tf = pytest.importorskip("tensorflow")
+    from clsf.data.tf_pipeline import crop_flip_tf
+
+    got = crop_flip_tf(tf.constant(X, tf.float32), PAD, tf.constant(OY, tf.int32), tf.constant(OX, tf.int32), tf.constant(FLIP))
+    np.testing.assert_array_equal(got.numpy(), crop_flip_np(X.astype(np.float32), PAD, OY, OX, FLIP))
+
+
+@pytest.mark.torch
+def test_torch_crop_flip_matches_reference():
+    torch = pytest.importorskip("torch")
+    from clsf.data.torch_pipeline import crop_flip_torch
+
+    got = crop_flip_torch(torch.from_numpy(X).permute(0, 3, 1, 2).float(), PAD, torch.from_numpy(OY), torch.from_numpy(OX), torch.from_numpy(FLIP))
+    np.testing.assert_array_equal(got.permute(0, 2, 3, 1).numpy(), crop_flip_np(X.astype(np.float32), PAD, OY, OX, FLIP))
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("pre", SCALES, ids=lambda p: p.scale)
+def test_tf_eval_pipeline_normalises_like_reference(pre):
+    pytest.importorskip("tensorflow")
+    from clsf.data.tf_pipeline import make_dataset
+
+    xs, ys = zip(*[(a.numpy(), b.numpy()) for a, b in make_dataset(X, Y, 4, pre, training=False)])
+    assert [len(b) for b in ys] == [4, 2]  # the last partial batch is kept
+    np.testing.assert_allclose(np.concatenate(xs), normalize_np(X, pre), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate(ys), Y)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("pre", SCALES, ids=lambda p: p.scale)
+def test_torch_eval_pipeline_normalises_like_reference(pre):
+    pytest.importorskip("torch")
+    from clsf.data.torch_pipeline import Batches
+
+    batches = list(Batches(X, Y, 4, pre, training=False))
+    x = np.concatenate([b[0].permute(0, 2, 3, 1).numpy() for b in batches])
+    np.testing.assert_allclose(x, normalize_np(X, pre), rtol=1e-6, atol=1e-6)
+
+
+def _train_epoch_tf(seed, epoch, pre):
+    from clsf.data.tf_pipeline import make_dataset
+
+    return [(a.numpy(), b.numpy()) for a, b in make_dataset(X, Y, 4, pre, training=True, seed=seed, epoch=epoch)]
+
+
+def _train_epoch_torch(seed, epoch, pre):
+    from clsf.data.torch_pipeline import Batches
+
+    return [(a.numpy(), b.numpy()) for a, b in Batches(X, Y, 4, pre, training=True, seed=seed, epoch=epoch)]
+
+
+@pytest.mark.parametrize("framework", [pytest.param("tf", marks=pytest.mark.tf), pytest.param("torch", marks=pytest.mark.torch)])
+def test_training_order_and_augmentation_are_seeded_per_epoch(framework):
+    pytest.importorskip("tensorflow" if framework == "tf" else "torch")
+    run = _train_epoch_tf if framework == "tf" else _train_epoch_torch
+    pre = Preprocess("0-1", crop_padding=2, hflip=True)
+    a, b, c = run(1, 3, pre), run(1, 3, pre), run(1, 4, pre)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert sorted(np.concatenate([y for _, y in a]).tolist()) == Y.tolist()  # a permutation
+    assert any(not np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))  # another epoch differs
+    # every augmented image is a flipped or unflipped window of its zero-padded original
+    for xb, yb in a:
+        for img, label in zip(xb, yb):
+            img = img if img.shape[-1] == 3 else img.transpose(1, 2, 0)
+            p = np.pad(X[label] / 255.0, ((2, 2), (2, 2), (0, 0)))
+            windows = [p[i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+            assert any(np.allclose(img, w, atol=1e-6) or np.allclose(img, w[:, ::-1], atol=1e-6) for w in windows)
