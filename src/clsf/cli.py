@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from clsf.errors import UserError
+from clsf.frameworks import import_tf, require
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -56,6 +57,38 @@ def cmd_data_show(args) -> int:
     return 0
 
 
+def _shape(text: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a shape; use e.g. 32x32x3") from None
+
+
+def cmd_models_list(args) -> int:
+    from clsf.models.spec import param_count
+    from clsf.models.zoo import REGISTRY, get_spec
+
+    width = max(map(len, REGISTRY))
+    for name, entry in REGISTRY.items():
+        print(f"{name:<{width}}  {param_count(get_spec(name)):>10,}  {entry.summary}")
+    return 0
+
+
+def cmd_models_summary(args) -> int:
+    from clsf.models.summary import draw_diagram, format_summary
+    from clsf.models.zoo import get_spec
+
+    spec = get_spec(args.name, args.num_classes, args.input_shape, args.init)
+    if args.framework == "keras":
+        import_tf()
+    else:
+        require("torch")
+    print(format_summary(spec, args.framework))
+    if args.diagram:
+        print(f"wrote {draw_diagram(spec, args.diagram)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clsf", description=__import__("clsf").__doc__)
     parser.add_argument("--version", action="version", version=f"clsf {__import__('clsf').__version__}")
@@ -73,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cols", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_show)
+
+    models = sub.add_parser("models", help="the model registry").add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    p = models.add_parser("list", help="registered models with parameter counts")
+    p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("summary", help="layer table (output shapes, parameters) as built by a framework")
+    p.add_argument("name", help="a registered model (see `clsf models list`)")
+    p.add_argument("--framework", choices=("keras", "torch"), default="keras")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--input-shape", type=_shape, metavar="HxWxC", default=None)
+    p.add_argument("--init", choices=("glorot_uniform", "he_uniform", "torch_default"), default=None)
+    p.add_argument("--diagram", metavar="PNG", help="also draw the model to this PNG (matplotlib; no graphviz needed)")
+    p.set_defaults(func=cmd_models_summary)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""Build a Keras 3 model from a ModelSpec: functional API, layer names from the spec, logits out.
+
+Initialisation follows `spec.init` (see `initializers`); the torch builder applies the same rule.
+"""
+
+from __future__ import annotations
+
+from clsf.models.spec import (Activation, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
+                              Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
+                              Residual, validate)
+
+
+def activation(name: str, alpha: float = 0.2):
+    import keras
+
+    if name == "linear":
+        return None
+    if name == "leaky_relu":
+        return lambda x: keras.activations.leaky_relu(x, negative_slope=alpha)
+    if name == "gelu":
+        return lambda x: keras.activations.gelu(x, approximate=False)  # torch's nn.GELU default
+    if name == "softmax":
+        return lambda x: keras.activations.softmax(x, axis=-1)
+    return name  # relu, sigmoid, tanh, elu, swish: same definitions in both frameworks
+
+
+def initializers(init: str, fan_in: int, seed=None):
+    """(kernel_initializer, bias_initializer) for a layer with `fan_in` inputs per output."""
+    import keras
+
+    if init == "glorot_uniform":
+        return keras.initializers.GlorotUniform(seed), "zeros"
+    if init == "he_uniform":
+        return keras.initializers.HeUniform(seed), "zeros"
+    # torch_default: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)) for the kernel and the bias
+    bound = fan_in**-0.5
+    return (keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed),
+            keras.initializers.RandomUniform(-bound, bound, seed))
+
+
+def _apply(layer, x, prefix: str, spec: ModelSpec):
+    import keras
+    from keras import layers as L
+
+    name = prefix + layer.name
+    t = type(layer)
+    if t is Residual:
+        short = x
+        for sub in layer.shortcut:
+            short = _apply(sub, short, name + "_", spec)
+        for sub in layer.body:
+            x = _apply(sub, x, name + "_", spec)
+        x = L.Add(name=name + "_add")([x, short])
+        act = activation(layer.activation, layer.alpha)
+        return L.Activation(act, name=name + "_out")(x) if act else x
+    if t in (Conv, ConvTranspose):
+        in_ch = x.shape[-1]
+        fan_in = layer.kernel**2 * (in_ch if t is Conv else layer.filters)
+        k_init, b_init = initializers(spec.init, fan_in)
+        cls = L.Conv2D if t is Conv else L.Conv2DTranspose
+        return cls(layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
+                   activation=activation(layer.activation, layer.alpha), use_bias=layer.use_bias,
+                   kernel_initializer=k_init, bias_initializer=b_init, name=name)(x)
+    if t is Dense:
+        k_init, b_init = initializers(spec.init, x.shape[-1])
+        return L.Dense(layer.units, activation=activation(layer.activation, layer.alpha), use_bias=layer.use_bias,
+                       kernel_initializer=k_init, bias_initializer=b_init, name=name)(x)
+    if t is MaxPool:
+        return L.MaxPooling2D(layer.pool, name=name)(x)
+    if t is AvgPool:
+        return L.AveragePooling2D(layer.pool, name=name)(x)
+    if t is GlobalAvgPool:
+        return L.GlobalAveragePooling2D(name=name)(x)
+    if t is GlobalMaxPool:
+        return L.GlobalMaxPooling2D(name=name)(x)
+    if t is Flatten:
+        return L.Flatten(name=name)(x)
+    if t is Reshape:
+        return L.Reshape(layer.shape, name=name)(x)
+    if t is Dropout:
+        return L.Dropout(layer.rate, name=name)(x)
+    if t is BatchNorm:
+        return L.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon, name=name)(x)
+    if t is Activation:
+        return L.Activation(activation(layer.fn, layer.alpha) or "linear", name=name)(x)
+    raise TypeError(f"no Keras builder for {t.__name__}")
+
+
+def build_keras(spec: ModelSpec):
+    from clsf.frameworks import import_tf
+
+    import_tf()
+    import keras
+
+    validate(spec)
+    inputs = keras.Input(shape=tuple(spec.input_shape), name="input")
+    x = inputs
+    for layer in spec.layers:
+        x = _apply(layer, x, "", spec)
+    return keras.Model(inputs, x, name=spec.name)
+
+
+def leaf_layers(model, spec: ModelSpec) -> dict:
+    """{full spec name: keras layer} for every leaf layer of the spec."""
+    from clsf.models.spec import walk
+
+    return {name: model.get_layer(name) for name, _ in walk(spec.layers)}

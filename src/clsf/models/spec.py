@@ -1,0 +1,282 @@
+"""A framework-free description of a network. Importing this module imports neither TF nor torch.
+
+A `ModelSpec` is an ordered list of layers; `Residual` nests two such lists (body and shortcut).
+Shapes are NHWC throughout the spec (what a user sees and what Keras uses); the torch builder
+handles NCHW internally. `infer_shapes` walks the spec once, so both builders, the summary and the
+weight transfer agree on every layer's input and output shape without asking a framework.
+
+Padding "same" means TensorFlow's rule: output = ceil(input / stride), with any odd padding put
+at the bottom/right. The torch builder reproduces that exactly (plain `padding=1` in torch pads both
+sides and shifts the sampling grid of stride-2 convs by a pixel).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Union
+
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "gelu", "elu", "swish")
+INITS = ("glorot_uniform", "he_uniform", "torch_default")
+
+
+@dataclass(frozen=True)
+class Conv:
+    name: str
+    filters: int
+    kernel: int = 3
+    stride: int = 1
+    padding: str = "same"  # "same" | "valid"
+    activation: str = "linear"
+    use_bias: bool = True
+    alpha: float = 0.2  # leaky_relu negative slope (Keras' default is 0.3, torch's 0.01: be explicit)
+
+
+@dataclass(frozen=True)
+class ConvTranspose:
+    name: str
+    filters: int
+    kernel: int = 4
+    stride: int = 2
+    padding: str = "same"  # "same": output = input * stride
+    activation: str = "linear"
+    use_bias: bool = True
+    alpha: float = 0.2
+
+
+@dataclass(frozen=True)
+class Dense:
+    name: str
+    units: int
+    activation: str = "linear"
+    use_bias: bool = True
+    alpha: float = 0.2
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    name: str
+    pool: int = 2  # stride = pool, padding valid
+
+
+@dataclass(frozen=True)
+class AvgPool:
+    name: str
+    pool: int = 2
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    name: str
+
+
+@dataclass(frozen=True)
+class GlobalMaxPool:
+    name: str
+
+
+@dataclass(frozen=True)
+class Flatten:
+    name: str
+
+
+@dataclass(frozen=True)
+class Reshape:
+    name: str
+    shape: tuple[int, int, int]  # (H, W, C)
+
+
+@dataclass(frozen=True)
+class Dropout:
+    name: str
+    rate: float
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    name: str
+    momentum: float = 0.9  # Keras meaning: moving = momentum * moving + (1 - momentum) * batch
+    epsilon: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    fn: str
+    alpha: float = 0.2
+
+
+@dataclass(frozen=True)
+class Residual:
+    """out = activation(body(x) + shortcut(x)); an empty shortcut is the identity."""
+
+    name: str
+    body: tuple
+    shortcut: tuple = ()
+    activation: str = "relu"
+    alpha: float = 0.2
+
+
+Layer = Union[Conv, ConvTranspose, Dense, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool, Flatten,
+              Reshape, Dropout, BatchNorm, Activation, Residual]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    layers: tuple
+    input_shape: tuple  # default (H, W, C) or (D,); None in H/W means "any size"
+    init: str = "glorot_uniform"
+    kind: str = "classifier"  # "classifier" | "generator" | "discriminator"
+    description: str = ""
+
+    def with_input(self, input_shape) -> "ModelSpec":
+        return replace(self, input_shape=tuple(input_shape))
+
+
+class SpecError(ValueError):
+    pass
+
+
+def _same(size, k, s):
+    return None if size is None else math.ceil(size / s)
+
+
+def _valid(size, k, s):
+    return None if size is None else (size - k) // s + 1
+
+
+def layer_output(layer, shape: tuple) -> tuple:
+    """Output shape (without batch) of `layer` for input `shape`; raises SpecError on a mismatch."""
+    t = type(layer)
+    if t in (Conv, ConvTranspose, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool) and len(shape) != 3:
+        raise SpecError(f"layer '{layer.name}' needs an image input (H, W, C), got {shape}")
+    if t is Conv:
+        f = _same if layer.padding == "same" else _valid
+        return (f(shape[0], layer.kernel, layer.stride), f(shape[1], layer.kernel, layer.stride), layer.filters)
+    if t is ConvTranspose:
+        if layer.padding != "same":
+            raise SpecError(f"layer '{layer.name}': only padding='same' is supported for transposed convs")
+        return tuple(None if s is None else s * layer.stride for s in shape[:2]) + (layer.filters,)
+    if t in (MaxPool, AvgPool):
+        return (_valid(shape[0], layer.pool, layer.pool), _valid(shape[1], layer.pool, layer.pool), shape[2])
+    if t in (GlobalAvgPool, GlobalMaxPool):
+        return (shape[2],)
+    if t is Flatten:
+        if any(s is None for s in shape):
+            raise SpecError(f"layer '{layer.name}': cannot flatten a variable-size input {shape}; use global pooling")
+        return (math.prod(shape),)
+    if t is Reshape:
+        if math.prod(layer.shape) != math.prod(shape):
+            raise SpecError(f"layer '{layer.name}': cannot reshape {shape} to {layer.shape}")
+        return tuple(layer.shape)
+    if t is Dense:
+        if len(shape) != 1:
+            raise SpecError(f"layer '{layer.name}': Dense needs a flat input, got {shape}; add Flatten or global pooling")
+        return (layer.units,)
+    if t in (Dropout, BatchNorm, Activation):
+        return shape
+    if t is Residual:
+        out = shape
+        for sub in layer.body:
+            out = layer_output(sub, out)
+        short = shape
+        for sub in layer.shortcut:
+            short = layer_output(sub, short)
+        if out != short:
+            raise SpecError(f"block '{layer.name}': body gives {out} but shortcut gives {short}; add a projection")
+        return out
+    raise SpecError(f"unknown layer type {t.__name__}")
+
+
+def infer_shapes(spec: ModelSpec) -> list[tuple]:
+    """[(layer, input_shape, output_shape)] for the top-level layers, checking every nested one."""
+    out, shape = [], tuple(spec.input_shape)
+    for layer in spec.layers:
+        new = layer_output(layer, shape)
+        out.append((layer, shape, new))
+        shape = new
+    return out
+
+
+def output_shape(spec: ModelSpec) -> tuple:
+    return infer_shapes(spec)[-1][2]
+
+
+def walk(layers, prefix: str = ""):
+    """Yield (full_name, layer) for every leaf layer, residual blocks flattened as block_layer."""
+    for layer in layers:
+        if isinstance(layer, Residual):
+            yield from walk(layer.body, f"{prefix}{layer.name}_")
+            yield from walk(layer.shortcut, f"{prefix}{layer.name}_")
+        else:
+            yield prefix + layer.name, layer
+
+
+def leaf_shapes(spec: ModelSpec) -> dict[str, tuple[tuple, tuple]]:
+    """{full_name: (input_shape, output_shape)} for every leaf layer."""
+    result = {}
+
+    def visit(layers, shape, prefix):
+        for layer in layers:
+            if isinstance(layer, Residual):
+                visit(layer.body, shape, f"{prefix}{layer.name}_")
+                visit(layer.shortcut, shape, f"{prefix}{layer.name}_")
+                shape = layer_output(layer, shape)
+            else:
+                new = layer_output(layer, shape)
+                result[prefix + layer.name] = (shape, new)
+                shape = new
+
+    visit(spec.layers, tuple(spec.input_shape), "")
+    return result
+
+
+def validate(spec: ModelSpec) -> None:
+    if spec.init not in INITS:
+        raise SpecError(f"init '{spec.init}' is not known; use one of {', '.join(INITS)}")
+    names = [n for n, _ in walk(spec.layers)]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise SpecError(f"layer names must be unique, repeated: {', '.join(sorted(dup))}")
+    for name, layer in walk(spec.layers):
+        act = getattr(layer, "activation", None) or getattr(layer, "fn", None)
+        if act is not None and act not in ACTIVATIONS:
+            raise SpecError(f"layer '{name}': activation '{act}' is not known; use one of {', '.join(ACTIVATIONS)}")
+        if isinstance(layer, Dropout) and not 0 <= layer.rate < 1:
+            raise SpecError(f"layer '{name}': dropout rate {layer.rate} must be in [0, 1)")
+        for f in fields(layer):
+            v = getattr(layer, f.name)
+            if f.name in ("filters", "units", "kernel", "stride", "pool") and (not isinstance(v, int) or v <= 0):
+                raise SpecError(f"layer '{name}': {f.name}={v!r} must be a positive integer")
+    for layer in spec.layers:
+        if isinstance(layer, Residual) and layer.activation not in ACTIVATIONS:
+            raise SpecError(f"block '{layer.name}': activation '{layer.activation}' is not known")
+    infer_shapes(spec)
+
+
+def output_activation(spec: ModelSpec) -> str:
+    """The activation applied to the model's output ('linear' for logits)."""
+    for layer in reversed(spec.layers):
+        if isinstance(layer, (Dropout, Flatten, Reshape)):
+            continue
+        if isinstance(layer, Activation):
+            return layer.fn
+        return getattr(layer, "activation", "linear")
+    return "linear"
+
+
+def param_count(spec: ModelSpec) -> int:
+    """Parameters as both builders create them (BatchNorm: gamma, beta, mean, variance)."""
+    total, leaves = 0, dict(walk(spec.layers))
+    for name, (inp, out) in leaf_shapes(spec).items():
+        layer = leaves[name]
+        if isinstance(layer, Conv):
+            total += layer.kernel**2 * inp[2] * layer.filters + (layer.filters if layer.use_bias else 0)
+        elif isinstance(layer, ConvTranspose):
+            total += layer.kernel**2 * inp[2] * layer.filters + (layer.filters if layer.use_bias else 0)
+        elif isinstance(layer, Dense):
+            total += inp[0] * layer.units + (layer.units if layer.use_bias else 0)
+        elif isinstance(layer, BatchNorm):
+            total += 4 * inp[-1]
+    return total

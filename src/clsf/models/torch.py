@@ -1,0 +1,181 @@
+"""Build a torch.nn.Module from a ModelSpec: NCHW inputs, submodules named after the spec, logits out.
+
+Two details make the torch model compute exactly what the Keras model computes:
+- "same" padding uses TensorFlow's rule (extra row/column at the bottom/right), see `Conv2dSame`;
+- initialisation follows `spec.init` with the same fans as Keras (see `init_`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clsf.models.spec import (Activation, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
+                              Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
+                              Residual, layer_output, validate)
+
+
+def activation(name: str, alpha: float = 0.2) -> nn.Module:
+    return {
+        "linear": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "elu": nn.ELU,
+        "swish": nn.SiLU, "gelu": nn.GELU, "softmax": lambda: nn.Softmax(dim=1),
+        "leaky_relu": lambda: nn.LeakyReLU(alpha),
+    }[name]()
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow's 'same' padding: total pad = max((ceil(n/s)-1)*s + k - n, 0),
+    split with the odd pixel at the bottom/right."""
+
+    def forward(self, x):
+        k, s = self.kernel_size[0], self.stride[0]
+        h, w = x.shape[-2:]
+        ph = max((math.ceil(h / s) - 1) * s + k - h, 0)
+        pw = max((math.ceil(w / s) - 1) * s + k - w, 0)
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return super().forward(x)
+
+
+class Op(nn.Module):
+    """One spec layer: the framework op followed by its activation."""
+
+    def __init__(self, op: nn.Module, act: nn.Module | None = None):
+        super().__init__()
+        self.op = op
+        self.act = act if act is not None else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.op(x))
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn, text: str):
+        super().__init__()
+        self.fn, self.text = fn, text
+
+    def forward(self, x):
+        return self.fn(x)
+
+    def extra_repr(self):
+        return self.text
+
+
+class Block(nn.Module):
+    """Residual: act(body(x) + shortcut(x))."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Sequential, act: nn.Module):
+        super().__init__()
+        self.body, self.shortcut, self.act = body, shortcut, act
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+def _module(layer, in_shape: tuple) -> nn.Module:
+    t = type(layer)
+    if t is Conv:
+        if layer.padding == "same" and layer.stride == 1 and layer.kernel % 2 == 1:
+            conv = nn.Conv2d(in_shape[2], layer.filters, layer.kernel, 1, layer.kernel // 2, bias=layer.use_bias)
+        elif layer.padding == "same":
+            conv = Conv2dSame(in_shape[2], layer.filters, layer.kernel, layer.stride, 0, bias=layer.use_bias)
+        else:
+            conv = nn.Conv2d(in_shape[2], layer.filters, layer.kernel, layer.stride, 0, bias=layer.use_bias)
+        return Op(conv, activation(layer.activation, layer.alpha))
+    if t is ConvTranspose:
+        pad = (layer.kernel - layer.stride) // 2
+        if (layer.kernel - layer.stride) % 2 or pad < 0:
+            raise ValueError(f"layer '{layer.name}': transposed conv needs kernel - stride even and >= 0")
+        conv = nn.ConvTranspose2d(in_shape[2], layer.filters, layer.kernel, layer.stride, pad, bias=layer.use_bias)
+        return Op(conv, activation(layer.activation, layer.alpha))
+    if t is Dense:
+        return Op(nn.Linear(in_shape[0], layer.units, bias=layer.use_bias), activation(layer.activation, layer.alpha))
+    if t is MaxPool:
+        return nn.MaxPool2d(layer.pool)
+    if t is AvgPool:
+        return nn.AvgPool2d(layer.pool)
+    if t is GlobalAvgPool:
+        return Lambda(lambda x: x.mean(dim=(2, 3)), "mean over H, W")
+    if t is GlobalMaxPool:
+        return Lambda(lambda x: x.amax(dim=(2, 3)), "max over H, W")
+    if t is Flatten:
+        return nn.Flatten()  # NCHW -> C*H*W; transfer reorders the next Dense's rows
+    if t is Reshape:
+        h, w, c = layer.shape  # Keras reshapes a flat vector as HWC: do the same, then go to NCHW
+        return Lambda(lambda x: x.reshape(-1, h, w, c).permute(0, 3, 1, 2), f"to (-1, {h}, {w}, {c}) HWC -> NCHW")
+    if t is Dropout:
+        return nn.Dropout(layer.rate)
+    if t is BatchNorm:
+        cls = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
+        return cls(in_shape[-1], eps=layer.epsilon, momentum=1 - layer.momentum)  # torch momentum = 1 - Keras'
+    if t is Activation:
+        return activation(layer.fn, layer.alpha)
+    raise TypeError(f"no torch builder for {t.__name__}")
+
+
+def _sequential(layers, shape) -> tuple[nn.Sequential, tuple]:
+    seq = nn.Sequential()
+    for layer in layers:
+        seq.add_module(layer.name, _build(layer, shape))
+        shape = layer_output(layer, shape)
+    return seq, shape
+
+
+def _build(layer, shape) -> nn.Module:
+    if isinstance(layer, Residual):
+        body, _ = _sequential(layer.body, shape)
+        shortcut, _ = _sequential(layer.shortcut, shape)
+        return Block(body, shortcut, activation(layer.activation, layer.alpha))
+    return _module(layer, shape)
+
+
+def init_(model: nn.Module, init: str) -> None:
+    """Initialise every conv/linear layer like the Keras builder does for the same `init`."""
+    for m in model.modules():
+        if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            continue
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)  # same fans as Keras' kernels
+        if init == "glorot_uniform":
+            nn.init.xavier_uniform_(m.weight)
+        elif init == "he_uniform":
+            nn.init.kaiming_uniform_(m.weight, a=0, nonlinearity="relu")
+        else:  # torch_default
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+        if m.bias is not None:
+            if init == "torch_default":
+                nn.init.uniform_(m.bias, -fan_in**-0.5, fan_in**-0.5)
+            else:
+                nn.init.zeros_(m.bias)
+
+
+class SpecNet(nn.Sequential):
+    """The spec as a torch Sequential; `leaf(name)` finds a layer by its full spec name."""
+
+    def __init__(self, spec: ModelSpec):
+        validate(spec)
+        super().__init__()
+        self.spec = spec
+        shape = tuple(spec.input_shape)
+        for layer in spec.layers:
+            self.add_module(layer.name, _build(layer, shape))
+            shape = layer_output(layer, shape)
+        init_(self, spec.init)
+
+    def leaf(self, name: str) -> nn.Module:
+        for layer in self.spec.layers:
+            if name == layer.name:
+                return self._modules[name]
+            if isinstance(layer, Residual) and name.startswith(layer.name + "_"):
+                rest = name[len(layer.name) + 1:]
+                block = self._modules[layer.name]
+                for part in (block.body, block.shortcut):
+                    if rest in part._modules:
+                        return part._modules[rest]
+        raise KeyError(name)
+
+
+def build_torch(spec: ModelSpec) -> SpecNet:
+    return SpecNet(spec)

@@ -1,0 +1,152 @@
+"""Weights in one framework-neutral form, and transfer Keras <-> PyTorch.
+
+The neutral form is `{full layer name: {param: ndarray}}` in Keras' layout:
+  conv kernel      (kh, kw, in, out)     torch Conv2d weight           (out, in, kh, kw)
+  conv-T kernel    (kh, kw, out, in)     torch ConvTranspose2d weight  (in, out, kh, kw)
+  dense kernel     (in, out)             torch Linear weight           (out, in)
+  batch norm       gamma, beta, moving_mean, moving_variance
+                                         torch weight, bias, running_mean, running_var
+A Flatten of an (H, W, C) map yields features in HWC order in Keras and CHW order in torch, so the
+rows of the next Dense kernel (and any per-feature batch norm between them) are permuted.
+Batch-norm epsilon and momentum come from the spec in both builders (torch momentum = 1 - Keras').
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clsf.models.spec import BatchNorm, Conv, ConvTranspose, Dense, Flatten, ModelSpec, leaf_shapes, walk
+
+PARAMS = {
+    Conv: ("kernel", "bias"), ConvTranspose: ("kernel", "bias"), Dense: ("kernel", "bias"),
+    BatchNorm: ("gamma", "beta", "moving_mean", "moving_variance"),
+}
+
+
+def flatten_perms(spec: ModelSpec) -> dict[str, np.ndarray]:
+    """{layer name: perm} for layers whose input features come from a Flatten of an (H, W, C) map;
+    torch feature j is Keras feature perm[j]."""
+    perms, pending = {}, None
+    for name, layer in walk(spec.layers):
+        inp, _ = leaf_shapes(spec)[name]
+        if isinstance(layer, Flatten):
+            pending = None
+            if len(inp) == 3 and inp[2] > 1 and inp[0] * inp[1] > 1:
+                h, w, c = inp
+                pending = np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1).ravel()
+        elif isinstance(layer, Dense):
+            if pending is not None:
+                perms[name] = pending
+            pending = None
+        elif isinstance(layer, BatchNorm):
+            if pending is not None:
+                perms[name] = pending
+        elif isinstance(layer, (Conv, ConvTranspose)):
+            pending = None
+    return perms
+
+
+def _has_params(layer) -> bool:
+    return type(layer) in PARAMS
+
+
+def keras_weights(model, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for name, layer in walk(spec.layers):
+        if _has_params(layer):
+            values = model.get_layer(name).get_weights()
+            keys = PARAMS[type(layer)] if not (type(layer) in (Conv, ConvTranspose, Dense) and not layer.use_bias) else ("kernel",)
+            out[name] = {k: np.asarray(v) for k, v in zip(keys, values)}
+    return out
+
+
+def set_keras_weights(model, spec: ModelSpec, weights) -> None:
+    for name, layer in walk(spec.layers):
+        if _has_params(layer):
+            w = weights[name]
+            keys = [k for k in PARAMS[type(layer)] if k in w]
+            model.get_layer(name).set_weights([w[k] for k in keys])
+
+
+def torch_weights(net, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
+    perms = flatten_perms(spec)
+    out = {}
+    for name, layer in walk(spec.layers):
+        if not _has_params(layer):
+            continue
+        m = net.leaf(name)
+        m = getattr(m, "op", m)
+        t = type(layer)
+        if t is BatchNorm:
+            d = {"gamma": m.weight, "beta": m.bias, "moving_mean": m.running_mean, "moving_variance": m.running_var}
+            d = {k: v.detach().cpu().numpy().copy() for k, v in d.items()}
+            if name in perms:
+                inv = np.argsort(perms[name])
+                d = {k: v[inv] for k, v in d.items()}
+        else:
+            wt = m.weight.detach().cpu().numpy()
+            if t is Dense:
+                kernel = wt.T  # (in, out), rows in torch feature order
+                if name in perms:
+                    kernel = kernel[np.argsort(perms[name])]
+            else:  # (out,in,kh,kw) -> (kh,kw,in,out) ; conv-T (in,out,kh,kw) -> (kh,kw,out,in)
+                kernel = wt.transpose(2, 3, 1, 0)
+            d = {"kernel": np.ascontiguousarray(kernel)}
+            if m.bias is not None:
+                d["bias"] = m.bias.detach().cpu().numpy().copy()
+        out[name] = d
+    return out
+
+
+def set_torch_weights(net, spec: ModelSpec, weights) -> None:
+    import torch
+
+    perms = flatten_perms(spec)
+    with torch.no_grad():
+        for name, layer in walk(spec.layers):
+            if not _has_params(layer):
+                continue
+            m = net.leaf(name)
+            m = getattr(m, "op", m)
+            w = weights[name]
+            t = type(layer)
+            if t is BatchNorm:
+                p = perms.get(name)
+                for k, target in (("gamma", m.weight), ("beta", m.bias), ("moving_mean", m.running_mean),
+                                  ("moving_variance", m.running_var)):
+                    v = w[k] if p is None else w[k][p]
+                    target.copy_(torch.from_numpy(np.ascontiguousarray(v)))
+                continue
+            kernel = w["kernel"]
+            if t is Dense:
+                if name in perms:
+                    kernel = kernel[perms[name]]
+                value = kernel.T
+            else:
+                value = kernel.transpose(3, 2, 0, 1)
+            if tuple(value.shape) != tuple(m.weight.shape):
+                raise ValueError(f"layer '{name}': weights of shape {kernel.shape} do not fit this model")
+            m.weight.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            if m.bias is not None:
+                m.bias.copy_(torch.from_numpy(w["bias"]))
+
+
+def keras_to_torch(keras_model, net, spec: ModelSpec) -> None:
+    set_torch_weights(net, spec, keras_weights(keras_model, spec))
+
+
+def torch_to_keras(net, keras_model, spec: ModelSpec) -> None:
+    set_keras_weights(keras_model, spec, torch_weights(net, spec))
+
+
+def save_npz(path, weights) -> None:
+    np.savez(path, **{f"{layer}/{k}": v for layer, d in weights.items() for k, v in d.items()})
+
+
+def load_npz(path) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as z:
+        for key in z.files:
+            layer, k = key.rsplit("/", 1)
+            out.setdefault(layer, {})[k] = z[key]
+    return out

@@ -1,0 +1,145 @@
+"""The model registry: name -> function building a ModelSpec. Tests are parametrised over it, so a
+model added here is built, counted, transferred and summarised by every framework test."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from clsf.errors import UserError
+from clsf.models.spec import (Activation, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Flatten,
+                              GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape, Residual,
+                              SpecError, validate)
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: Callable[..., ModelSpec]
+    summary: str
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def register(name: str, summary: str):
+    def deco(fn):
+        REGISTRY[name] = Entry(fn, summary)
+        return fn
+
+    return deco
+
+
+@register("seed-cnn", "the seeds' CIFAR CNN: conv32-pool-conv64-pool-dense100-dropout-dense (430,102 params at 32x32x3->10)")
+def seed_cnn(num_classes: int = 10, input_shape=(32, 32, 3), widths=(32, 64), dense: int = 100,
+             activation: str = "relu", dropout: float = 0.2) -> ModelSpec:
+    layers = []
+    for i, w in enumerate(widths, 1):
+        layers += [Conv(f"conv{i}", int(w), 3, padding="same", activation=activation), MaxPool(f"pool{i}", 2)]
+    layers += [Flatten("flatten"), Dense("dense1", int(dense), activation=activation)]
+    if dropout:
+        layers.append(Dropout("dropout", float(dropout)))
+    layers.append(Dense("logits", num_classes))
+    return ModelSpec("seed-cnn", tuple(layers), tuple(input_shape))
+
+
+@register("mnist-mlp", "784-64-64-10 multilayer perceptron for MNIST")
+def mnist_mlp(num_classes: int = 10, input_shape=(28, 28, 1), hidden=(64, 64), activation: str = "relu") -> ModelSpec:
+    layers = [Flatten("flatten")]
+    layers += [Dense(f"dense{i}", int(h), activation=activation) for i, h in enumerate(hidden, 1)]
+    layers.append(Dense("logits", num_classes))
+    return ModelSpec("mnist-mlp", tuple(layers), tuple(input_shape))
+
+
+@register("expert-cnn", "TF 'expert' tutorial CNN: conv32 (valid) - dense128 - dense")
+def expert_cnn(num_classes: int = 10, input_shape=(28, 28, 1)) -> ModelSpec:
+    return ModelSpec("expert-cnn", (
+        Conv("conv1", 32, 3, padding="valid", activation="relu"),
+        Flatten("flatten"),
+        Dense("dense1", 128, activation="relu"),
+        Dense("logits", num_classes),
+    ), tuple(input_shape))
+
+
+@register("eager-cnn", "conv16-conv16-global average pool-dense; accepts any image size")
+def eager_cnn(num_classes: int = 10, input_shape=(28, 28, 1)) -> ModelSpec:
+    return ModelSpec("eager-cnn", (
+        Conv("conv1", 16, 3, padding="valid", activation="relu"),
+        Conv("conv2", 16, 3, padding="valid", activation="relu"),
+        GlobalAvgPool("gap"),
+        Dense("logits", num_classes),
+    ), tuple(input_shape))
+
+
+def _basic_block(name: str, filters: int, stride: int, project: bool) -> Residual:
+    body = (
+        Conv("conv1", filters, 3, stride, use_bias=False), BatchNorm("bn1"), Activation("relu1", "relu"),
+        Conv("conv2", filters, 3, 1, use_bias=False), BatchNorm("bn2"),
+    )
+    shortcut = (Conv("proj", filters, 1, stride, use_bias=False), BatchNorm("proj_bn")) if project else ()
+    return Residual(name, body, shortcut, activation="relu")
+
+
+@register("resnet-s", "small ResNet (3 stages of 2 basic blocks, 32/64/128 wide, batch norm); 90%+ on CIFAR-10 with enough epochs")
+def resnet_s(num_classes: int = 10, input_shape=(32, 32, 3), widths=(32, 64, 128), blocks: int = 2) -> ModelSpec:
+    layers = [Conv("stem", int(widths[0]), 3, use_bias=False), BatchNorm("stem_bn"), Activation("stem_relu", "relu")]
+    prev = int(widths[0])
+    for s, w in enumerate(widths, 1):
+        for b in range(1, int(blocks) + 1):
+            stride = 2 if (b == 1 and s > 1) else 1
+            layers.append(_basic_block(f"s{s}b{b}", int(w), stride, project=(stride != 1 or prev != w)))
+            prev = int(w)
+    layers += [GlobalAvgPool("gap"), Dense("logits", num_classes)]
+    return ModelSpec("resnet-s", tuple(layers), tuple(input_shape))
+
+
+@register("gan-generator", "MNIST GAN generator: latent 128 -> dense 7x7x128 -> 2 transposed convs -> 28x28x1 sigmoid")
+def gan_generator(num_classes: int = 1, input_shape=(128,)) -> ModelSpec:
+    return ModelSpec("gan-generator", (
+        Dense("dense", 7 * 7 * 128, activation="leaky_relu"),
+        Reshape("reshape", (7, 7, 128)),
+        ConvTranspose("up1", 128, 4, 2, activation="leaky_relu"),
+        ConvTranspose("up2", 128, 4, 2, activation="leaky_relu"),
+        Conv("image", 1, 7, padding="same", activation="sigmoid"),
+    ), tuple(input_shape), kind="generator")
+
+
+@register("gan-discriminator", "MNIST GAN discriminator: 2 stride-2 convs (leaky relu) -> global max pool -> dense 1 logit")
+def gan_discriminator(num_classes: int = 1, input_shape=(28, 28, 1)) -> ModelSpec:
+    return ModelSpec("gan-discriminator", (
+        Conv("conv1", 64, 3, 2, activation="leaky_relu"),
+        Conv("conv2", 128, 3, 2, activation="leaky_relu"),
+        GlobalMaxPool("gmp"),
+        Dense("logit", 1),
+    ), tuple(input_shape), kind="discriminator")
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_spec(name: str, num_classes: int | None = None, input_shape=None, init: str | None = None, **overrides) -> ModelSpec:
+    """Build the registered spec; `overrides` are the model function's keyword arguments."""
+    if name not in REGISTRY:
+        raise UserError(f"unknown model '{name}'; choose one of {', '.join(REGISTRY)} (see `clsf models list`).")
+    fn = REGISTRY[name].build
+    params = inspect.signature(fn).parameters
+    bad = [k for k in overrides if k not in params]
+    if bad:
+        allowed = [k for k in params if k not in ("num_classes", "input_shape")]
+        raise UserError(f"model '{name}' has no option {', '.join(bad)}; its options are: {', '.join(allowed) or 'none'}.")
+    kwargs = dict(overrides)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if input_shape is not None:
+        kwargs["input_shape"] = tuple(input_shape)
+    try:
+        spec = fn(**kwargs)
+        if init:
+            from dataclasses import replace
+
+            spec = replace(spec, init=init)
+        validate(spec)
+    except (SpecError, TypeError, ValueError) as e:
+        raise UserError(f"model '{name}' cannot be built as configured: {e}.") from None
+    return spec

@@ -1,0 +1,163 @@
+"""Parametrised over the whole registry: a model added to the zoo is tested here automatically."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clsf.errors import UserError
+from clsf.models.spec import param_count, output_shape, walk, BatchNorm
+from clsf.models.zoo import get_spec, names
+
+pytestmark = [pytest.mark.tf, pytest.mark.torch]
+MODELS = names()
+
+
+def _input(spec, n=3, seed=0):
+    shape = tuple(20 if d is None else d for d in spec.input_shape)  # "any size" models at 20x20
+    return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
+
+
+def _torch_out(net, x):
+    import torch
+
+    with torch.no_grad():
+        out = net(torch.from_numpy(x if x.ndim == 2 else x.transpose(0, 3, 1, 2))).numpy()
+    return out if out.ndim == 2 else out.transpose(0, 2, 3, 1)
+
+
+def _randomise_bn(model, spec, rng):
+    """Give batch norms non-trivial statistics so their transfer is really exercised."""
+    for name, layer in walk(spec.layers):
+        if isinstance(layer, BatchNorm):
+            kl = model.get_layer(name)
+            kl.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if i in (0, 3)
+                            else rng.normal(0, 0.3, w.shape).astype("float32") for i, w in enumerate(kl.get_weights())])
+
+
+def test_spec_and_zoo_import_no_framework():
+    code = "import sys, clsf.models.spec, clsf.models.zoo, clsf.models.transfer, clsf.data; " \
+           "assert 'tensorflow' not in sys.modules and 'torch' not in sys.modules and 'keras' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_seed_cnn_has_the_seeds_parameter_count():
+    assert param_count(get_spec("seed-cnn")) == 430_102
+    assert param_count(get_spec("mnist-mlp")) == 784 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
+
+
+def test_overrides_and_bad_options():
+    wide = get_spec("seed-cnn", widths=(64, 128), dense=256, activation="elu", dropout=0.5)
+    assert param_count(wide) > 430_102
+    assert get_spec("seed-cnn", dropout=0).layers[-2].name == "dense1"
+    with pytest.raises(UserError, match="has no option colour"):
+        get_spec("seed-cnn", colour="red")
+    with pytest.raises(UserError, match="unknown model"):
+        get_spec("vgg99")
+    with pytest.raises(UserError, match="activation 'sparkle'"):
+        get_spec("seed-cnn", activation="sparkle")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_both_builds_agree_on_params_and_shapes(name):
+    from clsf.models.keras import build_keras
+    from clsf.models.torch import build_torch
+
+    spec = get_spec(name)
+    km, tm = build_keras(spec), build_torch(spec).eval()
+    torch_count = sum(p.numel() for p in tm.parameters()) + sum(
+        b.numel() for k, b in tm.named_buffers() if not k.endswith("num_batches_tracked"))
+    assert km.count_params() == torch_count == param_count(spec)
+    x = _input(spec)
+    expected = tuple(20 if d is None else d for d in output_shape(spec)) if None in spec.input_shape else output_shape(spec)
+    assert tuple(km(x, training=False).shape[1:]) == expected
+    assert _torch_out(tm, x).shape[1:] == expected
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_weight_transfer_both_ways(name):
+    from clsf.models.keras import build_keras
+    from clsf.models.torch import build_torch
+    from clsf.models.transfer import keras_to_torch, torch_to_keras
+
+    spec = get_spec(name)
+    rng = np.random.default_rng(1)
+    km = build_keras(spec)
+    _randomise_bn(km, spec, rng)
+    tm = build_torch(spec).eval()
+    keras_to_torch(km, tm, spec)
+    x = _input(spec, seed=2)
+    assert np.abs(km(x, training=False).numpy() - _torch_out(tm, x)).max() <= 1e-4
+    tm2 = build_torch(spec).eval()
+    with __import__("torch").no_grad():
+        for m in tm2.modules():
+            if hasattr(m, "running_var"):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+    km2 = build_keras(spec)
+    torch_to_keras(tm2, km2, spec)
+    assert np.abs(km2(x, training=False).numpy() - _torch_out(tm2, x)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_summary_same_numbers_in_both_frameworks(name):
+    from clsf.models.summary import format_summary, summary_rows
+
+    spec = get_spec(name)
+    k, t = summary_rows(spec, "keras"), summary_rows(spec, "torch")
+    assert [(r[0], r[1], r[3], r[4]) for r in k] == [(r[0], r[1], r[3], r[4]) for r in t]
+    assert [r[2] for r in k] == [r[2] for r in t]
+    text = format_summary(spec, "torch")
+    assert f"total params: {param_count(spec):,}" in text and spec.layers[-1].name in text
+
+
+@pytest.mark.parametrize("init", ["glorot_uniform", "he_uniform", "torch_default"])
+def test_initialisation_has_the_same_distribution(init):
+    from clsf.models.keras import build_keras
+    from clsf.models.torch import build_torch
+    from clsf.models.transfer import keras_weights, torch_weights
+
+    spec = get_spec("seed-cnn", init=init)
+    kw, tw = keras_weights(build_keras(spec), spec), torch_weights(build_torch(spec), spec)
+    for layer in ("conv2", "dense1"):
+        k, t = kw[layer]["kernel"], tw[layer]["kernel"]
+        fan_in, fan_out = np.prod(k.shape[:-1]), k.shape[-1] * (np.prod(k.shape[:2]) if k.ndim == 4 else 1)
+        limit = {"glorot_uniform": np.sqrt(6 / (fan_in + fan_out)), "he_uniform": np.sqrt(6 / fan_in),
+                 "torch_default": 1 / np.sqrt(fan_in)}[init]
+        for w in (k, t):
+            assert np.abs(w).max() <= limit * (1 + 1e-6)
+            assert abs(w.std() - limit / np.sqrt(3)) < 0.03 * limit  # uniform(-l, l) has std l/sqrt(3)
+        kb, tb = kw[layer]["bias"], tw[layer]["bias"]
+        if init == "torch_default":
+            assert np.abs(kb).max() <= 1 / np.sqrt(fan_in) and kb.std() > 0 and tb.std() > 0
+        else:
+            assert not kb.any() and not tb.any()
+
+
+def test_torch_eval_turns_dropout_off():
+    import torch
+
+    from clsf.models.torch import build_torch
+
+    net = build_torch(get_spec("seed-cnn", dropout=0.5))
+    x = torch.from_numpy(_input(get_spec("seed-cnn")).transpose(0, 3, 1, 2))
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+    net.train()
+    with torch.no_grad():
+        assert not torch.equal(net(x), net(x))
+
+
+def test_cli_models_list_summary_and_diagram(tmp_path, capsys):
+    from clsf.cli import main
+
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in MODELS) and "430,102" in out
+    png = tmp_path / "m.png"
+    assert main(["models", "summary", "seed-cnn", "--framework", "torch", "--diagram", str(png)]) == 0
+    assert "total params: 430,102" in capsys.readouterr().out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["models", "summary", "nope"]) == 2
