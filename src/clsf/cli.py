@@ -89,6 +89,51 @@ def cmd_models_summary(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from clsf.config import build_config
+    from clsf.runs.train import train
+
+    if args.resume:
+        train(resume=args.resume, epochs=args.epochs, quiet=args.quiet)
+        return 0
+    flags = {k: v for k, v in {
+        "engine": args.engine, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+        "device": args.device, "runs_dir": args.runs_dir, "run_name": args.run_name,
+    }.items() if v is not None}
+    data = {k: v for k, v in {"name": args.data, "data_dir": args.data_dir, "channels": args.channels,
+                              "image_size": list(args.image_size) if args.image_size else None,
+                              "skip_bad": args.skip_bad or None}.items() if v is not None}
+    optim = {k: v for k, v in {"name": args.optimizer, "lr": args.lr}.items() if v is not None}
+    for section, values in (("data", data), ("optim", optim), ("model", {"name": args.model} if args.model else {})):
+        if values:
+            flags[section] = values
+    train(build_config(args.config, flags, args.overrides), quiet=args.quiet)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from clsf.runs.train import evaluate
+
+    report = evaluate(args.run, args.checkpoint)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"test_loss {report['test_loss']:.4f}  test_acc {report['test_acc']:.4f}  ({report['test_images']} images, checkpoints/{args.checkpoint})")
+    for name, acc in report["per_class_acc"].items():
+        print(f"  {name:<14} {'-' if acc is None else f'{acc:.3f}'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from clsf.runs.train import predict
+
+    for path, top in predict(args.run, args.images, args.top_k, args.checkpoint):
+        print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clsf", description=__import__("clsf").__doc__)
     parser.add_argument("--version", action="version", version=f"clsf {__import__('clsf').__version__}")
@@ -118,6 +163,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=("glorot_uniform", "he_uniform", "torch_default"), default=None)
     p.add_argument("--diagram", metavar="PNG", help="also draw the model to this PNG (matplotlib; no graphviz needed)")
     p.set_defaults(func=cmd_models_summary)
+
+    p = sub.add_parser("train", help="train a model with one engine; writes a run directory",
+                       description="Train a model. Precedence: defaults < --config YAML < flags < KEY=VALUE overrides "
+                                   "(e.g. optim.schedule=cosine data.hflip=true model.args.dropout=0.5).")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
+    p.add_argument("--engine", choices=("keras", "tf", "torch"), help="keras (fit), tf (custom loop) or torch (default: keras)")
+    p.add_argument("--model", help="a registered model (default: seed-cnn)")
+    _add_data_args(p, default=None)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--runs-dir", help="where run directories go (default: runs)")
+    p.add_argument("--run-name", help="name of the run directory (default: time-model-engine-data)")
+    p.add_argument("--config", help="YAML file with config keys (a run's config.yaml works)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (its config; --epochs may extend it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a run's checkpoint on its test split")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                   help="last (default) reproduces final.json; best is the lowest val_loss epoch")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes with probabilities for image files")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--checkpoint", choices=("last", "best"), default="best")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -1,5 +1,10 @@
 """tf.data pipelines: uint8 arrays in memory -> shuffled, batched, augmented, normalised, prefetched.
 
+Shuffling is over image indices with a buffer as large as the split: a uniform shuffle. A smaller
+buffer is not: on class-sorted sources (the CIFAR JPEG folders are) a 10,000-image buffer over
+40,000 images gives batches of one or two classes, and the model learns the batch, not the image.
+Batches are then gathered from the uint8 array in one op (no per-image pipeline work).
+
 Randomness is stateless and keyed by (seed, epoch, batch), so epoch k of a resumed run sees exactly
 the same order and the same crops/flips as epoch k of an uninterrupted one.
 """
@@ -10,7 +15,6 @@ import numpy as np
 
 from clsf.data.transforms import Preprocess
 
-SHUFFLE_BUFFER = 10_000  # images; a real buffer, not the 200 of the seed scripts
 
 
 def crop_flip_tf(x, pad: int, oy, ox, flip):
@@ -32,10 +36,12 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess,
     import tensorflow as tf
 
     a, b = (tf.constant(v) for v in pre.affine(x.shape[-1]))
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    n = len(y)
+    images, labels = tf.constant(x), tf.constant(y)  # (N, H, W, C) uint8, (N,) int64
+    ds = tf.data.Dataset.range(n)
     if training:
-        ds = ds.shuffle(min(len(y), SHUFFLE_BUFFER), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
-    ds = ds.batch(batch_size)
+        ds = ds.shuffle(n, seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
+    ds = ds.batch(batch_size).map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
     if training:
         ds = ds.enumerate()  # batch index, for stateless per-batch randomness
 

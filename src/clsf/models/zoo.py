@@ -32,32 +32,33 @@ def register(name: str, summary: str):
 
 @register("seed-cnn", "the seeds' CIFAR CNN: conv32-pool-conv64-pool-dense100-dropout-dense (430,102 params at 32x32x3->10)")
 def seed_cnn(num_classes: int = 10, input_shape=(32, 32, 3), widths=(32, 64), dense: int = 100,
-             activation: str = "relu", dropout: float = 0.2) -> ModelSpec:
+             activation: str = "relu", dropout: float = 0.2, output_activation: str = "linear") -> ModelSpec:
     layers = []
     for i, w in enumerate(widths, 1):
         layers += [Conv(f"conv{i}", int(w), 3, padding="same", activation=activation), MaxPool(f"pool{i}", 2)]
     layers += [Flatten("flatten"), Dense("dense1", int(dense), activation=activation)]
     if dropout:
         layers.append(Dropout("dropout", float(dropout)))
-    layers.append(Dense("logits", num_classes))
+    layers.append(Dense("logits", num_classes, activation=output_activation))
     return ModelSpec("seed-cnn", tuple(layers), tuple(input_shape))
 
 
 @register("mnist-mlp", "784-64-64-10 multilayer perceptron for MNIST")
-def mnist_mlp(num_classes: int = 10, input_shape=(28, 28, 1), hidden=(64, 64), activation: str = "relu") -> ModelSpec:
+def mnist_mlp(num_classes: int = 10, input_shape=(28, 28, 1), hidden=(64, 64), activation: str = "relu",
+              output_activation: str = "linear") -> ModelSpec:
     layers = [Flatten("flatten")]
     layers += [Dense(f"dense{i}", int(h), activation=activation) for i, h in enumerate(hidden, 1)]
-    layers.append(Dense("logits", num_classes))
+    layers.append(Dense("logits", num_classes, activation=output_activation))
     return ModelSpec("mnist-mlp", tuple(layers), tuple(input_shape))
 
 
 @register("expert-cnn", "TF 'expert' tutorial CNN: conv32 (valid) - dense128 - dense")
-def expert_cnn(num_classes: int = 10, input_shape=(28, 28, 1)) -> ModelSpec:
+def expert_cnn(num_classes: int = 10, input_shape=(28, 28, 1), output_activation: str = "linear") -> ModelSpec:
     return ModelSpec("expert-cnn", (
         Conv("conv1", 32, 3, padding="valid", activation="relu"),
         Flatten("flatten"),
         Dense("dense1", 128, activation="relu"),
-        Dense("logits", num_classes),
+        Dense("logits", num_classes, activation=output_activation),
     ), tuple(input_shape))
 
 

@@ -1,0 +1,236 @@
+"""Run configuration: dataclasses, YAML files, `key=value` overrides, validation with clear errors.
+
+The defaults are the seeds' recipe: batch 32, RMSprop at 1e-3, 5 epochs, validation split 0.2.
+A run directory's `config.yaml` is the fully resolved config (dataset statistics filled in) and
+can be passed back with `--config` to repeat the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from clsf.errors import UserError
+
+ENGINES = ("keras", "tf", "torch")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar10-sample"  # dataset name or path, see `clsf data info --help`
+    data_dir: str | None = None
+    val_split: float = 0.2  # fraction of the training split held out, stratified and seeded
+    train_subset: int | None = None  # images; None = all
+    test_subset: int | None = None
+    channels: int | None = None
+    image_size: list[int] | None = None  # [H, W] for image folders of mixed sizes
+    skip_bad: bool = False
+    scale: str = "0-1"  # "0-1" | "-1-1" | "standardize"
+    mean: list[float] | None = None  # per channel on the 0..1 scale; filled from train when standardizing
+    std: list[float] | None = None
+    crop_padding: int = 0  # pixels of zero padding for random crops; 0 = off
+    hflip: bool = False
+
+
+@dataclass
+class ModelConfig:
+    name: str = "seed-cnn"
+    init: str = "glorot_uniform"  # "glorot_uniform" (Keras' default) | "he_uniform" | "torch_default"
+    args: dict = field(default_factory=dict)  # the model function's options, e.g. {dropout: 0.5}
+
+
+@dataclass
+class OptimConfig:
+    name: str = "rmsprop"
+    lr: float = 1e-3  # peak learning rate
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    rho: float = 0.9  # rmsprop decay (Keras' rho; torch calls it alpha and defaults to 0.99)
+    beta1: float = 0.9  # adam/adamw
+    beta2: float = 0.999
+    eps: float = 1e-7  # Keras' default, used by both frameworks (torch's default is 1e-8)
+    weight_decay: float = 0.0  # decoupled: w -= lr * weight_decay * w each step, every optimizer
+    clip_norm: float | None = None  # clip gradients to this global L2 norm
+    label_smoothing: float = 0.0
+    schedule: str = "constant"  # "constant" | "step" | "cosine" | "onecycle"
+    warmup_epochs: float = 0.0  # linear warm-up from 0 (onecycle: from lr/25)
+    step_epochs: int = 30  # step schedule: multiply by gamma every step_epochs epochs
+    gamma: float = 0.1
+    min_lr: float = 0.0  # floor of cosine/onecycle
+
+
+@dataclass
+class Config:
+    engine: str = "keras"
+    epochs: int = 5
+    batch_size: int = 32
+    eval_batch_size: int = 1000  # images per evaluation call; never a whole split at once
+    seed: int = 0
+    device: str = "auto"  # torch: "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
+    early_stop_patience: int | None = None  # epochs without val_loss improvement; None = off
+    runs_dir: str = "runs"
+    run_name: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
+
+
+def _coerce(key: str, value, typ):
+    """Check/convert a value against a dataclass field's annotation (given as a string)."""
+    t = str(typ)
+    optional = "None" in t
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"config key '{key}' cannot be empty.")
+    try:
+        if t.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if t.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if t.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if t.startswith("str"):
+            return str(value)
+        if t.startswith("list"):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [float(v) if "float" in t else int(v) for v in value]
+        if t.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (TypeError, ValueError):
+        raise UserError(f"config key '{key}' expects {t.replace(' | None', '')}, got {value!r}.") from None
+    return value
+
+
+def _unknown(key: str, choices) -> UserError:
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(choices)}."
+    return UserError(f"unknown config key '{key}'{hint}")
+
+
+def apply(cfg: Config, updates: dict, prefix: str = "") -> Config:
+    """Apply a nested dict of updates to cfg in place (checking every key and type)."""
+    for key, value in updates.items():
+        full = prefix + key
+        if prefix == "" and key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise UserError(f"config key '{key}' is a section; give it as a mapping or use {key}.KEY=VALUE.")
+            apply(getattr(cfg, key), value, key + ".")
+            continue
+        if prefix == "model." and key == "args" and isinstance(value, dict):
+            cfg.args.update(value)
+            continue
+        if prefix == "model." and key.startswith("args."):
+            cfg.args[key[5:]] = value
+            continue
+        names = {f.name: f for f in dataclasses.fields(cfg)}
+        if key not in names:
+            raise _unknown(full, [prefix + n for n in names])
+        setattr(cfg, key, _coerce(full, value, names[key].type))
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['optim.lr=0.01', 'data.hflip=true'] -> nested dict; values are parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not KEY=VALUE; write e.g. optim.lr=0.01.")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        if parts[0] == "model" and len(parts) > 2 and parts[1] == "args":
+            parts = ["model", "args." + ".".join(parts[2:])]
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file '{path}' does not exist; check the path.")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file '{path}' is not valid YAML ({str(e).splitlines()[0]}); fix the syntax.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file '{path}' must hold a mapping of keys to values.")
+    return data
+
+
+def validate(cfg: Config) -> Config:
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise UserError(msg)
+
+    need(cfg.engine in ENGINES, f"engine '{cfg.engine}' is not known; use one of {', '.join(ENGINES)}.")
+    need(cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
+    need(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
+    need(cfg.eval_batch_size >= 1, f"eval_batch_size={cfg.eval_batch_size} must be at least 1.")
+    need(cfg.early_stop_patience is None or cfg.early_stop_patience >= 1, "early_stop_patience must be >= 1 (or null to turn it off).")
+    o = cfg.optim
+    need(o.name in OPTIMIZERS, f"optimizer '{o.name}' is not known; use one of {', '.join(OPTIMIZERS)}.")
+    need(o.lr > 0, f"optim.lr={o.lr} must be > 0.")
+    need(o.schedule in SCHEDULES, f"optim.schedule '{o.schedule}' is not known; use one of {', '.join(SCHEDULES)}.")
+    need(0 <= o.label_smoothing < 1, f"optim.label_smoothing={o.label_smoothing} must be in [0, 1).")
+    need(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0.")
+    need(o.clip_norm is None or o.clip_norm > 0, f"optim.clip_norm={o.clip_norm} must be > 0 (or null).")
+    need(0 <= o.momentum < 1 and 0 < o.rho < 1 and 0 < o.beta1 < 1 and 0 < o.beta2 < 1,
+         "optim.momentum must be in [0, 1) and rho/beta1/beta2 in (0, 1).")
+    need(o.eps > 0, "optim.eps must be > 0.")
+    need(0 <= o.warmup_epochs <= cfg.epochs, f"optim.warmup_epochs={o.warmup_epochs} must lie in [0, epochs].")
+    need(o.step_epochs >= 1 and 0 < o.gamma <= 1, "optim.step_epochs must be >= 1 and optim.gamma in (0, 1].")
+    need(0 <= o.min_lr < o.lr, f"optim.min_lr={o.min_lr} must be in [0, lr).")
+    from clsf.data.transforms import Preprocess
+
+    d = cfg.data
+    Preprocess(d.scale, d.mean, d.std, d.crop_padding, d.hflip).validate()
+    need(d.image_size is None or (len(d.image_size) == 2 and min(d.image_size) > 0), "data.image_size must be [H, W].")
+    need(d.channels in (None, 1, 3), "data.channels must be 1 or 3.")
+    return cfg
+
+
+def build_config(config_file: str | None = None, flags: dict | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- command-line flags <- key=value overrides; then validate."""
+    cfg = Config()
+    if config_file:
+        apply(cfg, load_yaml(config_file))
+    if flags:
+        apply(cfg, flags)
+    if overrides:
+        apply(cfg, parse_overrides(overrides))
+    return validate(cfg)
+
+
+def from_dict(d: dict) -> Config:
+    return validate(apply(Config(), d))

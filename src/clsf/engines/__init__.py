@@ -1,0 +1,1 @@
+"""Three engines behind one contract (`base.Engine`): keras_fit, tf_loop, torch_loop."""

@@ -1,0 +1,28 @@
+"""Learning rate as a pure function of the global step; every engine sets it before each step, so a
+resumed run picks the schedule up exactly where it stopped (the step is all the state there is)."""
+
+from __future__ import annotations
+
+import math
+
+from clsf.config import OptimConfig
+
+
+def lr_at(step: int, steps_per_epoch: int, epochs: int, o: OptimConfig) -> float:
+    total = max(1, steps_per_epoch * epochs)
+    warm = int(round(o.warmup_epochs * steps_per_epoch))
+    if o.schedule == "onecycle":
+        warm = warm or int(0.3 * total)  # one-cycle without an explicit warm-up: 30% of training
+        start = o.lr / 25
+        if step < warm:
+            return start + (o.lr - start) * step / warm
+        t = (step - warm) / max(1, total - warm)
+        return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    if step < warm:
+        return o.lr * (step + 1) / warm
+    if o.schedule == "constant":
+        return o.lr
+    if o.schedule == "step":
+        return o.lr * o.gamma ** (step // (o.step_epochs * steps_per_epoch))
+    t = (step - warm) / max(1, total - warm)  # cosine
+    return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))

@@ -1,0 +1,194 @@
+"""The three engines behind one contract, on tiny synthetic data."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from clsf.config import build_config
+from clsf.engines.base import NonFiniteLoss
+from clsf.runs import rundir
+from clsf.runs.tensorboard import read_scalars
+from clsf.runs.train import evaluate, predict, train
+
+ENGINES = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
+           pytest.param("torch", marks=pytest.mark.torch)]
+DATA = "synthetic:train=120,test=40,size=12x12x3,classes=3"
+SMALL = ["model.args.widths=[8, 8]", "model.args.dense=16"]
+
+
+def _cfg(engine, tmp_path, *overrides, epochs=2):
+    return build_config(flags={"engine": engine, "epochs": epochs, "runs_dir": str(tmp_path), "data": {"name": DATA}},
+                        overrides=SMALL + list(overrides))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_run_directory_shape_metrics_and_exact_evaluate(engine, tmp_path):
+    run = train(_cfg(engine, tmp_path, "batch_size=32"), quiet=True)
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "env.json", "metrics.csv", "tb", "checkpoints", "final.json", "summary.txt",
+            "history.png", "confusion.png"} <= names
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last", "best"}
+    rows = rundir.read_metrics(run)
+    assert list(rows[0]) == rundir.METRICS and [r["epoch"] for r in rows] == [1, 2]
+    assert all(0 <= r["train_acc"] <= 1 and r["val_loss"] > 0 and r["images_per_s"] > 0 for r in rows)
+    tags = {t for _, t, _ in read_scalars(next((run / "tb").iterdir()))}
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= tags
+    final = json.loads((run / "final.json").read_text())
+    assert len(final["confusion"]) == 3 and sum(map(sum, final["confusion"])) == 40
+    assert set(final["per_class_acc"]) == {"class0", "class1", "class2"}
+    again = evaluate(run)
+    assert again["test_acc"] == final["test_acc"] and again["test_loss"] == final["test_loss"]
+    env = json.loads((run / "env.json").read_text())
+    assert env["engine"] == engine and "packages" in env and env["data"]["checksum"]
+    reloaded = build_config(str(run / "config.yaml"))  # the resolved config is reloadable
+    assert reloaded.engine == engine and reloaded.model.args["widths"] == [8, 8]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_resume_matches_uninterrupted_run(engine, tmp_path):
+    recipe = ["optim.name=adam", "optim.schedule=cosine", "optim.warmup_epochs=1", "data.hflip=true",
+              "data.crop_padding=2", "model.args.dropout=0.3", "optim.weight_decay=0.01", "batch_size=25"]
+    full = train(_cfg(engine, tmp_path / "a", *recipe, epochs=3), quiet=True)
+    part = train(_cfg(engine, tmp_path / "b", *recipe, epochs=3), quiet=True, stop_after=1)
+    assert not (part / "final.json").exists() and len(rundir.read_metrics(part)) == 1
+    resumed = train(resume=part, quiet=True)
+    a, b = rundir.read_metrics(full), rundir.read_metrics(resumed)
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            assert ra[key] == pytest.approx(rb[key], abs=1e-6), (ra["epoch"], key)
+    fa, fb = (json.loads((r / "final.json").read_text()) for r in (full, resumed))
+    assert fa["test_loss"] == pytest.approx(fb["test_loss"], abs=1e-6) and fa["test_acc"] == fb["test_acc"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_non_finite_loss_stops_at_once_keeping_last_good_checkpoint(engine, tmp_path, monkeypatch):
+    import clsf.engines.schedule as schedule
+
+    real = schedule.lr_at
+
+    def explode(step, steps_per_epoch, epochs, o):  # a sane first epoch, then NaN weights
+        return real(step, steps_per_epoch, epochs, o) if step < steps_per_epoch else float("nan")
+
+    module = "clsf.engines.torch_loop" if engine == "torch" else "clsf.engines.keras_common"
+    monkeypatch.setattr(f"{module}.lr_at", explode)
+    cfg = _cfg(engine, tmp_path, "optim.name=sgd", "optim.momentum=0.0", epochs=3)
+    with pytest.raises(NonFiniteLoss, match=r"at epoch 2, step \d+"):
+        train(cfg, quiet=True)
+    run = next(tmp_path.iterdir())
+    assert rundir.checkpoint_meta(run, "last")["epoch"] == 1
+    assert len(rundir.read_metrics(run)) == 1 and not (run / "final.json").exists()
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no half-written folder
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_output_activation_mistake_is_caught(engine, tmp_path, capsys):
+    train(_cfg(engine, tmp_path, "model.args.output_activation=relu", "optim.lr=0.05", epochs=1), quiet=True)
+    err = capsys.readouterr().err
+    assert "last layer applies 'relu'" in err and "output_activation=linear" in err
+
+
+@pytest.mark.tf
+def test_tf_step_traces_once_despite_partial_last_batch(tmp_path):
+    from clsf.engines.tf_loop import TFLoopEngine
+    from clsf.runs.train import build_spec, load_data, preprocess
+
+    cfg = _cfg("tf", tmp_path, "batch_size=50")  # 96 train images -> batches of 50 and 46
+    prep = load_data(cfg)
+    eng = TFLoopEngine(cfg, build_spec(cfg, prep.dataset.image_shape, 3), preprocess(cfg), 2)
+    for epoch in range(2):
+        eng.train_epoch(prep.train.x, prep.train.y, epoch, lambda *a: None)
+    assert len(prep.train) % 50 != 0 and eng.traces == 1
+
+
+@pytest.mark.tf
+def test_tf_loop_adds_losses_the_model_tracks(tmp_path, monkeypatch):
+    import keras
+
+    import clsf.models.keras as mk
+    from clsf.engines.tf_loop import TFLoopEngine
+    from clsf.runs.train import build_spec, load_data, preprocess
+
+    cfg = _cfg("tf", tmp_path, "optim.lr=1e-9")
+    prep = load_data(cfg)
+    spec = build_spec(cfg, prep.dataset.image_shape, 3)
+    plain = TFLoopEngine(cfg, spec, preprocess(cfg), 4).train_epoch(prep.train.x, prep.train.y, 0, lambda *a: None)
+    real = mk.build_keras
+
+    def with_penalty(spec):  # an activity regulariser calls add_loss on every forward pass
+        m = real(spec)
+        out = keras.layers.ActivityRegularization(l2=1.0, name="penalty")(m.output)
+        return keras.Model(m.input, out)
+
+    monkeypatch.setattr(mk, "build_keras", with_penalty)
+    penalised = TFLoopEngine(cfg, spec, preprocess(cfg), 4).train_epoch(prep.train.x, prep.train.y, 0, lambda *a: None)
+    assert penalised.loss > plain.loss + 0.01
+
+
+OPTIMIZERS = [("sgd", {}), ("sgd", {"nesterov": True}), ("adam", {}), ("adamw", {"weight_decay": 0.05}),
+              ("rmsprop", {}), ("rmsprop", {"weight_decay": 0.1, "clip_norm": 0.5}), ("adam", {"weight_decay": 0.1})]
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+@pytest.mark.parametrize("name,extra", OPTIMIZERS, ids=[f"{n}-{'-'.join(e)}" for n, e in OPTIMIZERS])
+def test_optimizers_mean_the_same_in_keras_and_torch(name, extra):
+    """Same start, same gradients, five steps: Keras' optimizer and clsf's torch one agree."""
+    import keras
+    import tensorflow as tf
+    import torch
+
+    from clsf.config import OptimConfig
+    from clsf.engines.keras_common import make_optimizer as keras_opt
+    from clsf.engines.torch_loop import make_optimizer as torch_opt
+
+    o = OptimConfig(name=name, lr=0.01, **extra)
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(5, 3)).astype("float32")
+    grads = [rng.normal(size=(5, 3)).astype("float32") * s for s in (1, 3, 0.01, 2, 1)]
+    kv = keras.Variable(w0)
+    ko = keras_opt(o)
+    tv = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    to = torch_opt([tv], o)
+    for g in grads:
+        ko.apply_gradients([(tf.constant(g), kv)])
+        tv.grad = torch.from_numpy(g.copy())
+        if o.clip_norm:
+            torch.nn.utils.clip_grad_norm_([tv], o.clip_norm)
+        if o.weight_decay and name != "adamw":
+            with torch.no_grad():
+                tv.mul_(1 - o.lr * o.weight_decay)
+        to.step()
+    np.testing.assert_allclose(tv.detach().numpy(), kv.numpy(), rtol=2e-5, atol=2e-6)
+
+
+def test_schedules():
+    from clsf.config import OptimConfig
+    from clsf.engines.schedule import lr_at
+
+    assert lr_at(57, 10, 5, OptimConfig(lr=0.1)) == 0.1
+    step = OptimConfig(lr=0.1, schedule="step", step_epochs=2, gamma=0.5)
+    assert [lr_at(s * 10, 10, 6, step) for s in range(6)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    cos = OptimConfig(lr=0.1, schedule="cosine", warmup_epochs=1)
+    assert lr_at(0, 10, 5, cos) == pytest.approx(0.01) and lr_at(9, 10, 5, cos) == pytest.approx(0.1)
+    assert lr_at(10, 10, 5, cos) == pytest.approx(0.1) and lr_at(50, 10, 5, cos) == pytest.approx(0.0)
+    one = OptimConfig(lr=0.1, schedule="onecycle")
+    assert lr_at(0, 10, 10, one) == pytest.approx(0.004) and lr_at(30, 10, 10, one) == pytest.approx(0.1)
+    assert lr_at(99, 10, 10, one) < 0.001
+
+
+@pytest.mark.tf
+def test_tensorboard_files_are_readable_by_tensorflow(tmp_path):
+    import tensorflow as tf
+
+    from clsf.runs.tensorboard import ScalarWriter
+
+    w = ScalarWriter(tmp_path)
+    w.scalars(1, {"val_acc": 0.5, "lr": 0.001})
+    w.scalars(2, {"val_acc": 0.75})
+    w.close()
+    got = [(e.step, v.tag, v.simple_value) for e in tf.compat.v1.train.summary_iterator(str(w.path)) for v in e.summary.value]
+    assert got == [(1, "val_acc", 0.5), (1, "lr", pytest.approx(0.001)), (2, "val_acc", 0.75)]
