@@ -106,3 +106,20 @@ def test_training_order_and_augmentation_are_seeded_per_epoch(framework):
             p = np.pad(X[label] / 255.0, ((2, 2), (2, 2), (0, 0)))
             windows = [p[i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
             assert any(np.allclose(img, w, atol=1e-6) or np.allclose(img, w[:, ::-1], atol=1e-6) for w in windows)
+
+
+@pytest.mark.parametrize("framework", [pytest.param("tf", marks=pytest.mark.tf), pytest.param("torch", marks=pytest.mark.torch)])
+def test_class_sorted_data_gives_mixed_batches(framework):
+    """A small shuffle buffer over class-sorted data yields one-class batches; ours must not."""
+    pytest.importorskip("tensorflow" if framework == "tf" else "torch")
+    x = np.zeros((4000, 2, 2, 1), np.uint8)
+    y = np.repeat(np.arange(10), 400)  # sorted, as the CIFAR JPEG folders are
+    if framework == "tf":
+        from clsf.data.tf_pipeline import make_dataset
+
+        first = next(iter(make_dataset(x, y, 64, Preprocess(), training=True)))[1].numpy()
+    else:
+        from clsf.data.torch_pipeline import Batches
+
+        first = next(iter(Batches(x, y, 64, Preprocess(), training=True)))[1].numpy()
+    assert len(np.unique(first)) >= 8

@@ -48,9 +48,6 @@ class KerasFitEngine(KerasBase):
         logs = {k: v[-1] for k, v in history.history.items()}
         return EpochStats(float(logs["loss"]), float(logs["acc"]), len(y), state["lr"])
 
-    def _predict_step(self, xb):
-        return self.model.predict_on_batch(xb)
-
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         from clsf.data.tf_pipeline import make_dataset
 

@@ -26,6 +26,7 @@ def plot_history(rows: list[dict], out: Path, title: str = "") -> Path:
         if any(v is not None for v in val):
             ax.plot(epochs, [np.nan if v is None else v for v in val], "s-", label=f"val_{metric}")
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
