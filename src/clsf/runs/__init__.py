@@ -1,0 +1,1 @@
+"""Run directories, checkpoints, TensorBoard files and the shared training loop."""

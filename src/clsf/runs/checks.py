@@ -1,0 +1,45 @@
+"""Mistake detectors: warnings that name the likely cause and the fix. Each fires at most once."""
+
+from __future__ import annotations
+
+import sys
+
+from clsf.models.spec import ModelSpec, output_activation
+
+
+class Checks:
+    def __init__(self, spec: ModelSpec, num_classes: int, quiet: bool = False):
+        self.spec, self.k, self.quiet = spec, num_classes, quiet
+        self.fired: list[str] = []
+
+    def warn(self, key: str, text: str) -> None:
+        if key in (k for k, _ in self.fired):
+            return
+        self.fired.append((key, text))
+        print(f"clsf: warning: {text}", file=sys.stderr)
+
+    def before_training(self) -> None:
+        act = output_activation(self.spec)
+        if act != "linear":
+            self.warn("output", f"the model's last layer applies '{act}', but the loss expects logits and applies "
+                                "softmax itself (a softmax or relu here squashes or kills the gradients); "
+                                "set the output activation to linear (model.args.output_activation=linear).")
+
+    def after_epoch(self, rows: list[dict], engine) -> None:
+        last = rows[-1]
+        chance = 1.0 / self.k
+        if len(rows) == 1:
+            acc = last["val_acc"] if last.get("val_acc") is not None else last["train_acc"]
+            if acc < chance * 1.15 + 0.005:
+                self.warn("chance", f"accuracy is {acc:.3f} after the first epoch, chance level for {self.k} classes; "
+                                    "check that the model outputs logits (no relu/softmax on the last layer), "
+                                    "that labels match images, and try a smaller learning rate.")
+        if len(rows) >= 3 and rows[-1]["train_loss"] >= rows[0]["train_loss"] - 1e-3:
+            self.warn("flat", f"the training loss has not fallen in {len(rows)} epochs "
+                              f"({rows[0]['train_loss']:.4f} -> {rows[-1]['train_loss']:.4f}); lower optim.lr, "
+                              "check the output activation, or check the data's normalisation.")
+        traces = getattr(engine, "traces", 0)
+        if traces > 1:
+            self.warn("retrace", f"the tf.function train step was traced {traces} times; each retrace "
+                                 "rebuilds the graph — feed tensors of one dtype and rank (the input signature "
+                                 "allows any batch size) and avoid Python values that change per step.")

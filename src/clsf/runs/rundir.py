@@ -1,0 +1,136 @@
+"""The run directory, the same shape for every engine:
+
+  runs/<time>-<model>-<engine>-<data>/
+    config.yaml        fully resolved config (reload with --config)
+    env.json           package versions, device, threads, git commit
+    metrics.csv        a row per epoch: epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_s
+    tb/                TensorBoard scalars
+    checkpoints/last/  weights.npz (framework-neutral) + state.* (optimizer etc.) + meta.json
+    checkpoints/best/  the same, for the best val_loss so far
+    final.json         test_loss, test_acc, per-class accuracy, confusion matrix
+    summary.txt, history.png, confusion.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from clsf.errors import UserError
+
+METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name if os.sep in text or "/" in text else text).strip("_")[:40]
+
+
+def new_run_dir(runs_dir: str, model: str, engine: str, data: str, name: str | None = None) -> Path:
+    base = Path(runs_dir)
+    stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(model)}-{engine}-{_slug(data)}"
+    path, i = base / stem, 1
+    while path.exists():  # never reuse (and so never overwrite) an existing run
+        i += 1
+        path = base / f"{stem}-{i}"
+    try:
+        (path / "checkpoints").mkdir(parents=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {path} ({e.strerror}); choose another --runs-dir.") from None
+    return path
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def environment(engine: str, device: str) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("clsf", "numpy", "tensorflow-cpu", "tensorflow", "keras", "torch", "pillow", "matplotlib", "pyyaml"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "engine": engine, "device": device, "python": platform.python_version(),
+        "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "threads": _threads(engine), "packages": versions, "git_commit": commit,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _threads(engine: str) -> dict:
+    if engine == "torch":
+        import torch
+
+        return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
+    import tensorflow as tf
+
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "auto",
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "auto"}
+
+
+def read_metrics(run: Path) -> list[dict]:
+    path = run / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "epoch" else float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_metrics(run: Path, rows: list[dict]) -> None:
+    """Rewrite metrics.csv whole (atomically), so a resumed run never duplicates or tears a row."""
+    tmp = run / "metrics.csv.part"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, METRICS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else (repr(float(r[k])) if isinstance(r[k], float) else r[k])) for k in METRICS})
+    os.replace(tmp, run / "metrics.csv")
+
+
+def save_checkpoint(engine, run: Path, which: str, meta: dict) -> None:
+    """Write checkpoints/<which> as a whole: into a temporary folder first, then swap it in, so an
+    interruption leaves either the old checkpoint or the new one, never half of one."""
+    ckpts = run / "checkpoints"
+    tmp, final, old = ckpts / f".{which}.tmp", ckpts / which, ckpts / f".{which}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    engine.save(tmp)
+    write_json(tmp / "meta.json", meta)
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def copy_checkpoint(run: Path, src: str, dst: str) -> None:
+    ckpts = run / "checkpoints"
+    tmp = ckpts / f".{dst}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(ckpts / src, tmp)
+    shutil.rmtree(ckpts / dst, ignore_errors=True)
+    os.replace(tmp, ckpts / dst)
+
+
+def checkpoint_meta(run: Path, which: str = "last") -> dict:
+    path = run / "checkpoints" / which / "meta.json"
+    if not path.exists():
+        raise UserError(f"{run} has no checkpoints/{which}; it is not a clsf run directory or it never finished an epoch.")
+    return json.loads(path.read_text())

@@ -1,0 +1,151 @@
+"""A minimal TensorBoard event-file writer for scalars, with no framework import, so the torch
+engine writes the same files as the TF ones (and tensorboard itself need not be installed).
+
+Format: a sequence of records `uint64 length | uint32 masked_crc32c(length) | data |
+uint32 masked_crc32c(data)`, each data an `Event` protobuf, hand-encoded here:
+Event{1: wall_time double, 2: step int64, 3: file_version string, 5: summary}
+Summary{1: repeated Value}; Value{1: tag string, 2: simple_value float}.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from pathlib import Path
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def masked_crc(data: bytes) -> int:
+    c = crc32c(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field_bytes(num: int, payload: bytes) -> bytes:
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _event(step: int, *, version: str | None = None, scalars: dict[str, float] | None = None) -> bytes:
+    msg = _varint(1 << 3 | 1) + struct.pack("<d", time.time()) + _varint(2 << 3 | 0) + _varint(step)
+    if version is not None:
+        msg += _field_bytes(3, version.encode())
+    if scalars:
+        values = b"".join(
+            _field_bytes(1, _field_bytes(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", float(v)))
+            for tag, v in scalars.items()
+        )
+        msg += _field_bytes(5, values)
+    return msg
+
+
+class ScalarWriter:
+    """Appends scalars to one events file in `logdir` (a new file per writer, as TF does)."""
+
+    def __init__(self, logdir: Path):
+        logdir = Path(logdir)
+        logdir.mkdir(parents=True, exist_ok=True)
+        self.path = logdir / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.clsf"
+        self._f = open(self.path, "ab")
+        self._write(_event(0, version="brain.Event:2"))
+
+    def _write(self, data: bytes) -> None:
+        header = struct.pack("<Q", len(data))
+        self._f.write(header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data)))
+        self._f.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        self._write(_event(step, scalars=values))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_scalars(path: Path) -> list[tuple[int, str, float]]:
+    """Read back (step, tag, value) records, checking every CRC (used by tests and reports)."""
+    out = []
+    data = Path(path).read_bytes()
+    i = 0
+    while i < len(data):
+        (n,) = struct.unpack_from("<Q", data, i)
+        assert struct.unpack_from("<I", data, i + 8)[0] == masked_crc(data[i:i + 8]), "bad length crc"
+        body = data[i + 12:i + 12 + n]
+        assert struct.unpack_from("<I", data, i + 12 + n)[0] == masked_crc(body), "bad data crc"
+        i += 16 + n
+        out.extend(_parse_event(body))
+    return out
+
+
+def _read_varint(b: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        n |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return n, i
+
+
+def _fields(b: bytes):
+    i = 0
+    while i < len(b):
+        key, i = _read_varint(b, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _read_varint(b, i)
+        elif wire == 1:
+            v, i = b[i:i + 8], i + 8
+        elif wire == 5:
+            v, i = b[i:i + 4], i + 4
+        else:
+            n, i = _read_varint(b, i)
+            v, i = b[i:i + n], i + n
+        yield num, v
+
+
+def _parse_event(body: bytes):
+    step, out = 0, []
+    for num, v in _fields(body):
+        if num == 2:
+            step = v
+        elif num == 5:
+            for vnum, value in _fields(v):
+                if vnum == 1:
+                    tag, val = "", 0.0
+                    for fnum, fv in _fields(value):
+                        if fnum == 1:
+                            tag = fv.decode()
+                        elif fnum == 2:
+                            val = struct.unpack("<f", fv)[0]
+                    out.append((step, tag, val))
+    return out
