@@ -6,7 +6,7 @@ import json
 import pytest
 
 from clsf.config import build_config
-from clsf.runs.train import train
+from clsf.run.train import train
 from conftest import SHARED
 
 pytestmark = pytest.mark.slow

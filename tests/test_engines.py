@@ -9,9 +9,9 @@ import yaml
 
 from clsf.config import build_config
 from clsf.engines.base import NonFiniteLoss
-from clsf.runs import rundir
-from clsf.runs.tensorboard import read_scalars
-from clsf.runs.train import evaluate, predict, train
+from clsf.run import rundir
+from clsf.run.tensorboard import read_scalars
+from clsf.run.train import evaluate, predict, train
 
 ENGINES = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
            pytest.param("torch", marks=pytest.mark.torch)]
@@ -94,7 +94,7 @@ def test_output_activation_mistake_is_caught(engine, tmp_path, capsys):
 @pytest.mark.tf
 def test_tf_step_traces_once_despite_partial_last_batch(tmp_path):
     from clsf.engines.tf_loop import TFLoopEngine
-    from clsf.runs.train import build_spec, load_data, preprocess
+    from clsf.run.train import build_spec, load_data, preprocess
 
     cfg = _cfg("tf", tmp_path, "batch_size=50")  # 96 train images -> batches of 50 and 46
     prep = load_data(cfg)
@@ -110,7 +110,7 @@ def test_tf_loop_adds_losses_the_model_tracks(tmp_path, monkeypatch):
 
     import clsf.models.keras as mk
     from clsf.engines.tf_loop import TFLoopEngine
-    from clsf.runs.train import build_spec, load_data, preprocess
+    from clsf.run.train import build_spec, load_data, preprocess
 
     cfg = _cfg("tf", tmp_path, "optim.lr=1e-9")
     prep = load_data(cfg)
@@ -184,7 +184,7 @@ def test_schedules():
 def test_tensorboard_files_are_readable_by_tensorflow(tmp_path):
     import tensorflow as tf
 
-    from clsf.runs.tensorboard import ScalarWriter
+    from clsf.run.tensorboard import ScalarWriter
 
     w = ScalarWriter(tmp_path)
     w.scalars(1, {"val_acc": 0.5, "lr": 0.001})

@@ -91,7 +91,7 @@ def cmd_models_summary(args) -> int:
 
 def cmd_train(args) -> int:
     from clsf.config import build_config
-    from clsf.runs.train import train
+    from clsf.run.train import train
 
     if args.resume:
         train(resume=args.resume, epochs=args.epochs, quiet=args.quiet)
@@ -114,7 +114,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
-    from clsf.runs.train import evaluate
+    from clsf.run.train import evaluate
 
     report = evaluate(args.run, args.checkpoint)
     if args.json:
@@ -127,7 +127,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from clsf.runs.train import predict
+    from clsf.run.train import predict
 
     for path, top in predict(args.run, args.images, args.top_k, args.checkpoint):
         print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))

@@ -1,7 +1,7 @@
 """The contract every engine implements, and the metric definitions they all share.
 
 An engine owns a model, an optimizer and one step function for its framework. The loop that calls
-it (clsf.runs.train) is shared, so every engine logs the same metrics and writes the same run
+it (clsf.run.train) is shared, so every engine logs the same metrics and writes the same run
 directory. Validation and test metrics are computed here, in numpy, from the logits an engine
 returns in batches, so "val_acc" means the same number whichever framework produced the logits.
 """

@@ -23,10 +23,10 @@ from clsf.errors import UserError
 from clsf.frameworks import import_tf, require
 from clsf.models.spec import ModelSpec
 from clsf.models.zoo import get_spec
-from clsf.runs import rundir
-from clsf.runs.checks import Checks
-from clsf.runs.progress import Progress
-from clsf.runs.tensorboard import ScalarWriter
+from clsf.run import rundir
+from clsf.run.checks import Checks
+from clsf.run.progress import Progress
+from clsf.run.tensorboard import ScalarWriter
 
 
 def load_data(cfg: Config) -> Prepared:
