@@ -18,12 +18,12 @@ def _rows_keras(spec: ModelSpec):
     import_tf()
 
     model = build_keras(spec)
-    rows = []
+    rows, leaves = [], dict(walk(spec.layers))
     for layer in spec.layers:
         names = [n for n, _ in walk([layer])] if isinstance(layer, Residual) else [layer.name]
         for name in names:
             kl = model.get_layer(name)
-            leaf = dict(walk(spec.layers))[name]
+            leaf = leaves[name]
             trainable = sum(int(w.numpy().size) for w in kl.trainable_weights)
             total = kl.count_params()
             rows.append((name, type(leaf).__name__, tuple(kl.output.shape[1:]), total, trainable))

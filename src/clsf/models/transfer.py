@@ -26,9 +26,9 @@ PARAMS = {
 def flatten_perms(spec: ModelSpec) -> dict[str, np.ndarray]:
     """{layer name: perm} for layers whose input features come from a Flatten of an (H, W, C) map;
     torch feature j is Keras feature perm[j]."""
-    perms, pending = {}, None
+    perms, pending, shapes = {}, None, leaf_shapes(spec)
     for name, layer in walk(spec.layers):
-        inp, _ = leaf_shapes(spec)[name]
+        inp, _ = shapes[name]
         if isinstance(layer, Flatten):
             pending = None
             if len(inp) == 3 and inp[2] > 1 and inp[0] * inp[1] > 1:
