@@ -206,3 +206,13 @@ def test_real_cifar_jpeg_archive():
     assert (len(ds["train"]), len(ds["test"]), ds.num_classes) == (50000, 10000, 10)
     assert ds.image_shape == (32, 32, 3)
     assert ds.checksum == "23f88bfe53fbfc9f4f67bd2d3df9256c3daf93811b338151df637ddc19c7bcce"
+
+
+def test_fashion_mnist_by_name_has_its_class_names(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    (tmp_path / "fashion-mnist").mkdir()
+    np.savez(tmp_path / "fashion-mnist" / "fashion-mnist.npz", x_train=x, y_train=np.arange(10), x_test=x[:3], y_test=np.arange(3))
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path)
+    assert ds.class_names[9] == "ankle boot" and len(ds["train"]) == 10
+    with pytest.raises(UserError, match="mnist not found"):
+        load_dataset("mnist", data_dir=tmp_path / "empty")

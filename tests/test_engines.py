@@ -192,3 +192,19 @@ def test_tensorboard_files_are_readable_by_tensorflow(tmp_path):
     w.close()
     got = [(e.step, v.tag, v.simple_value) for e in tf.compat.v1.train.summary_iterator(str(w.path)) for v in e.summary.value]
     assert got == [(1, "val_acc", 0.5), (1, "lr", pytest.approx(0.001)), (2, "val_acc", 0.75)]
+
+
+@pytest.mark.torch
+def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path, monkeypatch):
+    import clsf.engines.schedule as schedule
+
+    real = schedule.lr_at
+    # learning rate 0 after the first epoch: weights, and so val_loss, stay exactly the same
+    monkeypatch.setattr("clsf.engines.torch_loop.lr_at",
+                        lambda step, spe, epochs, o: real(step, spe, epochs, o) if step < spe else 0.0)
+    run = train(_cfg("torch", tmp_path, "early_stop_patience=2", epochs=6), quiet=True)
+    rows = rundir.read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[1]["val_loss"] == rows[0]["val_loss"] == rows[2]["val_loss"]
+    assert json.loads((run / "final.json").read_text())["epochs"] == 3
+    assert rundir.checkpoint_meta(run, "best")["epoch"] == 1

@@ -79,7 +79,7 @@ def _assign(names: list[str], where: str) -> tuple[list[tuple[str, str, str]], l
     return entries, classes
 
 
-def _decode(raw: bytes, name: str, channels: int | None):
+def decode_image(raw: bytes, name: str, channels: int | None):
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -90,7 +90,7 @@ def _decode(raw: bytes, name: str, channels: int | None):
     return img
 
 
-def _to_array(img, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+def image_to_array(img, channels: int, size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
@@ -143,7 +143,7 @@ def load_image_folder(source: Path, channels: int | None = None, image_size=None
     decoded, bad = [], []
     for split, cls, name in entries:
         try:
-            decoded.append((split, cls, name, _decode(raw_by_name[name], name, channels)))
+            decoded.append((split, cls, name, decode_image(raw_by_name[name], name, channels)))
         except ValueError as e:
             if not skip_bad:
                 raise UserError(
@@ -170,7 +170,7 @@ def load_image_folder(source: Path, channels: int | None = None, image_size=None
     for split in SPLIT_DIRS:
         rows = [(index[cls], img) for s, cls, _, img in decoded if s == split]
         if rows:
-            x = np.stack([_to_array(img, channels, size) for _, img in rows])
+            x = np.stack([image_to_array(img, channels, size) for _, img in rows])
             y = np.array([c for c, _ in rows], dtype=np.int64)
             splits[split] = check_arrays(x, y, len(classes), f"{source} ({split})")
     notes = {"skipped_bad_images": len(bad)} if bad else {}

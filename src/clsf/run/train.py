@@ -134,6 +134,10 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, epochs: i
                 if not quiet:
                     print(f"early stop: val_loss has not improved for {best['bad_epochs']} epochs (best {best['val_loss']:.4f} at epoch {best['epoch']})")
                 break
+    except KeyboardInterrupt:
+        print(f"\nclsf: interrupted; checkpoints/last holds the last finished epoch — continue with: "
+              f"clsf train --resume {run}", file=sys.stderr)
+        raise
     finally:
         tb.close()
     if stop_after is not None and len(rows) < cfg.epochs and not (cfg.early_stop_patience and best["bad_epochs"] >= cfg.early_stop_patience):
@@ -214,7 +218,7 @@ def evaluate(run: str | Path, which: str = "last") -> dict:
 def predict(run: str | Path, images: list[str], top_k: int = 3, which: str = "best") -> list[tuple[str, list[tuple[str, float]]]]:
     import json
 
-    from clsf.data.folder import _decode, _to_array
+    from clsf.data.folder import decode_image, image_to_array
 
     run, cfg = _open_run(run, which)
     env = json.loads((run / "env.json").read_text())
@@ -225,10 +229,10 @@ def predict(run: str | Path, images: list[str], top_k: int = 3, which: str = "be
         if not p.is_file():
             raise UserError(f"image '{path}' does not exist; check the path.")
         try:
-            img = _decode(p.read_bytes(), str(p), None)
+            img = decode_image(p.read_bytes(), str(p), None)
         except ValueError as e:
             raise UserError(f"cannot decode image '{path}' ({e}); give a PNG, JPEG or BMP file.") from None
-        arrays.append(_to_array(img, shape[2], tuple(shape[:2])))  # to the run's channels and size
+        arrays.append(image_to_array(img, shape[2], tuple(shape[:2])))  # to the run's channels and size
     spec = build_spec(cfg, tuple(shape), len(names))
     engine = make_engine(cfg, spec, 1)
     engine.load(run / "checkpoints" / which, training_state=False)
