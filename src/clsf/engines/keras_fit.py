@@ -26,17 +26,19 @@ class KerasFitEngine(KerasBase):
         engine = self
         ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch)
         n_steps = math.ceil(len(y) / self.cfg.batch_size)
+        first_step = self.global_step()  # read once: the step of batch b is first_step + b
         state = {"lr": None, "bad": None}
 
         class Hooks(keras.callbacks.Callback):
             def on_train_batch_begin(self, batch, logs=None):
-                state["lr"] = engine.lr_for(engine.global_step())
-                engine.optimizer.learning_rate = state["lr"]
+                lr = engine.lr_for(first_step + batch)
+                if lr != state["lr"]:  # assign only when the schedule moves
+                    engine.optimizer.learning_rate = state["lr"] = lr
 
             def on_train_batch_end(self, batch, logs=None):
                 loss = float(logs["loss"])  # running mean: turns NaN with the first NaN batch
                 if not math.isfinite(loss):
-                    state["bad"] = (batch, engine.global_step() - 1, loss)
+                    state["bad"] = (batch, first_step + batch, loss)
                     self.model.stop_training = True
                 on_batch(batch, n_steps, loss, float(logs["acc"]))
 
