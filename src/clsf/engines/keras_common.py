@@ -78,10 +78,10 @@ class KerasBase:
         from clsf.data.tf_pipeline import make_dataset
 
         ds = make_dataset(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False)
-        return np.concatenate([self._predict_step(xb).numpy() for xb, _ in ds]) if len(x) else np.zeros((0, 0))
+        return np.concatenate([np.asarray(self._predict_step(xb)) for xb, _ in ds])
 
-    def _predict_step(self, xb):
-        return self.model(xb, training=False)
+    def _predict_step(self, xb):  # Keras' compiled predict function; the tf engine has its own tf.function
+        return self.model.predict_on_batch(xb)
 
     # -- checkpoints: neutral weights + every model/optimizer variable (dropout RNG state included)
     def save(self, folder: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from clsf.engines.base import EpochStats, NonFiniteLoss
 from clsf.engines.keras_common import KerasBase
 
@@ -49,9 +47,3 @@ class KerasFitEngine(KerasBase):
             raise NonFiniteLoss(epoch, step, global_step, loss)
         logs = {k: v[-1] for k, v in history.history.items()}
         return EpochStats(float(logs["loss"]), float(logs["acc"]), len(y), state["lr"])
-
-    def predict_logits(self, x: np.ndarray) -> np.ndarray:
-        from clsf.data.tf_pipeline import make_dataset
-
-        ds = make_dataset(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False)
-        return self.model.predict(ds.map(lambda a, b: a), verbose=0)

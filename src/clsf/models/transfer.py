@@ -55,7 +55,7 @@ def keras_weights(model, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
     for name, layer in walk(spec.layers):
         if _has_params(layer):
             values = model.get_layer(name).get_weights()
-            keys = PARAMS[type(layer)] if not (type(layer) in (Conv, ConvTranspose, Dense) and not layer.use_bias) else ("kernel",)
+            keys = PARAMS[type(layer)] if getattr(layer, "use_bias", True) else ("kernel",)
             out[name] = {k: np.asarray(v) for k, v in zip(keys, values)}
     return out
 

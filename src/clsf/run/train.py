@@ -69,10 +69,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, epochs: i
     """Train (or resume) a run; return its directory. `stop_after` ends this call after that many
     epochs in total, as an interruption would, leaving a run that `--resume` completes."""
     if resume is not None:
-        run = Path(resume)
-        if not (run / "config.yaml").is_file():
-            raise UserError(f"{run} is not a clsf run directory (no config.yaml); pass the folder a previous `clsf train` made.")
-        cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        run, cfg = _open_run(resume, "last")
         if epochs is not None:
             cfg.epochs = epochs
     prep = load_data(cfg)
@@ -103,6 +100,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, epochs: i
     checks.before_training()
     tb = ScalarWriter(run / "tb")
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    stopped_early = False
     try:
         for epoch in range(start, last_epoch):
             bar = Progress(not quiet, epoch, cfg.epochs)
@@ -131,6 +129,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, epochs: i
                 rundir.copy_checkpoint(run, "last", "best")
             checks.after_epoch(rows, engine)
             if cfg.early_stop_patience and best["bad_epochs"] >= cfg.early_stop_patience:
+                stopped_early = True
                 if not quiet:
                     print(f"early stop: val_loss has not improved for {best['bad_epochs']} epochs (best {best['val_loss']:.4f} at epoch {best['epoch']})")
                 break
@@ -140,7 +139,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, epochs: i
         raise
     finally:
         tb.close()
-    if stop_after is not None and len(rows) < cfg.epochs and not (cfg.early_stop_patience and best["bad_epochs"] >= cfg.early_stop_patience):
+    if len(rows) < cfg.epochs and not stopped_early:
         return run  # interrupted on purpose: no final report yet
 
     final = finish(run, cfg, engine, prep, spec, rows, checks)
