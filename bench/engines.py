@@ -4,7 +4,8 @@
 
 Each engine trains in its own process (`clsf train`, TF and torch never share one), then the
 table (test accuracy, training seconds, images/s, machine) is written from the run directories'
-final.json and metrics.csv.
+final.json and metrics.csv. Then each run is evaluated by the other framework (`clsf evaluate
+RUN --engine E`, again one process each) and compared with the logits saved at training.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ def main() -> int:
         results.append((engine, final["test_acc"], final["test_loss"], float(rows[-1]["val_acc"] or 0), train_s, ips, wall, run))
         print(f"{engine}: test_acc {final['test_acc']:.4f}  train {train_s:.0f}s  {ips:.0f} img/s", flush=True)
 
+    cross = []
+    for engine, acc, *_, run in results:
+        other = "torch" if engine != "torch" else "keras"
+        cmd = [sys.executable, "-m", "clsf", "evaluate", str(run), "--engine", other, "--json"]
+        print("$", " ".join(cmd), flush=True)
+        rep = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        cross.append((engine, other, acc, rep["test_acc"], rep["agreement"]["same_prediction"], rep["agreement"]["max_abs_logit_diff"]))
+
     accs = [r[1] for r in results]
     env = json.loads((results[0][7] / "env.json").read_text())
     lines = [
@@ -63,7 +72,11 @@ def main() -> int:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [f"| {e} | {a:.4f} | {l:.4f} | {v:.4f} | {s:.0f} | {i:.0f} | {w:.0f} |" for e, a, l, v, s, i, w, _ in results]
-    lines += ["", f"Spread of test accuracy: {100 * (max(accs) - min(accs)):.2f} points."]
+    lines += ["", f"Spread of test accuracy: {100 * (max(accs) - min(accs)):.2f} points.", "",
+              "Each run's weights evaluated by the other framework (`clsf evaluate RUN --engine E`):", "",
+              "| trained with | evaluated with | test acc (trained) | test acc (evaluated) | same prediction | max abs logit diff |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {e} | {o} | {a:.4f} | {b:.4f} | {100 * p:.2f}% | {d:.1e} |" for e, o, a, b, p, d in cross]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

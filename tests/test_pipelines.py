@@ -123,3 +123,15 @@ def test_class_sorted_data_gives_mixed_batches(framework):
 
         first = next(iter(Batches(x, y, 64, Preprocess(), training=True)))[1].numpy()
     assert len(np.unique(first)) >= 8
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+def test_tf_and_torch_train_on_the_same_batches():
+    """One numpy plan: the same order, crops and flips in both pipelines (engine parity rests on it)."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("torch")
+    pre = Preprocess("-1-1", crop_padding=2, hflip=True)
+    for (xt, yt), (xp, yp) in zip(_train_epoch_tf(3, 1, pre), _train_epoch_torch(3, 1, pre)):
+        np.testing.assert_array_equal(yt, yp)
+        np.testing.assert_allclose(xt, xp.transpose(0, 2, 3, 1), atol=1e-6)

@@ -1,6 +1,7 @@
 """Command line: parse arguments and call library functions; no logic lives here.
 
-Every UserError becomes one line on stderr and exit code 2.
+Every ClsfError becomes one line on stderr and its exit code (see clsf.errors: 2 bad input,
+3 non-finite loss, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clsf.errors import UserError
+from clsf.errors import ClsfError, UserError
 from clsf.frameworks import import_tf, require
 
 
@@ -90,12 +91,9 @@ def cmd_models_summary(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from clsf.config import build_config
+    from clsf.config import apply, build_config, parse_overrides
     from clsf.run.train import train
 
-    if args.resume:
-        train(resume=args.resume, epochs=args.epochs, quiet=args.quiet)
-        return 0
     flags = {k: v for k, v in {
         "engine": args.engine, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
         "device": args.device, "runs_dir": args.runs_dir, "run_name": args.run_name,
@@ -107,8 +105,21 @@ def cmd_train(args) -> int:
     for section, values in (("data", data), ("optim", optim), ("model", {"name": args.model} if args.model else {})):
         if values:
             flags[section] = values
+    if args.resume:
+        if args.config:
+            raise UserError("--config cannot be combined with --resume (a resumed run keeps its own config.yaml); drop --config.")
+        changes = _merge(flags, parse_overrides(args.overrides))
+        train(resume=args.resume, changes=changes, quiet=args.quiet)
+        return 0
     train(build_config(args.config, flags, args.overrides), quiet=args.quiet)
     return 0
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def cmd_evaluate(args) -> int:
@@ -116,11 +127,16 @@ def cmd_evaluate(args) -> int:
 
     from clsf.run.train import evaluate
 
-    report = evaluate(args.run, args.checkpoint)
+    report = evaluate(args.run, args.checkpoint, args.engine, args.split, args.data)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"test_loss {report['test_loss']:.4f}  test_acc {report['test_acc']:.4f}  ({report['test_images']} images, checkpoints/{args.checkpoint})")
+    print(f"{args.split}_loss {report['test_loss']:.4f}  {args.split}_acc {report['test_acc']:.4f}  ({report['test_images']} "
+          f"images, checkpoints/{args.checkpoint}, engine {report['engine']}; trained with {report['trained_with']})")
+    if "agreement" in report:
+        a = report["agreement"]
+        print(f"against the logits saved at training: same prediction on {100 * a['same_prediction']:.2f}% of images, "
+              f"max |logit difference| {a['max_abs_logit_diff']:.2g}")
     for name, acc in report["per_class_acc"].items():
         print(f"  {name:<14} {'-' if acc is None else f'{acc:.3f}'}")
     return 0
@@ -135,7 +151,11 @@ def cmd_predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clsf", description=__import__("clsf").__doc__)
+    from clsf.errors import EXIT_CODES
+
+    parser = argparse.ArgumentParser(
+        prog="clsf", description=__import__("clsf").__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items()))
     parser.add_argument("--version", action="version", version=f"clsf {__import__('clsf').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -180,14 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="where run directories go (default: runs)")
     p.add_argument("--run-name", help="name of the run directory (default: time-model-engine-data)")
     p.add_argument("--config", help="YAML file with config keys (a run's config.yaml works)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (its config; --epochs may extend it)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run with its own config; only --epochs (to extend), --device, --quiet, "
+                        "eval_batch_size= and early_stop_patience= may be given")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="re-evaluate a run's checkpoint on its test split")
+    p = sub.add_parser("evaluate", help="evaluate a run's checkpoint, in any engine, on its test or val split")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--checkpoint", choices=("last", "best"), default="last",
                    help="last (default) reproduces final.json; best is the lowest val_loss epoch")
+    p.add_argument("--engine", choices=("keras", "tf", "torch"),
+                   help="evaluate with another engine (the weights are framework-neutral; default: the run's own)")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="default: %(default)s")
+    p.add_argument("--data", metavar="NAME_OR_PATH", help="another dataset with the same classes (default: the run's)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_evaluate)
 
@@ -205,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except UserError as e:
+    except ClsfError as e:
         print(f"clsf: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("clsf: interrupted", file=sys.stderr)
         return 130

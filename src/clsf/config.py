@@ -83,8 +83,8 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
@@ -214,7 +214,7 @@ def validate(cfg: Config) -> Config:
     from clsf.data.transforms import Preprocess
 
     d = cfg.data
-    Preprocess(d.scale, d.mean, d.std, d.crop_padding, d.hflip).validate()
+    Preprocess.of(d).validate()
     need(d.image_size is None or (len(d.image_size) == 2 and min(d.image_size) > 0), "data.image_size must be [H, W].")
     need(d.channels in (None, 1, 3), "data.channels must be 1 or 3.")
     return cfg

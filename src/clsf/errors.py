@@ -1,10 +1,35 @@
-"""User-facing errors.
+"""Errors the command line turns into one line and a documented exit code (no traceback).
 
-A `UserError` is bad input the user can fix (a path, a format, a config value). The CLI prints its
-message as one line and exits with code 2, without a traceback. Its message names the problem and
-the fix, in one sentence.
+  2  UserError: bad input the user can fix (a path, a format, a config value, a flag on resume).
+  3  NonFiniteLoss: training produced a NaN/inf loss; the run stopped, its last good checkpoint kept.
+ 130 interrupted (Ctrl-C); the run resumes with `clsf train --resume RUN_DIR`.
+Each message names the problem and the fix in one sentence.
 """
 
+EXIT_CODES = {0: "success", 2: "bad input (the message names it and the fix)",
+              3: "training stopped on a non-finite loss (checkpoints/last holds the last good epoch)",
+              130: "interrupted (resume with clsf train --resume RUN_DIR)"}
 
-class UserError(Exception):
+
+class ClsfError(Exception):
+    exit_code = 1
+
+
+class UserError(ClsfError):
     """Bad input that the user can fix; the CLI reports it in one line and exits 2."""
+
+    exit_code = 2
+
+
+class NonFiniteLoss(ClsfError):
+    """Training produced a NaN/inf loss; the run stops at once, keeping the last good checkpoint."""
+
+    exit_code = 3
+
+    def __init__(self, epoch: int, step: int, global_step: int, value: float):
+        self.epoch, self.step, self.global_step, self.value = epoch, step, global_step, value
+        super().__init__(
+            f"the training loss became {value} at epoch {epoch + 1}, step {step + 1} (global step "
+            f"{global_step + 1}); the run stopped there and checkpoints/last holds the last good epoch — "
+            "lower optim.lr, set optim.clip_norm, or check the inputs for NaNs."
+        )

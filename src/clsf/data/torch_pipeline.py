@@ -1,14 +1,15 @@
 """Torch batches straight from in-memory uint8 arrays: one index slice per batch, no per-sample
 Dataset/collate (which costs more than the model for 32x32 images), NHWC -> NCHW on the fly.
 
-Order and augmentation come from a torch.Generator seeded by (seed, epoch), so a resumed run sees
-the same batches as an uninterrupted one.
+Order and augmentation come from `clsf.data.order.epoch_plan(seed, epoch)`, shared with tf.data, so
+every engine (and a resumed run) sees the same batches.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from clsf.data.order import epoch_plan
 from clsf.data.transforms import Preprocess
 
 
@@ -28,7 +29,7 @@ def crop_flip_torch(x, pad: int, oy, ox, flip):
 
 
 class Batches:
-    """Iterable of (x float32 NCHW normalised, y int64) on `device`."""
+    """Iterable of (x float32 NCHW normalised, y int64) on `device`; training follows `epoch_plan`."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
                  seed: int = 0, epoch: int = 0, device="cpu"):
@@ -40,7 +41,7 @@ class Batches:
         a, b = pre.affine(x.shape[-1])
         self.a = torch.from_numpy(a).to(device)[None, :, None, None]
         self.b = torch.from_numpy(b).to(device)[None, :, None, None]
-        self.gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        self.plan = epoch_plan(len(y), pre, seed, epoch) if training else None
 
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
@@ -49,14 +50,12 @@ class Batches:
         import torch
 
         n = len(self.y)
-        order = torch.randperm(n, generator=self.gen) if self.training else torch.arange(n)
+        order = torch.from_numpy(self.plan.order) if self.training else torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             xb = self.x[idx].to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
             if self.training and self.pre.augments:
-                span = 2 * self.pre.crop_padding + 1
-                oy = torch.randint(0, span, (len(idx),), generator=self.gen).to(self.device)
-                ox = torch.randint(0, span, (len(idx),), generator=self.gen).to(self.device)
-                flip = (torch.rand(len(idx), generator=self.gen) < (0.5 if self.pre.hflip else 0.0)).to(self.device)
-                xb = crop_flip_torch(xb, self.pre.crop_padding, oy, ox, flip)
+                aug = (torch.from_numpy(v[start:start + self.batch_size]).to(self.device)
+                       for v in (self.plan.oy, self.plan.ox, self.plan.flip))
+                xb = crop_flip_torch(xb, self.pre.crop_padding, *aug)
             yield xb * self.a + self.b, self.y[idx].to(self.device, non_blocking=True)

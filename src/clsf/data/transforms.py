@@ -32,6 +32,11 @@ class Preprocess:
     crop_padding: int = 0  # pixels; 0 turns random crop off
     hflip: bool = False
 
+    @classmethod
+    def of(cls, d) -> "Preprocess":
+        """From a config's `data` section (clsf.config.DataConfig)."""
+        return cls(d.scale, d.mean, d.std, d.crop_padding, d.hflip)
+
     def validate(self) -> None:
         if self.scale not in SCALES:
             raise UserError(f"data.scale='{self.scale}' is not known; use one of {', '.join(SCALES)}.")

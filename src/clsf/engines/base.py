@@ -1,56 +1,77 @@
-"""The contract every engine implements, and the metric definitions they all share.
+"""The contract every engine implements, and the bookkeeping and metrics they all share.
 
 An engine owns a model, an optimizer and one step function for its framework. The loop that calls
 it (clsf.run.train) is shared, so every engine logs the same metrics and writes the same run
-directory. Validation and test metrics are computed here, in numpy, from the logits an engine
-returns in batches, so "val_acc" means the same number whichever framework produced the logits.
+directory. An engine reports each training step to a `Meter` (running loss and accuracy, the stop
+on a non-finite loss, the progress bar), written once here. Validation and test metrics are
+computed here too, in numpy, from the logits an engine returns in batches, so "val_acc" means the
+same number whichever framework produced the logits.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
 from clsf.config import Config
-from clsf.data.transforms import Preprocess
-from clsf.errors import UserError
+from clsf.errors import NonFiniteLoss
 from clsf.models.spec import ModelSpec
-
-
-class NonFiniteLoss(UserError):
-    """Training produced a NaN/inf loss; the run stops at once, keeping the last good checkpoint."""
-
-    def __init__(self, epoch: int, step: int, global_step: int, value: float):
-        self.epoch, self.step, self.global_step, self.value = epoch, step, global_step, value
-        super().__init__(
-            f"the training loss became {value} at epoch {epoch + 1}, step {step + 1} (global step "
-            f"{global_step + 1}); the run stopped there and checkpoints/last holds the last good epoch — "
-            "lower optim.lr, set optim.clip_norm, or check the inputs for NaNs."
-        )
-
-
-@dataclass
-class EpochStats:
-    loss: float  # mean training loss over the epoch's images (with label smoothing, if any)
-    acc: float  # training accuracy, dropout on
-    images: int
-    lr: float  # learning rate of the last step
-
 
 # on_batch(step, n_steps, running_loss, running_acc) -> None, for progress bars
 BatchHook = Callable[[int, int, float, float], None]
 
 
+class Meter:
+    """One epoch's running training loss and accuracy, weighted by batch size (the short last batch
+    counts less). Engines call `add` per step, or `running` where the framework keeps the means."""
+
+    def __init__(self, epoch: int, first_step: int, images: int, batch_size: int, on_batch: BatchHook | None = None):
+        self.epoch, self.first_step, self.images, self.batch_size = epoch, first_step, images, batch_size
+        self.n_steps = math.ceil(images / batch_size)
+        self.on_batch = on_batch
+        self.loss_sum, self.correct, self.seen = 0.0, 0.0, 0
+
+    def add(self, step: int, loss: float, correct: int) -> None:
+        """A step's mean loss and number of correct predictions."""
+        n = self._seen_after(step) - self.seen
+        self._set(step, self.loss_sum + loss * n, self.correct + correct)
+
+    def running(self, step: int, mean_loss: float, mean_acc: float) -> None:
+        """The epoch's running means after `step` (what Keras' fit logs)."""
+        n = self._seen_after(step)
+        self._set(step, mean_loss * n, mean_acc * n)
+
+    def _seen_after(self, step: int) -> int:
+        return min((step + 1) * self.batch_size, self.images)
+
+    def _set(self, step: int, loss_sum: float, correct: float) -> None:
+        self.seen = self._seen_after(step)
+        self.loss_sum, self.correct = loss_sum, correct
+        if not math.isfinite(self.loss):  # big_vision's rule: stop at once, saying where
+            raise NonFiniteLoss(self.epoch, step, self.first_step + step, self.loss)
+        if self.on_batch:
+            self.on_batch(step, self.n_steps, self.loss, self.acc)
+
+    @property
+    def loss(self) -> float:  # mean training loss (with label smoothing and model losses, if any)
+        return self.loss_sum / max(self.seen, 1)
+
+    @property
+    def acc(self) -> float:  # training accuracy, dropout on
+        return self.correct / max(self.seen, 1)
+
+
 class Engine(Protocol):
     name: str
+    device: str  # where the model runs, e.g. "cpu", "cuda:0", "gpu:0"
+    traces: dict[str, int]  # tf.function name -> times traced (empty for torch)
 
-    def __init__(self, cfg: Config, spec: ModelSpec, pre: Preprocess, steps_per_epoch: int): ...
+    def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int): ...
 
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int, on_batch: BatchHook) -> EpochStats: ...
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int, meter: Meter) -> None: ...
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray: ...  # (N, K), in eval_batch_size chunks
 
@@ -75,20 +96,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def check_finite(loss: float, epoch: int, step: int, global_step: int) -> None:
-    if not math.isfinite(loss):
-        raise NonFiniteLoss(epoch, step, global_step, loss)
-
-
-def get_engine(name: str):
-    if name == "keras":
-        from clsf.engines.keras_fit import KerasFitEngine as E
-    elif name == "tf":
-        from clsf.engines.tf_loop import TFLoopEngine as E
-    elif name == "torch":
-        from clsf.engines.torch_loop import TorchEngine as E
-    else:
-        raise UserError(f"engine '{name}' is not known; use keras, tf or torch.")
-    return E

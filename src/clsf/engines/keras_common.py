@@ -1,14 +1,14 @@
 """What the `keras` and `tf` engines share: the model built from the spec, the optimizer with
-clsf's unified hyperparameters, the loss on logits, prediction in batches, and checkpoint state.
+clsf's unified hyperparameters, the learning-rate schedule, the loss on logits, prediction in
+batches, trace counting and checkpoint state.
 
-Optimizers (the same values go to torch, see torch_loop.make_optimizer):
-  sgd      momentum 0.9 (optim.momentum), nesterov optional
-  adam     beta1 0.9, beta2 0.999, eps 1e-7
-  adamw    as adam, with decoupled weight decay
-  rmsprop  rho 0.9, eps 1e-7 inside the square root: w -= lr * g / sqrt(v + eps)  (Keras' rule;
-           torch's RMSprop uses alpha 0.99, eps 1e-8 outside the root, so clsf gives torch this rule)
-Weight decay is decoupled for every optimizer: w -= lr * weight_decay * w, on every variable.
-Gradient clipping is by global L2 norm (optim.clip_norm).
+The optimizers are Keras' own (the torch engine copies their rules, see torch_optim.py):
+  sgd      v = momentum*v - lr*g; w += v   (momentum 0.9 by default, optim.momentum; nesterov optional)
+  adam     beta1 0.9, beta2 0.999, eps 1e-7 on the raw root: w -= lr_t * m / (sqrt(v) + eps)
+  adamw    adam with weight decay
+  rmsprop  rho 0.9: w -= lr * g / sqrt(v + eps)
+Weight decay is decoupled for every optimizer (w -= lr * weight_decay * w, on every variable, before
+the update); gradients are clipped first, by global L2 norm (optim.clip_norm).
 """
 
 from __future__ import annotations
@@ -20,23 +20,39 @@ import numpy as np
 from clsf.config import Config, OptimConfig
 from clsf.data.transforms import Preprocess
 from clsf.engines.schedule import lr_at
+from clsf.errors import UserError
 from clsf.frameworks import import_tf
 from clsf.models.spec import ModelSpec, output_shape
 
 
-def make_optimizer(o: OptimConfig):
+def make_optimizer(o: OptimConfig, learning_rate):
     import keras
 
-    common = dict(learning_rate=o.lr, global_clipnorm=o.clip_norm)
-    if o.name != "adamw":
-        common["weight_decay"] = o.weight_decay or None
+    common = dict(learning_rate=learning_rate, global_clipnorm=o.clip_norm, weight_decay=o.weight_decay or None)
     if o.name == "sgd":
         return keras.optimizers.SGD(momentum=o.momentum, nesterov=o.nesterov, **common)
-    if o.name == "adam":
+    if o.name in ("adam", "adamw"):  # Keras 3's AdamW is Adam with weight_decay set
         return keras.optimizers.Adam(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps, **common)
-    if o.name == "adamw":
-        return keras.optimizers.AdamW(weight_decay=o.weight_decay, beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps, **common)
     return keras.optimizers.RMSprop(rho=o.rho, epsilon=o.eps, momentum=0.0, **common)
+
+
+def schedule(cfg: Config, steps_per_epoch: int):
+    """clsf's schedule (`lr_at`, a pure function of the step) tabulated for the run, so the graph
+    looks the rate up from the optimizer's own step counter: no Python per step, and a restored
+    step counter restores the rate."""
+    import keras
+
+    table = np.array([lr_at(s, steps_per_epoch, cfg.epochs, cfg.optim) for s in range(steps_per_epoch * cfg.epochs)],
+                     np.float32)
+
+    class Tabulated(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return keras.ops.take(table, keras.ops.minimum(step, len(table) - 1))
+
+        def get_config(self):
+            return {}
+
+    return Tabulated()
 
 
 def make_loss(num_classes: int, label_smoothing: float):
@@ -55,21 +71,30 @@ class KerasBase:
 
     name = "keras"
 
-    def __init__(self, cfg: Config, spec: ModelSpec, pre: Preprocess, steps_per_epoch: int):
-        import_tf()
+    def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
+        tf = import_tf()
         import keras
 
         from clsf.models.keras import build_keras
 
         keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: initial weights, dropout
-        self.cfg, self.spec, self.pre, self.steps_per_epoch = cfg, spec, pre, steps_per_epoch
+        self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
+        self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         self.model = build_keras(spec)
-        self.optimizer = make_optimizer(cfg.optim)
+        self.optimizer = make_optimizer(cfg.optim, schedule(cfg, steps_per_epoch))
         self.optimizer.build(self.model.trainable_variables)
         self.loss_fn = make_loss(output_shape(spec)[0], cfg.optim.label_smoothing)
+        self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
 
-    def lr_for(self, step: int) -> float:
-        return lr_at(step, self.steps_per_epoch, self.cfg.epochs, self.cfg.optim)
+        h, w, c = spec.input_shape
+        model, traces = self.model, self.traces
+
+        @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)])  # any batch size, one trace
+        def predict_step(x):
+            traces["predict_step"] += 1
+            return model(x, training=False)
+
+        self.predict_step = predict_step
 
     def global_step(self) -> int:
         return int(self.optimizer.iterations.numpy())
@@ -78,10 +103,7 @@ class KerasBase:
         from clsf.data.tf_pipeline import make_dataset
 
         ds = make_dataset(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False)
-        return np.concatenate([np.asarray(self._predict_step(xb)) for xb, _ in ds])
-
-    def _predict_step(self, xb):  # Keras' compiled predict function; the tf engine has its own tf.function
-        return self.model.predict_on_batch(xb)
+        return np.concatenate([self.predict_step(xb).numpy() for xb, _ in ds])
 
     # -- checkpoints: neutral weights + every model/optimizer variable (dropout RNG state included)
     def save(self, folder: Path) -> None:
@@ -99,7 +121,10 @@ class KerasBase:
             set_keras_weights(self.model, self.spec, load_npz(folder / "weights.npz"))
             return
         with np.load(folder / "state.npz") as z:
-            for i, v in enumerate(self.model.variables):
-                v.assign(z[f"model/{i}"])
-            for i, v in enumerate(self.optimizer.variables):
-                v.assign(z[f"optim/{i}"])
+            variables = [("model", i, v) for i, v in enumerate(self.model.variables)]
+            variables += [("optim", i, v) for i, v in enumerate(self.optimizer.variables)]
+            if len(z.files) != len(variables):
+                raise UserError(f"{folder} holds {len(z.files)} model/optimizer variables but this model and "
+                                f"optimizer have {len(variables)}; it was written by another model, optimizer or clsf version.")
+            for part, i, v in variables:
+                v.assign(z[f"{part}/{i}"])

@@ -98,10 +98,3 @@ def build_keras(spec: ModelSpec):
     for layer in spec.layers:
         x = _apply(layer, x, "", spec)
     return keras.Model(inputs, x, name=spec.name)
-
-
-def leaf_layers(model, spec: ModelSpec) -> dict:
-    """{full spec name: keras layer} for every leaf layer of the spec."""
-    from clsf.models.spec import walk
-
-    return {name: model.get_layer(name) for name, _ in walk(spec.layers)}

@@ -13,7 +13,7 @@ sides and shifts the sampling grid of stride-2 convs by a pixel).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields
 from typing import Union
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "gelu", "elu", "swish")
@@ -129,9 +129,6 @@ class ModelSpec:
     init: str = "glorot_uniform"
     kind: str = "classifier"  # "classifier" | "generator" | "discriminator"
     description: str = ""
-
-    def with_input(self, input_shape) -> "ModelSpec":
-        return replace(self, input_shape=tuple(input_shape))
 
 
 class SpecError(ValueError):

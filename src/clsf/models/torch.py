@@ -75,6 +75,32 @@ class Block(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
+class _KerasVariance:
+    """Batch norm whose moving variance follows Keras: updated with the biased batch variance.
+    torch updates it with the unbiased one (n/(n-1) larger). torch's fused op updates a copy here
+    (autograd keeps that copy), and the Keras value is derived from it on C numbers per step."""
+
+    def forward(self, x):
+        if not (self.training and self.track_running_stats):
+            return super().forward(x)
+        self._check_input_dim(x)
+        n = x.numel() // x.shape[1]  # values per channel in this batch
+        var = self.running_var.clone()  # (C,) torch writes (1-m)*old + m*unbiased here
+        out = F.batch_norm(x, self.running_mean, var, self.weight, self.bias, True, self.momentum, self.eps)
+        with torch.no_grad():
+            kept = self.running_var * (1 - self.momentum)
+            self.running_var.copy_(kept + (var - kept) * ((n - 1) / n))  # (1-m)*old + m*biased
+        return out
+
+
+class BatchNorm2d(_KerasVariance, nn.BatchNorm2d):
+    pass
+
+
+class BatchNorm1d(_KerasVariance, nn.BatchNorm1d):
+    pass
+
+
 def _module(layer, in_shape: tuple) -> nn.Module:
     t = type(layer)
     if t is Conv:
@@ -109,7 +135,7 @@ def _module(layer, in_shape: tuple) -> nn.Module:
     if t is Dropout:
         return nn.Dropout(layer.rate)
     if t is BatchNorm:
-        cls = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
+        cls = BatchNorm2d if len(in_shape) == 3 else BatchNorm1d
         return cls(in_shape[-1], eps=layer.epsilon, momentum=1 - layer.momentum)  # torch momentum = 1 - Keras'
     if t is Activation:
         return activation(layer.fn, layer.alpha)

@@ -10,10 +10,11 @@ from clsf.models.spec import ModelSpec, output_activation
 class Checks:
     def __init__(self, spec: ModelSpec, num_classes: int, quiet: bool = False):
         self.spec, self.k, self.quiet = spec, num_classes, quiet
-        self.fired: list[str] = []
+        self.fired: list[tuple[str, str]] = []  # (key, text)
+        self.traces: dict[str, int] = {}  # tf.function tracing counts at the previous epoch's end
 
     def warn(self, key: str, text: str) -> None:
-        if key in (k for k, _ in self.fired):
+        if any(k == key for k, _ in self.fired):
             return
         self.fired.append((key, text))
         print(f"clsf: warning: {text}", file=sys.stderr)
@@ -38,8 +39,12 @@ class Checks:
             self.warn("flat", f"the training loss has not fallen in {len(rows)} epochs "
                               f"({rows[0]['train_loss']:.4f} -> {rows[-1]['train_loss']:.4f}); lower optim.lr, "
                               "check the output activation, or check the data's normalisation.")
-        traces = getattr(engine, "traces", 0)
-        if traces > 1:
-            self.warn("retrace", f"the tf.function train step was traced {traces} times; each retrace "
-                                 "rebuilds the graph — feed tensors of one dtype and rank (the input signature "
-                                 "allows any batch size) and avoid Python values that change per step.")
+        # A function may trace more than once while it starts (Keras' fit traces its step twice), but
+        # never again later: growth after an epoch, or many traces at once, is a retracing step.
+        for fn, n in engine.traces.items():
+            if n > 2 or n > self.traces.get(fn, n):
+                self.warn(f"retrace:{fn}", f"the tf.function {fn} was traced {n} times; each retrace rebuilds "
+                                           "the graph — feed tensors of one dtype and rank (the input signature "
+                                           "allows any batch size) and pass values that change per step as "
+                                           "tensors, not Python numbers.")
+        self.traces = dict(engine.traces)

@@ -23,6 +23,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+import yaml
+
 from clsf.errors import UserError
 
 METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
@@ -46,10 +49,38 @@ def new_run_dir(runs_dir: str, model: str, engine: str, data: str, name: str | N
     return path
 
 
-def write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+def write_text(path: Path, text: str) -> None:
+    """Write whole or not at all: a temporary name, then an atomic rename."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def save_arrays(path: Path, **arrays) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def open_run(run: str | Path, which: str = "last") -> tuple[Path, "Config"]:
+    """A run directory and its resolved config, checking it has checkpoints/<which>."""
+    from clsf.config import from_dict
+
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run} is not a clsf run directory (no config.yaml); pass the folder `clsf train` printed.")
+    cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    checkpoint_meta(run, which)
+    return run, cfg
 
 
 def environment(engine: str, device: str) -> dict:
@@ -133,4 +164,4 @@ def checkpoint_meta(run: Path, which: str = "last") -> dict:
     path = run / "checkpoints" / which / "meta.json"
     if not path.exists():
         raise UserError(f"{run} has no checkpoints/{which}; it is not a clsf run directory or it never finished an epoch.")
-    return json.loads(path.read_text())
+    return read_json(path)

@@ -55,10 +55,13 @@ def _field_bytes(num: int, payload: bytes) -> bytes:
     return _varint(num << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _event(step: int, *, version: str | None = None, scalars: dict[str, float] | None = None) -> bytes:
+def _event(step: int, *, version: str | None = None, scalars: dict[str, float] | None = None,
+           start: bool = False) -> bytes:
     msg = _varint(1 << 3 | 1) + struct.pack("<d", time.time()) + _varint(2 << 3 | 0) + _varint(step)
     if version is not None:
         msg += _field_bytes(3, version.encode())
+    if start:  # SessionLog{status: START}: TensorBoard drops every earlier event at this step or later
+        msg += _field_bytes(7, _varint(1 << 3 | 0) + _varint(1))
     if scalars:
         values = b"".join(
             _field_bytes(1, _field_bytes(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", float(v)))
@@ -69,14 +72,20 @@ def _event(step: int, *, version: str | None = None, scalars: dict[str, float] |
 
 
 class ScalarWriter:
-    """Appends scalars to one events file in `logdir` (a new file per writer, as TF does)."""
+    """Appends scalars to one events file in `logdir` (a new file per writer, as TF does).
 
-    def __init__(self, logdir: Path):
+    `purge_step` (a resumed run: the first epoch it trains again) writes TensorBoard's purge marker,
+    as TF's and torch's writers do with the same argument, so scalars an interrupted run wrote for
+    that epoch or later are dropped instead of shown twice."""
+
+    def __init__(self, logdir: Path, purge_step: int | None = None):
         logdir = Path(logdir)
         logdir.mkdir(parents=True, exist_ok=True)
         self.path = logdir / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.clsf"
         self._f = open(self.path, "ab")
         self._write(_event(0, version="brain.Event:2"))
+        if purge_step is not None:
+            self._write(_event(purge_step, start=True))
 
     def _write(self, data: bytes) -> None:
         header = struct.pack("<Q", len(data))
@@ -91,17 +100,24 @@ class ScalarWriter:
 
 
 def read_scalars(path: Path) -> list[tuple[int, str, float]]:
-    """Read back (step, tag, value) records, checking every CRC (used by tests and reports)."""
+    """(step, tag, value) records of an events file, or of every events file in a folder in the
+    order written, checking every CRC and applying purge markers as TensorBoard does."""
+    path = Path(path)
+    files = sorted(path.glob("events.out.tfevents.*")) if path.is_dir() else [path]
     out = []
-    data = Path(path).read_bytes()
-    i = 0
-    while i < len(data):
-        (n,) = struct.unpack_from("<Q", data, i)
-        assert struct.unpack_from("<I", data, i + 8)[0] == masked_crc(data[i:i + 8]), "bad length crc"
-        body = data[i + 12:i + 12 + n]
-        assert struct.unpack_from("<I", data, i + 12 + n)[0] == masked_crc(body), "bad data crc"
-        i += 16 + n
-        out.extend(_parse_event(body))
+    for f in files:
+        data = f.read_bytes()
+        i = 0
+        while i < len(data):
+            (n,) = struct.unpack_from("<Q", data, i)
+            assert struct.unpack_from("<I", data, i + 8)[0] == masked_crc(data[i:i + 8]), "bad length crc"
+            body = data[i + 12:i + 12 + n]
+            assert struct.unpack_from("<I", data, i + 12 + n)[0] == masked_crc(body), "bad data crc"
+            i += 16 + n
+            step, scalars, start = _parse_event(body)
+            if start:
+                out = [r for r in out if r[0] < step]
+            out.extend(scalars)
     return out
 
 
@@ -134,10 +150,12 @@ def _fields(b: bytes):
 
 
 def _parse_event(body: bytes):
-    step, out = 0, []
+    step, out, start = 0, [], False
     for num, v in _fields(body):
         if num == 2:
             step = v
+        elif num == 7:
+            start = dict(_fields(v)).get(1) == 1
         elif num == 5:
             for vnum, value in _fields(v):
                 if vnum == 1:
@@ -148,4 +166,4 @@ def _parse_event(body: bytes):
                         elif fnum == 2:
                             val = struct.unpack("<f", fv)[0]
                     out.append((step, tag, val))
-    return out
+    return step, out, start

@@ -13,19 +13,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from clsf.config import Config, from_dict
+from clsf.config import Config
 from clsf.data import Prepared, load_dataset, prepare
-from clsf.data.transforms import Preprocess, channel_stats
-from clsf.engines.base import get_engine, metrics_from_logits, softmax
+from clsf.data.transforms import channel_stats
+from clsf.engines import create_engine
+from clsf.engines.base import Meter, metrics_from_logits, softmax
+from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
-from clsf.frameworks import import_tf, require
 from clsf.models.spec import ModelSpec
 from clsf.models.zoo import get_spec
 from clsf.run import rundir
 from clsf.run.checks import Checks
 from clsf.run.progress import Progress
+from clsf.run.resume import resume_config
 from clsf.run.tensorboard import ScalarWriter
 
 
@@ -38,24 +39,11 @@ def load_data(cfg: Config) -> Prepared:
     return prep
 
 
-def preprocess(cfg: Config) -> Preprocess:
-    d = cfg.data
-    return Preprocess(d.scale, d.mean, d.std, d.crop_padding, d.hflip)
-
-
 def build_spec(cfg: Config, image_shape, num_classes: int) -> ModelSpec:
     kind = get_spec(cfg.model.name).kind
     if kind != "classifier":
         raise UserError(f"model '{cfg.model.name}' is a GAN {kind}, not a classifier; choose a classifier (see `clsf models list`).")
     return get_spec(cfg.model.name, num_classes, image_shape, cfg.model.init, **cfg.model.args)
-
-
-def make_engine(cfg: Config, spec: ModelSpec, steps_per_epoch: int):
-    if cfg.engine == "torch":
-        require("torch")
-    else:
-        import_tf()
-    return get_engine(cfg.engine)(cfg, spec, preprocess(cfg), steps_per_epoch)
 
 
 def _line(row: dict, epochs: int) -> str:
@@ -64,72 +52,89 @@ def _line(row: dict, epochs: int) -> str:
             f"{val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s {row['images_per_s']:.0f} img/s")
 
 
-def train(cfg: Config | None = None, resume: str | Path | None = None, epochs: int | None = None,
+def train(cfg: Config | None = None, resume: str | Path | None = None, changes: dict | None = None,
           quiet: bool = False, stop_after: int | None = None) -> Path:
-    """Train (or resume) a run; return its directory. `stop_after` ends this call after that many
-    epochs in total, as an interruption would, leaving a run that `--resume` completes."""
+    """Train (or resume) a run; return its directory.
+
+    `resume` continues a run from checkpoints/last; `changes` (nested config keys, e.g.
+    {"epochs": 10}) may only touch what can change mid-run (see clsf.run.resume). `stop_after` ends
+    this call after that many epochs in total, as an interruption would, leaving a run that
+    `resume` completes."""
     if resume is not None:
-        run, cfg = _open_run(resume, "last")
-        if epochs is not None:
-            cfg.epochs = epochs
+        run, cfg, changed = resume_config(resume, changes or {})
+        meta = rundir.checkpoint_meta(run, "last")
+        if meta["epoch"] >= cfg.epochs or (meta.get("stopped_early") and "epochs" not in changed):
+            if (run / "final.json").exists():
+                final = rundir.read_json(run / "final.json")
+                print(f"{run} is finished ({meta['epoch']} epochs, test_acc {final['test_acc']:.4f}); nothing to do — "
+                      f"to train further, resume with --epochs above {meta['epoch']}.")
+                return run
     prep = load_data(cfg)
     ds = prep.dataset
     spec = build_spec(cfg, ds.image_shape, ds.num_classes)
     steps_per_epoch = math.ceil(len(prep.train) / cfg.batch_size)
-    engine = make_engine(cfg, spec, steps_per_epoch)
+    engine = create_engine(cfg, spec, steps_per_epoch)
     checks = Checks(spec, ds.num_classes, quiet)
 
+    env = rundir.environment(cfg.engine, engine.device)
+    env["data"] = {"source": ds.source, "checksum": ds.checksum, "class_names": ds.class_names,
+                   "image_shape": list(ds.image_shape), "train": len(prep.train),
+                   "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0}
     if resume is None:
         run = rundir.new_run_dir(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name)
         rows, start, best = [], 0, {"val_loss": math.inf, "epoch": None, "bad_epochs": 0}
     else:
-        meta = rundir.checkpoint_meta(run, "last")
         engine.load(run / "checkpoints" / "last", training_state=True)
         rows, start, best = rundir.read_metrics(run)[: meta["epoch"]], meta["epoch"], meta["best"]
+        first = rundir.read_json(run / "env.json")  # the environment the run started in stays on record
+        env = {**first, "resumes": first.get("resumes", []) + [
+            {"after_epoch": start, "time": env["started"], "device": env["device"], "changed": changed}]}
         if not quiet:
             print(f"resuming {run} after epoch {start}")
-    cfg.save(run / "config.yaml")  # resolved: dataset statistics and every default written out
-    env = rundir.environment(cfg.engine, str(getattr(engine, "device", "tf")))
-    env["data"] = {"source": ds.source, "checksum": ds.checksum, "class_names": ds.class_names,
-                   "image_shape": list(ds.image_shape), "train": len(prep.train),
-                   "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0}
+    rundir.write_text(run / "config.yaml", cfg.to_yaml())  # resolved: dataset statistics and every default written out
     rundir.write_json(run / "env.json", env)
     if not quiet:
         print(f"run {run}: {cfg.model.name} on {ds.name} ({len(prep.train)} train / "
-              f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine}, {cfg.epochs} epochs")
+              f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {cfg.epochs} epochs")
     checks.before_training()
-    tb = ScalarWriter(run / "tb")
+    # a resumed run redoes epoch start+1 onwards: TensorBoard drops anything an interruption left there
+    tb = ScalarWriter(run / "tb", purge_step=start + 1 if start else None)
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    stopped_early = False
+    stopped_early = resume is not None and meta.get("stopped_early", False) and "epochs" not in changed
     try:
         for epoch in range(start, last_epoch):
             bar = Progress(not quiet, epoch, cfg.epochs)
+            meter = Meter(epoch, engine.global_step(), len(prep.train), cfg.batch_size, bar)
             t0 = time.perf_counter()
-            stats = engine.train_epoch(prep.train.x, prep.train.y, epoch, bar)
+            engine.train_epoch(prep.train.x, prep.train.y, epoch, meter)
             seconds = time.perf_counter() - t0
             bar.close()
             val_loss = val_acc = None
             if prep.val is not None:
                 val_loss, val_acc = metrics_from_logits(engine.predict_logits(prep.val.x), prep.val.y)
-            row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": stats.lr, "seconds": seconds, "images_per_s": stats.images / seconds}
+            lr = lr_at(engine.global_step() - 1, steps_per_epoch, cfg.epochs, cfg.optim)  # the epoch's last step
+            row = {"epoch": epoch + 1, "train_loss": meter.loss, "train_acc": meter.acc, "val_loss": val_loss,
+                   "val_acc": val_acc, "lr": lr, "seconds": seconds, "images_per_s": meter.seen / seconds}
             rows.append(row)
-            rundir.write_metrics(run, rows)
-            tb.scalars(epoch + 1, {k: v for k, v in row.items() if k not in ("epoch", "seconds") and v is not None})
             if not quiet:
                 print(_line(row, cfg.epochs))
 
-            monitored = val_loss if val_loss is not None else stats.loss
+            monitored = val_loss if val_loss is not None else meter.loss
             improved = monitored < best["val_loss"]
             best = {"val_loss": monitored, "epoch": epoch + 1, "bad_epochs": 0} if improved else \
                 {**best, "bad_epochs": best["bad_epochs"] + 1}
-            meta = {"epoch": epoch + 1, "global_step": engine.global_step(), "best": best, "metrics": row}
+            stopped_early = bool(cfg.early_stop_patience and best["bad_epochs"] >= cfg.early_stop_patience)
+            # checkpoint first, then the logs: a kill in between loses log lines the resume rewrites,
+            # never a checkpoint the logs already claim
+            meta = {"epoch": epoch + 1, "global_step": engine.global_step(), "best": best,
+                    "stopped_early": stopped_early, "metrics": row}
             rundir.save_checkpoint(engine, run, "last", meta)
             if improved:
                 rundir.copy_checkpoint(run, "last", "best")
+            rundir.write_metrics(run, rows)
+            tb.scalars(epoch + 1, {k: v for k, v in row.items() if k not in ("epoch", "seconds") and v is not None})
             checks.after_epoch(rows, engine)
-            if cfg.early_stop_patience and best["bad_epochs"] >= cfg.early_stop_patience:
-                stopped_early = True
+            if stopped_early:
                 if not quiet:
                     print(f"early stop: val_loss has not improved for {best['bad_epochs']} epochs (best {best['val_loss']:.4f} at epoch {best['epoch']})")
                 break
@@ -149,19 +154,16 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, epochs: i
     return run
 
 
-def test_report(engine, prep: Prepared) -> dict:
-    """Test metrics from the engine's logits: the one definition `train` and `evaluate` share."""
-    x, y = prep.test.x, prep.test.y
-    logits = engine.predict_logits(x)
+def test_report(logits: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
+    """Metrics of a split from an engine's logits: the one definition `train` and `evaluate` share."""
     loss, acc = metrics_from_logits(logits, y)
-    k = prep.dataset.num_classes
+    k = len(class_names)
     pred = logits.argmax(1)
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (y, pred), 1)
-    per_class = {name: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None)
-                 for i, name in enumerate(prep.dataset.class_names)}
+    per_class = {name: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, name in enumerate(class_names)}
     return {"test_loss": loss, "test_acc": acc, "test_images": int(len(y)), "per_class_acc": per_class,
-            "confusion": cm.tolist(), "class_names": prep.dataset.class_names}
+            "confusion": cm.tolist(), "class_names": class_names}
 
 
 def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows: list[dict], checks: Checks) -> dict:
@@ -169,13 +171,16 @@ def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows
 
     if prep.test is None:
         raise UserError(f"{prep.dataset.source} has no test split to report on; add a test/ folder (training finished, checkpoints are in {run}).")
-    final = {"checkpoint": "last", "epochs": len(rows), **test_report(engine, prep)}
+    logits = engine.predict_logits(prep.test.x)  # (N, K) float32
+    # the test logits stay with the run, so reports and cross-framework checks need no framework
+    rundir.save_arrays(run / "predictions.npz", logits=logits.astype(np.float32), labels=prep.test.y)
+    final = {"checkpoint": "last", "epochs": len(rows), **test_report(logits, prep.test.y, prep.dataset.class_names)}
     rundir.write_json(run / "final.json", final)
     title = f"{cfg.model.name} / {cfg.engine} / {prep.dataset.name}"
     plot_history(rows, run / "history.png", title)
     plot_confusion(np.array(final["confusion"]), final["class_names"], run / "confusion.png", title)
     total_s = sum(r["seconds"] for r in rows)
-    lines = [f"run        {run}", f"engine     {cfg.engine}", f"model      {cfg.model.name}",
+    lines = [f"run        {run}", f"engine     {cfg.engine} ({engine.device})", f"model      {cfg.model.name}",
              f"data       {prep.dataset.source} ({len(prep.train)} train / {len(prep.val) if prep.val else 0} val / {len(prep.test)} test)",
              f"recipe     {cfg.optim.name} lr {cfg.optim.lr} ({cfg.optim.schedule}), batch {cfg.batch_size}, {len(rows)} epochs, seed {cfg.seed}",
              f"train time {total_s:.1f}s ({np.mean([r['images_per_s'] for r in rows]):.0f} images/s)",
@@ -184,43 +189,57 @@ def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows
     lines += [f"  {name:<14} {acc:.3f}" if acc is not None else f"  {name:<14} -" for name, acc in final["per_class_acc"].items()]
     if checks.fired:
         lines += ["", "warnings:"] + [f"  {t}" for _, t in checks.fired]
-    (run / "summary.txt").write_text("\n".join(lines) + "\n")
+    rundir.write_text(run / "summary.txt", "\n".join(lines) + "\n")
     return final
 
 
-def _open_run(run: Path, which: str = "last"):
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise UserError(f"{run} is not a clsf run directory (no config.yaml); pass the folder `clsf train` printed.")
-    cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-    rundir.checkpoint_meta(run, which)
-    return run, cfg
+def evaluate(run: str | Path, which: str = "last", engine: str | None = None, split: str = "test",
+             data: str | None = None) -> dict:
+    """Evaluate a run's checkpoint on a split. With the defaults this reproduces final.json exactly.
 
-
-def evaluate(run: str | Path, which: str = "last") -> dict:
-    """Re-evaluate a run's checkpoint on its test split; with `last` this reproduces final.json."""
-    run, cfg = _open_run(run, which)
+    `engine` loads the run's framework-neutral weights into another engine (a keras run evaluated
+    by torch, and the reverse); `data` evaluates on another dataset with the same classes. When the
+    split is the run's own test split, the report also compares with the logits the run saved."""
+    run, cfg = rundir.open_run(run, which)
+    trained_with = cfg.engine
+    if engine:
+        cfg.engine = engine
+    if data:
+        cfg.data.name = data
+    if split not in ("test", "val"):
+        raise UserError(f"split '{split}' is not known; use test or val.")
+    env = rundir.read_json(run / "env.json")
     prep = load_data(cfg)
-    spec = build_spec(cfg, prep.dataset.image_shape, prep.dataset.num_classes)
-    engine = make_engine(cfg, spec, 1)
-    engine.load(run / "checkpoints" / which, training_state=False)
-    if prep.test is None:
-        raise UserError(f"{prep.dataset.source} has no test split to evaluate on.")
-    import json
-
-    env = json.loads((run / "env.json").read_text())
-    if env.get("data", {}).get("checksum") not in (None, prep.dataset.checksum):
+    names = env.get("data", {}).get("class_names")
+    if names is not None and prep.dataset.class_names != names:
+        raise UserError(f"{prep.dataset.source} has classes {', '.join(prep.dataset.class_names)} but the run was trained "
+                        f"on {', '.join(names)}; evaluate on data with the same classes.")
+    part = prep.test if split == "test" else prep.val
+    if part is None:
+        raise UserError(f"{prep.dataset.source} has no {split} split to evaluate on; use --split "
+                        f"{'val' if split == 'test' else 'test'}.")
+    if not data and env.get("data", {}).get("checksum") not in (None, prep.dataset.checksum):
         print(f"clsf: warning: the data at {prep.dataset.source} changed since this run trained (checksum differs).", file=sys.stderr)
-    return test_report(engine, prep)
+    spec = build_spec(cfg, prep.dataset.image_shape, prep.dataset.num_classes)
+    eng = create_engine(cfg, spec, 1)
+    eng.load(run / "checkpoints" / which, training_state=False)
+    logits = eng.predict_logits(part.x)
+    report = {**test_report(logits, part.y, prep.dataset.class_names), "split": split, "engine": cfg.engine,
+              "trained_with": trained_with, "checkpoint": which}
+    saved = run / "predictions.npz"
+    if split == "test" and not data and which == "last" and saved.exists():
+        with np.load(saved) as z:
+            if len(z["logits"]) == len(logits):
+                report["agreement"] = {"same_prediction": float((z["logits"].argmax(1) == logits.argmax(1)).mean()),
+                                       "max_abs_logit_diff": float(np.abs(z["logits"] - logits).max())}
+    return report
 
 
 def predict(run: str | Path, images: list[str], top_k: int = 3, which: str = "best") -> list[tuple[str, list[tuple[str, float]]]]:
-    import json
-
     from clsf.data.folder import decode_image, image_to_array
 
-    run, cfg = _open_run(run, which)
-    env = json.loads((run / "env.json").read_text())
+    run, cfg = rundir.open_run(run, which)
+    env = rundir.read_json(run / "env.json")
     names, shape = env["data"]["class_names"], env["data"]["image_shape"]
     arrays = []
     for path in images:
@@ -233,7 +252,7 @@ def predict(run: str | Path, images: list[str], top_k: int = 3, which: str = "be
             raise UserError(f"cannot decode image '{path}' ({e}); give a PNG, JPEG or BMP file.") from None
         arrays.append(image_to_array(img, shape[2], tuple(shape[:2])))  # to the run's channels and size
     spec = build_spec(cfg, tuple(shape), len(names))
-    engine = make_engine(cfg, spec, 1)
+    engine = create_engine(cfg, spec, 1)
     engine.load(run / "checkpoints" / which, training_state=False)
     probs = softmax(engine.predict_logits(np.stack(arrays)))
     out = []

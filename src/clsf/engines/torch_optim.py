@@ -1,0 +1,60 @@
+"""Keras' optimizer rules for torch, so `optim.name` means one update in every engine.
+
+torch's own optimizers differ from Keras' once the learning rate moves or the second moment is
+small: SGD applies the rate after the momentum buffer (b = m*b + g; w -= lr*b) where Keras folds it
+in (v = m*v - lr*g; w += v), so the two differ under any schedule; RMSprop puts eps outside the
+root with alpha 0.99; Adam puts eps on the bias-corrected root. These follow Keras 3 line by line
+(keras/src/optimizers/{sgd,adam,rmsprop}.py), and the engine parity test holds them to it.
+
+Weight decay is decoupled and happens first, as in Keras: w -= lr * weight_decay * w, on every
+parameter, every optimizer ('adamw' is 'adam' with it; the name is kept for people who expect it).
+Gradient clipping (global L2 norm) is the loop's job, before step(), as in Keras.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from clsf.config import OptimConfig
+
+
+class KerasRule(torch.optim.Optimizer):
+    def __init__(self, params, o: OptimConfig):
+        super().__init__(params, dict(lr=o.lr))
+        self.o = o
+
+    @torch.no_grad()
+    def step(self):
+        o = self.o
+        for group in self.param_groups:
+            lr = group["lr"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g, state = p.grad, self.state[p]
+                if o.weight_decay:
+                    p.mul_(1 - lr * o.weight_decay)
+                if o.name == "sgd":
+                    if not o.momentum:
+                        p.add_(g, alpha=-lr)
+                        continue
+                    v = state.setdefault("velocity", torch.zeros_like(p))
+                    v.mul_(o.momentum).add_(g, alpha=-lr)  # v = m*v - lr*g
+                    if o.nesterov:
+                        p.add_(v, alpha=o.momentum).add_(g, alpha=-lr)  # w += m*v - lr*g
+                    else:
+                        p.add_(v)  # w += v
+                elif o.name == "rmsprop":
+                    v = state.setdefault("velocity", torch.zeros_like(p))
+                    v.mul_(o.rho).addcmul_(g, g, value=1 - o.rho)  # v = rho*v + (1-rho)*g^2
+                    p.addcdiv_(g, (v + o.eps).sqrt_(), value=-lr)  # w -= lr*g/sqrt(v + eps)
+                else:  # adam, adamw
+                    m = state.setdefault("m", torch.zeros_like(p))
+                    v = state.setdefault("v", torch.zeros_like(p))
+                    t = state["t"] = state.get("t", 0) + 1
+                    alpha = lr * math.sqrt(1 - o.beta2**t) / (1 - o.beta1**t)
+                    m.lerp_(g, 1 - o.beta1)  # m += (g - m) * (1 - beta1)
+                    v.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)
+                    p.addcdiv_(m, v.sqrt().add_(o.eps), value=-alpha)  # w -= alpha*m/(sqrt(v) + eps)

@@ -1,0 +1,85 @@
+"""What `clsf train --resume RUN` may change, said explicitly.
+
+A resumed run continues the same experiment: the model, data, engine, batch size, optimizer and
+schedule it trained with are fixed, and asking to change one is refused with a line naming the
+flag. What can change is applied and recorded (config.yaml, and a `resumes` entry in env.json):
+`epochs` (to extend the run), `device`, `eval_batch_size` and `early_stop_patience`.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+from clsf.config import Config, apply, validate
+from clsf.engines.schedule import lr_at
+from clsf.errors import UserError
+from clsf.run import rundir
+
+CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience")
+# how the user spelled a key on the command line, for the refusal message
+FLAGS = {"engine": "--engine", "model.name": "--model", "data.name": "--data", "data.data_dir": "--data-dir",
+         "data.channels": "--channels", "data.image_size": "--image-size", "data.skip_bad": "--skip-bad",
+         "batch_size": "--batch-size", "optim.name": "--optimizer", "optim.lr": "--lr", "seed": "--seed",
+         "runs_dir": "--runs-dir", "run_name": "--run-name"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; model.args entries become model.args.NAME."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _nest(key: str, value) -> dict:
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def _get(cfg: Config, key: str):
+    node = cfg.to_dict()
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def resume_config(run: str | Path, changes: dict) -> tuple[Path, Config, dict]:
+    """The run, its config with the allowed `changes` applied, and {key: [old, new]} of what changed."""
+    run, cfg = rundir.open_run(run, "last")
+    meta = rundir.checkpoint_meta(run, "last")
+    changed = {}
+    for key, value in _flat(changes).items():
+        old = _get(cfg, key)
+        new = _get(apply(copy.deepcopy(cfg), _nest(key, value)), key)  # type-checked like any override
+        if new == old:
+            continue  # restating the run's own value is no change
+        if key not in CHANGEABLE:
+            flag = FLAGS.get(key, f"{key}=...")
+            raise UserError(f"{flag} cannot change when resuming (this run trained with {key}={old!r}); "
+                            f"resume without it, or start a new run to try {new!r}.")
+        changed[key] = [old, new]
+        apply(cfg, _nest(key, new))
+    validate(cfg)
+    if cfg.epochs < meta["epoch"]:
+        raise UserError(f"--epochs {cfg.epochs} is fewer than the {meta['epoch']} epochs this run has trained; "
+                        f"give at least {meta['epoch']}.")
+    if "epochs" in changed and cfg.optim.schedule in ("cosine", "onecycle"):  # a warning, shown even with --quiet
+        _warn_reshaped_schedule(cfg, changed["epochs"][0], meta)
+    return run, cfg, changed
+
+
+def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:
+    step = meta["global_step"]
+    spe = max(1, round(step / meta["epoch"]))  # steps per epoch, as trained
+    before = lr_at(step - 1, spe, old_epochs, cfg.optim)
+    after = lr_at(step, spe, cfg.epochs, cfg.optim)
+    print(f"clsf: warning: optim.schedule={cfg.optim.schedule} spans the run's total epochs, so extending it from "
+          f"{old_epochs} to {cfg.epochs} recomputes the curve: the learning rate goes from {before:.3g} (last step "
+          f"trained) to {after:.3g} at epoch {meta['epoch'] + 1} and then falls to {cfg.optim.min_lr:g} by epoch "
+          f"{cfg.epochs}.", file=sys.stderr)

@@ -1,0 +1,122 @@
+"""Resume is explicit; TensorBoard never shows an epoch twice; exit codes; evaluate crosses frameworks."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from clsf.cli import main
+from clsf.config import build_config
+from clsf.run import rundir
+from clsf.run.tensorboard import ScalarWriter, read_scalars
+from clsf.run.train import evaluate, train
+
+DATA = "synthetic:train=150,test=60,size=12x12x3,classes=3"
+SMALL = ["model.args.widths=[8, 8]", "model.args.dense=16"]
+
+
+def _run(engine, tmp_path, *overrides, epochs=2, stop_after=None, small=SMALL):
+    cfg = build_config(flags={"engine": engine, "epochs": epochs, "runs_dir": str(tmp_path), "data": {"name": DATA}},
+                       overrides=small + list(overrides))
+    return train(cfg, quiet=True, stop_after=stop_after)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("argv,flag", [
+    (["--batch-size", "64"], "--batch-size"), (["--model", "resnet-s"], "--model"), (["--engine", "keras"], "--engine"),
+    (["--optimizer", "adam"], "--optimizer"), (["--data", "cifar10-sample"], "--data"),
+    (["optim.schedule=cosine"], "optim.schedule"), (["--lr", "0.5"], "--lr")])
+def test_resume_refuses_what_cannot_change(tmp_path, capsys, argv, flag):
+    run = _run("torch", tmp_path, stop_after=1)
+    before = (run / "config.yaml").read_text(), (run / "metrics.csv").read_text()
+    assert main(["train", "--resume", str(run), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and flag in err and "cannot change when resuming" in err
+    assert ((run / "config.yaml").read_text(), (run / "metrics.csv").read_text()) == before  # nothing touched
+
+
+@pytest.mark.torch
+def test_resume_applies_and_records_what_can_change(tmp_path, capsys):
+    run = _run("torch", tmp_path, "optim.schedule=cosine", stop_after=1)
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--device", "cpu", "--batch-size", "32", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "optim.schedule=cosine spans the run's total epochs" in err and "from 2 to 3" in err  # said, not silent
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 3
+    assert [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2, 3]
+    resumes = json.loads((run / "env.json").read_text())["resumes"]
+    assert resumes[-1]["after_epoch"] == 1 and resumes[-1]["changed"] == {"epochs": [2, 3], "device": ["auto", "cpu"]}
+
+
+@pytest.mark.torch
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
+    run = _run("torch", tmp_path, epochs=1)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "is finished (1 epochs" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    assert main(["train", "--resume", str(run), "--epochs", "0"]) == 2  # validated like any value
+
+
+@pytest.mark.torch
+def test_tensorboard_has_each_epoch_once_across_an_interrupted_resume(tmp_path):
+    run = _run("torch", tmp_path, epochs=3, stop_after=1)
+    w = ScalarWriter(run / "tb")  # as if epoch 2 reached TensorBoard and then the process died
+    w.scalars(2, {"train_loss": 99.0, "val_acc": 0.0})
+    w.close()
+    train(resume=run, quiet=True)
+    scalars = read_scalars(run / "tb")
+    keys = [(step, tag) for step, tag, _ in scalars]
+    assert len(keys) == len(set(keys)) and sorted({s for s, _ in keys}) == [1, 2, 3]
+    assert 99.0 not in [v for _, _, v in scalars]
+
+
+@pytest.mark.tf
+def test_tensorboard_purge_marker_is_what_tensorflow_reads(tmp_path):
+    import tensorflow as tf
+
+    w = ScalarWriter(tmp_path, purge_step=4)
+    w.close()
+    events = list(tf.compat.v1.train.summary_iterator(str(w.path)))
+    assert events[1].step == 4 and events[1].session_log.status == tf.compat.v1.SessionLog.START
+
+
+@pytest.mark.torch
+def test_non_finite_loss_has_its_own_exit_code(tmp_path, capsys):
+    code = main(["train", "--engine", "torch", "--data", DATA, "--epochs", "2", "--runs-dir", str(tmp_path),
+                 "--optimizer", "sgd", "--lr", "1e12", "--quiet", *SMALL])
+    assert code == 3 and "the training loss became" in capsys.readouterr().err
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+@pytest.mark.parametrize("trained,other", [("keras", "torch"), ("torch", "keras"), ("tf", "torch")])
+def test_evaluate_in_the_other_framework_gives_the_same_predictions(tmp_path, trained, other):
+    run = _run(trained, tmp_path, "model.name=resnet-s", "model.args.widths=[8, 8, 8]", "model.args.blocks=1", small=[])
+    final = json.loads((run / "final.json").read_text())
+    got = evaluate(run, engine=other)
+    assert got["engine"] == other and got["trained_with"] == trained
+    assert abs(got["test_acc"] - final["test_acc"]) <= 0.001
+    assert got["agreement"]["same_prediction"] >= 0.999 and got["agreement"]["max_abs_logit_diff"] < 1e-3
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+def test_evaluate_across_frameworks_has_teeth(tmp_path, monkeypatch):
+    """Without the NHWC/NCHW reordering of the first dense layer, torch sees other weights."""
+    run = _run("keras", tmp_path)
+    monkeypatch.setattr("clsf.models.transfer.flatten_perms", lambda spec: {})
+    got = evaluate(run, engine="torch")
+    assert got["agreement"]["max_abs_logit_diff"] > 1e-3
+
+
+@pytest.mark.torch
+def test_evaluate_val_split_and_other_data(tmp_path, capsys):
+    run = _run("torch", tmp_path)
+    val = evaluate(run, split="val")
+    assert val["split"] == "val" and val["test_images"] == 30  # 20% of 150, stratified
+    assert abs(val["test_acc"] - rundir.read_metrics(run)[-1]["val_acc"]) < 1e-12
+    other = evaluate(run, data="synthetic:train=30,test=20,size=12x12x3,classes=3,seed=5")
+    assert other["test_images"] == 20 and "agreement" not in other
+    assert main(["evaluate", str(run), "--data", "synthetic:train=30,test=20,size=12x12x3,classes=4"]) == 2
+    assert "has classes" in capsys.readouterr().err
