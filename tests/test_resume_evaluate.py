@@ -120,3 +120,15 @@ def test_evaluate_val_split_and_other_data(tmp_path, capsys):
     assert other["test_images"] == 20 and "agreement" not in other
     assert main(["evaluate", str(run), "--data", "synthetic:train=30,test=20,size=12x12x3,classes=4"]) == 2
     assert "has classes" in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_resume_after_a_kill_between_checkpoint_and_log_keeps_every_epoch(tmp_path):
+    run = _run("torch", tmp_path, epochs=3, stop_after=2)
+    rows = rundir.read_metrics(run)
+    rundir.write_metrics(run, rows[:1])  # the checkpoint of epoch 2 landed, its log line did not
+    train(resume=run, quiet=True)
+    again = rundir.read_metrics(run)
+    assert [r["epoch"] for r in again] == [1, 2, 3] and again[1]["val_loss"] == rows[1]["val_loss"]
+    steps = [step for step, tag, _ in read_scalars(run / "tb") if tag == "val_loss"]
+    assert steps == [1, 2, 3]

@@ -49,8 +49,9 @@ def _get(cfg: Config, key: str):
     return node
 
 
-def resume_config(run: str | Path, changes: dict) -> tuple[Path, Config, dict]:
-    """The run, its config with the allowed `changes` applied, and {key: [old, new]} of what changed."""
+def resume_config(run: str | Path, changes: dict) -> tuple[Path, Config, dict, dict]:
+    """The run, its config with the allowed `changes` applied, {key: [old, new]} of what changed, and
+    the meta of checkpoints/last."""
     run, cfg = rundir.open_run(run, "last")
     meta = rundir.checkpoint_meta(run, "last")
     changed = {}
@@ -71,7 +72,7 @@ def resume_config(run: str | Path, changes: dict) -> tuple[Path, Config, dict]:
                         f"give at least {meta['epoch']}.")
     if "epochs" in changed and cfg.optim.schedule in ("cosine", "onecycle"):  # a warning, shown even with --quiet
         _warn_reshaped_schedule(cfg, changed["epochs"][0], meta)
-    return run, cfg, changed
+    return run, cfg, changed, meta
 
 
 def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:

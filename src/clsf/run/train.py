@@ -52,6 +52,10 @@ def _line(row: dict, epochs: int) -> str:
             f"{val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s {row['images_per_s']:.0f} img/s")
 
 
+def _tb_values(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("epoch", "seconds") and v is not None}
+
+
 def train(cfg: Config | None = None, resume: str | Path | None = None, changes: dict | None = None,
           quiet: bool = False, stop_after: int | None = None) -> Path:
     """Train (or resume) a run; return its directory.
@@ -61,8 +65,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     this call after that many epochs in total, as an interruption would, leaving a run that
     `resume` completes."""
     if resume is not None:
-        run, cfg, changed = resume_config(resume, changes or {})
-        meta = rundir.checkpoint_meta(run, "last")
+        run, cfg, changed, meta = resume_config(resume, changes or {})
         if meta["epoch"] >= cfg.epochs or (meta.get("stopped_early") and "epochs" not in changed):
             if (run / "final.json").exists():
                 final = rundir.read_json(run / "final.json")
@@ -86,6 +89,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     else:
         engine.load(run / "checkpoints" / "last", training_state=True)
         rows, start, best = rundir.read_metrics(run)[: meta["epoch"]], meta["epoch"], meta["best"]
+        if len(rows) == start - 1:  # killed between the checkpoint and the log line: the checkpoint has it
+            rows.append(meta["metrics"])
         first = rundir.read_json(run / "env.json")  # the environment the run started in stays on record
         env = {**first, "resumes": first.get("resumes", []) + [
             {"after_epoch": start, "time": env["started"], "device": env["device"], "changed": changed}]}
@@ -97,8 +102,11 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         print(f"run {run}: {cfg.model.name} on {ds.name} ({len(prep.train)} train / "
               f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {cfg.epochs} epochs")
     checks.before_training()
-    # a resumed run redoes epoch start+1 onwards: TensorBoard drops anything an interruption left there
-    tb = ScalarWriter(run / "tb", purge_step=start + 1 if start else None)
+    # a resumed run: TensorBoard drops what an interruption left from epoch `start` on, and gets
+    # epoch `start` again from the checkpoint, so every epoch shows exactly once
+    tb = ScalarWriter(run / "tb", purge_step=start if start else None)
+    if start:
+        tb.scalars(start, _tb_values(rows[-1]))
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     stopped_early = resume is not None and meta.get("stopped_early", False) and "epochs" not in changed
     try:
@@ -132,7 +140,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             if improved:
                 rundir.copy_checkpoint(run, "last", "best")
             rundir.write_metrics(run, rows)
-            tb.scalars(epoch + 1, {k: v for k, v in row.items() if k not in ("epoch", "seconds") and v is not None})
+            tb.scalars(epoch + 1, _tb_values(row))
             checks.after_epoch(rows, engine)
             if stopped_early:
                 if not quiet:
