@@ -10,7 +10,7 @@ Tolerances. keras vs tf: 1e-6 absolute — they share the Keras model, optimizer
 differ only in the step machinery (measured: identical to the bit). keras vs torch: per tensor,
 ||w_keras - w_torch|| <= 1e-4 * ||w_keras||. float32 has a 6e-8 epsilon and the two frameworks sum
 convolutions in different orders, so the first gradients already differ by ~1e-7 relative; 24
-steps (Adam's division by sqrt(v) amplifies near-zero coordinates most) bring that to <= 2e-5
+steps (Adam's division by sqrt(v) amplifies near-zero coordinates most) bring that to <= 3e-5
 measured, so 1e-4 leaves a margin of 5x and more, while every rule change tried in
 test_parity_has_teeth moves the weights by 1e-2 or more.
 """
@@ -28,7 +28,7 @@ from clsf.engines.base import Meter
 
 pytestmark = [pytest.mark.tf, pytest.mark.torch]
 
-N, B, EPOCHS, K = 90, 16, 4, 3  # images, batch (the last of each epoch is partial), epochs, classes
+N, B, EPOCHS, K = 180, 16, 2, 3  # images, batch (the last of each epoch is partial), epochs, classes
 STEPS = EPOCHS * -(-N // B)  # 24 optimizer steps
 # a learnable task (a pattern per class plus noise): random labels on noise images make a chaotic
 # trajectory, where one rounding difference flips a ReLU and the runs part for reasons of float noise
@@ -148,7 +148,7 @@ def test_keras_and_torch_reach_the_same_weights(optimizer, schedule, regularised
     check("seed-cnn", optimizer, schedule, regularised, ("keras", "tf", "torch") if tf_too else ("keras", "torch"))
 
 
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])  # every optimizer: the slow variant below
 def test_batch_norm_model_in_training_mode(optimizer):
     check("resnet-s", optimizer, "cosine", True, ("keras", "tf", "torch") if optimizer == "adam" else ("keras", "torch"))
 
