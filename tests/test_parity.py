@@ -28,8 +28,7 @@ from clsf.engines.base import Meter
 
 pytestmark = [pytest.mark.tf, pytest.mark.torch]
 
-N, B, EPOCHS, K = 180, 16, 2, 3  # images, batch (the last of each epoch is partial), epochs, classes
-STEPS = EPOCHS * -(-N // B)  # 24 optimizer steps
+N, B, EPOCHS, K = 180, 16, 2, 3  # images, batch, epochs, classes: 2 epochs of 12 steps, the last partial
 # a learnable task (a pattern per class plus noise): random labels on noise images make a chaotic
 # trajectory, where one rounding difference flips a ReLU and the runs part for reasons of float noise
 _DS = make_synthetic(f"synthetic:train={N},test=3,size=8x8x3,classes={K},seed=0")

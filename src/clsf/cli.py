@@ -91,7 +91,7 @@ def cmd_models_summary(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from clsf.config import apply, build_config, parse_overrides
+    from clsf.config import build_config, parse_overrides
     from clsf.run.train import train
 
     flags = {k: v for k, v in {

@@ -49,11 +49,14 @@ class TorchEngine:
         torch.manual_seed(cfg.seed)  # initial weights
         self.cfg, self.spec, self.pre, self.steps_per_epoch = cfg, spec, Preprocess.of(cfg.data), steps_per_epoch
         self.torch_device = resolve_device(cfg.device)
-        self.device = str(self.torch_device)
         self.model = build_torch(spec).to(self.torch_device)
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
         self.step = 0  # global step: the schedule's only state
         self.traces: dict[str, int] = {}  # nothing is traced
+
+    @property
+    def device(self) -> str:  # the contract's name for where the model runs, e.g. "cpu", "cuda:0"
+        return str(self.torch_device)
 
     def global_step(self) -> int:
         return self.step

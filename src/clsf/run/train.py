@@ -201,6 +201,13 @@ def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows
     return final
 
 
+def _checkpoint_engine(run: Path, cfg: Config, which: str, image_shape, num_classes: int):
+    """cfg's engine holding the neutral weights of checkpoints/<which>, for inference only."""
+    engine = create_engine(cfg, build_spec(cfg, image_shape, num_classes), 1)
+    engine.load(run / "checkpoints" / which, training_state=False)
+    return engine
+
+
 def evaluate(run: str | Path, which: str = "last", engine: str | None = None, split: str = "test",
              data: str | None = None) -> dict:
     """Evaluate a run's checkpoint on a split. With the defaults this reproduces final.json exactly.
@@ -228,10 +235,7 @@ def evaluate(run: str | Path, which: str = "last", engine: str | None = None, sp
                         f"{'val' if split == 'test' else 'test'}.")
     if not data and env.get("data", {}).get("checksum") not in (None, prep.dataset.checksum):
         print(f"clsf: warning: the data at {prep.dataset.source} changed since this run trained (checksum differs).", file=sys.stderr)
-    spec = build_spec(cfg, prep.dataset.image_shape, prep.dataset.num_classes)
-    eng = create_engine(cfg, spec, 1)
-    eng.load(run / "checkpoints" / which, training_state=False)
-    logits = eng.predict_logits(part.x)
+    logits = _checkpoint_engine(run, cfg, which, prep.dataset.image_shape, prep.dataset.num_classes).predict_logits(part.x)
     report = {**test_report(logits, part.y, prep.dataset.class_names), "split": split, "engine": cfg.engine,
               "trained_with": trained_with, "checkpoint": which}
     saved = run / "predictions.npz"
@@ -259,10 +263,7 @@ def predict(run: str | Path, images: list[str], top_k: int = 3, which: str = "be
         except ValueError as e:
             raise UserError(f"cannot decode image '{path}' ({e}); give a PNG, JPEG or BMP file.") from None
         arrays.append(image_to_array(img, shape[2], tuple(shape[:2])))  # to the run's channels and size
-    spec = build_spec(cfg, tuple(shape), len(names))
-    engine = create_engine(cfg, spec, 1)
-    engine.load(run / "checkpoints" / which, training_state=False)
-    probs = softmax(engine.predict_logits(np.stack(arrays)))
+    probs = softmax(_checkpoint_engine(run, cfg, which, tuple(shape), len(names)).predict_logits(np.stack(arrays)))
     out = []
     for path, p in zip(images, probs):
         order = np.argsort(-p)[: max(1, top_k)]
