@@ -30,10 +30,11 @@ def test_run_directory_shape_metrics_and_exact_evaluate(engine, tmp_path):
     names = {p.name for p in run.iterdir()}
     assert {"config.yaml", "env.json", "metrics.csv", "tb", "checkpoints", "final.json", "summary.txt",
             "history.png", "confusion.png"} <= names
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last", "best"}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"init", "last", "best"}
+    assert {p.name for p in (run / "checkpoints" / "init").iterdir()} >= {"weights.npz", "meta.json", "logits.npz"}
     rows = rundir.read_metrics(run)
     assert list(rows[0]) == rundir.METRICS and [r["epoch"] for r in rows] == [1, 2]
-    assert all(0 <= r["train_acc"] <= 1 and r["val_loss"] > 0 and r["images_per_s"] > 0 for r in rows)
+    assert all(0 <= r["train_acc"] <= 1 and r["val_loss"] > 0 and r["images_per_s"] > 0 and r["peak_mem_mb"] > 50 for r in rows)
     tags = {t for _, t, _ in read_scalars(next((run / "tb").iterdir()))}
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= tags
     final = json.loads((run / "final.json").read_text())

@@ -90,13 +90,12 @@ def cmd_models_summary(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from clsf.config import build_config, parse_overrides
-    from clsf.run.train import train
-
+def _flags(args) -> dict:
+    """The recipe flags a command was given, as nested config keys (absent flags left out)."""
     flags = {k: v for k, v in {
-        "engine": args.engine, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-        "device": args.device, "runs_dir": args.runs_dir, "run_name": args.run_name,
+        "engine": getattr(args, "engine", None), "epochs": args.epochs, "batch_size": args.batch_size,
+        "seed": getattr(args, "seed", None), "device": args.device, "runs_dir": args.runs_dir,
+        "run_name": getattr(args, "run_name", None),
     }.items() if v is not None}
     data = {k: v for k, v in {"name": args.data, "data_dir": args.data_dir, "channels": args.channels,
                               "image_size": list(args.image_size) if args.image_size else None,
@@ -105,6 +104,14 @@ def cmd_train(args) -> int:
     for section, values in (("data", data), ("optim", optim), ("model", {"name": args.model} if args.model else {})):
         if values:
             flags[section] = values
+    return flags
+
+
+def cmd_train(args) -> int:
+    from clsf.config import build_config, parse_overrides
+    from clsf.run.train import train
+
+    flags = _flags(args)
     if args.resume:
         if args.config:
             raise UserError("--config cannot be combined with --resume (a resumed run keeps its own config.yaml); drop --config.")
@@ -112,6 +119,31 @@ def cmd_train(args) -> int:
         train(resume=args.resume, changes=changes, quiet=args.quiet)
         return 0
     train(build_config(args.config, flags, args.overrides), quiet=args.quiet)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from clsf.config import build_config
+    from clsf.experiments.compare import compare, parse_engines, parse_seeds
+
+    engines, seeds = parse_engines(args.engines), parse_seeds(args.seeds)
+    compare(build_config(args.config, _flags(args), args.overrides), engines, seeds, args.out, args.independent_init)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from clsf.config import build_config
+    from clsf.experiments.compare import parse_seeds
+    from clsf.experiments.sweep import parse_grid, sweep
+
+    sweep(build_config(args.config, _flags(args), args.overrides), parse_grid(args.grid), parse_seeds(args.seeds), args.out)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from clsf.report.build import write_report
+
+    print(f"wrote {write_report(args.paths, args.out)}")
     return 0
 
 
@@ -148,6 +180,20 @@ def cmd_predict(args) -> int:
     for path, top in predict(args.run, args.images, args.top_k, args.checkpoint):
         print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
     return 0
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """The recipe flags train, compare and sweep share."""
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
+    p.add_argument("--model", help="a registered model (default: seed-cnn)")
+    _add_data_args(p, default=None)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
+    p.add_argument("--lr", type=float)
+    p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--runs-dir", help="where run directories go (default: runs)")
+    p.add_argument("--config", help="YAML file with config keys (a run's config.yaml works)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,29 +233,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with one engine; writes a run directory",
                        description="Train a model. Precedence: defaults < --config YAML < flags < KEY=VALUE overrides "
                                    "(e.g. optim.schedule=cosine data.hflip=true model.args.dropout=0.5).")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
     p.add_argument("--engine", choices=("keras", "tf", "torch"), help="keras (fit), tf (custom loop) or torch (default: keras)")
-    p.add_argument("--model", help="a registered model (default: seed-cnn)")
-    _add_data_args(p, default=None)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
-    p.add_argument("--lr", type=float)
+    _add_recipe_args(p)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--runs-dir", help="where run directories go (default: runs)")
     p.add_argument("--run-name", help="name of the run directory (default: time-model-engine-data)")
-    p.add_argument("--config", help="YAML file with config keys (a run's config.yaml works)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run with its own config; only --epochs (to extend), --device, --quiet, "
                         "eval_batch_size= and early_stop_patience= may be given")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("compare", help="one recipe through several engines and seeds, each run in its own process",
+                       description="Train the same recipe with each engine and seed (every run in its own process, the "
+                                   "engines of a seed from the same initial weights), then write a table of mean ± std, "
+                                   "overlaid curves and a verdict. Run the same command again to finish a stopped compare.")
+    p.add_argument("--engines", default="keras,tf,torch", help="comma list (default: %(default)s); the first one's "
+                   "initial weights are given to the others")
+    p.add_argument("--seeds", default="0", help="comma list of seeds (default: %(default)s)")
+    p.add_argument("--independent-init", action="store_true", help="let each engine draw its own initial weights")
+    p.add_argument("--out", metavar="FOLDER", help="the compare folder (default: RUNS_DIR/compare-MODEL-DATA-PLANID)")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("sweep", help="a grid of config values with one engine; a results table and plots",
+                       description="Train every point of a grid (x seeds) with one engine, each an ordinary run in its "
+                                   "own process. Run the same command again to skip finished points and resume the rest.")
+    p.add_argument("--engine", choices=("keras", "tf", "torch"), help="default: keras")
+    p.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
+                   help="config keys and their values, e.g. batch_size=16,32,64 optim.name=rmsprop,adam model.args.activation=relu,elu")
+    p.add_argument("--seeds", default="0", help="comma list of seeds (default: %(default)s)")
+    p.add_argument("--out", metavar="FOLDER", help="the sweep folder (default: RUNS_DIR/sweep-MODEL-DATA-PLANID)")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="a self-contained HTML page and report.md for runs, or a compare/sweep folder")
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER",
+                   help="one run (config, curves, confusion, mistakes), several runs or folders of runs (table, "
+                        "differing config keys, overlaid curves), or a compare/sweep folder")
+    p.add_argument("--out", metavar="FOLDER", help="where to write (default: into the run or compare/sweep folder; "
+                   "./clsf-report for several runs)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint, in any engine, on its test or val split")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--checkpoint", choices=("last", "best"), default="last",
-                   help="last (default) reproduces final.json; best is the lowest val_loss epoch")
+    p.add_argument("--checkpoint", choices=("last", "best", "init"), default="last",
+                   help="last (default) reproduces final.json; best is the lowest val_loss epoch; init the weights before training")
     p.add_argument("--engine", choices=("keras", "tf", "torch"),
                    help="evaluate with another engine (the weights are framework-neutral; default: the run's own)")
     p.add_argument("--split", choices=("test", "val"), default="test", help="default: %(default)s")

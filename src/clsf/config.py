@@ -74,6 +74,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # torch: "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     early_stop_patience: int | None = None  # epochs without val_loss improvement; None = off
+    init_from: str | None = None  # start from these weights: a checkpoint folder (weights.npz) or a run directory
     runs_dir: str = "runs"
     run_name: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
@@ -173,6 +174,24 @@ def parse_overrides(items: list[str]) -> dict:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; model.args entries become model.args.NAME."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def nest(key: str, value) -> dict:
+    """("optim.lr", 0.1) -> {"optim": {"lr": 0.1}}, the shape `apply` takes."""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -2,12 +2,14 @@
 
   2  UserError: bad input the user can fix (a path, a format, a config value, a flag on resume).
   3  NonFiniteLoss: training produced a NaN/inf loss; the run stopped, its last good checkpoint kept.
+  4  RunsFailed: some runs of a compare or sweep failed; the others finished (logs/ says why).
  130 interrupted (Ctrl-C); the run resumes with `clsf train --resume RUN_DIR`.
 Each message names the problem and the fix in one sentence.
 """
 
 EXIT_CODES = {0: "success", 2: "bad input (the message names it and the fix)",
               3: "training stopped on a non-finite loss (checkpoints/last holds the last good epoch)",
+              4: "some runs of a compare or sweep failed; the rest finished (see the folder's logs/)",
               130: "interrupted (resume with clsf train --resume RUN_DIR)"}
 
 
@@ -33,3 +35,9 @@ class NonFiniteLoss(ClsfError):
             f"{global_step + 1}); the run stopped there and checkpoints/last holds the last good epoch — "
             "lower optim.lr, set optim.clip_norm, or check the inputs for NaNs."
         )
+
+
+class RunsFailed(ClsfError):
+    """Some runs of a compare or sweep failed; the others finished and the report covers them."""
+
+    exit_code = 4

@@ -1,4 +1,5 @@
-"""history.png and confusion.png from metrics rows and a confusion matrix (no framework import)."""
+"""Every picture clsf draws, from metrics rows, confusion matrices and saved predictions (no framework
+import). Each function saves to `out` and returns the path, or returns PNG bytes when `out` is None."""
 
 from __future__ import annotations
 
@@ -16,7 +17,21 @@ def _plt():
     return plt
 
 
-def plot_history(rows: list[dict], out: Path, title: str = "") -> Path:
+def _save(fig, out: Path | None):
+    import io
+
+    plt = _plt()
+    if out is None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        return buf.getvalue()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_history(rows: list[dict], out: Path | None, title: str = ""):
     plt = _plt()
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -32,12 +47,10 @@ def plot_history(rows: list[dict], out: Path, title: str = "") -> Path:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
-def plot_confusion(cm: np.ndarray, class_names: list[str], out: Path, title: str = "") -> Path:
+def plot_confusion(cm: np.ndarray, class_names: list[str], out: Path | None, title: str = ""):
     plt = _plt()
     k = len(class_names)
     size = max(4.5, 0.55 * k + 2)
@@ -56,6 +69,105 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], out: Path, title: str
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
+
+
+def _curve(rows: list[dict], metric: str) -> tuple[list[int], list[float]]:
+    pts = [(r["epoch"], r[metric]) for r in rows if r.get(metric) is not None]
+    return [e for e, _ in pts], [v for _, v in pts]
+
+
+def plot_runs(runs: list[tuple[str, list[dict]]], out: Path | None = None, title: str = ""):
+    """Overlaid curves of several runs: accuracy (val, else train) and loss (val solid, train dotted)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.get_cmap("tab10" if len(runs) <= 10 else "viridis")
+    for i, (label, rows) in enumerate(runs):
+        c = colors(i % 10) if len(runs) <= 10 else colors(i / max(len(runs) - 1, 1))
+        acc = "val_acc" if any(r.get("val_acc") is not None for r in rows) else "train_acc"
+        axes[0].plot(*_curve(rows, acc), "o-", color=c, ms=3, label=label)
+        axes[1].plot(*_curve(rows, "val_loss"), "o-", color=c, ms=3, label=label)
+        axes[1].plot(*_curve(rows, "train_loss"), ":", color=c)
+    axes[0].set_ylabel("val_acc (train_acc where there is no validation split)")
+    axes[1].set_ylabel("loss (val solid, train dotted)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    if len(runs) <= 12:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_bands(groups: dict[str, list[list[dict]]], out: Path | None = None, title: str = ""):
+    """One colour per group (engine): the mean over its runs (seeds) as a line, min..max as a band."""
+    plt = _plt()
+    metrics = [m for m in ("train_loss", "val_loss", "val_acc")
+               if any(r.get(m) is not None for runs in groups.values() for rows in runs for r in rows)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, (name, runs) in enumerate(groups.items()):
+            n = min((len(rows) for rows in runs), default=0)  # epochs every seed has
+            if n == 0:
+                continue
+            v = np.array([[rows[e].get(metric, np.nan) for e in range(n)] for rows in runs], dtype=float)  # (seeds, epochs)
+            epochs = np.arange(1, n + 1)
+            color = plt.get_cmap("tab10")(i)
+            # a style per group too: engines that agree to the bit (keras and tf) stay visible on top of each other
+            ax.plot(epochs, np.nanmean(v, 0), ("-", "--", ":", "-.")[i % 4], marker="os^D"[i % 4], color=color, ms=4,
+                    mfc="none", label=f"{name} ({len(runs)} seeds)")
+            if len(runs) > 1:
+                ax.fill_between(epochs, np.nanmin(v, 0), np.nanmax(v, 0), color=color, alpha=0.2, lw=0)
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_sweep(keys: list[str], points: list[tuple[dict, list[float]]], out: Path | None = None, title: str = ""):
+    """Test accuracy against each swept key: every run a dot, the mean over the other keys a line.
+    `points` holds (grid point {key: value}, [test_acc of each seed])."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, key in zip(axes[0], keys):
+        values = list(dict.fromkeys(repr(p[key]) for p, _ in points))  # grid order
+        means = []
+        for x, value in enumerate(values):
+            accs = [a for p, seeds in points if repr(p[key]) == value for a in seeds]
+            ax.scatter(x + rng.uniform(-0.08, 0.08, len(accs)), accs, s=14, alpha=0.6, color="tab:blue")
+            means.append(np.mean(accs) if accs else np.nan)
+        ax.plot(range(len(values)), means, "s-", color="tab:orange", label="mean")
+        ax.set_xticks(range(len(values)), [v.strip("'") for v in values], rotation=20)
+        ax.set_xlabel(key)
+        ax.set_ylabel("test_acc")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_mistakes(images: np.ndarray, true: list[str], pred: list[str], conf: np.ndarray, out: Path | None = None,
+                  cols: int = 8, title: str = ""):
+    """Misclassified images, each titled with its true class, the predicted class and its probability."""
+    plt = _plt()
+    n = len(images)
+    rows = max(1, (n + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.45, rows * 1.75), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, t, p, c in zip(axes.flat, images, true, pred, conf):
+        gray = img.shape[-1] == 1
+        ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"{t}\n→ {p} {c:.2f}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)

@@ -12,7 +12,7 @@ import copy
 import sys
 from pathlib import Path
 
-from clsf.config import Config, apply, validate
+from clsf.config import Config, apply, flatten, nest, validate
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.run import rundir
@@ -23,23 +23,6 @@ FLAGS = {"engine": "--engine", "model.name": "--model", "data.name": "--data", "
          "data.channels": "--channels", "data.image_size": "--image-size", "data.skip_bad": "--skip-bad",
          "batch_size": "--batch-size", "optim.name": "--optimizer", "optim.lr": "--lr", "seed": "--seed",
          "runs_dir": "--runs-dir", "run_name": "--run-name"}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; model.args entries become model.args.NAME."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def _nest(key: str, value) -> dict:
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
 
 
 def _get(cfg: Config, key: str):
@@ -55,9 +38,9 @@ def resume_config(run: str | Path, changes: dict) -> tuple[Path, Config, dict, d
     run, cfg = rundir.open_run(run, "last")
     meta = rundir.checkpoint_meta(run, "last")
     changed = {}
-    for key, value in _flat(changes).items():
+    for key, value in flatten(changes).items():
         old = _get(cfg, key)
-        new = _get(apply(copy.deepcopy(cfg), _nest(key, value)), key)  # type-checked like any override
+        new = _get(apply(copy.deepcopy(cfg), nest(key, value)), key)  # type-checked like any override
         if new == old:
             continue  # restating the run's own value is no change
         if key not in CHANGEABLE:
@@ -65,7 +48,7 @@ def resume_config(run: str | Path, changes: dict) -> tuple[Path, Config, dict, d
             raise UserError(f"{flag} cannot change when resuming (this run trained with {key}={old!r}); "
                             f"resume without it, or start a new run to try {new!r}.")
         changed[key] = [old, new]
-        apply(cfg, _nest(key, new))
+        apply(cfg, nest(key, new))
     validate(cfg)
     if cfg.epochs < meta["epoch"]:
         raise UserError(f"--epochs {cfg.epochs} is fewer than the {meta['epoch']} epochs this run has trained; "

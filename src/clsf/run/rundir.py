@@ -3,11 +3,13 @@
   runs/<time>-<model>-<engine>-<data>/
     config.yaml        fully resolved config (reload with --config)
     env.json           package versions, device, threads, git commit
-    metrics.csv        a row per epoch: epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_s
+    metrics.csv        a row per epoch: epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_s,peak_mem_mb
     tb/                TensorBoard scalars
+    checkpoints/init/  the weights before the first step + logits.npz (step-0 logits of up to 256 probe images)
     checkpoints/last/  weights.npz (framework-neutral) + state.* (optimizer etc.) + meta.json
     checkpoints/best/  the same, for the best val_loss so far
     final.json         test_loss, test_acc, per-class accuracy, confusion matrix
+    predictions.npz    test logits and labels, and the most confident mistakes (images included)
     summary.txt, history.png, confusion.png
 """
 
@@ -28,16 +30,17 @@ import yaml
 
 from clsf.errors import UserError
 
-METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+# peak_mem_mb: the training process's peak resident memory so far (host RAM, MiB)
+METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "peak_mem_mb"]
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name if os.sep in text or "/" in text else text).strip("_")[:40]
 
 
 def new_run_dir(runs_dir: str, model: str, engine: str, data: str, name: str | None = None) -> Path:
     base = Path(runs_dir)
-    stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(model)}-{engine}-{_slug(data)}"
+    stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(model)}-{engine}-{slug(data)}"
     path, i = base / stem, 1
     while path.exists():  # never reuse (and so never overwrite) an existing run
         i += 1
@@ -158,6 +161,25 @@ def copy_checkpoint(run: Path, src: str, dst: str) -> None:
     shutil.copytree(ckpts / src, tmp)
     shutil.rmtree(ckpts / dst, ignore_errors=True)
     os.replace(tmp, ckpts / dst)
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def init_folder(path: str | Path) -> Path:
+    """The checkpoint folder `init_from` names: a folder holding weights.npz, or a run directory
+    (its checkpoints/last)."""
+    p = Path(path)
+    for folder in (p, p / "checkpoints" / "last"):
+        if (folder / "weights.npz").is_file():
+            return folder
+    raise UserError(f"init_from '{path}' holds no weights.npz; give a checkpoint folder (e.g. RUN/checkpoints/best) or a run directory.")
 
 
 def checkpoint_meta(run: Path, which: str = "last") -> dict:

@@ -30,6 +30,9 @@ from clsf.run.resume import resume_config
 from clsf.run.tensorboard import ScalarWriter
 
 
+MISTAKES = 48  # misclassified test images kept in predictions.npz for the report
+
+
 def load_data(cfg: Config) -> Prepared:
     d = cfg.data
     ds = load_dataset(d.name, d.data_dir, d.channels, d.image_size, d.skip_bad)
@@ -53,7 +56,7 @@ def _line(row: dict, epochs: int) -> str:
 
 
 def _tb_values(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in ("epoch", "seconds") and v is not None}
+    return {k: v for k, v in row.items() if k not in ("epoch", "seconds", "peak_mem_mb") and v is not None}
 
 
 def train(cfg: Config | None = None, resume: str | Path | None = None, changes: dict | None = None,
@@ -84,8 +87,11 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                    "image_shape": list(ds.image_shape), "train": len(prep.train),
                    "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0}
     if resume is None:
+        if cfg.init_from:
+            _load_init(engine, cfg.init_from, cfg.model.name)
         run = rundir.new_run_dir(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name)
         rows, start, best = [], 0, {"val_loss": math.inf, "epoch": None, "bad_epochs": 0}
+        save_init(run, engine, prep, cfg.init_from)
     else:
         engine.load(run / "checkpoints" / "last", training_state=True)
         rows, start, best = rundir.read_metrics(run)[: meta["epoch"]], meta["epoch"], meta["best"]
@@ -122,7 +128,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                 val_loss, val_acc = metrics_from_logits(engine.predict_logits(prep.val.x), prep.val.y)
             lr = lr_at(engine.global_step() - 1, steps_per_epoch, cfg.epochs, cfg.optim)  # the epoch's last step
             row = {"epoch": epoch + 1, "train_loss": meter.loss, "train_acc": meter.acc, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": lr, "seconds": seconds, "images_per_s": meter.seen / seconds}
+                   "val_acc": val_acc, "lr": lr, "seconds": seconds, "images_per_s": meter.seen / seconds,
+                   "peak_mem_mb": rundir.peak_memory_mb()}
             rows.append(row)
             if not quiet:
                 print(_line(row, cfg.epochs))
@@ -162,6 +169,23 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     return run
 
 
+def _load_init(engine, init_from: str, model: str) -> None:
+    folder = rundir.init_folder(init_from)
+    try:
+        engine.load(folder, training_state=False)
+    except (KeyError, ValueError) as e:
+        raise UserError(f"the weights in {folder} do not fit model '{model}' ({e}); give a checkpoint of the same model.") from None
+
+
+def save_init(run: Path, engine, prep: Prepared, init_from: str | None) -> None:
+    """checkpoints/init: the weights before the first step, and their logits on up to 256 probe
+    images (the first validation images, else training images), so engines started from the same
+    weights can show they compute the same function before any training."""
+    probe = (prep.val if prep.val is not None else prep.train).x[:256]
+    rundir.save_checkpoint(engine, run, "init", {"epoch": 0, "global_step": 0, "init_from": init_from})
+    rundir.save_arrays(run / "checkpoints" / "init" / "logits.npz", logits=engine.predict_logits(probe).astype(np.float32))
+
+
 def test_report(logits: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
     """Metrics of a split from an engine's logits: the one definition `train` and `evaluate` share."""
     loss, acc = metrics_from_logits(logits, y)
@@ -180,8 +204,12 @@ def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows
     if prep.test is None:
         raise UserError(f"{prep.dataset.source} has no test split to report on; add a test/ folder (training finished, checkpoints are in {run}).")
     logits = engine.predict_logits(prep.test.x)  # (N, K) float32
-    # the test logits stay with the run, so reports and cross-framework checks need no framework
-    rundir.save_arrays(run / "predictions.npz", logits=logits.astype(np.float32), labels=prep.test.y)
+    # the test logits stay with the run, and the most confident mistakes with their images, so
+    # reports and cross-framework checks need neither a framework nor the dataset
+    mistakes = np.flatnonzero(logits.argmax(1) != prep.test.y)
+    mistakes = mistakes[np.argsort(-softmax(logits[mistakes]).max(1), kind="stable")][:MISTAKES]
+    rundir.save_arrays(run / "predictions.npz", logits=logits.astype(np.float32), labels=prep.test.y,
+                       mistake_index=mistakes, mistake_images=prep.test.x[mistakes])
     final = {"checkpoint": "last", "epochs": len(rows), **test_report(logits, prep.test.y, prep.dataset.class_names)}
     rundir.write_json(run / "final.json", final)
     title = f"{cfg.model.name} / {cfg.engine} / {prep.dataset.name}"

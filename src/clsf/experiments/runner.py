@@ -1,0 +1,171 @@
+"""What compare and sweep share: a folder, a plan, and one `clsf train` process per run.
+
+  <folder>/
+    plan.json        what was asked (engines or grid, seeds, the base config) and the runs it implies
+    configs/NAME.yaml  the config each run starts from
+    runs/NAME/       ordinary run directories (clsf train / evaluate / report work on them as usual)
+    logs/NAME.log    each run's output, stderr included
+    report.html, report.md, report_files/, summary.json
+    .lock            held (flock) by the command working in the folder
+
+Every run trains in its own process (TensorFlow and torch never share one), one at a time so their
+timings are not disturbed by each other. Running the same command again continues: a finished run is
+skipped, an interrupted one resumes from its last checkpoint, a missing one starts. A lock on the
+folder keeps two commands from working in it at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from clsf.config import Config, flatten
+from clsf.errors import RunsFailed, UserError
+from clsf.run import rundir
+
+
+def plan_id(plan: dict) -> str:
+    """A short hash of what was asked (not of the runs it implies, which follow from it)."""
+    asked = {k: v for k, v in plan.items() if k != "runs"}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def base_config(cfg: Config) -> dict:
+    """The recipe every run shares: the config without what each run sets itself."""
+    d = cfg.to_dict()
+    for k in ("engine", "seed", "run_name", "runs_dir", "init_from"):
+        d.pop(k)
+    return d
+
+
+def default_folder(cfg: Config, kind: str, plan: dict) -> Path:
+    return Path(cfg.runs_dir) / f"{kind}-{rundir.slug(cfg.model.name)}-{rundir.slug(str(cfg.data.name))}-{plan_id(plan)}"
+
+
+@contextmanager
+def open_folder(folder: Path, plan: dict):
+    """Hold the folder (a lock released by the OS if this process dies) with plan.json written, or
+    checked to be the same plan when the folder is continued."""
+    if folder.exists() and not (folder / "plan.json").is_file() and any(p.name != ".lock" for p in folder.iterdir()):
+        raise UserError(f"{folder} exists and is not a clsf compare or sweep folder (no plan.json); choose another --out.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {folder} ({e.strerror}); choose another --out.") from None
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another clsf command is working in {folder}; wait for it to finish, or choose another --out.") from None
+        path = folder / "plan.json"
+        if path.is_file():
+            old = rundir.read_json(path)
+            if plan_id(old) != plan_id(plan):
+                a, b = flatten({k: v for k, v in old.items() if k != "runs"}), flatten({k: v for k, v in plan.items() if k != "runs"})
+                diff = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+                raise UserError(f"{folder} holds a {old.get('kind', 'folder')} with another plan ({'; '.join(diff[:4])}); "
+                                f"rerun with its arguments to continue it, or choose another --out.")
+        else:
+            rundir.write_json(path, plan)
+        yield
+
+
+def state(run: Path) -> str:
+    """'finished', 'resume' (it has a finished epoch) or 'fresh' (nothing worth keeping)."""
+    if (run / "final.json").is_file():
+        return "finished"
+    if (run / "checkpoints" / "last" / "meta.json").is_file():
+        return "resume"
+    return "fresh"
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter stays in the log
+    env["PYTHONUNBUFFERED"] = "1"  # epoch lines arrive as they happen
+    return env
+
+
+def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
+    """Train (or resume, or skip) one run in its own process; return its state afterwards.
+
+    Raises UserError when the run rejected its input (every other run would too), and
+    KeyboardInterrupt after the child has stopped on Ctrl-C."""
+    run = folder / "runs" / name
+    was = state(run)
+    if was == "finished":
+        print(f"{progress} {name}: finished earlier, skipped")
+        return "finished"
+    if was == "resume":
+        argv = ["train", "--resume", str(run)]
+        print(f"{progress} {name}: resuming after epoch {rundir.checkpoint_meta(run)['epoch']}")
+    else:
+        shutil.rmtree(run, ignore_errors=True)  # died before its first epoch: nothing to keep
+        (folder / "configs").mkdir(exist_ok=True)
+        config = folder / "configs" / f"{name}.yaml"
+        rundir.write_text(config, cfg.to_yaml())
+        argv = ["train", "--config", str(config)]
+        print(f"{progress} {name}: training")
+    (folder / "logs").mkdir(exist_ok=True)
+    with open(folder / "logs" / f"{name}.log", "a") as log:
+        log.write(f"$ clsf {' '.join(argv)}\n")
+        log.flush()
+        child = subprocess.Popen([sys.executable, "-m", "clsf", *argv], stdout=subprocess.PIPE, stderr=log,
+                                 text=True, env=_child_env())
+        try:
+            for line in child.stdout:  # the child's epoch lines, shown as they come and kept in the log
+                print(f"  [{name}] {line}", end="", flush=True)
+                log.write(line)
+        except KeyboardInterrupt:
+            child.wait()  # Ctrl-C reached the child too: it saves nothing half-way and exits
+            raise
+        rc = child.wait()
+    if rc == 130:
+        raise KeyboardInterrupt
+    if rc != 0:
+        lines = (folder / "logs" / f"{name}.log").read_text().splitlines()
+        said = [ln for ln in lines if ln.startswith("clsf: error:")]
+        reason = said[-1][len("clsf: error: "):] if said else f"exit status {rc}; see {folder / 'logs' / (name + '.log')}"
+        if rc == UserError.exit_code:
+            raise UserError(f"run {name} refused its input: {reason}")
+        print(f"  [{name}] failed: {reason}", file=sys.stderr)
+        return "failed"
+    return state(run)
+
+
+def train_all(folder: Path, jobs: list[tuple[str, Config]], kind: str) -> list[str]:
+    """Train every job in order; return the names of runs that failed (others go on)."""
+    failed = []
+    try:
+        for i, (name, cfg) in enumerate(jobs):
+            if train_run(folder, name, cfg, f"[{i + 1}/{len(jobs)}]") == "failed":
+                failed.append(name)
+    except KeyboardInterrupt:
+        done = sum(state(folder / "runs" / n) == "finished" for n, _ in jobs)
+        print(f"\nclsf: {kind} stopped with {done} of {len(jobs)} runs finished; run the same command again "
+              f"to finish the rest (finished runs are skipped, the interrupted one resumes).", file=sys.stderr)
+        raise
+    return failed
+
+
+def finish(folder: Path) -> dict:
+    """Write the folder's report and summary.json; return the summary."""
+    from clsf.report.build import experiment_page
+
+    page, summary = experiment_page(folder)
+    rundir.write_json(folder / "summary.json", summary)
+    print(f"report: {page.write(folder)}")
+    return summary
+
+
+def raise_failed(folder: Path, kind: str, failed: list[str]) -> None:
+    if failed:
+        raise RunsFailed(f"{len(failed)} {kind} run(s) failed ({', '.join(failed)}); the report covers the rest — "
+                         f"see {folder / 'logs'} for why, fix it, and run the same command again.")

@@ -1,0 +1,115 @@
+"""`clsf sweep`: one engine, a grid of config values (x seeds), every point an ordinary run.
+
+    clsf sweep --engine torch --grid batch_size=16,32,64 optim.name=rmsprop,adam --seeds 0,1
+
+A grid item with one value is simply a fixed setting. Points are validated before anything trains,
+so a bad value stops the sweep at once instead of after hours.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from pathlib import Path
+
+import yaml
+
+from clsf.config import Config, apply, flatten, nest, validate
+from clsf.errors import UserError
+from clsf.experiments import runner
+
+
+def _split_values(text: str) -> list[str]:
+    """'16,32,[28, 28]' -> ['16', '32', '[28, 28]']: commas inside brackets stay."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur]
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """['batch_size=16,32', 'optim.name=adam,sgd'] -> {'batch_size': [16, 32], 'optim.name': ['adam', 'sgd']}."""
+    grid: dict[str, list] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or not raw:
+            raise UserError(f"grid item '{item}' is not KEY=V1,V2,...; write e.g. batch_size=16,32,64.")
+        if key in ("engine", "seed"):
+            raise UserError(f"'{key}' cannot be a grid key; use {'clsf compare' if key == 'engine' else '--seeds'} for it.")
+        if key in grid:
+            raise UserError(f"grid key '{key}' is given twice; list all its values in one item.")
+        values = []
+        for v in _split_values(raw):
+            try:
+                values.append(yaml.safe_load(v) if v.strip() else None)
+            except yaml.YAMLError:
+                values.append(v)
+        if len({repr(v) for v in values}) != len(values):
+            raise UserError(f"grid item '{item}' repeats a value; list each once.")
+        grid[key] = values
+    return grid
+
+
+def _name(point: dict, seed: int, index: int) -> str:
+    text = ",".join(f"{k}={v}" for k, v in point.items())
+    text = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text)
+    return f"{text},seed={seed}" if text and len(text) <= 120 else f"point{index:03d},seed={seed}"
+
+
+def plan_sweep(cfg: Config, grid: dict[str, list], seeds: list[int]) -> tuple[dict, list[tuple[str, Config]]]:
+    fixed = {k: v[0] for k, v in grid.items() if len(v) == 1}
+    swept = {k: v for k, v in grid.items() if len(v) > 1}
+    base = copy.deepcopy(cfg)
+    for k, v in fixed.items():
+        apply(base, nest(k, v))
+    validate(base)
+    plan = {"kind": "sweep", "model": base.model.name, "data": base.data.name, "engine": base.engine,
+            "grid": swept, "swept": list(swept), "seeds": seeds, "base": runner.base_config(base), "runs": []}
+    jobs = []
+    for index, values in enumerate(itertools.product(*swept.values())):
+        point = dict(zip(swept, values))
+        c = copy.deepcopy(base)
+        for k, v in point.items():
+            apply(c, nest(k, v))
+        try:
+            validate(c)
+        except UserError as e:
+            raise UserError(f"grid point {point}: {e}") from None
+        flat = flatten(c.to_dict())
+        point = {k: flat[k] for k in point}  # as the config holds it: '1e-3' (a YAML string) becomes 0.001
+        for s in seeds:
+            name = _name(point, s, index)
+            plan["runs"].append({"name": name, "seed": s, "point": point})
+            r = copy.deepcopy(c)
+            r.seed, r.run_name = s, name
+            jobs.append((name, r))
+    return plan, jobs
+
+
+def sweep(cfg: Config, grid: dict[str, list], seeds: list[int], out: str | Path | None = None) -> Path:
+    """Train every grid point x seed that is not finished yet, then write the sweep report."""
+    if not grid:
+        raise UserError("a sweep needs --grid KEY=V1,V2 ...; e.g. --grid batch_size=16,32 optim.name=adam,rmsprop.")
+    plan, jobs = plan_sweep(cfg, grid, seeds)
+    folder = Path(out) if out else runner.default_folder(cfg, "sweep", plan)
+    for _, c in jobs:
+        c.runs_dir = str(folder / "runs")
+    with runner.open_folder(folder, plan):
+        print(f"sweep folder {folder}: {len(jobs) // len(seeds)} grid points x {len(seeds)} seeds, engine {cfg.engine} "
+              f"(run the same command again to continue it)")
+        failed = runner.train_all(folder, jobs, "sweep")
+        summary = runner.finish(folder)
+    for t in summary["points"][:10]:
+        acc = t["test_acc"]
+        if acc[0] is not None:
+            print(f"  test_acc {100 * acc[0]:6.2f}" + (f" ± {100 * acc[1]:.2f}" if acc[1] is not None else "")
+                  + f" %  {t['train_s'][0]:7.1f} s  " + "  ".join(f"{k}={v}" for k, v in t["point"].items()))
+    runner.raise_failed(folder, "sweep", failed)
+    return folder

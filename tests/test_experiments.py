@@ -1,0 +1,181 @@
+"""compare and sweep: every run in its own process, the same initial weights across engines (and a
+test that fails when they are not), continuing a stopped folder, refusing a different plan."""
+
+import fcntl
+import json
+import subprocess
+import sys
+
+import pytest
+
+from clsf.cli import main
+from clsf.report.runs import RunRecord
+from clsf.report.summary import compare_summary
+from clsf.run import rundir
+
+DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"
+TINY = ["model.args.widths=[4, 4]", "model.args.dense=8"]
+
+
+def _compare(out, *extra, engines="keras,torch", seeds="0"):
+    return main(["compare", "--engines", engines, "--seeds", seeds, "--data", DATA, "--epochs", "2",
+                 "--out", str(out), *TINY, *extra])
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+def test_compare_shares_initial_weights_and_continues_a_stopped_folder(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert _compare(out) == 0
+    said = capsys.readouterr().out
+    assert "engines agree" in said or "engines differ" in said
+    summary = json.loads((out / "summary.json").read_text())
+    # keras' initial weights went to torch: the same function before any training
+    assert summary["step0_max_abs_logit_diff"]["torch"] < 1e-5
+    assert [e["finished"] for e in summary["engines"].values()] == [1, 1]
+    for name in ("keras-s0", "torch-s0"):
+        assert (out / "runs" / name / "final.json").is_file() and (out / "logs" / f"{name}.log").is_file()
+    html = (out / "report.html").read_text()
+    assert "keras-s0" in html and "torch-s0" in html and summary["verdict"] in html
+
+    # a stopped compare: torch never started, keras died after its last checkpoint, before final.json
+    keras_rows = (out / "runs" / "keras-s0" / "metrics.csv").read_text()
+    (out / "runs" / "keras-s0" / "final.json").unlink()
+    torch_run = out / "runs" / "torch-s0"
+    subprocess.run(["rm", "-r", str(torch_run)], check=True)
+    assert _compare(out) == 0
+    said = capsys.readouterr().out
+    assert "keras-s0: resuming after epoch 2" in said and "torch-s0: training" in said
+    assert (out / "runs" / "keras-s0" / "metrics.csv").read_text() == keras_rows  # nothing retrained
+    assert json.loads((out / "summary.json").read_text())["step0_max_abs_logit_diff"]["torch"] < 1e-5
+
+    assert _compare(out) == 0  # all finished: nothing runs
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+def test_independent_init_shows_in_the_step0_difference(tmp_path):
+    """The teeth of the test above: without the transfer, the engines start from different functions."""
+    assert _compare(tmp_path / "cmp", "--independent-init") == 0
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert summary["independent_init"] and summary["step0_max_abs_logit_diff"]["torch"] > 1e-2
+
+
+def test_compare_refuses_another_plan_and_a_busy_folder(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "plan.json").write_text(json.dumps({"kind": "compare", "model": "seed-cnn", "epochs": 1}))
+    assert _compare(out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds a compare with another plan" in err
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "plan.json"]  # nothing started
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert _compare(tmp_path / "other") == 2
+    assert "is not a clsf compare or sweep folder" in capsys.readouterr().err
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with open(busy / ".lock", "w") as f:  # another compare holds the folder
+        fcntl.flock(f, fcntl.LOCK_EX)
+        r = subprocess.run([sys.executable, "-m", "clsf", "compare", "--engines", "torch", "--data", DATA,
+                            "--epochs", "1", "--out", str(busy), *TINY], capture_output=True, text=True)
+    assert r.returncode == 2 and "another clsf command is working in" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["compare", "--engines", "keras,jax"], "names jax"),
+    (["compare", "--engines", "torch,torch"], "names an engine twice"),
+    (["compare", "--seeds", "0,x"], "not a comma list of integers"),
+    (["compare", "init_from=somewhere"], "init_from cannot be given to compare"),
+    (["sweep", "--grid", "batch_size"], "is not KEY=V1,V2"),
+    (["sweep", "--grid", "optim.lrr=0.1,0.2"], "unknown config key 'optim.lrr'"),
+    (["sweep", "--grid", "engine=keras,torch"], "use clsf compare"),
+    (["sweep", "--grid", "batch_size=16,0"], "grid point {'batch_size': 0}: batch_size=0 must be at least 1"),
+    (["sweep"], "a sweep needs --grid"),
+    (["report", "no/such/run"], "does not exist"),
+])
+def test_bad_experiment_input_is_one_line_exit_2(args, message, tmp_path):
+    extra = ["--runs-dir", str(tmp_path / "runs")] if args[0] != "report" else []
+    r = subprocess.run([sys.executable, "-m", "clsf", *args, *extra], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not (tmp_path / "runs").exists()  # validated before anything is written
+
+
+@pytest.mark.torch
+def test_sweep_runs_the_grid_sorts_by_accuracy_and_skips_finished_points(tmp_path, capsys):
+    out = tmp_path / "sw"
+    argv = ["sweep", "--engine", "torch", "--data", DATA, "--epochs", "1", "--out", str(out),
+            "--grid", "batch_size=16,32", "optim.name=sgd,adam", "optim.lr=0.01", *TINY]
+    assert main(argv) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["swept"] == ["batch_size", "optim.name"] and plan["base"]["optim"]["lr"] == 0.01  # one value: fixed
+    names = [r["name"] for r in plan["runs"]]
+    assert names[0] == "batch_size=16,optim.name=sgd,seed=0" and len(names) == 4
+    for name, point in ((r["name"], r["point"]) for r in plan["runs"]):
+        cfg = (out / "runs" / name / "config.yaml").read_text()
+        assert f"batch_size: {point['batch_size']}" in cfg and f"name: {point['optim.name']}" in cfg
+    points = json.loads((out / "summary.json").read_text())["points"]
+    accs = [p["test_acc"][0] for p in points]
+    assert accs == sorted(accs, reverse=True) and len(points) == 4
+    assert (out / "report_files" / "sweep.png").is_file()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 4
+
+
+@pytest.mark.torch
+def test_a_failed_run_does_not_stop_the_others_and_exits_4(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert main(["sweep", "--engine", "torch", "--data", DATA, "--epochs", "1", "--out", str(out), "--optimizer", "sgd",
+                 "--grid", "optim.lr=0.01,1e30", *TINY]) == 4
+    err = capsys.readouterr().err
+    assert "[optim.lr=1e+30,seed=0] failed: the training loss became" in err and "1 sweep run(s) failed" in err
+    assert (out / "runs" / "optim.lr=0.01,seed=0" / "final.json").is_file()
+    assert "1/1" in (out / "report.md").read_text()  # the finished point is reported
+
+
+@pytest.mark.torch
+def test_init_from_a_different_model_is_refused(tmp_path, capsys):
+    common = ["train", "--engine", "torch", "--data", DATA, "--epochs", "1", "--runs-dir", str(tmp_path), "--quiet"]
+    assert main([*common, "--run-name", "a", *TINY]) == 0
+    assert main([*common, "--run-name", "b", "model.args.widths=[6, 6]", f"init_from={tmp_path / 'a'}"]) == 2
+    assert "do not fit model 'seed-cnn'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def _record(tmp_path, engine, seed, acc):
+    return RunRecord(tmp_path / f"{engine}-s{seed}", {"engine": engine, "seed": seed, "epochs": 1, "model": {"name": "m"}},
+                     {}, [{"epoch": 1, "seconds": 1.0, "images_per_s": 10.0, "val_acc": acc, "peak_mem_mb": 1.0}],
+                     {"test_acc": acc, "test_loss": 1.0})
+
+
+@pytest.mark.parametrize("accs,verdict", [
+    ({"keras": [0.680, 0.690, 0.670], "torch": [0.676, 0.686, 0.666]}, "engines agree: spread of mean test accuracy 0.40 points"),
+    ({"keras": [0.680, 0.690, 0.670], "torch": [0.600, 0.610, 0.590]}, "engines differ: spread of mean test accuracy 8.00 points"),
+    ({"keras": [0.60, 0.70, 0.50], "torch": [0.58, 0.68, 0.48]}, "engines agree: spread of mean test accuracy 2.00 points, seed-to-seed std 10.00"),
+    ({"keras": [0.68], "torch": [0.60]}, "engines differ: spread of mean test accuracy 8.00 points, one seed"),
+])
+def test_compare_verdict(tmp_path, accs, verdict):
+    seeds = list(range(len(accs["keras"])))
+    plan = {"engines": list(accs), "seeds": seeds, "runs": [{"name": f"{e}-s{s}", "engine": e, "seed": s} for s in seeds for e in accs]}
+    records = {f"{e}-s{s}": _record(tmp_path, e, s, a[s]) for e, a in accs.items() for s in seeds}
+    assert compare_summary(plan, records)["verdict"].startswith(verdict)
+    del records["torch-s0"]
+    assert compare_summary(plan, records)["verdict"].startswith(f"incomplete: {2 * len(seeds) - 1} of {2 * len(seeds)}")
+
+
+def test_plan_ids_follow_the_plan():
+    from clsf.config import Config
+    from clsf.experiments.compare import plan_compare
+    from clsf.experiments.runner import plan_id
+
+    a = plan_compare(Config(), ["keras", "torch"], [0, 1], False)
+    assert plan_id(a) == plan_id(plan_compare(Config(), ["keras", "torch"], [0, 1], False))
+    assert plan_id(a) != plan_id(plan_compare(Config(epochs=6), ["keras", "torch"], [0, 1], False))
+    assert plan_id(a) != plan_id(plan_compare(Config(), ["torch", "keras"], [0, 1], False))
+    assert rundir.slug("../shared/data/cifar10-jpeg.tar.gz") == "cifar10-jpeg.tar.gz"

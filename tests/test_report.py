@@ -1,0 +1,188 @@
+"""clsf report: made from run directories alone (no framework import), one run in full, several
+runs side by side with only the config keys that differ."""
+
+import io
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from clsf.cli import main
+
+DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    pytest.importorskip("torch")
+    from clsf.config import build_config
+    from clsf.run.train import train
+
+    root = tmp_path_factory.mktemp("runs")
+    for name, extra in (("plain", []), ("wide", ["model.args.widths=[6, 6]", "optim.name=adam"])):
+        cfg = build_config(flags={"engine": "torch", "epochs": 2, "runs_dir": str(root), "run_name": name,
+                                  "data": {"name": DATA}}, overrides=["model.args.widths=[4, 4]", "model.args.dense=8", *extra])
+        train(cfg, quiet=True)
+    return root
+
+
+def _pngs(folder):
+    from PIL import Image
+
+    out = {}
+    for p in sorted((folder / "report_files").glob("*.png")):
+        with Image.open(p) as im:
+            im.load()  # decodes, or raises
+            out[p.stem] = im.size
+    return out
+
+
+def _embedded_images_decode(html):
+    import base64
+
+    from PIL import Image
+
+    data = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    for d in data:
+        Image.open(io.BytesIO(base64.b64decode(d))).load()
+    return len(data)
+
+
+def test_one_run_report_has_every_section(runs, capsys):
+    run = runs / "plain"
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {run / 'report.html'}"
+    html, md = (run / "report.html").read_text(), (run / "report.md").read_text()
+    for section in ("Curves", "Metrics per epoch", "Test set", "Config", "Environment"):
+        assert f"<h2>{section}</h2>" in html and f"## {section}" in md
+    final = json.loads((run / "final.json").read_text())
+    assert f"{final['test_acc']:.4f}" in html and "most confident mistakes" in html
+    assert set(_pngs(run)) == {"history", "confusion", "mistakes"}
+    assert _embedded_images_decode(html) == 3
+    assert "http://" not in html and "https://" not in html  # nothing fetched: opens from disk, offline
+
+
+def test_several_runs_show_only_the_keys_that_differ(runs, tmp_path):
+    out = tmp_path / "rep"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    table = md.split("## Config keys that differ")[1].split("##")[0]
+    header = [c.strip() for c in table.strip().splitlines()[0].strip("|").split("|")]
+    assert header == ["run", "model.args.widths", "optim.name"]  # run_name and runs_dir are not "differences"
+    assert "| plain |" in md and "| wide |" in md and "curves.png" in md
+    assert set(_pngs(out)) == {"curves"}
+
+
+def test_importing_and_running_reports_loads_no_framework(runs, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        import clsf.report, clsf.report.build, clsf.report.plots, clsf.report.summary, clsf.experiments.compare, clsf.experiments.sweep
+        from clsf.report.build import write_report
+        write_report([{str(runs / 'plain')!r}], {str(tmp_path / 'one')!r})
+        write_report([{str(runs)!r}], {str(tmp_path / 'many')!r})
+        loaded = [m for m in ("tensorflow", "torch", "keras", "jax") if m in sys.modules]
+        print(loaded)
+        sys.exit(1 if loaded else 0)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # teeth: the same check sees a framework once one is imported
+    r = subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit('torch' in sys.modules)"])
+    assert r.returncode == 1
+
+
+def test_a_run_without_predictions_still_reports(runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(runs / "plain", run)
+    (run / "predictions.npz").unlink()  # as written before predictions were saved
+    (run / "final.json").unlink()  # and unfinished
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "stopped at epoch 2/2" in html and "Test set" not in html
+
+
+def test_damaged_run_is_one_line_exit_2(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "bad"
+    shutil.copytree(runs / "plain", run)
+    (run / "final.json").write_text("{not json")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has a damaged file" in err
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), str(runs)]) == 2
+    assert "holds no clsf run directories" in capsys.readouterr().err
+
+
+def test_markdown_and_html_say_the_same(runs):
+    from html import escape
+
+    from clsf.report.build import run_page
+    from clsf.report.runs import read_run
+
+    page = run_page(read_run(runs / "wide"))
+    md, pictures = page.to_markdown("files")
+    html = page.to_html()
+    cells = [c for b in page.blocks if b[0] == "table" for row in b[2] for c in row]
+    assert all(c in md for c in cells) and all(escape(c) in html for c in cells)
+    assert len(pictures) == html.count("<img ")
+    assert np.isfinite(float(re.search(r"\| finished \| ([0-9.]+) \|", md).group(1)))
+
+
+def _browser():
+    """Headless Chromium driven by Playwright: Debian's chromium package, else Playwright's own build."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    pw = sync_api.sync_playwright().start()
+    try:
+        return pw, pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+    except Exception as e:  # noqa: BLE001 - any launch failure means "no browser here", said in the skip
+        pw.stop()
+        pytest.skip(f"no headless Chromium could start ({str(e).splitlines()[0]}); install Debian's chromium package")
+
+
+def _open(browser, path):
+    """Load a page from disk; return (console errors, body text, [(alt, naturalWidth)])."""
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete ? i.naturalWidth : 0])")
+    page.click("th")  # the sortable tables' script runs without error
+    text = page.inner_text("body")
+    page.close()
+    return errors, text, images
+
+
+def test_reports_open_in_a_real_browser(runs, tmp_path):
+    from clsf.report.build import write_report
+
+    many = write_report([runs], tmp_path / "many")
+    one = write_report([runs / "wide"], tmp_path / "one")
+    pw, browser = _browser()
+    try:
+        for path, names in ((many, ["plain", "wide"]), (one, ["wide"])):
+            errors, text, images = _open(browser, path)
+            assert errors == [], errors
+            assert all(n in text for n in names)
+            assert images and all(w > 0 for _, w in images), images
+        # teeth: a broken picture and a script error are both seen
+        broken = tmp_path / "broken.html"
+        html = one.read_text()
+        broken.write_text(html.replace("base64,iVBOR", "base64,AAAA", 1).replace("</body>", "<script>undefinedCall()</script></body>"))
+        errors, _, images = _open(browser, broken)
+        assert any("undefinedCall" in e for e in errors) and sorted(w for _, w in images)[0] == 0
+    finally:
+        browser.close()
+        pw.stop()
