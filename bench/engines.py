@@ -1,86 +1,100 @@
-"""Acceptance benchmark: the default recipe on real CIFAR-10 through all three engines.
+"""Acceptance benchmark: the default recipe on real CIFAR-10 through all three engines and several seeds.
 
-    python bench/engines.py --data ../shared/data/cifar10-jpeg.tar.gz [--epochs 5] [--out bench/results/cifar10-engines.md]
+    python bench/engines.py --data ../shared/data/cifar10-jpeg.tar.gz [--epochs 5] [--seeds 0,1,2] \
+        [--folder /tmp/clsf-bench/compare] [--out bench/results/cifar10-engines.md] [--figure docs/compare-cifar10.png]
 
-Each engine trains in its own process (`clsf train`, TF and torch never share one), then the
-table (test accuracy, training seconds, images/s, machine) is written from the run directories'
-final.json and metrics.csv. Then each run is evaluated by the other framework (`clsf evaluate
-RUN --engine E`, again one process each) and compared with the logits saved at training.
+1. `clsf compare` trains every (seed, engine) in its own process (TF and torch never share one), the
+   engines of a seed from the same initial weights; run again, it finishes only what is missing.
+2. Each seed-0 run is evaluated by the other framework (`clsf evaluate RUN --engine E`, one process
+   each) and compared with the logits saved at training.
+3. The tables are written from the compare folder's summary.json and run directories, and the
+   compare's curve picture is copied to --figure for the README.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 
+def clsf(*args: str, capture: bool = False) -> str:
+    print("$ clsf", " ".join(args), flush=True)
+    r = subprocess.run([sys.executable, "-m", "clsf", *args], check=True, text=True, capture_output=capture)
+    return r.stdout if capture else ""
+
+
+def pm(ms, scale=1.0, digits=2) -> str:
+    mean, std = ms
+    return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--model", default="seed-cnn")
     ap.add_argument("--engines", default="keras,tf,torch")
-    ap.add_argument("--runs-dir", default="runs/bench")
+    ap.add_argument("--folder", default="/tmp/clsf-bench/compare-cifar10", help="the compare folder (outside the repo)")
     ap.add_argument("--out", default="bench/results/cifar10-engines.md")
-    ap.add_argument("extra", nargs="*", help="KEY=VALUE overrides passed to every engine")
+    ap.add_argument("--figure", default="docs/compare-cifar10.png")
     args = ap.parse_args()
 
-    results = []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for engine in args.engines.split(","):
-        name = f"{stamp}-{args.model}-{engine}"
-        cmd = [sys.executable, "-m", "clsf", "train", "--engine", engine, "--model", args.model, "--data", args.data,
-               "--epochs", str(args.epochs), "--runs-dir", args.runs_dir, "--run-name", name, "--quiet", *args.extra]
-        print("$", " ".join(cmd), flush=True)
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        wall = time.perf_counter() - t0
-        run = Path(args.runs_dir) / name
-        final = json.loads((run / "final.json").read_text())
-        with open(run / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
-        train_s = sum(float(r["seconds"]) for r in rows)
-        ips = sum(float(r["images_per_s"]) for r in rows[1:]) / max(1, len(rows) - 1) if len(rows) > 1 else float(rows[0]["images_per_s"])
-        results.append((engine, final["test_acc"], final["test_loss"], float(rows[-1]["val_acc"] or 0), train_s, ips, wall, run))
-        print(f"{engine}: test_acc {final['test_acc']:.4f}  train {train_s:.0f}s  {ips:.0f} img/s", flush=True)
+    folder = Path(args.folder)
+    clsf("compare", "--engines", args.engines, "--model", args.model, "--data", args.data, "--epochs", str(args.epochs),
+         "--seeds", args.seeds, "--out", str(folder))
+    plan = json.loads((folder / "plan.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
 
     cross = []
-    for engine, acc, *_, run in results:
-        other = "torch" if engine != "torch" else "keras"
-        cmd = [sys.executable, "-m", "clsf", "evaluate", str(run), "--engine", other, "--json"]
-        print("$", " ".join(cmd), flush=True)
-        rep = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        cross.append((engine, other, acc, rep["test_acc"], rep["agreement"]["same_prediction"], rep["agreement"]["max_abs_logit_diff"]))
+    for r in plan["runs"]:
+        if r["seed"] != plan["seeds"][0]:
+            continue
+        run = folder / "runs" / r["name"]
+        other = "torch" if r["engine"] != "torch" else "keras"
+        rep = json.loads(clsf("evaluate", str(run), "--engine", other, "--json", capture=True))
+        own = json.loads((run / "final.json").read_text())["test_acc"]
+        cross.append((r["engine"], other, own, rep["test_acc"], rep["agreement"]["same_prediction"], rep["agreement"]["max_abs_logit_diff"]))
 
-    accs = [r[1] for r in results]
-    env = json.loads((results[0][7] / "env.json").read_text())
+    env = json.loads((folder / "runs" / plan["runs"][0]["name"] / "env.json").read_text())
+    pk = env["packages"]
     lines = [
-        f"# {args.model} on {Path(args.data).name}, {args.epochs} epochs, default recipe",
+        f"# {args.model} on {Path(args.data).name}: {len(plan['engines'])} engines x {len(plan['seeds'])} seeds, {args.epochs} epochs, default recipe",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}; "
-        f"python {platform.python_version()}, tensorflow {env['packages'].get('tensorflow-cpu') or env['packages'].get('tensorflow')}, "
-        f"keras {env['packages'].get('keras')}, torch {env['packages'].get('torch')}. Measured {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}; python {platform.python_version()}, "
+        f"tensorflow {pk.get('tensorflow-cpu') or pk.get('tensorflow')}, keras {pk.get('keras')}, torch {pk.get('torch')}. "
+        f"Measured {time.strftime('%Y-%m-%d')} with `clsf compare` (every run its own process, one at a time).",
         "",
-        "| engine | test acc | test loss | last val acc | train seconds | images/s (epochs 2+) | wall seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"**{summary['verdict']}.**",
+        "",
+        "| engine | runs | test acc (%) | test loss | train seconds | images/s | peak memory (MiB) | step-0 max abs logit diff |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {e} | {a:.4f} | {l:.4f} | {v:.4f} | {s:.0f} | {i:.0f} | {w:.0f} |" for e, a, l, v, s, i, w, _ in results]
-    lines += ["", f"Spread of test accuracy: {100 * (max(accs) - min(accs)):.2f} points.", "",
-              "Each run's weights evaluated by the other framework (`clsf evaluate RUN --engine E`):", "",
+    for i, (e, p) in enumerate(summary["engines"].items()):
+        d = summary["step0_max_abs_logit_diff"].get(e)
+        lines.append(f"| {e} | {p['finished']}/{p['of']} | {pm(p['test_acc'], 100)} | {pm(p['test_loss'], digits=4)} | "
+                     f"{pm(p['train_s'], digits=1)} | {pm(p['images_per_s'], digits=0)} | {pm(p['peak_mem_mb'], digits=0)} | "
+                     f"{'reference' if i == 0 else '-' if d is None else f'{d:.1e}'} |")
+    lines += ["", "Mean ± standard deviation over seeds "
+              f"{', '.join(map(str, plan['seeds']))}; images/s is each run's median epoch.", "",
+              "Each seed-0 run's weights evaluated by the other framework (`clsf evaluate RUN --engine E`):", "",
               "| trained with | evaluated with | test acc (trained) | test acc (evaluated) | same prediction | max abs logit diff |",
               "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {e} | {o} | {a:.4f} | {b:.4f} | {100 * p:.2f}% | {d:.1e} |" for e, o, a, b, p, d in cross]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
+    Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / "report_files" / "compare_curves.png", args.figure)
     print("\n".join(lines))
+    print(f"wrote {out} and {args.figure}")
     return 0
 
 
