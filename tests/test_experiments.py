@@ -62,6 +62,30 @@ def test_independent_init_shows_in_the_step0_difference(tmp_path):
     assert summary["independent_init"] and summary["step0_max_abs_logit_diff"]["torch"] > 1e-2
 
 
+@pytest.mark.torch
+def test_ctrl_c_stops_a_compare_that_the_same_command_then_finishes(tmp_path):
+    """A real interrupt: SIGINT to the terminal's process group (parent and child) mid-epoch."""
+    import os
+    import signal
+
+    argv = [sys.executable, "-m", "clsf", "compare", "--engines", "torch", "--seeds", "0,1", "--data", DATA,
+            "--epochs", "40", "--out", str(tmp_path / "cmp"), *TINY]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in p.stdout:
+        if "[torch-s0] epoch 3/40" in line:
+            os.killpg(p.pid, signal.SIGINT)
+            break
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert "compare stopped with 0 of 2 runs finished; run the same command again" in err
+    run = tmp_path / "cmp" / "runs" / "torch-s0"
+    done = rundir.checkpoint_meta(run)["epoch"]
+    assert 2 <= done < 40 and not (run / "final.json").exists()
+    r = subprocess.run(argv, capture_output=True, text=True)
+    assert r.returncode == 0 and f"torch-s0: resuming after epoch {done}" in r.stdout and "torch-s1: training" in r.stdout
+    assert [m["epoch"] for m in rundir.read_metrics(run)] == list(range(1, 41))
+
+
 def test_compare_refuses_another_plan_and_a_busy_folder(tmp_path, capsys):
     out = tmp_path / "cmp"
     out.mkdir()

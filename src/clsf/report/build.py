@@ -145,7 +145,8 @@ def sweep_section(page: Page, plan: dict, records: dict[str, RunRecord]) -> dict
                caption=f"engine {plan['engine']}; mean ± std over seeds {', '.join(map(str, plan['seeds']))}; best first")
     done = [(t["point"], t["test_accs"]) for t in s["points"] if t["test_accs"]]
     if done and keys:
-        page.image("sweep", plots.plot_sweep(keys, done), "test accuracy against each swept key (dots: runs; line: mean)")
+        grid = {k: list(dict.fromkeys(r["point"][k] for r in plan["runs"])) for k in keys}  # values in grid order
+        page.image("sweep", plots.plot_sweep(grid, done), "test accuracy against each swept key (dots: runs; line: mean)")
     return s
 
 

@@ -130,14 +130,14 @@ def plot_bands(groups: dict[str, list[list[dict]]], out: Path | None = None, tit
     return _save(fig, out)
 
 
-def plot_sweep(keys: list[str], points: list[tuple[dict, list[float]]], out: Path | None = None, title: str = ""):
-    """Test accuracy against each swept key: every run a dot, the mean over the other keys a line.
-    `points` holds (grid point {key: value}, [test_acc of each seed])."""
+def plot_sweep(grid: dict[str, list], points: list[tuple[dict, list[float]]], out: Path | None = None, title: str = ""):
+    """Test accuracy against each swept key (values in grid order): every run a dot, the mean over
+    the other keys a line. `points` holds (grid point {key: value}, [test_acc of each seed])."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(grid), figsize=(4.2 * len(grid), 3.6), squeeze=False)
     rng = np.random.default_rng(0)
-    for ax, key in zip(axes[0], keys):
-        values = list(dict.fromkeys(repr(p[key]) for p, _ in points))  # grid order
+    for ax, key in zip(axes[0], grid):
+        values = [repr(v) for v in grid[key]]
         means = []
         for x, value in enumerate(values):
             accs = [a for p, seeds in points if repr(p[key]) == value for a in seeds]
@@ -145,6 +145,7 @@ def plot_sweep(keys: list[str], points: list[tuple[dict, list[float]]], out: Pat
             means.append(np.mean(accs) if accs else np.nan)
         ax.plot(range(len(values)), means, "s-", color="tab:orange", label="mean")
         ax.set_xticks(range(len(values)), [v.strip("'") for v in values], rotation=20)
+        ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set_xlabel(key)
         ax.set_ylabel("test_acc")
         ax.grid(alpha=0.3)
