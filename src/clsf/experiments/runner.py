@@ -103,6 +103,10 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
     if was == "finished":
         print(f"{progress} {name}: finished earlier, skipped")
         return "finished"
+    if was == "fresh" and cfg.init_from and not (Path(cfg.init_from) / "weights.npz").is_file():
+        print(f"{progress} {name}: not started — its initial weights ({cfg.init_from}) were never written, "
+              f"because the run that makes them failed", file=sys.stderr)
+        return "failed"
     if was == "resume":
         argv = ["train", "--resume", str(run)]
         print(f"{progress} {name}: resuming after epoch {rundir.checkpoint_meta(run)['epoch']}")
