@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,13 @@ from clsf.models.spec import param_count, output_shape, walk, BatchNorm
 from clsf.models.zoo import get_spec, names
 
 pytestmark = [pytest.mark.tf, pytest.mark.torch]
-MODELS = names()
+EXAMPLES = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "examples" / "models").glob("*.yaml"))
+MODELS = names() + EXAMPLES  # the example model files get every registry test too
+
+
+def spec_of(name):
+    """A registry model with its defaults, or an example file built for CIFAR-sized input."""
+    return get_spec(name, input_shape=(32, 32, 3) if name.endswith(".yaml") else None)
 
 
 def _input(spec, n=3, seed=0):
@@ -64,7 +71,7 @@ def test_both_builds_agree_on_params_and_shapes(name):
     from clsf.models.keras import build_keras
     from clsf.models.torch import build_torch
 
-    spec = get_spec(name)
+    spec = spec_of(name)
     km, tm = build_keras(spec), build_torch(spec).eval()
     torch_count = sum(p.numel() for p in tm.parameters()) + sum(
         b.numel() for k, b in tm.named_buffers() if not k.endswith("num_batches_tracked"))
@@ -81,7 +88,7 @@ def test_weight_transfer_both_ways(name):
     from clsf.models.torch import build_torch
     from clsf.models.transfer import keras_to_torch, torch_to_keras
 
-    spec = get_spec(name)
+    spec = spec_of(name)
     rng = np.random.default_rng(1)
     km = build_keras(spec)
     _randomise_bn(km, spec, rng)
@@ -104,7 +111,7 @@ def test_weight_transfer_both_ways(name):
 def test_summary_same_numbers_in_both_frameworks(name):
     from clsf.models.summary import format_summary, summary_rows
 
-    spec = get_spec(name)
+    spec = spec_of(name)
     k, t = summary_rows(spec, "keras"), summary_rows(spec, "torch")
     assert [(r[0], r[1], r[3], r[4]) for r in k] == [(r[0], r[1], r[3], r[4]) for r in t]
     assert [r[2] for r in k] == [r[2] for r in t]
@@ -155,7 +162,7 @@ def test_cli_models_list_summary_and_diagram(tmp_path, capsys):
 
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert all(n in out for n in MODELS) and "430,102" in out
+    assert all(n in out for n in names()) and "430,102" in out
     png = tmp_path / "m.png"
     assert main(["models", "summary", "seed-cnn", "--framework", "torch", "--diagram", str(png)]) == 0
     assert "total params: 430,102" in capsys.readouterr().out

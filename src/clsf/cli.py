@@ -75,6 +75,14 @@ def cmd_models_list(args) -> int:
     return 0
 
 
+def cmd_models_show(args) -> int:
+    from clsf.models.yaml_spec import spec_to_yaml
+    from clsf.models.zoo import get_spec
+
+    print(spec_to_yaml(get_spec(args.name, args.num_classes, args.input_shape)), end="")
+    return 0
+
+
 def cmd_models_summary(args) -> int:
     from clsf.models.summary import draw_diagram, format_summary
     from clsf.models.zoo import get_spec
@@ -185,7 +193,7 @@ def cmd_predict(args) -> int:
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     """The recipe flags train, compare and sweep share."""
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
-    p.add_argument("--model", help="a registered model (default: seed-cnn)")
+    p.add_argument("--model", help="a registered model (default: seed-cnn) or a YAML model file (see `clsf models show`)")
     _add_data_args(p, default=None)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -221,8 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="models_command", metavar="ACTION", required=True)
     p = models.add_parser("list", help="registered models with parameter counts")
     p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("show", help="a model as a YAML model file, to start your own from (clsf train --model FILE.yaml)")
+    p.add_argument("name", help="a registered model (see `clsf models list`) or a model file")
+    p.add_argument("--yaml", action="store_true", help="YAML output (the only format; accepted for clarity)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--input-shape", type=_shape, metavar="HxWxC", default=None)
+    p.set_defaults(func=cmd_models_show)
     p = models.add_parser("summary", help="layer table (output shapes, parameters) as built by a framework")
-    p.add_argument("name", help="a registered model (see `clsf models list`)")
+    p.add_argument("name", help="a registered model (see `clsf models list`) or a YAML model file")
     p.add_argument("--framework", choices=("keras", "torch"), default="keras")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--input-shape", type=_shape, metavar="HxWxC", default=None)

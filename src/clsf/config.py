@@ -194,14 +194,22 @@ def nest(key: str, value) -> dict:
     return value
 
 
+def read_yaml(path: Path, what: str):
+    """A YAML file through the safe loader only: a tag that would construct a Python object is refused."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.constructor.ConstructorError as e:
+        raise UserError(f"{what} '{path}' holds a tag clsf will not construct ({e.problem}); "
+                        "remove it: clsf reads plain YAML values only.") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} '{path}' is not valid YAML ({str(e).splitlines()[0]}); fix the syntax.") from None
+
+
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file '{path}' does not exist; check the path.")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"config file '{path}' is not valid YAML ({str(e).splitlines()[0]}); fix the syntax.") from None
+    data = read_yaml(p, "config file") or {}
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a mapping of keys to values.")
     return data

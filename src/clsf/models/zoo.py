@@ -120,9 +120,21 @@ def names() -> list[str]:
 
 
 def get_spec(name: str, num_classes: int | None = None, input_shape=None, init: str | None = None, **overrides) -> ModelSpec:
-    """Build the registered spec; `overrides` are the model function's keyword arguments."""
+    """Build the registered spec, or the spec a YAML file describes; `overrides` are the model
+    function's keyword arguments (registry models only)."""
+    from clsf.models.yaml_spec import is_spec_file, load_spec_file
+
+    if is_spec_file(name):
+        if overrides:
+            raise UserError(f"model.args ({', '.join(overrides)}) apply to registered models; edit {name} instead.")
+        spec = load_spec_file(name, 10 if num_classes is None else num_classes, input_shape)
+        if init:
+            from dataclasses import replace
+
+            spec = replace(spec, init=init)
+        return spec
     if name not in REGISTRY:
-        raise UserError(f"unknown model '{name}'; choose one of {', '.join(REGISTRY)} (see `clsf models list`).")
+        raise UserError(f"unknown model '{name}'; choose one of {', '.join(REGISTRY)} (see `clsf models list`) or give a YAML model file.")
     fn = REGISTRY[name].build
     params = inspect.signature(fn).parameters
     bad = [k for k in overrides if k not in params]

@@ -10,6 +10,7 @@
     checkpoints/best/  the same, for the best val_loss so far
     final.json         test_loss, test_acc, per-class accuracy, confusion matrix
     predictions.npz    test logits and labels, and the most confident mistakes (images included)
+    model.yaml         the exact network as a model file (pinned input shape and class count)
     summary.txt, history.png, confusion.png
 """
 
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from clsf.errors import UserError
 
@@ -76,12 +76,12 @@ def save_arrays(path: Path, **arrays) -> None:
 
 def open_run(run: str | Path, which: str = "last") -> tuple[Path, "Config"]:
     """A run directory and its resolved config, checking it has checkpoints/<which>."""
-    from clsf.config import from_dict
+    from clsf.config import from_dict, read_yaml
 
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run} is not a clsf run directory (no config.yaml); pass the folder `clsf train` printed.")
-    cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = from_dict(read_yaml(run / "config.yaml", "run config") or {})
     checkpoint_meta(run, which)
     return run, cfg
 

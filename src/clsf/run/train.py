@@ -21,7 +21,8 @@ from clsf.engines import create_engine
 from clsf.engines.base import Meter, metrics_from_logits, softmax
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
-from clsf.models.spec import ModelSpec
+from clsf.models.spec import ModelSpec, output_shape
+from clsf.models.yaml_spec import is_spec_file, load_spec_file, spec_to_yaml
 from clsf.models.zoo import get_spec
 from clsf.run import rundir
 from clsf.run.checks import Checks
@@ -42,11 +43,22 @@ def load_data(cfg: Config) -> Prepared:
     return prep
 
 
-def build_spec(cfg: Config, image_shape, num_classes: int) -> ModelSpec:
-    kind = get_spec(cfg.model.name).kind
-    if kind != "classifier":
-        raise UserError(f"model '{cfg.model.name}' is a GAN {kind}, not a classifier; choose a classifier (see `clsf models list`).")
-    return get_spec(cfg.model.name, num_classes, image_shape, cfg.model.init, **cfg.model.args)
+def build_spec(cfg: Config, image_shape, num_classes: int, run: Path | None = None) -> ModelSpec:
+    """The model to train, or (given `run`) the one a run trained: its saved model.yaml, so a run
+    reloads without the file or registry entry it was built from."""
+    if run is not None and (run / "model.yaml").is_file():
+        return load_spec_file(run / "model.yaml")
+    # a registry GAN part is named as such before its input shape is forced onto it
+    kind = "classifier" if is_spec_file(cfg.model.name) else get_spec(cfg.model.name).kind
+    spec = get_spec(cfg.model.name, num_classes, image_shape, cfg.model.init, **cfg.model.args) if kind == "classifier" else None
+    if spec is None or spec.kind != "classifier":
+        raise UserError(f"model '{cfg.model.name}' is a GAN {kind if spec is None else spec.kind}, not a classifier; "
+                        f"choose a classifier (see `clsf models list`).")
+    out = output_shape(spec)
+    if out != (num_classes,):
+        raise UserError(f"model '{cfg.model.name}' outputs {out} but the data has {num_classes} classes; "
+                        f"give its last layer units: num_classes.")
+    return spec
 
 
 def _line(row: dict, epochs: int) -> str:
@@ -77,7 +89,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                 return run
     prep = load_data(cfg)
     ds = prep.dataset
-    spec = build_spec(cfg, ds.image_shape, ds.num_classes)
+    spec = build_spec(cfg, ds.image_shape, ds.num_classes, run if resume is not None else None)
     steps_per_epoch = math.ceil(len(prep.train) / cfg.batch_size)
     engine = create_engine(cfg, spec, steps_per_epoch)
     checks = Checks(spec, ds.num_classes, quiet)
@@ -103,6 +115,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         if not quiet:
             print(f"resuming {run} after epoch {start}")
     rundir.write_text(run / "config.yaml", cfg.to_yaml())  # resolved: dataset statistics and every default written out
+    rundir.write_text(run / "model.yaml", spec_to_yaml(spec, follow_data=False))  # the exact network, reloadable alone
     rundir.write_json(run / "env.json", env)
     if not quiet:
         print(f"run {run}: {cfg.model.name} on {ds.name} ({len(prep.train)} train / "
@@ -231,7 +244,7 @@ def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows
 
 def _checkpoint_engine(run: Path, cfg: Config, which: str, image_shape, num_classes: int):
     """cfg's engine holding the neutral weights of checkpoints/<which>, for inference only."""
-    engine = create_engine(cfg, build_spec(cfg, image_shape, num_classes), 1)
+    engine = create_engine(cfg, build_spec(cfg, image_shape, num_classes, run), 1)
     engine.load(run / "checkpoints" / which, training_state=False)
     return engine
 
