@@ -11,7 +11,7 @@ from clsf.config import build_config
 from clsf.errors import NonFiniteLoss
 from clsf.run import rundir
 from clsf.run.tensorboard import read_scalars
-from clsf.run.train import evaluate, predict, train
+from clsf.run.train import evaluate, train
 
 ENGINES = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
            pytest.param("torch", marks=pytest.mark.torch)]

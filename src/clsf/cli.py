@@ -183,10 +183,34 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from clsf.run.train import predict
+    from clsf.predict import Model, expand, predict, write
 
-    for path, top in predict(args.run, args.images, args.top_k, args.checkpoint):
-        print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
+    files = expand(args.paths)
+    model = Model(args.source, args.checkpoint)
+    skipped = []
+    tty = sys.stderr.isatty()
+
+    def progress(done, total):
+        if tty:
+            print(f"\rpredict {done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    def skip(path, error):
+        skipped.append(path)
+        print(f"{chr(13) if tty else ''}clsf: skipped {path} ({error})", file=sys.stderr)
+
+    n = write(predict(model, files, args.batch_size, args.skip_bad, skip, progress), model.names, args.format, args.top_k)
+    if skipped or tty:
+        print(f"{n} images predicted with {model.describe}" + (f"; {len(skipped)} skipped" if skipped else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from clsf.export import export
+
+    info = export(args.run, args.format, args.out, args.probabilities, args.checkpoint)
+    v = info["verified"]
+    print(f"wrote {info['path']} ({info['format']}, output {info['output']}; verified with {v['runtime']} on {v['images']} "
+          f"test images: max |difference| {v['max_abs_diff']:.2g}, same prediction {100 * v['same_prediction']:.2f}%)")
     return 0
 
 
@@ -299,11 +323,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="top-k classes with probabilities for image files")
+    p = sub.add_parser("export", help="a run's model as ONNX, TorchScript, SavedModel or .keras, verified against clsf",
+                       description="Export a run (any engine) to another runtime. Input: float32 NHWC raw pixels 0-255; "
+                                   "output: logits, or probabilities with --probabilities. The export is reloaded with "
+                                   "its own runtime and compared with clsf's logits on test images before it is kept.")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "savedmodel", "keras"))
+    p.add_argument("--out", metavar="FOLDER", help="default: RUN_DIR/export/FORMAT")
+    p.add_argument("--probabilities", action="store_true", help="bake softmax in: the model outputs probabilities")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="default: %(default)s (what final.json reports)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top-k classes with probabilities for images, folders and globs",
+                       description="Predict with a run (its checkpoint) or an export folder (its own runtime). Images "
+                                   "are decoded, converted to the model's channels and resized to its input size, in batches.")
+    p.add_argument("source", metavar="RUN_OR_EXPORT", help="a run directory or a folder written by clsf export")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or quoted globs")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--checkpoint", choices=("last", "best"), default="best")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=256, help="images decoded and predicted at a time (default: %(default)s)")
+    p.add_argument("--skip-bad", action="store_true", help="report and skip files that cannot be decoded")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="best", help="for a run (default: %(default)s)")
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -8,6 +8,7 @@ left on at evaluation costs accuracy); evaluation runs in batches.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,11 @@ class TorchEngine:
         if not training_state or not (folder / "state.pt").exists():
             set_torch_weights(self.model, self.spec, load_npz(folder / "weights.npz"))
             return
-        state = torch.load(folder / "state.pt", map_location=self.torch_device, weights_only=True)
+        try:  # weights_only: tensors and plain containers only, never code
+            state = torch.load(folder / "state.pt", map_location=self.torch_device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UserError(f"{folder / 'state.pt'} holds more than tensors and was not loaded (torch's safe loader: "
+                            f"{str(e).splitlines()[0][:120]}); use a checkpoint clsf wrote.") from None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optim"])
         self.step = int(state["step"])

@@ -144,9 +144,14 @@ def save_npz(path, weights) -> None:
 
 
 def load_npz(path) -> dict[str, dict[str, np.ndarray]]:
+    from clsf.errors import UserError
+
     out: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path, allow_pickle=False) as z:
-        for key in z.files:
-            layer, k = key.rsplit("/", 1)
-            out.setdefault(layer, {})[k] = z[key]
+    try:
+        with np.load(path, allow_pickle=False) as z:  # allow_pickle=False: arrays only, never objects
+            for key in z.files:
+                layer, k = key.rsplit("/", 1)
+                out.setdefault(layer, {})[k] = z[key]
+    except (ValueError, OSError) as e:  # object arrays (pickles), a damaged or foreign file
+        raise UserError(f"{path} is not a clsf weights file ({str(e).splitlines()[0][:120]}); use weights clsf wrote.") from None
     return out

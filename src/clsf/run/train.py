@@ -286,27 +286,3 @@ def evaluate(run: str | Path, which: str = "last", engine: str | None = None, sp
                 report["agreement"] = {"same_prediction": float((z["logits"].argmax(1) == logits.argmax(1)).mean()),
                                        "max_abs_logit_diff": float(np.abs(z["logits"] - logits).max())}
     return report
-
-
-def predict(run: str | Path, images: list[str], top_k: int = 3, which: str = "best") -> list[tuple[str, list[tuple[str, float]]]]:
-    from clsf.data.folder import decode_image, image_to_array
-
-    run, cfg = rundir.open_run(run, which)
-    env = rundir.read_json(run / "env.json")
-    names, shape = env["data"]["class_names"], env["data"]["image_shape"]
-    arrays = []
-    for path in images:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"image '{path}' does not exist; check the path.")
-        try:
-            img = decode_image(p.read_bytes(), str(p), None)
-        except ValueError as e:
-            raise UserError(f"cannot decode image '{path}' ({e}); give a PNG, JPEG or BMP file.") from None
-        arrays.append(image_to_array(img, shape[2], tuple(shape[:2])))  # to the run's channels and size
-    probs = softmax(_checkpoint_engine(run, cfg, which, tuple(shape), len(names)).predict_logits(np.stack(arrays)))
-    out = []
-    for path, p in zip(images, probs):
-        order = np.argsort(-p)[: max(1, top_k)]
-        out.append((path, [(names[i], float(p[i])) for i in order]))
-    return out

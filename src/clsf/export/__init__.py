@@ -1,0 +1,190 @@
+"""`clsf export RUN --format onnx|torchscript|savedmodel|keras`: a run's model for other runtimes.
+
+Every format takes the same input and gives the same output, so a user never has to know how clsf
+normalised the data:
+  input   float32 (N, H, W, C) raw pixel values 0-255 (the run's image size; any batch size)
+  output  logits (N, K), or probabilities with --probabilities (softmax baked in)
+The run's normalisation (data.scale, mean/std) is part of the exported graph. The weights are
+framework-neutral, so any run exports to any format: torch builds ONNX and TorchScript, Keras
+builds SavedModel and .keras. Each export is verified when written: reloaded with its own runtime
+(onnxruntime, torch.jit, tf.saved_model, keras with safe_mode) and compared with clsf's logits on
+up to 256 test images; more than 1e-4 apart and nothing is left behind. The folder holds the model
+and clsf.json (class names, input and output, the verification), which `clsf predict` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata as md
+import io
+import logging
+import importlib.util
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from clsf.engines.base import softmax
+from clsf.errors import ClsfError, UserError
+from clsf.run import rundir
+
+FORMATS = {  # format -> (the engine whose framework writes it, the file or folder in the export folder)
+    "onnx": ("torch", "model.onnx"), "torchscript": ("torch", "model.pt"),
+    "savedmodel": ("tf", "saved_model"), "keras": ("tf", "model.keras"),  # tf: the Keras model, uncompiled
+}
+TOLERANCE = 1e-4  # max |exported - clsf| on the verification images
+VERIFY_IMAGES = 256
+
+
+class ExportMismatch(ClsfError):
+    """The exported model does not compute what clsf computes (nothing is written)."""
+
+
+def _torch_module(engine, a: np.ndarray, b: np.ndarray, probabilities: bool):
+    import torch
+
+    class Exported(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = engine.model
+            self.register_buffer("a", torch.from_numpy(a).view(1, -1, 1, 1))  # normalised = raw * a + b
+            self.register_buffer("b", torch.from_numpy(b).view(1, -1, 1, 1))
+
+        def forward(self, images):  # (N, H, W, C) float32 0-255
+            logits = self.net(images.permute(0, 3, 1, 2) * self.a + self.b)  # (N, K)
+            return torch.softmax(logits, dim=1) if probabilities else logits
+
+    return Exported().eval()
+
+
+def _write_torch(engine, fmt: str, path: Path, a, b, probabilities: bool, example: np.ndarray) -> None:
+    import torch
+
+    module = _torch_module(engine, a, b, probabilities).cpu()
+    x = torch.from_numpy(example[:2])
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # notes about optional torchvision ops
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # exporter progress lines
+        warnings.simplefilter("ignore")  # tracer notes about Python-side shape arithmetic: shapes are fixed here
+        if fmt == "torchscript":
+            torch.jit.trace(module, x).save(str(path))
+        else:
+            for pkg in ("onnx", "onnxscript"):
+                if importlib.util.find_spec(pkg) is None:
+                    raise UserError(f"ONNX export needs {pkg}; install it with pip install 'clsf[export]'.")
+            torch.onnx.export(module, (x,), str(path), input_names=["images"], output_names=["output"],
+                              dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
+                              external_data=False)  # one self-contained file
+
+
+def _write_keras(engine, fmt: str, path: Path, a, b, probabilities: bool) -> None:
+    import keras
+
+    h, w, c = engine.spec.input_shape
+    images = keras.Input((h, w, c), name="images")
+    x = keras.layers.Rescaling(scale=a, offset=b, name="normalise")(images)  # raw * a + b, per channel
+    out = engine.model(x, training=False)
+    if probabilities:
+        out = keras.layers.Softmax(name="probabilities")(out)
+    model = keras.Model(images, out, name="clsf_export")
+    if fmt == "keras":
+        model.save(path)
+    else:
+        model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def load_runtime(fmt: str, path: Path):
+    """The exported model reloaded by its own runtime, as a function of a float32 NHWC batch."""
+    if fmt == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise UserError("running an ONNX export needs onnxruntime; install it with pip install 'clsf[export]'.")
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {"images": x})[0], f"onnxruntime {ort.__version__}"
+    if fmt == "torchscript":
+        import torch
+
+        module = torch.jit.load(str(path), map_location="cpu")
+
+        def run(x):
+            with torch.no_grad():
+                return module(torch.from_numpy(x)).numpy()
+
+        return run, f"torch.jit {torch.__version__}"
+    if fmt == "savedmodel":
+        from clsf.frameworks import import_tf
+
+        tf = import_tf()
+        loaded = tf.saved_model.load(str(path))
+        return lambda x: loaded.serve(x).numpy(), f"tf.saved_model {tf.__version__}"
+    from clsf.frameworks import import_tf
+
+    import_tf()
+    import keras
+
+    model = keras.saving.load_model(path, safe_mode=True)  # safe_mode: no Python code from the file
+    return lambda x: model(x, training=False).numpy(), f"keras {keras.__version__} (safe_mode)"
+
+
+def export(run: str | Path, fmt: str, out: str | Path | None = None, probabilities: bool = False,
+           which: str = "last") -> dict:
+    """Write RUN's checkpoint in `fmt` to `out` (default RUN/export/FMT), verified; return clsf.json's content."""
+    from clsf.run.train import _checkpoint_engine, load_data
+
+    if fmt not in FORMATS:
+        raise UserError(f"format '{fmt}' is not known; use one of {', '.join(FORMATS)}.")
+    run, cfg = rundir.open_run(run, which)
+    env = rundir.read_json(run / "env.json")
+    names, shape = env["data"]["class_names"], tuple(env["data"]["image_shape"])
+    out = Path(out) if out else run / "export" / fmt
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; remove it or choose another --out.")
+    trained_with, (cfg.engine, filename) = cfg.engine, FORMATS[fmt]
+    prep = load_data(cfg)
+    part = prep.test if prep.test is not None else prep.val
+    images = part.x[:VERIFY_IMAGES]  # uint8 (n, H, W, C)
+    engine = _checkpoint_engine(run, cfg, which, shape, len(names))
+    reference = engine.predict_logits(images)  # (n, K) what clsf computes
+    if probabilities:
+        reference = softmax(reference)
+    a, b = engine.pre.affine(shape[2])
+
+    tmp = out.with_name(out.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        raw = images.astype(np.float32)  # the exported model's input: raw pixels, 0-255
+        if cfg.engine == "torch":
+            _write_torch(engine, fmt, tmp / filename, a, b, probabilities, raw)
+        else:
+            _write_keras(engine, fmt, tmp / filename, a, b, probabilities)
+        try:
+            predict, runtime = load_runtime(fmt, tmp / filename)
+            got = np.concatenate([predict(raw[i:i + 64]) for i in range(0, len(raw), 64)])
+        except ClsfError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any runtime failure means the export is not usable
+            raise ExportMismatch(f"the {fmt} export could not be run by its own runtime ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0]}); nothing was written.") from None
+        diff = float(np.abs(got - reference).max())
+        if not diff <= TOLERANCE:
+            raise ExportMismatch(f"the {fmt} export differs from clsf by {diff:.2g} (> {TOLERANCE}) on {len(raw)} test "
+                                 f"images; nothing was written — please report this with the run's model.yaml.")
+        info = {"format": fmt, "file": filename, "run": str(run), "checkpoint": which, "trained_with": trained_with,
+                "written_by": f"{cfg.engine} ({md.version('torch' if cfg.engine == 'torch' else 'keras')})",
+                "class_names": names,
+                "input": {"shape": ["N", *shape], "dtype": "float32", "layout": "NHWC", "range": "0-255 raw pixels",
+                          "normalisation": f"data.scale={cfg.data.scale}, inside the model"},
+                "output": "probabilities" if probabilities else "logits",
+                "verified": {"runtime": runtime, "images": len(raw), "max_abs_diff": diff, "tolerance": TOLERANCE,
+                             "same_prediction": float((got.argmax(1) == reference.argmax(1)).mean())}}
+        rundir.write_json(tmp / "clsf.json", info)
+        if out.exists():
+            out.rmdir()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)  # the folder appears whole, verified, or not at all
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    info["path"] = str(out / filename)
+    return info

@@ -1,0 +1,126 @@
+"""`clsf predict SOURCE PATH...`: class probabilities for image files, folders and globs.
+
+SOURCE is a run directory (its checkpoint, in the engine it trained with) or an export folder
+written by `clsf export` (its own runtime: onnxruntime, torch.jit, tf.saved_model, keras). Images
+stream through in batches (decoded, converted to the model's channels and resized to its input
+size), so a folder of any size runs in bounded memory. A file that cannot be decoded stops the
+command naming it, or with `skip_bad` is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from clsf.data.folder import IMAGE_EXTS, decode_image, image_to_array
+from clsf.engines.base import softmax
+from clsf.errors import UserError
+from clsf.run import rundir
+
+
+class Model:
+    """What predict needs of a model: class names, input shape (H, W, C), probabilities of a uint8 batch."""
+
+    def __init__(self, source: str | Path, which: str = "best"):
+        source = Path(source)
+        if (source / "clsf.json").is_file():  # an export folder
+            from clsf.export import load_runtime
+
+            info = rundir.read_json(source / "clsf.json")
+            self.names, self.shape = info["class_names"], tuple(info["input"]["shape"][1:])
+            try:
+                run, self.describe = load_runtime(info["format"], source / info["file"])
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a refused or damaged file: say which and why, in one line
+                raise UserError(f"{source / info['file']} could not be loaded ({type(e).__name__}: "
+                                f"{str(e).strip().splitlines()[0][:160]}); export the run again.") from None
+            logits = info["output"] == "logits"
+            self._probs = lambda x: softmax(run(x.astype(np.float32))) if logits else run(x.astype(np.float32))
+            self.describe = f"{info['format']} export ({self.describe})"
+            return
+        from clsf.run.train import _checkpoint_engine
+
+        run, cfg = rundir.open_run(source, which)
+        env = rundir.read_json(run / "env.json")
+        self.names, self.shape = env["data"]["class_names"], tuple(env["data"]["image_shape"])
+        engine = _checkpoint_engine(run, cfg, which, self.shape, len(self.names))
+        self._probs = lambda x: softmax(engine.predict_logits(x))
+        self.describe = f"{run} checkpoints/{which} ({cfg.engine})"
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:  # (N, H, W, C) uint8 -> (N, K)
+        return self._probs(x)
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """Files, folders (their images, recursively) and globs, in the order given, each file once."""
+    out: list[Path] = []
+    for text in paths:
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file():
+            found = [p]
+        elif glob.has_magic(text):
+            found = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
+        else:
+            raise UserError(f"'{text}' does not exist; give image files, folders or quoted globs like 'photos/*.jpg'.")
+        if not found:
+            raise UserError(f"'{text}' holds no images ({', '.join(sorted(IMAGE_EXTS))}); check the path.")
+        out += found
+    return list(dict.fromkeys(out))
+
+
+def predict(model: Model, files: list[Path], batch_size: int = 256, skip_bad: bool = False,
+            on_skip=None, on_batch=None) -> Iterator[tuple[Path, np.ndarray]]:
+    """Yield (file, class probabilities) in file order, `batch_size` images at a time."""
+    h, w, c = model.shape
+    for start in range(0, len(files), batch_size):
+        batch, arrays = [], []
+        for f in files[start:start + batch_size]:
+            try:
+                arrays.append(image_to_array(decode_image(f.read_bytes(), str(f), None), c, (h, w)))
+                batch.append(f)
+            except (ValueError, OSError) as e:
+                why = "not a PNG, JPEG or BMP image" if "cannot identify" in str(e) else str(e).replace(f"{f}: ", "")
+                if not skip_bad:
+                    raise UserError(f"cannot read image '{f}' ({why}); fix or remove it, or pass --skip-bad.") from None
+                if on_skip:
+                    on_skip(f, why)
+        if arrays:
+            yield from zip(batch, model.probabilities(np.stack(arrays)))  # (n, H, W, C) uint8 -> (n, K)
+        if on_batch:
+            on_batch(min(start + batch_size, len(files)), len(files))
+
+
+def write(results, names: list[str], fmt: str, top_k: int, out=None) -> int:
+    """Print results as a table, CSV or a JSON array, as they come; return how many."""
+    import csv
+    import json
+
+    out = out or sys.stdout
+    k = max(1, min(top_k, len(names)))
+    n = 0
+    writer = csv.writer(out) if fmt == "csv" else None
+    if writer:
+        writer.writerow(["path"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("class", "p")])
+    if fmt == "json":
+        out.write("[")
+    for path, p in results:
+        top = np.argsort(-p, kind="stable")[:k]
+        if fmt == "table":
+            out.write(f"{path}: " + ", ".join(f"{names[i]} {p[i]:.3f}" for i in top) + "\n")
+        elif writer:
+            writer.writerow([str(path)] + [v for i in top for v in (names[i], f"{p[i]:.6f}")])
+        else:
+            item = {"path": str(path), "top": [{"class": names[i], "p": round(float(p[i]), 6)} for i in top]}
+            out.write(("," if n else "") + "\n  " + json.dumps(item))
+        out.flush()
+        n += 1
+    if fmt == "json":
+        out.write("\n]\n")
+    return n

@@ -1,0 +1,139 @@
+"""clsf export: every format from a run of either framework, verified against clsf when written (and
+refused when it does not match); predict from runs and exports alike; files that would run code refused."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from clsf.cli import main
+from conftest import png_bytes
+
+pytestmark = [pytest.mark.tf, pytest.mark.torch]
+DATA = "synthetic:train=120,test=40,size=12x12x3,classes=3"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for engine in ("torch", "keras"):  # standardize: the run's mean/std must travel into the export
+        assert main(["train", "--engine", engine, "--data", DATA, "--epochs", "1", "--runs-dir", str(root), "--run-name",
+                     engine, "--quiet", "model.args.widths=[4, 4]", "model.args.dense=8", "data.scale=standardize"]) == 0
+    return root
+
+
+def _images(folder, n=5):
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):  # other sizes than the model's 12x12: predict resizes
+        (folder / f"{i}.png").write_bytes(png_bytes(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)))
+    return folder
+
+
+def _predict_json(capsys, *argv):
+    assert main(["predict", *argv, "--format", "json", "--top-k", "3"]) == 0
+    return {r["path"]: {t["class"]: t["p"] for t in r["top"]} for r in json.loads(capsys.readouterr().out)}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "savedmodel", "keras"])
+@pytest.mark.parametrize("trained", ["torch", "keras"])
+def test_export_is_verified_and_predicts_like_the_run(runs, tmp_path, capsys, fmt, trained):
+    run, out = runs / trained, tmp_path / fmt
+    assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"wrote {out}") and "same prediction 100.00%" in said
+    info = json.loads((out / "clsf.json").read_text())
+    assert info["verified"]["max_abs_diff"] <= 1e-4 and info["output"] == "logits" and info["trained_with"] == trained
+    images = _images(tmp_path / "img")
+    from_run = _predict_json(capsys, str(run), str(images), "--checkpoint", "last")
+    from_export = _predict_json(capsys, str(out), str(images))
+    assert from_run.keys() == from_export.keys()
+    for path, top in from_run.items():
+        assert list(top) == list(from_export[path])  # same classes, same order
+        assert np.allclose(list(top.values()), list(from_export[path].values()), atol=1e-4)
+
+
+def test_probabilities_are_baked_in_on_request(runs, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["export", str(runs / "torch"), "--format", "torchscript", "--out", str(out), "--probabilities"]) == 0
+    import torch
+
+    m = torch.jit.load(str(out / "model.pt"))
+    p = m(torch.rand(4, 12, 12, 3) * 255).detach().numpy()
+    assert np.allclose(p.sum(1), 1, atol=1e-5) and (p >= 0).all()
+    assert json.loads((out / "clsf.json").read_text())["output"] == "probabilities"
+
+
+def test_a_wrong_export_is_refused_and_nothing_is_written(runs, tmp_path, monkeypatch, capsys):
+    """The verification's teeth: leave the normalisation's offset out of the exported graph and the
+    export is refused."""
+    import clsf.export
+
+    real = clsf.export._torch_module
+    monkeypatch.setattr(clsf.export, "_torch_module", lambda engine, a, b, p: real(engine, a, 0 * b, p))
+    out = tmp_path / "bad"
+    assert main(["export", str(runs / "torch"), "--format", "onnx", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "the onnx export differs from clsf by" in err and "nothing was written" in err and err.count("\n") == 0
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_export_and_predict_bad_input(runs, tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--format", "onnx"]) == 2  # not a run
+    assert "is not a clsf run directory" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("mine")
+    assert main(["export", str(runs / "torch"), "--format", "keras", "--out", str(tmp_path / "taken")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    images = _images(tmp_path / "img", 2)
+    (images / "broken.jpg").write_bytes(b"not an image")
+    assert main(["predict", str(runs / "torch"), str(images)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot read image" in err and "not a PNG, JPEG or BMP image" in err and "--skip-bad" in err
+    assert main(["predict", str(runs / "torch"), str(images), "--skip-bad", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 3 and "skipped" in err and "broken.jpg" in err
+    assert main(["predict", str(runs / "torch"), str(tmp_path / "nothing*.png")]) == 2
+    assert main(["predict", str(runs / "torch"), str(images / "*.png")]) == 0  # a quoted glob
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch pwned",)
+
+
+def test_files_that_would_run_code_are_refused(runs, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import keras
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(runs / "torch", run)
+    # a pickle in the torch training state: torch's weights_only loader refuses it
+    (run / "checkpoints" / "last" / "state.pt").write_bytes(pickle.dumps({"model": _Payload()}))
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    assert "holds more than tensors and was not loaded" in capsys.readouterr().err
+    # an object array in the neutral weights
+    np.save(tmp_path / "obj.npy", np.array([_Payload()], dtype=object), allow_pickle=True)
+    with open(run / "checkpoints" / "best" / "weights.npz", "wb") as f:
+        np.savez(f, **{"conv1/kernel": np.array([_Payload()], dtype=object)})
+    assert main(["evaluate", str(run), "--checkpoint", "best"]) == 2
+    assert "is not a clsf weights file" in capsys.readouterr().err
+    # a Python tag in the run's config
+    (run / "config.yaml").write_text("engine: !!python/object/apply:os.system [touch pwned]\n")
+    assert main(["evaluate", str(run)]) == 2
+    assert "holds a tag clsf will not construct" in capsys.readouterr().err
+    # a .keras file with a Lambda layer (Python bytecode): keras' safe_mode refuses it
+    out = tmp_path / "export"
+    assert main(["export", str(runs / "keras"), "--format", "keras", "--out", str(out)]) == 0
+    inp = keras.Input((12, 12, 3))
+    keras.Model(inp, keras.layers.Lambda(lambda x: x * 0 + __import__("os").getpid())(inp)).save(out / "model.keras")
+    capsys.readouterr()
+    assert main(["predict", str(out), str(_images(tmp_path / "img", 1))]) == 2
+    assert "could not be loaded" in capsys.readouterr().err
+    assert not (tmp_path / "pwned").exists()
