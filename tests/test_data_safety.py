@@ -20,7 +20,7 @@ from clsf.data.cifar import MD5, TARBALL, load_cifar10
 from clsf.data.download import download
 from clsf.data.safe_pickle import safe_load
 from clsf.errors import UserError
-from conftest import make_cifar_folder, png_bytes, tar_dir
+from conftest import make_cifar_folder, make_image_tree, png_bytes, tar_dir
 
 
 class _Exploit:
@@ -171,3 +171,42 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="could not download"):
         download(f"http://127.0.0.1:{port}/x", tmp_path / "x", MD5, timeout=5, quiet=True)
     assert not (tmp_path / "x").exists()
+
+
+# --- caches that heal ------------------------------------------------------------------------------
+
+def _damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "empty":
+        data = bytearray()
+    else:  # one bit flipped in the middle of the image bytes (the zip stays readable)
+        data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "bitflip"])
+def test_a_damaged_decoded_cache_is_rebuilt(tmp_path, capsys, how):
+    make_image_tree(tmp_path / "imgs", per_class=20, size=(16, 16))
+    first = load_dataset(str(tmp_path / "imgs"))
+    (cache,) = (Path(os.environ["CLSF_CACHE"]) / "decoded").glob("*.npz")
+    _damage(cache, how)
+    again = load_dataset(str(tmp_path / "imgs"))  # a correct dataset, not a traceback
+    assert np.array_equal(again["train"].x, first["train"].x) and np.array_equal(again["test"].y, first["test"].y)
+    err = capsys.readouterr().err
+    assert "decoded-data cache" in err and "is damaged" in err and "rebuilding it" in err
+    load_dataset(str(tmp_path / "imgs"))  # the rebuilt cache is whole: read without a warning
+    assert capsys.readouterr().err == ""
+
+
+def test_a_damaged_cached_download_is_fetched_again(tmp_path, server, monkeypatch, capsys):
+    _, url = server
+    _Handler.body = _tarball_bytes(tmp_path)
+    monkeypatch.setattr("clsf.data.cifar.MD5", hashlib.md5(_Handler.body).hexdigest())
+    cached = Path(os.environ["CLSF_CACHE"]) / "data" / TARBALL
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(_Handler.body[: len(_Handler.body) // 3])  # a copy cut short after it was downloaded
+    ds = load_cifar10(url=url)
+    assert len(ds["train"]) == 30 and cached.read_bytes() == _Handler.body
+    assert "is damaged (MD5 differs); downloading it again" in capsys.readouterr().err

@@ -7,6 +7,8 @@ pickle), straight from the tarball when that is what we have.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import numpy as np
 from clsf.data.archive import iter_archive
 from clsf.data.base import Dataset, check_arrays, sha256_file
 from clsf.data.download import download
-from clsf.data.paths import data_dirs
+from clsf.data.paths import cache_root, data_dirs
 from clsf.data.safe_pickle import safe_load
 from clsf.errors import UserError
 
@@ -91,11 +93,17 @@ def load_cifar10_path(path: Path) -> Dataset:
 
 
 def _checksum_members(members: dict[str, bytes]) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for name in sorted(members):
         h.update(name.encode() + b"\0" + hashlib.sha256(members[name]).digest())
+    return h.hexdigest()
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
     return h.hexdigest()
 
 
@@ -106,6 +114,11 @@ def load_cifar10(data_dir=None, download_ok: bool = True, url: str = URL) -> Dat
         if (d / FOLDER / "batches.meta").exists():
             return load_cifar10_path(d / FOLDER)
         if (d / TARBALL).is_file():
+            if d == cache_root() / "data" and _md5(d / TARBALL) != MD5:  # clsf's own download, damaged since
+                print(f"clsf: warning: the cached download {d / TARBALL} is damaged (MD5 differs); downloading it again.",
+                      file=sys.stderr)
+                (d / TARBALL).unlink()
+                continue
             return load_cifar10_path(d / TARBALL)
     if not download_ok:
         raise UserError(f"CIFAR-10 not found in {', '.join(map(str, dirs))}; put {TARBALL} there or allow the download.")

@@ -16,7 +16,9 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from clsf.errors import UserError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 SPLIT_DIRS = ("train", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries carry a sha256 of their arrays
 
 
 def _list_directory(root: Path) -> list[tuple[str, Path]]:
@@ -129,8 +131,11 @@ def load_image_folder(source: Path, channels: int | None = None, image_size=None
     if use_cache and cache_file.exists():
         try:
             return _from_cache(cache_file, source, checksum)
-        except (OSError, ValueError, KeyError):
-            cache_file.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            # truncated, emptied or bit-flipped: discarded and rebuilt from the source, never trusted
+            print(f"clsf: warning: the decoded-data cache {cache_file} is damaged ({type(e).__name__}: "
+                  f"{str(e)[:80]}); rebuilding it from {source}.", file=sys.stderr)
+            cache_file.unlink(missing_ok=True)
     if items is None:
         items = sorted((n, b) for n, b in iter_archive(source) if Path(n).suffix.lower() in IMAGE_EXTS)
     if not items:
@@ -183,7 +188,7 @@ def load_image_folder(source: Path, channels: int | None = None, image_size=None
 def _write_cache(path: Path, ds: Dataset) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{k}_{s}": getattr(v, k) for s, v in ds.splits.items() for k in ("x", "y")}
-    meta = json.dumps({"class_names": ds.class_names, "notes": ds.notes})
+    meta = json.dumps({"class_names": ds.class_names, "notes": ds.notes, "sha256": _arrays_sha256(arrays)})
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -194,9 +199,21 @@ def _write_cache(path: Path, ds: Dataset) -> None:
             os.unlink(tmp)
 
 
+def _arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
 def _from_cache(path: Path, source: Path, checksum: str) -> Dataset:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
-        splits = {s: check_arrays(z[f"x_{s}"], z[f"y_{s}"], len(meta["class_names"]), str(path))
-                  for s in SPLIT_DIRS if f"x_{s}" in z.files}
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    if _arrays_sha256(arrays) != meta.get("sha256"):
+        raise ValueError("its content does not match its checksum")
+    splits = {s: check_arrays(arrays[f"x_{s}"], arrays[f"y_{s}"], len(meta["class_names"]), str(path))
+              for s in SPLIT_DIRS if f"x_{s}" in arrays}
     return Dataset(source.name, splits, meta["class_names"], str(source), checksum, meta["notes"])
