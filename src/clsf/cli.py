@@ -228,10 +228,18 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with config keys (a run's config.yaml works)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with clsf's error form: one line naming the problem and where help is (exit 2)."""
+
+    def error(self, message):
+        where = self.prog.partition(" ")[2]  # the subcommand, e.g. "models summary"
+        self.exit(2, f"clsf: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clsf.errors import EXIT_CODES
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clsf", description=__import__("clsf").__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items()))
     parser.add_argument("--version", action="version", version=f"clsf {__import__('clsf').__version__}")

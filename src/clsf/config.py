@@ -244,6 +244,8 @@ def validate(cfg: Config) -> Config:
     Preprocess.of(d).validate()
     need(d.image_size is None or (len(d.image_size) == 2 and min(d.image_size) > 0), "data.image_size must be [H, W].")
     need(d.channels in (None, 1, 3), "data.channels must be 1 or 3.")
+    need(0 <= d.val_split < 1, f"data.val_split={d.val_split} must be in [0, 1) (a fraction of the training split).")
+    need(all(v is None or v >= 1 for v in (d.train_subset, d.test_subset)), "data.train_subset/test_subset must be >= 1 (or null for all).")
     return cfg
 
 

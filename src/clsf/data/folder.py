@@ -87,8 +87,10 @@ def decode_image(raw: bytes, name: str, channels: int | None):
     try:
         img = Image.open(io.BytesIO(raw))
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"{name}: {e}") from None
+    except UnidentifiedImageError:
+        raise ValueError("not a PNG, JPEG or BMP image") from None
+    except (OSError, ValueError, SyntaxError) as e:  # a truncated or damaged file of a known format
+        raise ValueError(str(e) or type(e).__name__) from None
     return img
 
 

@@ -22,16 +22,18 @@ def parse_synthetic(name: str) -> dict:
             try:
                 if key == "size":
                     opts["size"] = tuple(int(v) for v in value.lower().split("x"))
-                    if len(opts["size"]) != 3 or opts["size"][2] not in (1, 3):
+                    if len(opts["size"]) != 3 or opts["size"][2] not in (1, 3) or min(opts["size"]) < 1:
                         raise ValueError
                 elif key in ("train", "test", "classes", "seed"):
                     opts[key] = int(value)
+                    if opts[key] < (1 if key == "train" else 0):
+                        raise ValueError
                 else:
                     raise KeyError(key)
             except (ValueError, KeyError):
                 raise UserError(
                     f"bad synthetic option '{item}'; use synthetic:train=N,test=N,size=HxWxC,classes=K,seed=S "
-                    "with C = 1 or 3."
+                    "with N, H, W >= 1 (test=0 allowed), C = 1 or 3."
                 ) from None
     if opts["classes"] < 2:
         raise UserError("synthetic data needs classes >= 2.")

@@ -13,6 +13,8 @@ Batch-norm epsilon and momentum come from the spec in both builders (torch momen
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 
 from clsf.models.spec import BatchNorm, Conv, ConvTranspose, Dense, Flatten, ModelSpec, leaf_shapes, walk
@@ -152,6 +154,6 @@ def load_npz(path) -> dict[str, dict[str, np.ndarray]]:
             for key in z.files:
                 layer, k = key.rsplit("/", 1)
                 out.setdefault(layer, {})[k] = z[key]
-    except (ValueError, OSError) as e:  # object arrays (pickles), a damaged or foreign file
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # object arrays (pickles), a damaged or foreign file
         raise UserError(f"{path} is not a clsf weights file ({str(e).splitlines()[0][:120]}); use weights clsf wrote.") from None
     return out

@@ -67,6 +67,8 @@ def expand(paths: list[str]) -> list[Path]:
             found = [p]
         elif glob.has_magic(text):
             found = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
+            if not found:
+                raise UserError(f"'{text}' matches no files; check the pattern.")
         else:
             raise UserError(f"'{text}' does not exist; give image files, folders or quoted globs like 'photos/*.jpg'.")
         if not found:
@@ -86,7 +88,7 @@ def predict(model: Model, files: list[Path], batch_size: int = 256, skip_bad: bo
                 arrays.append(image_to_array(decode_image(f.read_bytes(), str(f), None), c, (h, w)))
                 batch.append(f)
             except (ValueError, OSError) as e:
-                why = "not a PNG, JPEG or BMP image" if "cannot identify" in str(e) else str(e).replace(f"{f}: ", "")
+                why = str(e)
                 if not skip_bad:
                     raise UserError(f"cannot read image '{f}' ({why}); fix or remove it, or pass --skip-bad.") from None
                 if on_skip:

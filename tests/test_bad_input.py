@@ -1,0 +1,266 @@
+"""One matrix of bad input across the command line: flags, config files, data sources, run
+directories, checkpoints, images to predict, exports and reports. Every case: one line naming the
+problem and the fix, the documented exit code, no traceback, and no existing file changed."""
+
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+
+from clsf.cli import main
+from conftest import make_cifar_folder, make_image_tree, png_bytes
+
+DATA = "synthetic:train=60,test=20,size=10x10x3,classes=3"
+TINY = ["model.args.widths=[4, 4]", "model.args.dense=8"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished torch run, copied into each case that needs one."""
+    pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("base")
+    assert main(["train", "--engine", "torch", "--data", DATA, "--epochs", "1", "--runs-dir", str(root),
+                 "--run-name", "run", "--quiet", *TINY]) == 0
+    return root / "run"
+
+
+class _Exploit:
+    def __reduce__(self):
+        return os.system, ("touch pwned",)
+
+
+def _images(d, n=2, size=(10, 10), mode_shape=(3,)):
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (d / f"{i}.png").write_bytes(png_bytes(np.full((*size, *mode_shape), 90 + i, np.uint8).squeeze()))
+    return d
+
+
+# --- setups: each gets the case folder (the cwd) and the finished run's copy, returns nothing -----
+def folder_one_class(t, run):
+    _images(t / "d" / "train" / "cat")
+
+
+def folder_corrupt_image(t, run):
+    make_image_tree(t / "d")
+    (t / "d" / "train" / "cat" / "bad.png").write_bytes(b"\x89PNG not really")
+
+
+def folder_empty_image(t, run):
+    make_image_tree(t / "d")
+    (t / "d" / "train" / "dog" / "empty.png").write_bytes(b"")
+
+
+def folder_mixed_sizes(t, run):
+    make_image_tree(t / "d", size=(8, 8))
+    _images(t / "d" / "train" / "cat", 1, size=(9, 7))
+
+
+def zip_escape(t, run):
+    ok = png_bytes(np.zeros((4, 4, 3), np.uint8))
+    with zipfile.ZipFile(t / "d.zip", "w") as zf:
+        for n in ("a/0.png", "b/0.png", "../evil/0.png"):
+            zf.writestr(n, ok)
+
+
+def tar_link(t, run):
+    with tarfile.open(t / "d.tar", "w") as tf:
+        info = tarfile.TarInfo("a/link.png")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(info)
+
+
+def crafted_cifar(t, run):
+    make_cifar_folder(t / "cifar-10-batches-py")
+    (t / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps(_Exploit(), protocol=2))
+
+
+def npz_labels_out_of_range(t, run):
+    np.savez(t / "d.npz", x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.array([0, 1, 2, 99]))
+
+
+def npz_count_mismatch(t, run):
+    np.savez(t / "d.npz", x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.array([0, 1, 1]))
+
+
+def truncated_idx(t, run):
+    import gzip
+
+    (t / "mnist").mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        with gzip.open(t / "mnist" / name, "wb") as f:
+            f.write(b"\x00\x00\x08\x03\x00\x00")  # the magic number, then the dimensions cut off
+
+
+def empty_folder(t, run):
+    (t / "d").mkdir()
+
+
+def config_bad_yaml(t, run):
+    (t / "c.yaml").write_text("optim: [unclosed\n")
+
+
+def config_list(t, run):
+    (t / "c.yaml").write_text("- 1\n- 2\n")
+
+
+def config_python_tag(t, run):
+    (t / "c.yaml").write_text("epochs: !!python/object/apply:os.system [touch pwned]\n")
+
+
+def model_file_bad_layer(t, run):
+    (t / "m.yaml").write_text("layers: [{type: konv, filters: 4}]\n")
+
+
+def runs_dir_is_a_file(t, run):
+    (t / "runs").write_text("not a folder")
+
+
+def run_is_a_file(t, run):
+    (t / "afile").write_text("x")
+
+
+def truncated_weights(t, run):
+    w = run / "checkpoints" / "last" / "weights.npz"
+    w.write_bytes(w.read_bytes()[:100])
+
+
+def no_checkpoint(t, run):
+    shutil.rmtree(run / "checkpoints" / "best")
+
+
+def crafted_state(t, run):
+    (run / "checkpoints" / "last" / "state.pt").write_bytes(pickle.dumps({"model": _Exploit()}))
+    (run / "final.json").unlink()  # so resume wants the training state
+
+
+def other_model_run(t, run):
+    assert main(["train", "--engine", "torch", "--data", DATA, "--epochs", "1", "--runs-dir", str(t), "--run-name",
+                 "wide", "--quiet", "model.args.widths=[6, 6]", "model.args.dense=8"]) == 0
+
+
+def other_classes_run(t, run):
+    assert main(["train", "--engine", "torch", "--data", "synthetic:train=60,test=20,size=10x10x3,classes=4", "--epochs",
+                 "1", "--runs-dir", str(t), "--run-name", "four", "--quiet", *TINY]) == 0
+
+
+def empty_image(t, run):
+    (t / "e.png").write_bytes(b"")
+
+
+def no_images(t, run):
+    (t / "docs").mkdir()
+    (t / "docs" / "a.txt").write_text("x")
+
+
+def export_taken(t, run):
+    (t / "taken").mkdir()
+    (t / "taken" / "mine.txt").write_text("mine")
+
+
+def nothing(t, run):
+    pass
+
+
+T = "train --engine torch --data " + DATA + " --runs-dir runs --epochs 1"
+CASES = [
+    # command line flags and config values
+    (T + " optim.lrr=0.1", nothing, 2, "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
+    (T + " epochs=many", nothing, 2, "config key 'epochs' expects int"),
+    (T + " optim.schedule=sawtooth", nothing, 2, "optim.schedule 'sawtooth' is not known"),
+    (T + " --batch-size 0", nothing, 2, "batch_size=0 must be at least 1"),
+    (T + " --lr -1", nothing, 2, "optim.lr=-1.0 must be > 0"),
+    (T + " optim.label_smoothing=1.5", nothing, 2, "optim.label_smoothing=1.5 must be in [0, 1)"),
+    (T + " data.val_split=1.5", nothing, 2, "data.val_split=1.5 must be in [0, 1)"),
+    (T + " optim=5", nothing, 2, "config key 'optim' is a section"),
+    (T + " notakey", nothing, 2, "override 'notakey' is not KEY=VALUE"),
+    ("train --engine jax", nothing, 2, "argument --engine: invalid choice: 'jax'"),
+    ("train --image-size 3", nothing, 2, "'3' is not a size; use HxW"),
+    ("train --channels 2", nothing, 2, "argument --channels: invalid choice"),
+    ("trian", nothing, 2, "invalid choice: 'trian'"),
+    ("compare --engines keras,jax --runs-dir runs", nothing, 2, "names jax"),
+    ("sweep --grid batch_size --runs-dir runs", nothing, 2, "is not KEY=V1,V2"),
+    # config and model files
+    (T + " --config missing.yaml", nothing, 2, "config file 'missing.yaml' does not exist"),
+    (T + " --config c.yaml", config_bad_yaml, 2, "is not valid YAML"),
+    (T + " --config c.yaml", config_list, 2, "must hold a mapping"),
+    (T + " --config c.yaml", config_python_tag, 2, "holds a tag clsf will not construct"),
+    (T + " --model vgg99", nothing, 2, "unknown model 'vgg99'"),
+    (T + " --model gan-generator", nothing, 2, "is a GAN generator, not a classifier"),
+    (T + " model.args.colour=red", nothing, 2, "has no option colour"),
+    (T + " --model m.yaml", model_file_bad_layer, 2, "unknown layer type 'konv'; did you mean 'conv'?"),
+    # data sources
+    ("data info --data nowhere/at/all", nothing, 2, "does not exist"),
+    ("data info --data synthetic:train=-5", nothing, 2, "bad synthetic option 'train=-5'"),
+    ("data info --data d", empty_folder, 2, "no images"),
+    ("data info --data d", folder_one_class, 2, "found a single class folder"),
+    ("data info --data d", folder_corrupt_image, 2, "cannot decode image 'train/cat/bad.png' (not a PNG, JPEG or BMP image)"),
+    ("data info --data d", folder_empty_image, 2, "cannot decode image 'train/dog/empty.png'"),
+    ("data info --data d", folder_mixed_sizes, 2, "pass --image-size HxW"),
+    ("data info --data d.zip", zip_escape, 2, "outside the archive"),
+    ("data info --data d.tar", tar_link, 2, "is a link"),
+    ("data info --data cifar-10-batches-py", crafted_cifar, 2, "refusing to load this pickle"),
+    ("data info --data d.npz", npz_labels_out_of_range, 2, "renumber the labels to 0..K-1"),
+    ("data info --data d.npz", npz_count_mismatch, 2, "4 images but 3 labels"),
+    ("data info --data mnist --data-dir .", truncated_idx, 2, "IDX header is truncated"),
+    # run directories and checkpoints
+    ("evaluate .", nothing, 2, "is not a clsf run directory"),
+    ("evaluate afile", run_is_a_file, 2, "is not a clsf run directory"),
+    ("evaluate {run} --checkpoint best", no_checkpoint, 2, "has no checkpoints/best"),
+    ("evaluate {run}", truncated_weights, 2, "is not a clsf weights file"),
+    ("train --resume {run} --batch-size 64", nothing, 2, "--batch-size cannot change when resuming"),
+    ("train --resume {run} --config c.yaml", nothing, 2, "--config cannot be combined with --resume"),
+    ("train --resume {run} --epochs 2", crafted_state, 2, "holds more than tensors and was not loaded"),
+    ("train --resume {run}", nothing, 0, "is finished (1 epochs"),
+    (T + " --runs-dir runs/sub", runs_dir_is_a_file, 2, "cannot create run directory"),
+    (T + " --runs-dir /proc/self/clsf-runs", nothing, 2, "cannot create run directory"),  # read-only, even for root
+    (T + " model.args.widths=[4,4] model.args.dense=8 init_from=wide", other_model_run, 2, "do not fit model 'seed-cnn'"),
+    (T + " model.args.widths=[4,4] model.args.dense=8 init_from=four", other_classes_run, 2, "do not fit model 'seed-cnn'"),
+    # images to predict, exports, reports
+    ("predict {run} missing.png", nothing, 2, "'missing.png' does not exist"),
+    ("predict {run} e.png", empty_image, 2, "cannot read image 'e.png' (not a PNG, JPEG or BMP image)"),
+    ("predict {run} docs", no_images, 2, "'docs' holds no images"),
+    ("predict {run} 'nothing*.png'", nothing, 2, "'nothing*.png' matches no files; check the pattern"),
+    ("export {run} --format onnx --out taken", export_taken, 2, "taken exists and is not empty"),
+    ("export . --format keras", nothing, 2, "is not a clsf run directory"),
+    ("report no/such/run", nothing, 2, "'no/such/run' does not exist"),
+    ("report docs", no_images, 2, "holds no clsf run directories"),
+]
+
+
+def _snapshot(root):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("argv,setup,code,message", CASES, ids=[f"{i:02d}-{c[1].__name__}" for i, c in enumerate(CASES)])
+def test_bad_input(argv, setup, code, message, finished, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "copy"
+    shutil.copytree(finished, run)
+    setup(tmp_path, run)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    args = [a.strip("'") for a in argv.format(run=run).split()]
+    try:
+        got = main(args)
+    except SystemExit as e:  # argparse's own exit, with clsf's one-line message
+        got = e.code
+    out, err = capsys.readouterr()
+    if code == 0:
+        assert got == 0 and message in out, out + err
+    else:
+        assert got == code, err
+        assert err.strip().count("\n") == 0 and message in err and "Traceback" not in err, err
+        assert err.startswith("clsf: error: ")
+    assert _snapshot(tmp_path) == before  # nothing existing changed, nothing new written
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_matrix_is_big_enough():
+    assert len(CASES) >= 40 and len({c[0].split()[0] for c in CASES}) >= 7
