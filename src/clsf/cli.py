@@ -103,7 +103,8 @@ def _flags(args) -> dict:
     flags = {k: v for k, v in {
         "engine": getattr(args, "engine", None), "epochs": args.epochs, "batch_size": args.batch_size,
         "seed": getattr(args, "seed", None), "device": args.device, "runs_dir": args.runs_dir,
-        "run_name": getattr(args, "run_name", None),
+        "run_name": getattr(args, "run_name", None), "deterministic": args.deterministic,
+        "save_every_steps": args.save_every_steps, "save_every_minutes": args.save_every_minutes,
     }.items() if v is not None}
     data = {k: v for k, v in {"name": args.data, "data_dir": args.data_dir, "channels": args.channels,
                               "image_size": list(args.image_size) if args.image_size else None,
@@ -226,6 +227,10 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:N")
     p.add_argument("--runs-dir", help="where run directories go (default: runs)")
     p.add_argument("--config", help="YAML file with config keys (a run's config.yaml works)")
+    p.add_argument("--save-every-steps", type=int, metavar="N", help="also checkpoint inside an epoch every N steps")
+    p.add_argument("--save-every-minutes", type=float, metavar="M", help="also checkpoint inside an epoch every M minutes")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic kernels in every framework: a rerun gives byte-identical metrics (slower; see README)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -285,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="name of the run directory (default: time-model-engine-data)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run with its own config; only --epochs (to extend), --device, --quiet, "
-                        "eval_batch_size= and early_stop_patience= may be given")
+                        "--save-every-steps/-minutes, eval_batch_size= and early_stop_patience= may be given")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
 

@@ -75,6 +75,9 @@ class Config:
     device: str = "auto"  # torch: "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     early_stop_patience: int | None = None  # epochs without val_loss improvement; None = off
     init_from: str | None = None  # start from these weights: a checkpoint folder (weights.npz) or a run directory
+    save_every_steps: int | None = None  # also checkpoint inside an epoch every N optimizer steps
+    save_every_minutes: float | None = None  # ... or every M minutes (both at a step boundary)
+    deterministic: bool = False  # the frameworks' deterministic kernels: byte-identical reruns (see README for the cost)
     runs_dir: str = "runs"
     run_name: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
@@ -225,6 +228,8 @@ def validate(cfg: Config) -> Config:
     need(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
     need(cfg.eval_batch_size >= 1, f"eval_batch_size={cfg.eval_batch_size} must be at least 1.")
     need(cfg.early_stop_patience is None or cfg.early_stop_patience >= 1, "early_stop_patience must be >= 1 (or null to turn it off).")
+    need(cfg.save_every_steps is None or cfg.save_every_steps >= 1, f"save_every_steps={cfg.save_every_steps} must be >= 1 (or null).")
+    need(cfg.save_every_minutes is None or cfg.save_every_minutes > 0, f"save_every_minutes={cfg.save_every_minutes} must be > 0 (or null).")
     o = cfg.optim
     need(o.name in OPTIMIZERS, f"optimizer '{o.name}' is not known; use one of {', '.join(OPTIMIZERS)}.")
     need(o.lr > 0, f"optim.lr={o.lr} must be > 0.")

@@ -3,6 +3,7 @@
   2  UserError: bad input the user can fix (a path, a format, a config value, a flag on resume).
   3  NonFiniteLoss: training produced a NaN/inf loss; the run stopped, its last good checkpoint kept.
   4  RunsFailed: some runs of a compare or sweep failed; the others finished (logs/ says why).
+  5  DiskFull: a write failed for lack of space; the last good checkpoint is intact, resume when freed.
  130 interrupted (Ctrl-C); the run resumes with `clsf train --resume RUN_DIR`.
 Each message names the problem and the fix in one sentence.
 """
@@ -10,6 +11,7 @@ Each message names the problem and the fix in one sentence.
 EXIT_CODES = {0: "success", 2: "bad input (the message names it and the fix)",
               3: "training stopped on a non-finite loss (checkpoints/last holds the last good epoch)",
               4: "some runs of a compare or sweep failed; the rest finished (see the folder's logs/)",
+              5: "the disk is full (checkpoints/last is intact; free space and resume)",
               130: "interrupted (resume with clsf train --resume RUN_DIR)"}
 
 
@@ -41,3 +43,9 @@ class RunsFailed(ClsfError):
     """Some runs of a compare or sweep failed; the others finished and the report covers them."""
 
     exit_code = 4
+
+
+class DiskFull(ClsfError):
+    """A write failed for lack of space; nothing half-written is left and the last checkpoint stands."""
+
+    exit_code = 5

@@ -30,15 +30,17 @@ def crop_flip_tf(x, pad: int, oy, ox, flip):
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
-                 seed: int = 0, epoch: int = 0):
-    """Batches of (x float32 NHWC normalised, y int64); training batches follow `epoch_plan`."""
+                 seed: int = 0, epoch: int = 0, first_step: int = 0):
+    """Batches of (x float32 NHWC normalised, y int64); training batches follow `epoch_plan`,
+    from batch `first_step` on (a run resumed inside an epoch)."""
     import tensorflow as tf
 
     a, b = (tf.constant(v) for v in pre.affine(x.shape[-1]))
     images, labels = tf.constant(x), tf.constant(y)  # (N, H, W, C) uint8, (N,) int64
     if training:
         plan = epoch_plan(len(y), pre, seed, epoch)
-        ds = tf.data.Dataset.from_tensor_slices((plan.order, plan.oy, plan.ox, plan.flip))
+        skip = first_step * batch_size
+        ds = tf.data.Dataset.from_tensor_slices((plan.order[skip:], plan.oy[skip:], plan.ox[skip:], plan.flip[skip:]))
     else:
         ds = tf.data.Dataset.range(len(y))
 

@@ -32,7 +32,7 @@ class Batches:
     """Iterable of (x float32 NCHW normalised, y int64) on `device`; training follows `epoch_plan`."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
-                 seed: int = 0, epoch: int = 0, device="cpu"):
+                 seed: int = 0, epoch: int = 0, device="cpu", first_step: int = 0):
         import torch
 
         self.x = torch.from_numpy(x)  # (N, H, W, C) uint8, shared memory with numpy
@@ -42,16 +42,17 @@ class Batches:
         self.a = torch.from_numpy(a).to(device)[None, :, None, None]
         self.b = torch.from_numpy(b).to(device)[None, :, None, None]
         self.plan = epoch_plan(len(y), pre, seed, epoch) if training else None
+        self.first = first_step * batch_size if training else 0  # a run resumed inside an epoch starts here
 
     def __len__(self) -> int:
-        return (len(self.y) + self.batch_size - 1) // self.batch_size
+        return (len(self.y) - self.first + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         import torch
 
         n = len(self.y)
         order = torch.from_numpy(self.plan.order) if self.training else torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        for start in range(self.first, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             xb = self.x[idx].to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
             if self.training and self.pre.augments:

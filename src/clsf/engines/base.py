@@ -28,21 +28,32 @@ class Meter:
     """One epoch's running training loss and accuracy, weighted by batch size (the short last batch
     counts less). Engines call `add` per step, or `running` where the framework keeps the means."""
 
-    def __init__(self, epoch: int, first_step: int, images: int, batch_size: int, on_batch: BatchHook | None = None):
+    def __init__(self, epoch: int, first_step: int, images: int, batch_size: int, on_batch: BatchHook | None = None,
+                 after_step: Callable[[int], None] | None = None):
         self.epoch, self.first_step, self.images, self.batch_size = epoch, first_step, images, batch_size
         self.n_steps = math.ceil(images / batch_size)
-        self.on_batch = on_batch
+        self.on_batch, self.after_step = on_batch, after_step  # after_step(step): the loop's checkpoint hook
         self.loss_sum, self.correct, self.seen = 0.0, 0.0, 0
+        self.base = (0.0, 0.0, 0)  # sums of the steps before a mid-epoch resume
+
+    def state(self) -> dict:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen}
+
+    def restore(self, state: dict) -> None:
+        """Continue an epoch interrupted after `state['seen']` images (a mid-epoch checkpoint)."""
+        self.loss_sum, self.correct, self.seen = state["loss_sum"], state["correct"], state["seen"]
+        self.base = (self.loss_sum, self.correct, self.seen)
 
     def add(self, step: int, loss: float, correct: int) -> None:
-        """A step's mean loss and number of correct predictions."""
+        """A step's mean loss and number of correct predictions (`step` counts from the epoch's start)."""
         n = self._seen_after(step) - self.seen
         self._set(step, self.loss_sum + loss * n, self.correct + correct)
 
     def running(self, step: int, mean_loss: float, mean_acc: float) -> None:
-        """The epoch's running means after `step` (what Keras' fit logs)."""
-        n = self._seen_after(step)
-        self._set(step, mean_loss * n, mean_acc * n)
+        """Running means over the steps since this call of fit began (what Keras' fit logs)."""
+        loss0, correct0, seen0 = self.base
+        n = self._seen_after(step) - seen0
+        self._set(step, loss0 + mean_loss * n, correct0 + mean_acc * n)
 
     def _seen_after(self, step: int) -> int:
         return min((step + 1) * self.batch_size, self.images)
@@ -54,6 +65,8 @@ class Meter:
             raise NonFiniteLoss(self.epoch, step, self.first_step + step, self.loss)
         if self.on_batch:
             self.on_batch(step, self.n_steps, self.loss, self.acc)
+        if self.after_step:
+            self.after_step(step)
 
     @property
     def loss(self) -> float:  # mean training loss (with label smoothing and model losses, if any)
@@ -71,7 +84,7 @@ class Engine(Protocol):
 
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int): ...
 
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int, meter: Meter) -> None: ...
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int, meter: Meter, first_step: int = 0) -> None: ...
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray: ...  # (N, K), in eval_batch_size chunks
 

@@ -78,6 +78,8 @@ class KerasBase:
         from clsf.models.keras import build_keras
 
         keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: initial weights, dropout
+        if cfg.deterministic:
+            tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         self.model = build_keras(spec)

@@ -25,13 +25,14 @@ class KerasFitEngine(KerasBase):
         self.model.train_step = train_step
         self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=["acc"])
 
-    def train_epoch(self, x, y, epoch, meter: Meter) -> None:
+    def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         import keras
 
         from clsf.data.tf_pipeline import make_dataset
 
-        ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch)
-        report = keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda batch, logs: meter.running(batch, float(logs["loss"]), float(logs["acc"])))
+        ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch,
+                          first_step=first_step)
+        report = keras.callbacks.LambdaCallback(  # fit counts batches from its own start: offset them
+            on_train_batch_end=lambda batch, logs: meter.running(first_step + batch, float(logs["loss"]), float(logs["acc"])))
         # the dataset is already in this epoch's order (clsf.data.order): fit must not reshuffle it
         self.model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=[report], shuffle=False)

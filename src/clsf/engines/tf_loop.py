@@ -39,10 +39,11 @@ class TFLoopEngine(KerasBase):
 
         self.train_step = train_step
 
-    def train_epoch(self, x, y, epoch, meter: Meter) -> None:
+    def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         from clsf.data.tf_pipeline import make_dataset
 
-        ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch)
-        for step, (xb, yb) in enumerate(ds):  # xb (B, H, W, C) float32, yb (B,) int64
+        ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch,
+                          first_step=first_step)
+        for step, (xb, yb) in enumerate(ds, start=first_step):  # xb (B, H, W, C) float32, yb (B,) int64
             loss, correct = self.train_step(xb, yb)
             meter.add(step, float(loss), int(correct))

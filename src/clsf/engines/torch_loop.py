@@ -8,6 +8,7 @@ left on at evaluation costs accuracy); evaluation runs in batches.
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -48,6 +49,10 @@ class TorchEngine:
         from clsf.models.torch import build_torch
 
         torch.manual_seed(cfg.seed)  # initial weights
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on CUDA
+            torch.use_deterministic_algorithms(True)  # deterministic kernels, or an error where none exists
+            torch.backends.cudnn.benchmark = False
         self.cfg, self.spec, self.pre, self.steps_per_epoch = cfg, spec, Preprocess.of(cfg.data), steps_per_epoch
         self.torch_device = resolve_device(cfg.device)
         self.model = build_torch(spec).to(self.torch_device)
@@ -62,13 +67,14 @@ class TorchEngine:
     def global_step(self) -> int:
         return self.step
 
-    def train_epoch(self, x, y, epoch, meter: Meter) -> None:
+    def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         o = self.cfg.optim
-        torch.manual_seed(self.cfg.seed * 1_000_003 + epoch)  # dropout masks: a function of (seed, epoch)
+        if first_step == 0:  # resumed inside an epoch, the generator state comes from the checkpoint
+            torch.manual_seed(self.cfg.seed * 1_000_003 + epoch)  # dropout masks: a function of (seed, epoch)
         batches = Batches(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed,
-                          epoch=epoch, device=self.torch_device)
+                          epoch=epoch, device=self.torch_device, first_step=first_step)
         self.model.train()
-        for step, (xb, yb) in enumerate(batches):  # xb (B, C, H, W) float32, yb (B,) int64
+        for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o)
             logits = self.model(xb)  # (B, K) logits, no softmax
@@ -92,7 +98,10 @@ class TorchEngine:
         from clsf.models.transfer import save_npz, torch_weights
 
         save_npz(folder / "weights.npz", torch_weights(self.model, self.spec))
-        torch.save({"model": self.model.state_dict(), "optim": self.optimizer.state_dict(), "step": self.step},
+        rng = {"cpu": torch.get_rng_state()}  # dropout's generator, for a resume inside an epoch
+        if self.torch_device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.torch_device)
+        torch.save({"model": self.model.state_dict(), "optim": self.optimizer.state_dict(), "step": self.step, "rng": rng},
                    folder / "state.pt")
 
     def load(self, folder: Path, training_state: bool = True) -> None:
@@ -109,3 +118,7 @@ class TorchEngine:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optim"])
         self.step = int(state["step"])
+        if "rng" in state:
+            torch.set_rng_state(state["rng"]["cpu"].cpu())
+            if "cuda" in state["rng"] and self.torch_device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.torch_device)

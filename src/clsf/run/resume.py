@@ -17,12 +17,12 @@ from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.run import rundir
 
-CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience")
+CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience", "save_every_steps", "save_every_minutes")
 # how the user spelled a key on the command line, for the refusal message
 FLAGS = {"engine": "--engine", "model.name": "--model", "data.name": "--data", "data.data_dir": "--data-dir",
          "data.channels": "--channels", "data.image_size": "--image-size", "data.skip_bad": "--skip-bad",
          "batch_size": "--batch-size", "optim.name": "--optimizer", "optim.lr": "--lr", "seed": "--seed",
-         "runs_dir": "--runs-dir", "run_name": "--run-name"}
+         "runs_dir": "--runs-dir", "run_name": "--run-name", "deterministic": "--deterministic"}
 
 
 def _get(cfg: Config, key: str):

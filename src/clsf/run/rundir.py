@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
 import platform
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsf.errors import UserError
+from clsf.errors import DiskFull, UserError
 
 # peak_mem_mb: the training process's peak resident memory so far (host RAM, MiB)
 METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "peak_mem_mb"]
@@ -55,8 +57,11 @@ def new_run_dir(runs_dir: str, model: str, engine: str, data: str, name: str | N
 def write_text(path: Path, text: str) -> None:
     """Write whole or not at all: a temporary name, then an atomic rename."""
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no .part left behind
 
 
 def write_json(path: Path, data) -> None:
@@ -69,9 +74,12 @@ def read_json(path: Path) -> dict:
 
 def save_arrays(path: Path, **arrays) -> None:
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def open_run(run: str | Path, which: str = "last") -> tuple[Path, "Config"]:
@@ -130,12 +138,15 @@ def read_metrics(run: Path) -> list[dict]:
 def write_metrics(run: Path, rows: list[dict]) -> None:
     """Rewrite metrics.csv whole (atomically), so a resumed run never duplicates or tears a row."""
     tmp = run / "metrics.csv.part"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, METRICS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else (repr(float(r[k])) if isinstance(r[k], float) else r[k])) for k in METRICS})
-    os.replace(tmp, run / "metrics.csv")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, METRICS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: ("" if r.get(k) is None else (repr(float(r[k])) if isinstance(r[k], float) else r[k])) for k in METRICS})
+        os.replace(tmp, run / "metrics.csv")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(engine, run: Path, which: str, meta: dict) -> None:
@@ -144,9 +155,13 @@ def save_checkpoint(engine, run: Path, which: str, meta: dict) -> None:
     ckpts = run / "checkpoints"
     tmp, final, old = ckpts / f".{which}.tmp", ckpts / which, ckpts / f".{which}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    engine.save(tmp)
-    write_json(tmp / "meta.json", meta)
+    try:
+        tmp.mkdir(parents=True)
+        engine.save(tmp)
+        write_json(tmp / "meta.json", meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write (a full disk, a kill signal) leaves the old checkpoint only
+        raise
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -161,6 +176,23 @@ def copy_checkpoint(run: Path, src: str, dst: str) -> None:
     shutil.copytree(ckpts / src, tmp)
     shutil.rmtree(ckpts / dst, ignore_errors=True)
     os.replace(tmp, ckpts / dst)
+
+
+@contextlib.contextmanager
+def disk_space(run: Path):
+    """Turn a write that failed for lack of space into one line: where, how much, and what to do."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        last = run / "checkpoints" / "last"
+        need = 2 * sum(p.stat().st_size for p in last.glob("*")) if last.is_dir() else 0  # new + old while swapping
+        free = shutil.disk_usage(run).free
+        then = (f"checkpoints/last holds epoch {checkpoint_meta(run)['epoch']} intact — free space, then continue with "
+                f"clsf train --resume {run}" if last.is_dir() else "no epoch finished — free space and start it again")
+        raise DiskFull(f"no space left on the device holding {run} ({free / 2**20:.0f} MiB free; a checkpoint needs "
+                       f"about {need / 2**20:.0f} MiB); {then}.") from None
 
 
 def peak_memory_mb() -> float:

@@ -26,6 +26,7 @@ from clsf.models.yaml_spec import is_spec_file, load_spec_file, spec_to_yaml
 from clsf.models.zoo import get_spec
 from clsf.run import rundir
 from clsf.run.checks import Checks
+from clsf.run.midepoch import MidEpoch, StopAfterSteps
 from clsf.run.progress import Progress
 from clsf.run.resume import resume_config
 from clsf.run.tensorboard import ScalarWriter
@@ -72,13 +73,14 @@ def _tb_values(row: dict) -> dict:
 
 
 def train(cfg: Config | None = None, resume: str | Path | None = None, changes: dict | None = None,
-          quiet: bool = False, stop_after: int | None = None) -> Path:
+          quiet: bool = False, stop_after: int | None = None, stop_after_steps: int | None = None) -> Path:
     """Train (or resume) a run; return its directory.
 
-    `resume` continues a run from checkpoints/last; `changes` (nested config keys, e.g.
-    {"epochs": 10}) may only touch what can change mid-run (see clsf.run.resume). `stop_after` ends
-    this call after that many epochs in total, as an interruption would, leaving a run that
-    `resume` completes."""
+    `resume` continues a run from checkpoints/last (an epoch's end, or inside an epoch); `changes`
+    (nested config keys, e.g. {"epochs": 10}) may only touch what can change mid-run (see
+    clsf.run.resume). `stop_after` ends this call after that many epochs in total, and
+    `stop_after_steps` after that many optimizer steps in total with a mid-epoch checkpoint, as an
+    interruption would, leaving a run that `resume` completes."""
     if resume is not None:
         run, cfg, changed, meta = resume_config(resume, changes or {})
         if meta["epoch"] >= cfg.epochs or (meta.get("stopped_early") and "epochs" not in changed):
@@ -103,79 +105,97 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             _load_init(engine, cfg.init_from, cfg.model.name)
         run = rundir.new_run_dir(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name)
         rows, start, best = [], 0, {"val_loss": math.inf, "epoch": None, "bad_epochs": 0}
-        save_init(run, engine, prep, cfg.init_from)
+        with rundir.disk_space(run):
+            save_init(run, engine, prep, cfg.init_from)
     else:
         engine.load(run / "checkpoints" / "last", training_state=True)
         rows, start, best = rundir.read_metrics(run)[: meta["epoch"]], meta["epoch"], meta["best"]
-        if len(rows) == start - 1:  # killed between the checkpoint and the log line: the checkpoint has it
+        if len(rows) == start - 1 and meta.get("metrics"):  # killed between the checkpoint and the log line
             rows.append(meta["metrics"])
         first = rundir.read_json(run / "env.json")  # the environment the run started in stays on record
         env = {**first, "resumes": first.get("resumes", []) + [
             {"after_epoch": start, "time": env["started"], "device": env["device"], "changed": changed}]}
         if not quiet:
-            print(f"resuming {run} after epoch {start}")
-    rundir.write_text(run / "config.yaml", cfg.to_yaml())  # resolved: dataset statistics and every default written out
-    rundir.write_text(run / "model.yaml", spec_to_yaml(spec, follow_data=False))  # the exact network, reloadable alone
-    rundir.write_json(run / "env.json", env)
-    if not quiet:
-        print(f"run {run}: {cfg.model.name} on {ds.name} ({len(prep.train)} train / "
-              f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {cfg.epochs} epochs")
-    checks.before_training()
-    # a resumed run: TensorBoard drops what an interruption left from epoch `start` on, and gets
-    # epoch `start` again from the checkpoint, so every epoch shows exactly once
-    tb = ScalarWriter(run / "tb", purge_step=start if start else None)
-    if start:
-        tb.scalars(start, _tb_values(rows[-1]))
-    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    stopped_early = resume is not None and meta.get("stopped_early", False) and "epochs" not in changed
-    try:
-        for epoch in range(start, last_epoch):
-            bar = Progress(not quiet, epoch, cfg.epochs)
-            meter = Meter(epoch, engine.global_step(), len(prep.train), cfg.batch_size, bar)
-            t0 = time.perf_counter()
-            engine.train_epoch(prep.train.x, prep.train.y, epoch, meter)
-            seconds = time.perf_counter() - t0
-            bar.close()
-            val_loss = val_acc = None
-            if prep.val is not None:
-                val_loss, val_acc = metrics_from_logits(engine.predict_logits(prep.val.x), prep.val.y)
-            lr = lr_at(engine.global_step() - 1, steps_per_epoch, cfg.epochs, cfg.optim)  # the epoch's last step
-            row = {"epoch": epoch + 1, "train_loss": meter.loss, "train_acc": meter.acc, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": lr, "seconds": seconds, "images_per_s": meter.seen / seconds,
-                   "peak_mem_mb": rundir.peak_memory_mb()}
-            rows.append(row)
-            if not quiet:
-                print(_line(row, cfg.epochs))
+            inside = f", step {meta['step']} of epoch {start + 1}" if meta.get("step") else ""
+            print(f"resuming {run} after epoch {start}{inside}")
+    with rundir.disk_space(run):  # a full disk: one line, the last checkpoint intact
+        rundir.write_text(run / "config.yaml", cfg.to_yaml())  # resolved: dataset statistics and every default written out
+        rundir.write_text(run / "model.yaml", spec_to_yaml(spec, follow_data=False))  # the exact network, reloadable alone
+        rundir.write_json(run / "env.json", env)
+        if not quiet:
+            print(f"run {run}: {cfg.model.name} on {ds.name} ({len(prep.train)} train / "
+                  f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {cfg.epochs} epochs")
+        checks.before_training()
+        # a resumed run: TensorBoard drops what an interruption left from epoch `start` on, and gets
+        # epoch `start` again from the checkpoint, so every epoch shows exactly once
+        tb = ScalarWriter(run / "tb", purge_step=start if start else None)
+        if start:
+            tb.scalars(start, _tb_values(rows[-1]))
+        last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+        stopped_early = resume is not None and meta.get("stopped_early", False) and "epochs" not in changed
+        mid = MidEpoch(run, engine, cfg, stop_after_steps)
+        try:
+            with mid:  # Ctrl-C: a checkpoint at the next step boundary (or the epoch's end), then stop
+                for epoch in range(start, last_epoch):
+                    bar = Progress(not quiet, epoch, cfg.epochs)
+                    first_step = meta.get("step", 0) if resume is not None and epoch == start else 0  # inside the epoch
+                    meter = Meter(epoch, engine.global_step() - first_step, len(prep.train), cfg.batch_size, bar, mid.after_step)
+                    carried = 0.0
+                    if first_step:
+                        meter.restore(meta["meter"])  # the epoch's running sums up to the checkpoint
+                        carried = meta["meter"]["seconds"]
+                    t0 = time.perf_counter()
+                    mid.begin_epoch(epoch, meter, rows, best, t0, carried)
+                    engine.train_epoch(prep.train.x, prep.train.y, epoch, meter, first_step)
+                    seconds = carried + time.perf_counter() - t0
+                    bar.close()
+                    val_loss = val_acc = None
+                    if prep.val is not None:
+                        val_loss, val_acc = metrics_from_logits(engine.predict_logits(prep.val.x), prep.val.y)
+                    lr = lr_at(engine.global_step() - 1, steps_per_epoch, cfg.epochs, cfg.optim)  # the epoch's last step
+                    row = {"epoch": epoch + 1, "train_loss": meter.loss, "train_acc": meter.acc, "val_loss": val_loss,
+                           "val_acc": val_acc, "lr": lr, "seconds": seconds, "images_per_s": meter.seen / seconds,
+                           "peak_mem_mb": rundir.peak_memory_mb()}
+                    rows.append(row)
+                    if not quiet:
+                        print(_line(row, cfg.epochs))
 
-            monitored = val_loss if val_loss is not None else meter.loss
-            improved = monitored < best["val_loss"]
-            best = {"val_loss": monitored, "epoch": epoch + 1, "bad_epochs": 0} if improved else \
-                {**best, "bad_epochs": best["bad_epochs"] + 1}
-            stopped_early = bool(cfg.early_stop_patience and best["bad_epochs"] >= cfg.early_stop_patience)
-            # checkpoint first, then the logs: a kill in between loses log lines the resume rewrites,
-            # never a checkpoint the logs already claim
-            meta = {"epoch": epoch + 1, "global_step": engine.global_step(), "best": best,
-                    "stopped_early": stopped_early, "metrics": row}
-            rundir.save_checkpoint(engine, run, "last", meta)
-            if improved:
-                rundir.copy_checkpoint(run, "last", "best")
-            rundir.write_metrics(run, rows)
-            tb.scalars(epoch + 1, _tb_values(row))
-            checks.after_epoch(rows, engine)
-            if stopped_early:
-                if not quiet:
-                    print(f"early stop: val_loss has not improved for {best['bad_epochs']} epochs (best {best['val_loss']:.4f} at epoch {best['epoch']})")
-                break
-    except KeyboardInterrupt:
-        print(f"\nclsf: interrupted; checkpoints/last holds the last finished epoch — continue with: "
-              f"clsf train --resume {run}", file=sys.stderr)
-        raise
-    finally:
-        tb.close()
-    if len(rows) < cfg.epochs and not stopped_early:
-        return run  # interrupted on purpose: no final report yet
+                    monitored = val_loss if val_loss is not None else meter.loss
+                    improved = monitored < best["val_loss"]
+                    best = {"val_loss": monitored, "epoch": epoch + 1, "bad_epochs": 0} if improved else \
+                        {**best, "bad_epochs": best["bad_epochs"] + 1}
+                    stopped_early = bool(cfg.early_stop_patience and best["bad_epochs"] >= cfg.early_stop_patience)
+                    # checkpoint first, then the logs: a kill in between loses log lines the resume rewrites,
+                    # never a checkpoint the logs already claim
+                    meta = {"epoch": epoch + 1, "global_step": engine.global_step(), "best": best,
+                            "stopped_early": stopped_early, "metrics": row}
+                    rundir.save_checkpoint(engine, run, "last", meta)
+                    if improved:
+                        rundir.copy_checkpoint(run, "last", "best")
+                    rundir.write_metrics(run, rows)
+                    tb.scalars(epoch + 1, _tb_values(row))
+                    checks.after_epoch(rows, engine)
+                    if mid.interrupted:  # Ctrl-C came between steps (validation, logs): this epoch is saved
+                        raise KeyboardInterrupt
+                    if stopped_early:
+                        if not quiet:
+                            print(f"early stop: val_loss has not improved for {best['bad_epochs']} epochs (best {best['val_loss']:.4f} at epoch {best['epoch']})")
+                        break
+        except StopAfterSteps:
+            return run  # stopped on purpose inside an epoch, checkpoint written: no final report yet
+        except KeyboardInterrupt:
+            at = rundir.checkpoint_meta(run) if (run / "checkpoints" / "last").is_dir() else None
+            where = "no epoch yet" if at is None else f"epoch {at['epoch']}" + (
+                f", step {at['step']} of epoch {at['epoch'] + 1}" if at.get("step") else "")
+            print(f"\nclsf: interrupted; checkpoints/last holds the run up to {where} — continue with: "
+                  f"clsf train --resume {run}", file=sys.stderr)
+            raise
+        finally:
+            tb.close()
+        if len(rows) < cfg.epochs and not stopped_early:
+            return run  # interrupted on purpose: no final report yet
 
-    final = finish(run, cfg, engine, prep, spec, rows, checks)
+        final = finish(run, cfg, engine, prep, spec, rows, checks)
     if not quiet:
         print(f"test_loss {final['test_loss']:.4f}  test_acc {final['test_acc']:.4f}  "
               f"({final['test_images']} test images)  -> {run}")

@@ -1,0 +1,158 @@
+"""A full disk stops a run in one line with the last checkpoint intact and nothing half-written, and
+the run then resumes to the same result; --deterministic reruns are byte-identical."""
+
+import csv
+import errno
+import json
+
+import numpy as np
+import pytest
+
+from clsf.cli import main
+from clsf.run import rundir
+
+DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"
+TINY = ["model.args.widths=[4, 4]", "model.args.dense=8"]
+TIMING = ("seconds", "images_per_s", "peak_mem_mb")
+
+
+def _train(tmp_path, name, *extra, engine="torch", epochs=3):
+    return main(["train", "--engine", engine, "--data", DATA, "--epochs", str(epochs), "--runs-dir", str(tmp_path),
+                 "--run-name", name, "--quiet", *TINY, "data.hflip=true", "model.args.dropout=0.3", *extra])
+
+
+def _rows(run):
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
+
+
+def _no_partial_files(run):
+    return [p for p in run.rglob("*") if p.name.endswith((".part", ".tmp", ".old"))]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("where", ["checkpoint", "metrics"])
+def test_a_full_disk_stops_cleanly_and_the_run_resumes_to_the_same_result(tmp_path, monkeypatch, capsys, where):
+    assert _train(tmp_path, "whole") == 0
+    from clsf.engines.torch_loop import TorchEngine
+
+    calls = {"n": 0}
+    fail_at = 3 if where == "checkpoint" else 2  # epoch 2's write (the first checkpoint written is checkpoints/init)
+
+    def full(real):
+        def write(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == fail_at:  # part of the write lands, then the disk is full
+                real(*args, **kwargs)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*args, **kwargs)
+        return write
+
+    if where == "checkpoint":
+        monkeypatch.setattr(TorchEngine, "save", full(TorchEngine.save))
+    else:
+        monkeypatch.setattr(rundir, "write_metrics", full(rundir.write_metrics))
+    capsys.readouterr()
+    assert _train(tmp_path, "full") == 5
+    err = capsys.readouterr().err.strip()
+    run = tmp_path / "full"
+    assert err.count("\n") == 0 and f"no space left on the device holding {run}" in err
+    kept = 1 if where == "checkpoint" else 2  # the metrics write fails after epoch 2's checkpoint landed
+    assert f"checkpoints/last holds epoch {kept} intact" in err and "clsf train --resume" in err
+    assert rundir.checkpoint_meta(run)["epoch"] == kept and not _no_partial_files(run) and not (run / "final.json").exists()
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert _rows(run) == _rows(tmp_path / "whole")  # each epoch once, the same numbers as never stopping
+    assert json.loads((run / "final.json").read_text())["test_loss"] == json.loads((tmp_path / "whole" / "final.json").read_text())["test_loss"]
+
+
+@pytest.mark.parametrize("engine", [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
+                                    pytest.param("torch", marks=pytest.mark.torch)])
+def test_deterministic_reruns_are_byte_identical(tmp_path, engine):
+    for name, seed in (("a", "0"), ("b", "0"), ("other-seed", "1")):
+        assert _train(tmp_path, name, "--deterministic", "--seed", seed, engine=engine, epochs=2) == 0
+    a, b, c = (tmp_path / n for n in ("a", "b", "other-seed"))
+    assert _rows(a) == _rows(b)
+    with np.load(a / "predictions.npz") as za, np.load(b / "predictions.npz") as zb, np.load(c / "predictions.npz") as zc:
+        assert za["logits"].tobytes() == zb["logits"].tobytes()
+        assert za["logits"].tobytes() != zc["logits"].tobytes()  # the comparison can fail: another seed differs
+    assert _rows(a) != _rows(c)
+
+
+def test_resuming_inside_an_epoch_neither_skips_nor_repeats_a_sample():
+    """Both pipelines, an epoch cut at several batches: the sample ids seen equal an uncut epoch's."""
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    from clsf.data.tf_pipeline import make_dataset
+    from clsf.data.torch_pipeline import Batches
+    from clsf.data.transforms import Preprocess
+
+    n, b = 70, 8
+    x, ids = np.zeros((n, 4, 4, 3), np.uint8), np.arange(n, dtype=np.int64)  # labels = sample ids
+    pre = Preprocess(hflip=True, crop_padding=1)
+    for epoch in (0, 3):
+        whole = np.concatenate([yb.numpy() for _, yb in Batches(x, ids, b, pre, True, seed=5, epoch=epoch)])
+        assert sorted(whole) == list(range(n))
+        for cut in (1, 4, 8):
+            for parts in ([Batches(x, ids, b, pre, True, seed=5, epoch=epoch)],
+                          [make_dataset(x, ids, b, pre, True, seed=5, epoch=epoch)]):
+                head = np.concatenate([yb.numpy() for _, yb in parts[0]])[: cut * b]
+                tail_src = (Batches(x, ids, b, pre, True, seed=5, epoch=epoch, first_step=cut) if isinstance(parts[0], Batches)
+                            else make_dataset(x, ids, b, pre, True, seed=5, epoch=epoch, first_step=cut))
+                tail = np.concatenate([yb.numpy() for _, yb in tail_src])
+                assert np.array_equal(np.concatenate([head, tail]), whole)
+
+
+ENGINES = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
+           pytest.param("torch", marks=pytest.mark.torch)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_mid_epoch_checkpoints_resume_to_the_uninterrupted_result(tmp_path, engine):
+    from clsf.config import build_config
+    from clsf.run.train import train
+
+    def cfg(name):
+        return build_config(flags={"engine": engine, "epochs": 2, "batch_size": 16, "runs_dir": str(tmp_path), "run_name": name,
+                                   "data": {"name": DATA}},
+                            overrides=TINY + ["data.hflip=true", "data.crop_padding=1", "model.args.dropout=0.3",
+                                              "optim.name=adam", "optim.schedule=cosine"])
+
+    whole = train(cfg("whole"), quiet=True)
+    cut = train(cfg("cut"), quiet=True, stop_after_steps=2)  # 6 steps an epoch: inside epoch 1
+    assert rundir.checkpoint_meta(cut)["step"] == 2 and not (cut / "metrics.csv").exists()
+    train(resume=cut, quiet=True, stop_after_steps=9)  # inside epoch 2
+    meta = rundir.checkpoint_meta(cut)
+    assert (meta["epoch"], meta["step"]) == (1, 3) and len(rundir.read_metrics(cut)) == 1
+    train(resume=cut, quiet=True)
+    a, b = rundir.read_metrics(whole), rundir.read_metrics(cut)
+    assert [r["epoch"] for r in b] == [1, 2]
+    for ra, rb in zip(a, b):
+        for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            assert rb[k] == pytest.approx(ra[k], rel=1e-6, abs=1e-7), (k, ra, rb)
+    with np.load(whole / "predictions.npz") as za, np.load(cut / "predictions.npz") as zb:
+        assert np.abs(za["logits"] - zb["logits"]).max() <= 1e-6 * max(1.0, np.abs(za["logits"]).max())
+
+
+@pytest.mark.torch
+def test_ctrl_c_checkpoints_and_the_run_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "clsf", "train", "--engine", "torch", "--data", "synthetic:train=3000,test=40,size=10x10x3,classes=3",
+            "--epochs", "30", "--batch-size", "8", "--runs-dir", str(tmp_path), "--run-name", "r", *TINY]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in p.stdout:
+        if line.startswith("epoch 2/30"):
+            os.killpg(p.pid, signal.SIGINT)
+            break
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    meta = rundir.checkpoint_meta(tmp_path / "r")
+    assert meta["epoch"] >= 2 and "checkpoints/last holds the run up to epoch" in err
+    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--resume", str(tmp_path / "r"), "--epochs", str(meta["epoch"] + 1), "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [m["epoch"] for m in rundir.read_metrics(tmp_path / "r")] == list(range(1, meta["epoch"] + 2))
