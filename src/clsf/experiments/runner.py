@@ -81,6 +81,8 @@ def state(run: Path) -> str:
     """'finished', 'resume' (it has a finished epoch) or 'fresh' (nothing worth keeping)."""
     if (run / "final.json").is_file():
         return "finished"
+    if run.is_dir():
+        rundir.recover_checkpoint(run, "last")  # a swap cut short by a kill
     if (run / "checkpoints" / "last" / "meta.json").is_file():
         return "resume"
     return "fresh"

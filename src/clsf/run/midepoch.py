@@ -58,7 +58,8 @@ class MidEpoch:
         if due:
             seconds = self.carried + time.perf_counter() - self.started
             meta = {"epoch": self.epoch, "step": step + 1, "global_step": gs, "best": self.best, "stopped_early": False,
-                    "metrics": self.rows[-1] if self.rows else None, "meter": {**self.meter.state(), "seconds": seconds}}
+                    "metrics": self.rows[-1] if self.rows else None, "rows": self.rows,
+                    "meter": {**self.meter.state(), "seconds": seconds}}
             rundir.save_checkpoint(self.engine, self.run, "last", meta)
             self.last_save = time.monotonic()
         if self.interrupted:

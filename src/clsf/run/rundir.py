@@ -170,12 +170,17 @@ def save_checkpoint(engine, run: Path, which: str, meta: dict) -> None:
 
 
 def copy_checkpoint(run: Path, src: str, dst: str) -> None:
+    """checkpoints/<src> copied to <dst> with the same swap as save_checkpoint (renames only, so a
+    kill leaves the old or the new copy; recover_checkpoint finishes a cut swap)."""
     ckpts = run / "checkpoints"
-    tmp = ckpts / f".{dst}.tmp"
+    tmp, old = ckpts / f".{dst}.tmp", ckpts / f".{dst}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(ckpts / src, tmp)
-    shutil.rmtree(ckpts / dst, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if (ckpts / dst).exists():
+        os.replace(ckpts / dst, old)
     os.replace(tmp, ckpts / dst)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -214,7 +219,22 @@ def init_folder(path: str | Path) -> Path:
     raise UserError(f"init_from '{path}' holds no weights.npz; give a checkpoint folder (e.g. RUN/checkpoints/best) or a run directory.")
 
 
+def recover_checkpoint(run: Path, which: str = "last") -> None:
+    """Finish a checkpoint swap a kill interrupted (between moving the old folder aside and moving
+    the new one in): the new folder is complete once its meta.json exists (written last), else the
+    old one stands."""
+    ckpts = run / "checkpoints"
+    final, tmp, old = ckpts / which, ckpts / f".{which}.tmp", ckpts / f".{which}.old"
+    if final.exists():
+        return
+    if (tmp / "meta.json").is_file():
+        os.replace(tmp, final)
+    elif old.is_dir():
+        os.replace(old, final)
+
+
 def checkpoint_meta(run: Path, which: str = "last") -> dict:
+    recover_checkpoint(run, which)
     path = run / "checkpoints" / which / "meta.json"
     if not path.exists():
         raise UserError(f"{run} has no checkpoints/{which}; it is not a clsf run directory or it never finished an epoch.")

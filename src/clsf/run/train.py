@@ -109,8 +109,11 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             save_init(run, engine, prep, cfg.init_from)
     else:
         engine.load(run / "checkpoints" / "last", training_state=True)
-        rows, start, best = rundir.read_metrics(run)[: meta["epoch"]], meta["epoch"], meta["best"]
-        if len(rows) == start - 1 and meta.get("metrics"):  # killed between the checkpoint and the log line
+        rundir.recover_checkpoint(run, "best")  # a copy to best that a kill cut short
+        start, best = meta["epoch"], meta["best"]
+        # the checkpoint holds every epoch's row: log lines a kill cut off (one or several) come back
+        rows = meta["rows"] if "rows" in meta else rundir.read_metrics(run)[:start]
+        if len(rows) == start - 1 and meta.get("metrics"):  # a checkpoint from before rows were kept
             rows.append(meta["metrics"])
         first = rundir.read_json(run / "env.json")  # the environment the run started in stays on record
         env = {**first, "resumes": first.get("resumes", []) + [
@@ -126,11 +129,13 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             print(f"run {run}: {cfg.model.name} on {ds.name} ({len(prep.train)} train / "
                   f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {cfg.epochs} epochs")
         checks.before_training()
-        # a resumed run: TensorBoard drops what an interruption left from epoch `start` on, and gets
-        # epoch `start` again from the checkpoint, so every epoch shows exactly once
-        tb = ScalarWriter(run / "tb", purge_step=start if start else None)
+        # a resumed run: TensorBoard drops what came before (a purge from step 1) and gets every
+        # epoch again from the checkpoint, as metrics.csv does, so every epoch shows exactly once
+        tb = ScalarWriter(run / "tb", purge_step=1 if start else None)
         if start:
-            tb.scalars(start, _tb_values(rows[-1]))
+            rundir.write_metrics(run, rows)
+            for row in rows:
+                tb.scalars(row["epoch"], _tb_values(row))
         last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
         stopped_early = resume is not None and meta.get("stopped_early", False) and "epochs" not in changed
         mid = MidEpoch(run, engine, cfg, stop_after_steps)
@@ -168,7 +173,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                     # checkpoint first, then the logs: a kill in between loses log lines the resume rewrites,
                     # never a checkpoint the logs already claim
                     meta = {"epoch": epoch + 1, "global_step": engine.global_step(), "best": best,
-                            "stopped_early": stopped_early, "metrics": row}
+                            "stopped_early": stopped_early, "metrics": row, "rows": rows}
                     rundir.save_checkpoint(engine, run, "last", meta)
                     if improved:
                         rundir.copy_checkpoint(run, "last", "best")
