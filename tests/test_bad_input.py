@@ -101,28 +101,21 @@ def empty_folder(t, run):
     (t / "d").mkdir()
 
 
-def config_bad_yaml(t, run):
-    (t / "c.yaml").write_text("optim: [unclosed\n")
+def writes(name: str, text: str):
+    """A setup that writes one file into the case folder."""
+    def setup(t, run):
+        (t / name).write_text(text)
+    setup.__name__ = f"file_{name.replace('.', '_')}"
+    return setup
 
 
-def config_list(t, run):
-    (t / "c.yaml").write_text("- 1\n- 2\n")
-
-
-def config_python_tag(t, run):
-    (t / "c.yaml").write_text("epochs: !!python/object/apply:os.system [touch pwned]\n")
-
-
-def model_file_bad_layer(t, run):
-    (t / "m.yaml").write_text("layers: [{type: konv, filters: 4}]\n")
-
-
-def runs_dir_is_a_file(t, run):
-    (t / "runs").write_text("not a folder")
-
-
-def run_is_a_file(t, run):
-    (t / "afile").write_text("x")
+config_bad_yaml = writes("c.yaml", "optim: [unclosed\n")
+config_list = writes("c.yaml", "- 1\n- 2\n")
+config_python_tag = writes("c.yaml", "epochs: !!python/object/apply:os.system [touch pwned]\n")
+model_file_bad_layer = writes("m.yaml", "layers: [{type: konv, filters: 4}]\n")
+runs_dir_is_a_file = writes("runs", "not a folder")
+run_is_a_file = writes("afile", "x")
+empty_image = writes("e.png", "")
 
 
 def truncated_weights(t, run):
@@ -147,10 +140,6 @@ def other_model_run(t, run):
 def other_classes_run(t, run):
     assert main(["train", "--engine", "torch", "--data", "synthetic:train=60,test=20,size=10x10x3,classes=4", "--epochs",
                  "1", "--runs-dir", str(t), "--run-name", "four", "--quiet", *TINY]) == 0
-
-
-def empty_image(t, run):
-    (t / "e.png").write_bytes(b"")
 
 
 def no_images(t, run):

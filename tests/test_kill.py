@@ -114,3 +114,15 @@ def test_a_cut_swap_is_finished_on_the_next_read(tmp_path):
     (ckpts / ".last.old" / "meta.json").write_text('{"epoch": 1}')
     (ckpts / ".last.tmp").mkdir()  # the new one never got its meta.json: the old one stands
     assert rundir.checkpoint_meta(tmp_path)["epoch"] == 1
+
+
+def test_a_tensorboard_record_cut_by_a_kill_is_dropped_not_fatal(tmp_path):
+    from clsf.run.tensorboard import ScalarWriter, read_scalars
+
+    w = ScalarWriter(tmp_path)
+    for step in (1, 2, 3):
+        w.scalars(step, {"loss": float(step)})
+    w.close()
+    data = w.path.read_bytes()
+    w.path.write_bytes(data[:-7])  # the last record's append cut short
+    assert [(s, v) for s, _, v in read_scalars(tmp_path)] == [(1, 1.0), (2, 2.0)]

@@ -26,8 +26,14 @@ def _save(fig, out: Path | None):
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
         return buf.getvalue()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".part")
+    try:
+        fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".") or "png")
+        tmp.replace(out)  # whole or not at all, like every file clsf writes
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -109,6 +109,8 @@ def read_scalars(path: Path) -> list[tuple[int, str, float]]:
         data = f.read_bytes()
         i = 0
         while i < len(data):
+            if len(data) - i < 12 or len(data) - i < 16 + struct.unpack_from("<Q", data, i)[0]:
+                break  # a record cut short by a kill (records are appended): TensorBoard stops there too
             (n,) = struct.unpack_from("<Q", data, i)
             assert struct.unpack_from("<I", data, i + 8)[0] == masked_crc(data[i:i + 8]), "bad length crc"
             body = data[i + 12:i + 12 + n]
