@@ -66,6 +66,16 @@ class OptimConfig:
 
 
 @dataclass
+class TFConfig:
+    mode: str = "graph"  # the keras/tf train step: "eager" (plain Python) | "graph" (tf.function) | "xla" (jit_compile)
+
+
+@dataclass
+class TorchConfig:
+    compile: bool = False  # torch.compile the model for training (the first epoch pays the compile)
+
+
+@dataclass
 class Config:
     engine: str = "keras"
     epochs: int = 5
@@ -83,6 +93,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    tf: TFConfig = field(default_factory=TFConfig)
+    torch: TorchConfig = field(default_factory=TorchConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,7 +103,8 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "tf": TFConfig, "torch": TorchConfig}
+TF_MODES = ("eager", "graph", "xla")
 
 
 def _coerce(key: str, value, typ):
@@ -224,6 +237,7 @@ def validate(cfg: Config) -> Config:
             raise UserError(msg)
 
     need(cfg.engine in ENGINES, f"engine '{cfg.engine}' is not known; use one of {', '.join(ENGINES)}.")
+    need(cfg.tf.mode in TF_MODES, f"tf.mode '{cfg.tf.mode}' is not known; use one of {', '.join(TF_MODES)}.")
     need(cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
     need(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
     need(cfg.eval_batch_size >= 1, f"eval_batch_size={cfg.eval_batch_size} must be at least 1.")

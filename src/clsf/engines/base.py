@@ -94,6 +94,8 @@ class Engine(Protocol):
 
     def global_step(self) -> int: ...
 
+    def tracing(self) -> dict: ...  # {tf.function: {"traces": n, "graph_nodes": k or None}}; {} for torch
+
 
 def metrics_from_logits(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy (no label smoothing) and accuracy, computed in float64."""

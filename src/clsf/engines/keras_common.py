@@ -101,6 +101,19 @@ class KerasBase:
     def global_step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
+    def tracing(self) -> dict:
+        """Per tf.function the engine owns: times traced, and the size of its graph (nodes, the
+        function library included) where the function has one signature to ask for."""
+        out = {}
+        for name, n in self.traces.items():
+            fn = getattr(self, name, None)
+            nodes = None
+            if n and hasattr(fn, "get_concrete_function") and getattr(fn, "input_signature", None) is not None:
+                g = fn.get_concrete_function().graph.as_graph_def()
+                nodes = len(g.node) + sum(len(f.node_def) for f in g.library.function)
+            out[name] = {"traces": n, "graph_nodes": nodes}
+        return out
+
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         from clsf.data.tf_pipeline import make_dataset
 

@@ -16,14 +16,19 @@ class KerasFitEngine(KerasBase):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        import tensorflow as tf
+
         real_train_step, traces = self.model.train_step, self.traces
 
         def train_step(data):  # fit wraps this in its tf.function: the count is its tracings
-            traces["train_step"] += 1
+            if not tf.executing_eagerly():  # run_eagerly (tf.mode=eager) calls it per step: no tracing
+                traces["train_step"] += 1
             return real_train_step(data)
 
         self.model.train_step = train_step
-        self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=["acc"])
+        mode = self.cfg.tf.mode  # fit's own switches: run_eagerly (no tf.function) and jit_compile (XLA)
+        self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=["acc"],
+                           run_eagerly=mode == "eager", jit_compile=mode == "xla")
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         import keras

@@ -1,8 +1,9 @@
 """Engine `tf`: a custom loop with tf.data, GradientTape and one tf.function train step.
 
-The step has an input signature with a free batch dimension, so the last, smaller batch of an
-epoch reuses the same graph instead of tracing a second one; `traces` counts tracings so the loop
-can warn if anything makes it retrace. Losses the model tracks (`add_loss`, regularisers) are
+The step is a tf.function (tf.mode=graph, the default), XLA-compiled (tf.mode=xla) or plain
+eager Python (tf.mode=eager). Its input signature has a free batch dimension, so the last, smaller
+batch of an epoch reuses the same graph instead of tracing a second one; `traces` counts tracings
+so the loop can warn if anything makes it retrace. Losses the model tracks (`add_loss`, regularisers) are
 added to the data loss. The learning rate is the optimizer's schedule (keras_common.schedule).
 """
 
@@ -24,9 +25,9 @@ class TFLoopEngine(KerasBase):
         labels = tf.TensorSpec([None], tf.int64)
         model, optimizer, loss_fn, traces = self.model, self.optimizer, self.loss_fn, self.traces
 
-        @tf.function(input_signature=[images, labels])
         def train_step(x, y):
-            traces["train_step"] += 1  # Python side effect: runs once per tracing, not per step
+            if not tf.executing_eagerly():  # tracing (graph, xla): counts tracings; in eager mode every call runs this
+                traces["train_step"] += 1  # Python side effect: runs once per tracing, not per step
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)  # (B, K)
                 loss = loss_fn(y, logits)  # mean over the batch
@@ -37,7 +38,9 @@ class TFLoopEngine(KerasBase):
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.int32))
             return loss, correct
 
-        self.train_step = train_step
+        mode = self.cfg.tf.mode  # eager: the step runs as plain Python, op by op (the seeds' first loop)
+        self.train_step = train_step if mode == "eager" else tf.function(
+            train_step, input_signature=[images, labels], jit_compile=mode == "xla")  # graph, or XLA-compiled
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         from clsf.data.tf_pipeline import make_dataset

@@ -58,6 +58,8 @@ class TorchEngine:
         self.model = build_torch(spec).to(self.torch_device)
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
         self.step = 0  # global step: the schedule's only state
+        # torch.compile: the same module (same parameters), traced and compiled on its first batches
+        self.forward = torch.compile(self.model) if cfg.torch.compile else self.model
         self.traces: dict[str, int] = {}  # nothing is traced
 
     @property
@@ -66,6 +68,9 @@ class TorchEngine:
 
     def global_step(self) -> int:
         return self.step
+
+    def tracing(self) -> dict:
+        return {}  # nothing is traced (torch.compile's graphs are its own business)
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         o = self.cfg.optim
@@ -77,7 +82,7 @@ class TorchEngine:
         for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o)
-            logits = self.model(xb)  # (B, K) logits, no softmax
+            logits = self.forward(xb)  # (B, K) logits, no softmax
             loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

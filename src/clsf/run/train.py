@@ -261,6 +261,12 @@ def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows
              f"test       loss {final['test_loss']:.4f}  acc {final['test_acc']:.4f}", "",
              "per-class test accuracy:"]
     lines += [f"  {name:<14} {acc:.3f}" if acc is not None else f"  {name:<14} -" for name, acc in final["per_class_acc"].items()]
+    tracing = engine.tracing()  # the seeds' tf.function lesson, measured: traces and graph size per function
+    if tracing:
+        lines += ["", f"tf.functions (tf.mode={cfg.tf.mode}):"] + [
+            f"  {fn:<13} traced {t['traces']} time(s)" + (f", {t['graph_nodes']:,} graph nodes" if t["graph_nodes"] else "")
+            for fn, t in tracing.items()]
+        rundir.write_json(run / "env.json", {**rundir.read_json(run / "env.json"), "tracing": tracing})
     if checks.fired:
         lines += ["", "warnings:"] + [f"  {t}" for _, t in checks.fired]
     rundir.write_text(run / "summary.txt", "\n".join(lines) + "\n")
