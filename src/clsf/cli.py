@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     from clsf.errors import EXIT_CODES
 
     parser = _Parser(
-        prog="clsf", description=__import__("clsf").__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="clsf", description=__import__("clsf").__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items()))
     parser.add_argument("--version", action="version", version=f"clsf {__import__('clsf').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
