@@ -104,6 +104,8 @@ def _flags(args) -> dict:
         "engine": getattr(args, "engine", None), "epochs": args.epochs, "batch_size": args.batch_size,
         "seed": getattr(args, "seed", None), "device": args.device, "runs_dir": args.runs_dir,
         "run_name": getattr(args, "run_name", None), "deterministic": args.deterministic,
+        "freeze": getattr(args, "freeze", None),
+        **({"init_from": args.init_from, "init_head": False} if getattr(args, "init_from", None) else {}),
         "save_every_steps": args.save_every_steps, "save_every_minutes": args.save_every_minutes,
     }.items() if v is not None}
     data = {k: v for k, v in {"name": args.data, "data_dir": args.data_dir, "channels": args.channels,
@@ -288,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", help="name of the run directory (default: time-model-engine-data)")
+    p.add_argument("--init-from", metavar="RUN_DIR", help="start from a run's weights (either framework), all but its "
+                   "classifier head: a new head for the new data (init_from=RUN keeps the head too)")
+    p.add_argument("--freeze", choices=("trunk",), help="keep the --init-from weights of every layer but the head fixed")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run with its own config; only --epochs (to extend), --device, --quiet, "
                         "--save-every-steps/-minutes, eval_batch_size= and early_stop_patience= may be given")

@@ -90,11 +90,18 @@ class Engine(Protocol):
 
     def save(self, folder: Path) -> None: ...  # weights.npz (neutral layout) + training state
 
-    def load(self, folder: Path, training_state: bool = True) -> None: ...
+    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None: ...
 
     def global_step(self) -> int: ...
 
     def tracing(self) -> dict: ...  # {tf.function: {"traces": n, "graph_nodes": k or None}}; {} for torch
+
+
+def frozen_layers(cfg: Config, spec: ModelSpec) -> list[str]:
+    """The layers freeze=trunk keeps fixed: every layer with weights but the classifier head."""
+    from clsf.models.transfer import param_layers
+
+    return param_layers(spec)[:-1] if cfg.freeze == "trunk" else []
 
 
 def metrics_from_logits(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:

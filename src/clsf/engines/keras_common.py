@@ -19,6 +19,7 @@ import numpy as np
 
 from clsf.config import Config, OptimConfig
 from clsf.data.transforms import Preprocess
+from clsf.engines.base import frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.frameworks import import_tf
@@ -85,6 +86,10 @@ class KerasBase:
         self.model = build_keras(spec)
         self.optimizer = make_optimizer(cfg.optim, schedule(cfg, steps_per_epoch))
         self.optimizer.build(self.model.trainable_variables)
+        # freeze=trunk: every layer but the head keeps its weights; Keras runs a batch norm that is
+        # not trainable in inference mode (moving statistics used, not updated)
+        for name in frozen_layers(cfg, spec):
+            self.model.get_layer(name).trainable = False
         self.loss_fn = make_loss(output_shape(spec)[0], cfg.optim.label_smoothing)
         self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
 
@@ -129,11 +134,11 @@ class KerasBase:
         state.update({f"optim/{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
         np.savez(folder / "state.npz", **state)
 
-    def load(self, folder: Path, training_state: bool = True) -> None:
+    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
         from clsf.models.transfer import load_npz, set_keras_weights
 
         if not training_state or not (folder / "state.npz").exists():
-            set_keras_weights(self.model, self.spec, load_npz(folder / "weights.npz"))
+            set_keras_weights(self.model, self.spec, load_npz(folder / "weights.npz"), only)
             return
         with np.load(folder / "state.npz") as z:
             variables = [("model", i, v) for i, v in enumerate(self.model.variables)]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from clsf.config import Config
 from clsf.data.torch_pipeline import Batches
 from clsf.data.transforms import Preprocess
-from clsf.engines.base import Meter
+from clsf.engines.base import Meter, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
@@ -56,6 +56,14 @@ class TorchEngine:
         self.cfg, self.spec, self.pre, self.steps_per_epoch = cfg, spec, Preprocess.of(cfg.data), steps_per_epoch
         self.torch_device = resolve_device(cfg.device)
         self.model = build_torch(spec).to(self.torch_device)
+        # freeze=trunk: no gradients (so no update and no weight decay) for every layer but the head,
+        # and its batch norms stay in eval mode while training (running statistics used, not updated)
+        self.frozen_bn = []
+        for name in frozen_layers(cfg, spec):
+            m = self.model.leaf(name)
+            m.requires_grad_(False)
+            if isinstance(getattr(m, "op", m), torch.nn.modules.batchnorm._BatchNorm):
+                self.frozen_bn.append(getattr(m, "op", m))
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
         self.step = 0  # global step: the schedule's only state
         # torch.compile: the same module (same parameters), traced and compiled on its first batches
@@ -79,6 +87,8 @@ class TorchEngine:
         batches = Batches(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed,
                           epoch=epoch, device=self.torch_device, first_step=first_step)
         self.model.train()
+        for m in self.frozen_bn:
+            m.eval()
         for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o)
@@ -109,11 +119,11 @@ class TorchEngine:
         torch.save({"model": self.model.state_dict(), "optim": self.optimizer.state_dict(), "step": self.step, "rng": rng},
                    folder / "state.pt")
 
-    def load(self, folder: Path, training_state: bool = True) -> None:
+    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
         from clsf.models.transfer import load_npz, set_torch_weights
 
         if not training_state or not (folder / "state.pt").exists():
-            set_torch_weights(self.model, self.spec, load_npz(folder / "weights.npz"))
+            set_torch_weights(self.model, self.spec, load_npz(folder / "weights.npz"), only)
             return
         try:  # weights_only: tensors and plain containers only, never code
             state = torch.load(folder / "state.pt", map_location=self.torch_device, weights_only=True)

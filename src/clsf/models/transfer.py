@@ -62,9 +62,15 @@ def keras_weights(model, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def set_keras_weights(model, spec: ModelSpec, weights) -> None:
+def param_layers(spec: ModelSpec) -> list[str]:
+    """Names of the layers with weights, in order; the last one is the classifier head."""
+    return [name for name, layer in walk(spec.layers) if _has_params(layer)]
+
+
+def set_keras_weights(model, spec: ModelSpec, weights, only: set[str] | None = None) -> None:
+    """Copy neutral weights into the Keras model (every layer with weights, or those in `only`)."""
     for name, layer in walk(spec.layers):
-        if _has_params(layer):
+        if _has_params(layer) and (only is None or name in only):
             w = weights[name]
             keys = [k for k in PARAMS[type(layer)] if k in w]
             model.get_layer(name).set_weights([w[k] for k in keys])
@@ -100,13 +106,14 @@ def torch_weights(net, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def set_torch_weights(net, spec: ModelSpec, weights) -> None:
+def set_torch_weights(net, spec: ModelSpec, weights, only: set[str] | None = None) -> None:
+    """Copy neutral weights into the torch model (every layer with weights, or those in `only`)."""
     import torch
 
     perms = flatten_perms(spec)
     with torch.no_grad():
         for name, layer in walk(spec.layers):
-            if not _has_params(layer):
+            if not _has_params(layer) or (only is not None and name not in only):
                 continue
             m = net.leaf(name)
             m = getattr(m, "op", m)

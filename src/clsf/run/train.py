@@ -102,7 +102,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                    "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0}
     if resume is None:
         if cfg.init_from:
-            _load_init(engine, cfg.init_from, cfg.model.name)
+            _load_init(engine, cfg)
         run = rundir.new_run_dir(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name)
         rows, start, best = [], 0, {"val_loss": math.inf, "epoch": None, "bad_epochs": 0}
         with rundir.disk_space(run):
@@ -207,12 +207,20 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     return run
 
 
-def _load_init(engine, init_from: str, model: str) -> None:
-    folder = rundir.init_folder(init_from)
+def _load_init(engine, cfg: Config) -> None:
+    """init_from: every layer's weights, or (init_head=false) every layer's but the classifier
+    head's, which keeps its fresh initialisation (a new head for new classes)."""
+    from clsf.models.transfer import param_layers
+
+    folder = rundir.init_folder(cfg.init_from)
+    names = param_layers(engine.spec)
+    only = set(names if cfg.init_head else names[:-1])
     try:
-        engine.load(folder, training_state=False)
-    except (KeyError, ValueError) as e:
-        raise UserError(f"the weights in {folder} do not fit model '{model}' ({e}); give a checkpoint of the same model.") from None
+        engine.load(folder, training_state=False, only=only)
+    except (KeyError, ValueError, RuntimeError) as e:
+        what = "" if cfg.init_head else f" (all but the head '{names[-1]}')"
+        raise UserError(f"the weights in {folder} do not fit model '{cfg.model.name}'{what} ({str(e)[:160]}); "
+                        "give a checkpoint of the same model.") from None
 
 
 def save_init(run: Path, engine, prep: Prepared, init_from: str | None) -> None:
