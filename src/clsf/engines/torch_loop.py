@@ -94,6 +94,8 @@ class TorchEngine:
                 group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o)
             logits = self.forward(xb)  # (B, K) logits, no softmax
             loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
+            if (penalties := self.model.penalties()) is not None:  # regularisers, activity penalties
+                loss = loss + penalties
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if o.clip_norm:

@@ -123,6 +123,9 @@ def load_runtime(fmt: str, path: Path):
     import_tf()
     import keras
 
+    from clsf.models.keras import activity_penalty_class
+
+    activity_penalty_class()  # clsf's one custom layer, registered so a model using it reloads
     model = keras.saving.load_model(path, safe_mode=True)  # safe_mode: no Python code from the file
     return lambda x: model(x, training=False).numpy(), f"keras {keras.__version__} (safe_mode)"
 

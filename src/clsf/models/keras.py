@@ -5,7 +5,7 @@ Initialisation follows `spec.init` (see `initializers`); the torch builder appli
 
 from __future__ import annotations
 
-from clsf.models.spec import (Activation, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
+from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
                               Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
                               Residual, validate)
 
@@ -38,6 +38,39 @@ def initializers(init: str, fan_in: int, seed=None):
             keras.initializers.RandomUniform(-bound, bound, seed))
 
 
+def _regularizer(layer):
+    """Keras' L1L2 on the kernel (l1 * sum|W| + l2 * sum(W^2)), or none."""
+    import keras
+
+    l1, l2 = getattr(layer, "l1", 0.0), getattr(layer, "l2", 0.0)
+    return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+
+
+_PENALTY = []
+
+
+def activity_penalty_class():
+    """The seeds' add_loss layer as a Keras layer (made once, registered so .keras files reload)."""
+    if not _PENALTY:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="clsf")
+        class ActivityPenalty(keras.layers.Layer):
+            def __init__(self, rate: float, **kwargs):
+                super().__init__(**kwargs)
+                self.rate = rate
+
+            def call(self, x):
+                self.add_loss(self.rate * keras.ops.sum(x))  # picked up by fit and by the tf loop (model.losses)
+                return x
+
+            def get_config(self):
+                return {**super().get_config(), "rate": self.rate}
+
+        _PENALTY.append(ActivityPenalty)
+    return _PENALTY[0]
+
+
 def _apply(layer, x, prefix: str, spec: ModelSpec):
     import keras
     from keras import layers as L
@@ -60,11 +93,15 @@ def _apply(layer, x, prefix: str, spec: ModelSpec):
         cls = L.Conv2D if t is Conv else L.Conv2DTranspose
         return cls(layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
                    activation=activation(layer.activation, layer.alpha), use_bias=layer.use_bias,
-                   kernel_initializer=k_init, bias_initializer=b_init, name=name)(x)
+                   kernel_initializer=k_init, bias_initializer=b_init, kernel_regularizer=_regularizer(layer),
+                   name=name)(x)
     if t is Dense:
         k_init, b_init = initializers(spec.init, x.shape[-1])
         return L.Dense(layer.units, activation=activation(layer.activation, layer.alpha), use_bias=layer.use_bias,
-                       kernel_initializer=k_init, bias_initializer=b_init, name=name)(x)
+                       kernel_initializer=k_init, bias_initializer=b_init, kernel_regularizer=_regularizer(layer),
+                       name=name)(x)
+    if t is ActivityPenalty:
+        return activity_penalty_class()(layer.rate, name=name)(x)
     if t is MaxPool:
         return L.MaxPooling2D(layer.pool, name=name)(x)
     if t is AvgPool:

@@ -30,6 +30,8 @@ class Conv:
     activation: str = "linear"
     use_bias: bool = True
     alpha: float = 0.2  # leaky_relu negative slope (Keras' default is 0.3, torch's 0.01: be explicit)
+    l1: float = 0.0  # kernel regulariser added to the loss: l1 * sum|W| + l2 * sum(W^2) (Keras' L1L2)
+    l2: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,16 @@ class Dense:
     activation: str = "linear"
     use_bias: bool = True
     alpha: float = 0.2
+    l1: float = 0.0  # kernel regulariser, as for Conv
+    l2: float = 0.0
+
+
+@dataclass(frozen=True)
+class ActivityPenalty:
+    """The seeds' add_loss layer: passes its input through and adds rate * sum(input) to the loss."""
+
+    name: str
+    rate: float
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,7 @@ class Residual:
 
 
 Layer = Union[Conv, ConvTranspose, Dense, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool, Flatten,
-              Reshape, Dropout, BatchNorm, Activation, Residual]
+              Reshape, Dropout, BatchNorm, Activation, ActivityPenalty, Residual]
 
 
 @dataclass(frozen=True)
@@ -171,7 +183,7 @@ def layer_output(layer, shape: tuple) -> tuple:
         if len(shape) != 1:
             raise SpecError(f"layer '{layer.name}': Dense needs a flat input, got {shape}; add Flatten or global pooling")
         return (layer.units,)
-    if t in (Dropout, BatchNorm, Activation):
+    if t in (Dropout, BatchNorm, Activation, ActivityPenalty):
         return shape
     if t is Residual:
         out = shape
@@ -242,6 +254,8 @@ def validate(spec: ModelSpec) -> None:
             raise SpecError(f"layer '{name}': activation '{act}' is not known; use one of {', '.join(ACTIVATIONS)}")
         if isinstance(layer, Dropout) and not 0 <= layer.rate < 1:
             raise SpecError(f"layer '{name}': dropout rate {layer.rate} must be in [0, 1)")
+        if min(getattr(layer, "l1", 0), getattr(layer, "l2", 0)) < 0:
+            raise SpecError(f"layer '{name}': l1 and l2 must be >= 0")
         for f in fields(layer):
             v = getattr(layer, f.name)
             if f.name in ("filters", "units", "kernel", "stride", "pool") and (not isinstance(v, int) or v <= 0):
@@ -255,7 +269,7 @@ def validate(spec: ModelSpec) -> None:
 def output_activation(spec: ModelSpec) -> str:
     """The activation applied to the model's output ('linear' for logits)."""
     for layer in reversed(spec.layers):
-        if isinstance(layer, (Dropout, Flatten, Reshape)):
+        if isinstance(layer, (Dropout, Flatten, Reshape, ActivityPenalty)):
             continue
         if isinstance(layer, Activation):
             return layer.fn

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clsf.models.spec import (Activation, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
+from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
                               Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
                               Residual, layer_output, validate)
 
@@ -41,15 +41,36 @@ class Conv2dSame(nn.Conv2d):
 
 
 class Op(nn.Module):
-    """One spec layer: the framework op followed by its activation."""
+    """One spec layer: the framework op followed by its activation; `l1`/`l2` regularise its kernel."""
 
-    def __init__(self, op: nn.Module, act: nn.Module | None = None):
+    def __init__(self, op: nn.Module, act: nn.Module | None = None, l1: float = 0.0, l2: float = 0.0):
         super().__init__()
         self.op = op
         self.act = act if act is not None else nn.Identity()
+        self.l1, self.l2 = l1, l2
 
     def forward(self, x):
         return self.act(self.op(x))
+
+    def penalty(self):
+        """Keras' L1L2 on the kernel: l1 * sum|W| + l2 * sum(W^2) (layout does not change a sum)."""
+        w = self.op.weight
+        return self.l1 * w.abs().sum() + self.l2 * w.square().sum()
+
+
+class ActivityPenaltyModule(nn.Module):
+    """The seeds' add_loss layer: identity, remembering rate * sum(input) of this forward pass."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate, self.value = rate, None
+
+    def forward(self, x):
+        self.value = self.rate * x.sum()
+        return x
+
+    def penalty(self):
+        return self.value
 
 
 class Lambda(nn.Module):
@@ -110,7 +131,7 @@ def _module(layer, in_shape: tuple) -> nn.Module:
             conv = Conv2dSame(in_shape[2], layer.filters, layer.kernel, layer.stride, 0, bias=layer.use_bias)
         else:
             conv = nn.Conv2d(in_shape[2], layer.filters, layer.kernel, layer.stride, 0, bias=layer.use_bias)
-        return Op(conv, activation(layer.activation, layer.alpha))
+        return Op(conv, activation(layer.activation, layer.alpha), layer.l1, layer.l2)
     if t is ConvTranspose:
         pad = (layer.kernel - layer.stride) // 2
         if (layer.kernel - layer.stride) % 2 or pad < 0:
@@ -118,7 +139,10 @@ def _module(layer, in_shape: tuple) -> nn.Module:
         conv = nn.ConvTranspose2d(in_shape[2], layer.filters, layer.kernel, layer.stride, pad, bias=layer.use_bias)
         return Op(conv, activation(layer.activation, layer.alpha))
     if t is Dense:
-        return Op(nn.Linear(in_shape[0], layer.units, bias=layer.use_bias), activation(layer.activation, layer.alpha))
+        return Op(nn.Linear(in_shape[0], layer.units, bias=layer.use_bias), activation(layer.activation, layer.alpha),
+                  layer.l1, layer.l2)
+    if t is ActivityPenalty:
+        return ActivityPenaltyModule(layer.rate)
     if t is MaxPool:
         return nn.MaxPool2d(layer.pool)
     if t is AvgPool:
@@ -189,6 +213,13 @@ class SpecNet(nn.Sequential):
             self.add_module(layer.name, _build(layer, shape))
             shape = layer_output(layer, shape)
         init_(self, spec.init)
+
+    def penalties(self):
+        """The model's own losses for the last forward pass (what Keras keeps in model.losses):
+        kernel regularisers and activity penalties, summed; None when the spec has none."""
+        terms = [m.penalty() for m in self.modules()
+                 if isinstance(m, ActivityPenaltyModule) or (isinstance(m, Op) and (m.l1 or m.l2))]
+        return sum(terms) if terms else None
 
     def leaf(self, name: str) -> nn.Module:
         for layer in self.spec.layers:

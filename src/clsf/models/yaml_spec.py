@@ -24,12 +24,13 @@ import yaml
 
 from clsf.config import read_yaml
 from clsf.errors import UserError
-from clsf.models.spec import (Activation, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Flatten,
+from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Flatten,
                               GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape, Residual, SpecError, validate)
 
 TYPES = {"conv": Conv, "conv_transpose": ConvTranspose, "dense": Dense, "max_pool": MaxPool, "avg_pool": AvgPool,
          "global_avg_pool": GlobalAvgPool, "global_max_pool": GlobalMaxPool, "flatten": Flatten, "reshape": Reshape,
-         "dropout": Dropout, "batch_norm": BatchNorm, "activation": Activation, "residual": Residual}
+         "dropout": Dropout, "batch_norm": BatchNorm, "activation": Activation, "activity_penalty": ActivityPenalty,
+         "residual": Residual}
 TYPE_NAMES = {cls: name for name, cls in TYPES.items()}
 TOP_KEYS = ("name", "input_shape", "init", "kind", "description", "layers")
 PLACEHOLDER = "num_classes"  # allowed for dense units / conv filters: the data's class count
