@@ -133,6 +133,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_gan(args) -> int:
+    from clsf.config import build_config
+    from clsf.gan.train import gan
+
+    if args.resume:
+        gan(resume=args.resume, quiet=args.quiet)
+        return 0
+    flags = {k: v for k, v in {"engine": args.engine, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                               "runs_dir": args.runs_dir, "run_name": args.run_name}.items() if v is not None}
+    flags["data"] = {"name": args.data, **({"data_dir": args.data_dir} if args.data_dir else {})}
+    flags["gan"] = {k: v for k, v in {"latent": args.latent, "judge": args.judge}.items() if v is not None}
+    gan(build_config(None, flags, args.overrides), quiet=args.quiet)
+    return 0
+
+
 def cmd_compare(args) -> int:
     from clsf.config import build_config
     from clsf.experiments.compare import compare, parse_engines, parse_seeds
@@ -298,6 +313,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "--save-every-steps/-minutes, eval_batch_size= and early_stop_patience= may be given")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("gan", help="train the seeds' MNIST GAN (tf or torch) into a run directory, samples scored by a classifier",
+                       description="Train the seeds' generator/discriminator pair for whole epochs. Settings under gan.* "
+                                   "(gan.d_lr, gan.g_lr, gan.label_noise, gan.sample_every); --judge RUN scores the samples.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--engine", choices=("tf", "torch"), default="torch")
+    p.add_argument("--data", default="mnist", metavar="NAME_OR_PATH", help="28x28 grayscale images (default: %(default)s)")
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--latent", type=int, help="generator input size (default: 128)")
+    p.add_argument("--judge", metavar="RUN_DIR", help="a clsf classifier run on the same kind of images, to score samples")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--runs-dir")
+    p.add_argument("--run-name")
+    p.add_argument("--resume", metavar="RUN_DIR")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_gan)
 
     p = sub.add_parser("compare", help="one recipe through several engines and seeds, each run in its own process",
                        description="Train the same recipe with each engine and seed (every run in its own process, the "

@@ -76,6 +76,16 @@ class TorchConfig:
 
 
 @dataclass
+class GanConfig:
+    latent: int = 128  # generator input size
+    d_lr: float = 3e-4  # Adam, discriminator (the seeds' rates)
+    g_lr: float = 4e-4  # Adam, generator
+    label_noise: float = 0.05  # uniform noise added to the discriminator's labels (the seeds' trick)
+    sample_every: int = 200  # steps between sample grids from the fixed latent batch
+    judge: str | None = None  # a clsf classifier run (same images) that scores the samples
+
+
+@dataclass
 class Config:
     engine: str = "keras"
     epochs: int = 5
@@ -97,6 +107,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     tf: TFConfig = field(default_factory=TFConfig)
     torch: TorchConfig = field(default_factory=TorchConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,7 +116,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "tf": TFConfig, "torch": TorchConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "tf": TFConfig, "torch": TorchConfig, "gan": GanConfig}
 TF_MODES = ("eager", "graph", "xla")
 
 

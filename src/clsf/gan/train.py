@@ -1,0 +1,212 @@
+"""`clsf gan`: the seeds' MNIST GAN trained for whole epochs into a run directory like a classifier's:
+
+  config.yaml, env.json, metrics.csv (d_loss, g_loss, d_acc_real, d_acc_fake, and the sample
+  quality when a judge is given), tb/, checkpoints/last (generator.npz and discriminator.npz in the
+  neutral layout + framework state + meta.json), samples/step-NNNNN.png from one fixed latent batch
+  every gan.sample_every steps and at the end, samples/progress.png (a row per grid),
+  samples/quality.csv (the judge's scores at every grid), final.json.
+
+Quality is measured, not eyeballed, with a clsf classifier run on the same kind of images
+(gan.judge): the share of samples it classifies with confidence > 0.9, the entropy of its
+predicted-class histogram (mode coverage; ln K when every class is drawn equally), and the Fréchet
+distance between its penultimate features of 1,000 samples (one fixed latent set) and of 1,000 real
+test images.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clsf.config import Config
+from clsf.data import load_dataset
+from clsf.data.order import epoch_plan
+from clsf.data.transforms import Preprocess
+from clsf.errors import UserError
+from clsf.run import rundir
+from clsf.run.tensorboard import ScalarWriter
+
+QUALITY_IMAGES = 1000
+COLUMNS = ["epoch", "d_loss", "g_loss", "d_acc_real", "d_acc_fake", "confident", "class_entropy", "frechet",
+           "seconds", "images_per_s"]
+
+
+def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D), numpy only:
+    |mu_a - mu_b|^2 + tr(Ca + Cb - 2 (Ca^1/2 Cb Ca^1/2)^1/2)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(ca)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ cb @ root), 0, None)).sum()
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * cross)
+
+
+class Judge:
+    """A classifier run, loaded into the GAN's framework, scoring generated images."""
+
+    def __init__(self, run: str, engine: str, real: np.ndarray):
+        from clsf.run.train import _checkpoint_engine
+
+        run, cfg = rundir.open_run(run, "last")
+        env = rundir.read_json(run / "env.json")
+        cfg.engine = "torch" if engine == "torch" else "tf"  # the weights are neutral: the GAN's framework
+        self.engine = _checkpoint_engine(run, cfg, "last", tuple(env["data"]["image_shape"]), len(env["data"]["class_names"]))
+        self.k = len(env["data"]["class_names"])
+        self.real = self.features(real)
+
+    def features(self, images_u8: np.ndarray) -> np.ndarray:
+        """Penultimate-layer features (the input of the last layer) of uint8 images."""
+        e = self.engine
+        if e.name == "torch":
+            import torch
+
+            body = torch.nn.Sequential(*list(e.model.children())[:-1]).eval()
+            from clsf.data.torch_pipeline import Batches
+
+            with torch.no_grad():
+                return torch.cat([body(xb) for xb, _ in Batches(images_u8, np.zeros(len(images_u8), np.int64), 500, e.pre,
+                                                                 training=False)]).flatten(1).numpy()
+        import keras
+
+        from clsf.data.tf_pipeline import make_dataset
+
+        body = keras.Model(e.model.inputs, e.model.layers[-2].output)
+        ds = make_dataset(images_u8, np.zeros(len(images_u8), np.int64), 500, e.pre, training=False)
+        return np.concatenate([body(xb, training=False).numpy().reshape(len(xb), -1) for xb, _ in ds])
+
+    def score(self, images01: np.ndarray) -> dict:
+        from clsf.engines.base import softmax
+
+        u8 = np.clip(np.rint(images01 * 255), 0, 255).astype(np.uint8)
+        p = softmax(self.engine.predict_logits(u8))
+        hist = np.bincount(p.argmax(1), minlength=self.k) / len(p)
+        nz = hist[hist > 0]
+        return {"confident": float((p.max(1) > 0.9).mean()), "class_entropy": float(-(nz * np.log(nz)).sum()) + 0.0,  # + 0.0: no "-0.0"
+                "frechet": frechet(self.features(u8), self.real)}
+
+
+def _grid(images01: np.ndarray, cols: int = 8) -> np.ndarray:
+    n, h, w, c = images01.shape
+    rows = math.ceil(n / cols)
+    tiles = np.ones((rows * cols, h, w, c))
+    tiles[:n] = images01
+    grid = tiles.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+    return np.clip(np.rint(grid * 255), 0, 255).astype(np.uint8)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    tmp = path.with_name(path.name + ".part")
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool = False) -> Path:
+    """Train (or resume) a GAN run; return its directory."""
+    from clsf.gan.steps import TFGAN, TorchGAN
+
+    if resume is not None:
+        run, cfg = rundir.open_run(resume, "last")
+        meta = rundir.checkpoint_meta(run)
+        if (run / "final.json").exists():
+            print(f"{run} is finished ({meta['epoch']} epochs); nothing to do.")
+            return run
+    ds = load_dataset(cfg.data.name, cfg.data.data_dir)
+    if ds.image_shape != (28, 28, 1):
+        raise UserError(f"the GAN makes 28x28 grayscale images but {ds.source} holds {'x'.join(map(str, ds.image_shape))}; "
+                        "use MNIST-like data (e.g. --data mnist).")
+    x = ds["train"].x.astype(np.float32) / 255  # (N, 28, 28, 1) in 0..1, the generator's sigmoid range
+    model = (TorchGAN if cfg.engine == "torch" else TFGAN)(cfg, ds.image_shape)
+    judge = None
+    if cfg.gan.judge:
+        real = (ds["test"] if "test" in ds.splits else ds["train"]).x[:QUALITY_IMAGES]
+        judge = Judge(cfg.gan.judge, cfg.engine, real)
+    fixed = np.random.default_rng([cfg.seed, 12345]).normal(size=(64, cfg.gan.latent)).astype(np.float32)
+    probe = np.random.default_rng([cfg.seed, 54321]).normal(size=(QUALITY_IMAGES, cfg.gan.latent)).astype(np.float32)
+    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    if resume is None:
+        run = rundir.new_run_dir(cfg.runs_dir, "gan", cfg.engine, cfg.data.name, cfg.run_name)
+        rows, start, initial = [], 0, (judge.score(model.generate(probe)) if judge else None)
+    else:
+        model.load(run / "checkpoints" / "last")
+        rows, start, initial = meta["rows"], meta["epoch"], meta.get("initial")
+    quality = [] if resume is None else meta.get("quality", [])
+    (run / "samples").mkdir(exist_ok=True)
+    rundir.write_text(run / "config.yaml", cfg.to_yaml())
+    rundir.write_json(run / "env.json", rundir.environment(cfg.engine, "cpu"))
+    tb = ScalarWriter(run / "tb", purge_step=1 if start else None)
+    try:
+        for epoch in range(start, cfg.epochs):
+            rng = np.random.default_rng([cfg.seed, epoch, 7])  # latents and label noise: a function of (seed, epoch)
+            order = epoch_plan(len(x), Preprocess(), cfg.seed, epoch).order
+            sums, t0 = np.zeros(4), time.perf_counter()
+            for s in range(steps_per_epoch):
+                real = x[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]]  # (B, 28, 28, 1)
+                b = len(real)
+                z, z2 = (rng.normal(size=(b, cfg.gan.latent)).astype(np.float32) for _ in range(2))
+                noise = (cfg.gan.label_noise * rng.uniform(size=(2 * b, 1))).astype(np.float32)
+                out = model.step(real, z, z2, noise)
+                if not all(math.isfinite(v) for v in out[:2]):
+                    from clsf.errors import NonFiniteLoss
+
+                    raise NonFiniteLoss(epoch, s, epoch * steps_per_epoch + s, out[0] if not math.isfinite(out[0]) else out[1])
+                sums += np.array(out) * b
+                step = epoch * steps_per_epoch + s + 1
+                if step % cfg.gan.sample_every == 0:
+                    images = model.generate(fixed)
+                    _save_png(_grid(images), run / "samples" / f"step-{step:05d}.png")
+                    if judge:  # the quality curve between epochs, at every sample grid
+                        quality.append({"step": step, **judge.score(model.generate(probe))})
+            seconds = time.perf_counter() - t0
+            row = dict(zip(COLUMNS[1:5], (sums / len(x)).tolist()), epoch=epoch + 1, seconds=seconds,
+                       images_per_s=len(x) / seconds, **(judge.score(model.generate(probe)) if judge else {}))
+            rows.append(row)
+            if not quiet:
+                print(f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(f"{k} {row[k]:.4f}" for k in COLUMNS[1:8] if k in row)
+                      + f"  {seconds:.1f}s")
+            rundir.save_checkpoint(model, run, "last", {"epoch": epoch + 1, "global_step": (epoch + 1) * steps_per_epoch,
+                                                          "rows": rows, "initial": initial, "quality": quality})
+            _write_rows(run, rows)
+            if quality:
+                rundir.write_text(run / "samples" / "quality.csv", "step,confident,class_entropy,frechet\n" + "".join(
+                    f"{q['step']},{q['confident']},{q['class_entropy']},{q['frechet']}\n" for q in quality))
+            tb.scalars(epoch + 1, {k: v for k, v in row.items() if k not in ("epoch", "seconds")})
+    except KeyboardInterrupt:
+        print(f"\nclsf: interrupted; continue with: clsf gan --resume {run}", file=sys.stderr)
+        raise
+    finally:
+        tb.close()
+    final_grid = _grid(model.generate(fixed))
+    _save_png(final_grid, run / "samples" / f"step-{cfg.epochs * steps_per_epoch:05d}.png")
+    grids = sorted((run / "samples").glob("step-*.png"))
+    _save_png(np.concatenate([_first_row(p) for p in grids]), run / "samples" / "progress.png")
+    rundir.write_json(run / "final.json", {"epochs": len(rows), "initial": initial, **rows[-1]})
+    if not quiet:
+        print(f"-> {run}")
+    return run
+
+
+def _first_row(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    a = np.asarray(Image.open(path))
+    a = a[..., None] if a.ndim == 2 else a
+    return a[: a.shape[0] // 8]  # the first row of 8 samples
+
+
+def _write_rows(run: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in COLUMNS})
+    rundir.write_text(run / "metrics.csv", buf.getvalue())

@@ -1,0 +1,81 @@
+"""clsf gan: a run directory like a classifier's, exact resume in either framework, a generator
+that transfers between frameworks, and sample quality measured with a classifier."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from clsf.cli import main
+from clsf.gan.train import frechet
+
+DATA = "synthetic:train=96,test=64,size=28x28x1,classes=4"
+ENGINES = [pytest.param("torch", marks=pytest.mark.torch), pytest.param("tf", marks=pytest.mark.tf)]
+
+
+def _gan(tmp_path, name, engine, *extra):
+    return main(["gan", "--engine", engine, "--data", DATA, "--batch-size", "32", "--runs-dir", str(tmp_path),
+                 "--run-name", name, "--quiet", "gan.sample_every=2", "gan.latent=16", *extra])
+
+
+def test_frechet_distance():
+    a = np.random.default_rng(0).normal(size=(4000, 3))
+    assert frechet(a, a) == pytest.approx(0, abs=1e-9)
+    assert frechet(a, a + 2.0) == pytest.approx(3 * 4.0, rel=1e-6)  # a mean shift of 2 in 3 dimensions
+    assert frechet(a, 2 * a) == pytest.approx(3 * (1 - 2) ** 2, rel=0.05)  # std 1 vs 2: (1 - 2)^2 per dimension
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gan_run_directory_and_exact_resume(tmp_path, engine):
+    assert _gan(tmp_path, "whole", engine, "--epochs", "2") == 0
+    run = tmp_path / "whole"
+    for f in ("config.yaml", "env.json", "metrics.csv", "final.json", "samples/progress.png", "samples/step-00002.png",
+              "checkpoints/last/generator.npz", "checkpoints/last/discriminator.npz"):
+        assert (run / f).is_file(), f
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,d_loss,g_loss,d_acc_real,d_acc_fake")
+    assert _gan(tmp_path, "cut", engine, "--epochs", "1") == 0
+    cut = tmp_path / "cut"
+    (cut / "final.json").unlink()  # as if stopped after epoch 1 of 2
+    text = (cut / "config.yaml").read_text().replace("epochs: 1", "epochs: 2")
+    (cut / "config.yaml").write_text(text)
+    assert main(["gan", "--resume", str(cut), "--quiet"]) == 0
+    rows = lambda r: [l.split(",")[:5] for l in (r / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    assert rows(cut) == rows(run)  # the same losses and accuracies, epoch by epoch
+    a, b = (np.load(r / "checkpoints" / "last" / "generator.npz") for r in (run, cut))
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+def test_the_generator_transfers_between_frameworks(tmp_path):
+    from clsf.config import build_config
+    from clsf.gan.steps import TFGAN, TorchGAN
+    from clsf.models.transfer import load_npz, set_keras_weights
+
+    assert _gan(tmp_path, "g", "torch", "--epochs", "1") == 0
+    cfg = build_config(flags={"engine": "tf", "gan": {"latent": 16}})
+    torch_gan, tf_gan = TorchGAN(cfg, (28, 28, 1)), TFGAN(cfg, (28, 28, 1))
+    torch_gan.load(tmp_path / "g" / "checkpoints" / "last")
+    set_keras_weights(tf_gan.g, tf_gan.g_spec, load_npz(tmp_path / "g" / "checkpoints" / "last" / "generator.npz"))
+    z = np.random.default_rng(1).normal(size=(16, 16)).astype(np.float32)
+    assert np.abs(torch_gan.generate(z) - tf_gan.generate(z)).max() <= 1e-4
+
+
+@pytest.mark.torch
+def test_samples_are_scored_by_a_judge(tmp_path):
+    assert main(["train", "--engine", "torch", "--model", "mnist-mlp", "--data", DATA, "--epochs", "1", "--runs-dir", str(tmp_path),
+                 "--run-name", "judge", "--quiet"]) == 0
+    assert _gan(tmp_path, "scored", "torch", "--epochs", "1", "--judge", str(tmp_path / "judge")) == 0
+    final = json.loads((tmp_path / "scored" / "final.json").read_text())
+    for q in (final, final["initial"]):
+        assert 0 <= q["confident"] <= 1 and 0 <= q["class_entropy"] <= np.log(4) + 1e-9 and q["frechet"] > 0
+    curve = (tmp_path / "scored" / "samples" / "quality.csv").read_text().splitlines()
+    assert curve[0] == "step,confident,class_entropy,frechet" and curve[1].startswith("2,")  # scored at every grid
+
+
+def test_gan_bad_input(tmp_path, capsys):
+    assert main(["gan", "--data", "synthetic:train=40,test=8,size=10x10x3,classes=2", "--runs-dir", str(tmp_path)]) == 2
+    assert "the GAN makes 28x28 grayscale images" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
