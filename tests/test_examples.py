@@ -29,6 +29,30 @@ def test_compare_and_report(tmp_path):
     assert (tmp_path / "cmp" / "report.html").is_file() and "open " in r.stdout
 
 
+@pytest.mark.tf
+@pytest.mark.torch
+def test_add_loss_model(tmp_path):
+    r = _run(EXAMPLES / "add_loss_model.py", "tf", "synthetic:train=120,test=20,size=28x28x1,classes=3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    penalised, plain = r.stdout.strip().splitlines()
+    assert penalised.startswith("penalised") and plain.startswith("plain")
+
+
+@pytest.mark.torch
+def test_trunk_transfer(tmp_path):
+    r = _run(EXAMPLES / "trunk_transfer.py", "synthetic:train=120,test=20,classes=3,seed=1",
+             "synthetic:train=120,test=20,classes=4,seed=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.strip().splitlines()] == ["scratch", "fine-tuned", "frozen"]
+
+
+@pytest.mark.torch
+def test_gan_mnist(tmp_path):
+    r = _run(EXAMPLES / "gan_mnist.py", "synthetic:train=128,test=64,size=28x28x1,classes=4", 1, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "samples in" in r.stdout and (tmp_path / "runs" / "example-gan" / "gan" / "samples" / "progress.png").is_file()
+
+
 def test_every_example_is_short_and_tested():
     scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
     tested = {n.removeprefix("test_") + ".py" for n in globals() if n.startswith("test_") and n != "test_every_example_is_short_and_tested"}

@@ -19,6 +19,7 @@ _API = {
     "build_config": "clsf.config", "train": "clsf.run.train", "evaluate": "clsf.run.train",
     "compare": "clsf.experiments.compare", "sweep": "clsf.experiments.sweep", "export": "clsf.export",
     "write_report": "clsf.report.build", "get_spec": "clsf.models.zoo", "load_dataset": "clsf.data",
+    "gan": "clsf.gan.train",
 }
 __all__ = list(_API)
 
