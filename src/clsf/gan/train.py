@@ -172,7 +172,7 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
                       + f"  {seconds:.1f}s")
             rundir.save_checkpoint(model, run, "last", {"epoch": epoch + 1, "global_step": (epoch + 1) * steps_per_epoch,
                                                           "rows": rows, "initial": initial, "quality": quality})
-            _write_rows(run, rows)
+            rundir.write_metrics(run, rows, COLUMNS)
             if quality:
                 rundir.write_text(run / "samples" / "quality.csv", "step,confident,class_entropy,frechet\n" + "".join(
                     f"{q['step']},{q['confident']},{q['class_entropy']},{q['frechet']}\n" for q in quality))
@@ -198,15 +198,3 @@ def _first_row(path: Path) -> np.ndarray:
     a = np.asarray(Image.open(path))
     a = a[..., None] if a.ndim == 2 else a
     return a[: a.shape[0] // 8]  # the first row of 8 samples
-
-
-def _write_rows(run: Path, rows: list[dict]) -> None:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in COLUMNS})
-    rundir.write_text(run / "metrics.csv", buf.getvalue())

@@ -135,15 +135,15 @@ def read_metrics(run: Path) -> list[dict]:
         return [{k: (int(v) if k == "epoch" else float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_metrics(run: Path, rows: list[dict]) -> None:
+def write_metrics(run: Path, rows: list[dict], columns: list[str] = METRICS) -> None:
     """Rewrite metrics.csv whole (atomically), so a resumed run never duplicates or tears a row."""
     tmp = run / "metrics.csv.part"
     try:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, METRICS)
+            w = csv.DictWriter(f, columns)
             w.writeheader()
             for r in rows:
-                w.writerow({k: ("" if r.get(k) is None else (repr(float(r[k])) if isinstance(r[k], float) else r[k])) for k in METRICS})
+                w.writerow({k: ("" if r.get(k) is None else (repr(float(r[k])) if isinstance(r[k], float) else r[k])) for k in columns})
         os.replace(tmp, run / "metrics.csv")
     finally:
         tmp.unlink(missing_ok=True)
