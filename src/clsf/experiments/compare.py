@@ -14,6 +14,7 @@ from pathlib import Path
 from clsf.config import ENGINES, Config, validate
 from clsf.errors import UserError
 from clsf.experiments import runner
+from clsf.report.build import pm
 
 
 def parse_engines(text: str) -> list[str]:
@@ -65,10 +66,9 @@ def compare(cfg: Config, engines: list[str], seeds: list[int], out: str | Path |
         failed = runner.train_all(folder, jobs, "compare")
         summary = runner.finish(folder)
     for e, p in summary["engines"].items():
-        acc, t = p["test_acc"], p["train_s"]
-        if acc[0] is not None:
-            print(f"  {e:<6} test_acc {100 * acc[0]:.2f}" + (f" ± {100 * acc[1]:.2f}" if acc[1] is not None else "")
-                  + f" %   train {t[0]:.1f} s   ({p['finished']}/{p['of']} runs)")
+        if p["test_acc"][0] is not None:
+            print(f"  {e:<6} test_acc {pm(p['test_acc'], 100)} %   train {pm(p['train_s'], digits=1)} s   "
+                  f"({p['finished']}/{p['of']} runs)")
     print(summary["verdict"])
     runner.raise_failed(folder, "compare", failed)
     return folder

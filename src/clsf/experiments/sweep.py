@@ -18,6 +18,7 @@ import yaml
 from clsf.config import Config, apply, flatten, nest, validate
 from clsf.errors import UserError
 from clsf.experiments import runner
+from clsf.report.build import pm
 
 
 def _split_values(text: str) -> list[str]:
@@ -107,9 +108,8 @@ def sweep(cfg: Config, grid: dict[str, list], seeds: list[int], out: str | Path 
         failed = runner.train_all(folder, jobs, "sweep")
         summary = runner.finish(folder)
     for t in summary["points"][:10]:
-        acc = t["test_acc"]
-        if acc[0] is not None:
-            print(f"  test_acc {100 * acc[0]:6.2f}" + (f" ± {100 * acc[1]:.2f}" if acc[1] is not None else "")
-                  + f" %  {t['train_s'][0]:7.1f} s  " + "  ".join(f"{k}={v}" for k, v in t["point"].items()))
+        if t["test_acc"][0] is not None:
+            print(f"  test_acc {pm(t['test_acc'], 100)} %  {t['train_s'][0]:7.1f} s  "
+                  + "  ".join(f"{k}={v}" for k, v in t["point"].items()))
     runner.raise_failed(folder, "sweep", failed)
     return folder

@@ -133,7 +133,7 @@ def load_runtime(fmt: str, path: Path):
 def export(run: str | Path, fmt: str, out: str | Path | None = None, probabilities: bool = False,
            which: str = "last") -> dict:
     """Write RUN's checkpoint in `fmt` to `out` (default RUN/export/FMT), verified; return clsf.json's content."""
-    from clsf.run.train import _checkpoint_engine, load_data
+    from clsf.run.train import checkpoint_engine, load_data
 
     if fmt not in FORMATS:
         raise UserError(f"format '{fmt}' is not known; use one of {', '.join(FORMATS)}.")
@@ -147,7 +147,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     prep = load_data(cfg)
     part = prep.test if prep.test is not None else prep.val
     images = part.x[:VERIFY_IMAGES]  # uint8 (n, H, W, C)
-    engine = _checkpoint_engine(run, cfg, which, shape, len(names))
+    engine = checkpoint_engine(run, cfg, which, shape, len(names))
     reference = engine.predict_logits(images)  # (n, K) what clsf computes
     if probabilities:
         reference = softmax(reference)

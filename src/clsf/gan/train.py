@@ -50,12 +50,12 @@ class Judge:
     """A classifier run, loaded into the GAN's framework, scoring generated images."""
 
     def __init__(self, run: str, engine: str, real: np.ndarray):
-        from clsf.run.train import _checkpoint_engine
+        from clsf.run.train import checkpoint_engine
 
         run, cfg = rundir.open_run(run, "last")
         env = rundir.read_json(run / "env.json")
         cfg.engine = "torch" if engine == "torch" else "tf"  # the weights are neutral: the GAN's framework
-        self.engine = _checkpoint_engine(run, cfg, "last", tuple(env["data"]["image_shape"]), len(env["data"]["class_names"]))
+        self.engine = checkpoint_engine(run, cfg, "last", tuple(env["data"]["image_shape"]), len(env["data"]["class_names"]))
         self.k = len(env["data"]["class_names"])
         self.real = self.features(real)
 

@@ -43,12 +43,12 @@ class Model:
             self._probs = lambda x: softmax(run(x.astype(np.float32))) if logits else run(x.astype(np.float32))
             self.describe = f"{info['format']} export ({self.describe})"
             return
-        from clsf.run.train import _checkpoint_engine
+        from clsf.run.train import checkpoint_engine
 
         run, cfg = rundir.open_run(source, which)
         env = rundir.read_json(run / "env.json")
         self.names, self.shape = env["data"]["class_names"], tuple(env["data"]["image_shape"])
-        engine = _checkpoint_engine(run, cfg, which, self.shape, len(self.names))
+        engine = checkpoint_engine(run, cfg, which, self.shape, len(self.names))
         self._probs = lambda x: softmax(engine.predict_logits(x))
         self.describe = f"{run} checkpoints/{which} ({cfg.engine})"
 

@@ -281,7 +281,7 @@ def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows
     return final
 
 
-def _checkpoint_engine(run: Path, cfg: Config, which: str, image_shape, num_classes: int):
+def checkpoint_engine(run: Path, cfg: Config, which: str, image_shape, num_classes: int):
     """cfg's engine holding the neutral weights of checkpoints/<which>, for inference only."""
     engine = create_engine(cfg, build_spec(cfg, image_shape, num_classes, run), 1)
     engine.load(run / "checkpoints" / which, training_state=False)
@@ -315,7 +315,7 @@ def evaluate(run: str | Path, which: str = "last", engine: str | None = None, sp
                         f"{'val' if split == 'test' else 'test'}.")
     if not data and env.get("data", {}).get("checksum") not in (None, prep.dataset.checksum):
         print(f"clsf: warning: the data at {prep.dataset.source} changed since this run trained (checksum differs).", file=sys.stderr)
-    logits = _checkpoint_engine(run, cfg, which, prep.dataset.image_shape, prep.dataset.num_classes).predict_logits(part.x)
+    logits = checkpoint_engine(run, cfg, which, prep.dataset.image_shape, prep.dataset.num_classes).predict_logits(part.x)
     report = {**test_report(logits, part.y, prep.dataset.class_names), "split": split, "engine": cfg.engine,
               "trained_with": trained_with, "checkpoint": which}
     saved = run / "predictions.npz"
