@@ -56,3 +56,68 @@ def test_transfer_mistakes(source, tmp_path, capsys):
     assert main([*base, *RESNET, f"init_from={source}"]) == 2  # the whole model, head included: 3 classes vs 4
     assert "do not fit model 'resnet-s'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+
+# what breaks an unfreeze: Adam's bias correction counted afresh for the unfrozen layers (torch's
+# own Adam counts per parameter; Keras counts optimizer steps), or a traced step kept as it was
+# traced, which still updates only the head's variables
+SABOTAGE = {
+    "adam-count-restarts": ("clsf.engines.torch_loop.TorchEngine.unfreeze",
+                            lambda self: (self.freeze_trunk(False), self.optimizer.param_groups[0].update(iterations=0))),
+    "traced-step-kept": ("clsf.engines.keras_common.KerasBase.unfreeze", lambda self: self.freeze_trunk(False)),
+}
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+@pytest.mark.parametrize("sabotage", [None, *SABOTAGE])
+def test_unfreeze_after_trains_the_whole_network_alike_in_every_engine(source, tmp_path, sabotage, monkeypatch):
+    """--unfreeze-after 1: epoch 1 trains the head alone, epoch 2 every layer. From the same weights
+    (init_from keeps the head: same classes) the three engines end where the parity test says."""
+    if sabotage:
+        monkeypatch.setattr(*SABOTAGE[sabotage])
+    for engine in ("keras", "tf", "torch"):
+        assert main(["train", "--engine", engine, "--data", SRC, "--epochs", "2", "--runs-dir", str(tmp_path),
+                     "--run-name", engine, "--quiet", "--freeze", "trunk", "--unfreeze-after", "1", *RESNET,
+                     f"init_from={source}", "optim.name=adam"]) == 0
+    w = {e: _weights(tmp_path / e, "last") for e in ("keras", "tf", "torch")}
+    init = _weights(tmp_path / "keras", "init")
+    try:
+        for layer, tensors in w["keras"].items():
+            for k, a in tensors.items():
+                assert not np.array_equal(a, init[layer][k]), f"{layer}.{k} never trained"
+                assert np.abs(a - w["tf"][layer][k]).max() <= 1e-6, f"keras vs tf: {layer}.{k}"
+                assert np.linalg.norm(a - w["torch"][layer][k]) <= 1e-4 * np.linalg.norm(a), f"keras vs torch: {layer}.{k}"
+    except AssertionError:
+        if sabotage:
+            return  # the test saw the sabotage
+        raise
+    assert not sabotage, f"{sabotage} went unnoticed"
+
+
+@pytest.mark.parametrize("engine", [pytest.param("keras", marks=pytest.mark.tf), pytest.param("torch", marks=pytest.mark.torch)])
+def test_unfreeze_after_keeps_the_trunk_for_n_epochs_and_resumes_across_the_switch(source, tmp_path, engine):
+    from clsf import build_config, train
+
+    def cfg(name):
+        return build_config(flags={"engine": engine, "epochs": 3, "runs_dir": str(tmp_path), "run_name": name},
+                            overrides=["model.name=resnet-s", "model.args.widths=[4, 8, 8]", "model.args.blocks=1",
+                                       f"data.name={NEW}", f"init_from={source}", "init_head=false", "freeze=trunk",
+                                       "unfreeze_after=2", "optim.name=adam"])
+
+    whole = train(cfg("whole"), quiet=True)
+    cut = train(cfg("cut"), quiet=True, stop_after=2)  # the trunk's last frozen epoch
+    init, frozen = _weights(cut, "init"), _weights(cut, "last")
+    trunk = [layer for layer in init if layer != "logits"]
+    assert all(np.array_equal(init[l][k], frozen[l][k]) for l in trunk for k in init[l])
+    train(resume=cut, quiet=True)  # a new process would unfreeze at the same epoch
+    a, b = _weights(whole, "last"), _weights(cut, "last")
+    assert all(np.array_equal(a[l][k], b[l][k]) for l in a for k in a[l])
+    assert not np.array_equal(a["stem"]["kernel"], init["stem"]["kernel"])
+
+
+def test_unfreeze_after_needs_a_frozen_trunk(tmp_path, capsys):
+    assert main(["train", "--data", NEW, "--runs-dir", str(tmp_path), "--unfreeze-after", "1"]) == 2
+    assert "unfreeze_after=1 needs freeze=trunk" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -104,7 +104,7 @@ def _flags(args) -> dict:
         "engine": getattr(args, "engine", None), "epochs": args.epochs, "batch_size": args.batch_size,
         "seed": getattr(args, "seed", None), "device": args.device, "runs_dir": args.runs_dir,
         "run_name": getattr(args, "run_name", None), "deterministic": args.deterministic,
-        "freeze": getattr(args, "freeze", None),
+        "freeze": getattr(args, "freeze", None), "unfreeze_after": getattr(args, "unfreeze_after", None),
         **({"init_from": args.init_from, "init_head": False} if getattr(args, "init_from", None) else {}),
         "save_every_steps": args.save_every_steps, "save_every_minutes": args.save_every_minutes,
     }.items() if v is not None}
@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", metavar="RUN_DIR", help="start from a run's weights (either framework), all but its "
                    "classifier head: a new head for the new data (init_from=RUN keeps the head too)")
     p.add_argument("--freeze", choices=("trunk",), help="keep the --init-from weights of every layer but the head fixed")
+    p.add_argument("--unfreeze-after", type=int, metavar="N", help="with --freeze trunk: train the head alone for N "
+                   "epochs, then the whole network")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run with its own config; only --epochs (to extend), --device, --quiet, "
                         "--save-every-steps/-minutes, eval_batch_size= and early_stop_patience= may be given")

@@ -97,6 +97,7 @@ class Config:
     init_from: str | None = None  # start from these weights: a checkpoint folder (weights.npz) or a run directory
     init_head: bool = True  # also take the classifier head from init_from (false: a new head, e.g. for new classes)
     freeze: str | None = None  # "trunk": every layer but the head keeps its (init_from) weights
+    unfreeze_after: int | None = None  # freeze=trunk for this many epochs, then the whole network trains
     save_every_steps: int | None = None  # also checkpoint inside an epoch every N optimizer steps
     save_every_minutes: float | None = None  # ... or every M minutes (both at a step boundary)
     deterministic: bool = False  # the frameworks' deterministic kernels: byte-identical reruns (see README for the cost)
@@ -252,6 +253,8 @@ def validate(cfg: Config) -> Config:
     need(cfg.engine in ENGINES, f"engine '{cfg.engine}' is not known; use one of {', '.join(ENGINES)}.")
     need(cfg.freeze in (None, "trunk"), f"freeze '{cfg.freeze}' is not known; use trunk (or leave it out).")
     need(cfg.freeze is None or cfg.init_from, "freeze=trunk keeps the weights init_from loads; give --init-from RUN too.")
+    need(cfg.unfreeze_after is None or (cfg.freeze == "trunk" and cfg.unfreeze_after >= 1),
+         f"unfreeze_after={cfg.unfreeze_after} needs freeze=trunk and at least 1 frozen epoch; give --freeze trunk, or leave it out.")
     need(cfg.tf.mode in TF_MODES, f"tf.mode '{cfg.tf.mode}' is not known; use one of {', '.join(TF_MODES)}.")
     need(cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
     need(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")

@@ -94,6 +94,8 @@ class Engine(Protocol):
 
     def global_step(self) -> int: ...
 
+    def unfreeze(self) -> None: ...  # freeze=trunk ends: every layer trains from the next step
+
     def tracing(self) -> dict: ...  # {tf.function: {"traces": n, "graph_nodes": k or None}}; {} for torch
 
 

@@ -85,11 +85,8 @@ class KerasBase:
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         self.model = build_keras(spec)
         self.optimizer = make_optimizer(cfg.optim, schedule(cfg, steps_per_epoch))
-        self.optimizer.build(self.model.trainable_variables)
-        # freeze=trunk: every layer but the head keeps its weights; Keras runs a batch norm that is
-        # not trainable in inference mode (moving statistics used, not updated)
-        for name in frozen_layers(cfg, spec):
-            self.model.get_layer(name).trainable = False
+        self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
+        self.freeze_trunk(True)
         self.loss_fn = make_loss(output_shape(spec)[0], cfg.optim.label_smoothing)
         self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
 
@@ -102,6 +99,20 @@ class KerasBase:
             return model(x, training=False)
 
         self.predict_step = predict_step
+
+    def freeze_trunk(self, frozen: bool) -> None:
+        """freeze=trunk: every layer but the head keeps its weights; Keras runs a batch norm that is
+        not trainable in inference mode (moving statistics used, not updated)."""
+        for name in frozen_layers(self.cfg, self.spec):
+            self.model.get_layer(name).trainable = not frozen
+
+    def unfreeze(self) -> None:
+        """The trunk trains from the next step. A traced step holds the trainable variables it was
+        traced with, so the step is traced once more (the one retrace the loop expects)."""
+        self.freeze_trunk(False)
+        self.new_train_step()
+
+    def new_train_step(self) -> None: ...  # each engine: (re)build the step that training calls
 
     def global_step(self) -> int:
         return int(self.optimizer.iterations.numpy())

@@ -30,6 +30,9 @@ class KerasFitEngine(KerasBase):
         self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=["acc"],
                            run_eagerly=mode == "eager", jit_compile=mode == "xla")
 
+    def new_train_step(self) -> None:
+        self.model.make_train_function(force=True)  # fit traces it again on its next call
+
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         import keras
 

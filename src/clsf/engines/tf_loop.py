@@ -18,6 +18,9 @@ class TFLoopEngine(KerasBase):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.new_train_step()
+
+    def new_train_step(self) -> None:
         import tensorflow as tf
 
         h, w, c = self.spec.input_shape

@@ -56,14 +56,7 @@ class TorchEngine:
         self.cfg, self.spec, self.pre, self.steps_per_epoch = cfg, spec, Preprocess.of(cfg.data), steps_per_epoch
         self.torch_device = resolve_device(cfg.device)
         self.model = build_torch(spec).to(self.torch_device)
-        # freeze=trunk: no gradients (so no update and no weight decay) for every layer but the head,
-        # and its batch norms stay in eval mode while training (running statistics used, not updated)
-        self.frozen_bn = []
-        for name in frozen_layers(cfg, spec):
-            m = self.model.leaf(name)
-            m.requires_grad_(False)
-            if isinstance(getattr(m, "op", m), torch.nn.modules.batchnorm._BatchNorm):
-                self.frozen_bn.append(getattr(m, "op", m))
+        self.freeze_trunk(True)
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
         self.step = 0  # global step: the schedule's only state
         # torch.compile: the same module (same parameters), traced and compiled on its first batches
@@ -73,6 +66,19 @@ class TorchEngine:
     @property
     def device(self) -> str:  # the contract's name for where the model runs, e.g. "cpu", "cuda:0"
         return str(self.torch_device)
+
+    def freeze_trunk(self, frozen: bool) -> None:
+        """freeze=trunk: no gradients (so no update and no weight decay) for every layer but the head,
+        and its batch norms stay in eval mode while training (running statistics used, not updated)."""
+        self.frozen_bn = []
+        for name in frozen_layers(self.cfg, self.spec):
+            m = self.model.leaf(name)
+            m.requires_grad_(not frozen)
+            if frozen and isinstance(getattr(m, "op", m), torch.nn.modules.batchnorm._BatchNorm):
+                self.frozen_bn.append(getattr(m, "op", m))
+
+    def unfreeze(self) -> None:
+        self.freeze_trunk(False)
 
     def global_step(self) -> int:
         return self.step

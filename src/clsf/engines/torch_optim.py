@@ -30,6 +30,13 @@ class KerasRule(torch.optim.Optimizer):
         o = self.o
         for group in self.param_groups:
             lr = group["lr"]
+            # Keras counts steps once per optimizer, not per variable: Adam's bias correction uses
+            # that count, so a layer unfrozen at step 1000 starts at t = 1001. The group holds it,
+            # so state_dict saves it (older checkpoints counted per parameter, as "t").
+            if "iterations" not in group:
+                group["iterations"] = max((st.get("t", 0) for st in self.state.values()), default=0)
+            group["iterations"] += 1
+            t = group["iterations"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -53,7 +60,6 @@ class KerasRule(torch.optim.Optimizer):
                 else:  # adam, adamw
                     m = state.setdefault("m", torch.zeros_like(p))
                     v = state.setdefault("v", torch.zeros_like(p))
-                    t = state["t"] = state.get("t", 0) + 1
                     alpha = lr * math.sqrt(1 - o.beta2**t) / (1 - o.beta1**t)
                     m.lerp_(g, 1 - o.beta1)  # m += (g - m) * (1 - beta1)
                     v.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)

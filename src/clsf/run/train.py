@@ -139,6 +139,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
         stopped_early = resume is not None and meta.get("stopped_early", False) and "epochs" not in changed
         mid = MidEpoch(run, engine, cfg, stop_after_steps)
+        unfrozen = False
         try:
             with mid:  # Ctrl-C: a checkpoint at the next step boundary (or the epoch's end), then stop
                 for epoch in range(start, last_epoch):
@@ -149,6 +150,12 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                     if first_step:
                         meter.restore(meta["meter"])  # the epoch's running sums up to the checkpoint
                         carried = meta["meter"]["seconds"]
+                    if cfg.unfreeze_after is not None and epoch >= cfg.unfreeze_after and not unfrozen:
+                        engine.unfreeze()  # the head has trained alone for unfreeze_after epochs
+                        checks.expect_retrace()
+                        unfrozen = True
+                        if not quiet:
+                            print(f"epoch {epoch + 1}: the trunk is unfrozen; every layer trains from here")
                     t0 = time.perf_counter()
                     mid.begin_epoch(epoch, meter, rows, best, t0, carried)
                     engine.train_epoch(prep.train.x, prep.train.y, epoch, meter, first_step)
