@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gan", help="train the seeds' MNIST GAN (tf or torch) into a run directory, samples scored by a classifier",
                        description="Train the seeds' generator/discriminator pair for whole epochs. Settings under gan.* "
-                                   "(gan.d_lr, gan.g_lr, gan.label_noise, gan.sample_every); --judge RUN scores the samples.")
+                                   "(gan.d_lr, gan.g_lr, gan.beta1, gan.label_noise, gan.sample_every); --judge RUN scores the samples.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--engine", choices=("tf", "torch"), default="torch")
     p.add_argument("--data", default="mnist", metavar="NAME_OR_PATH", help="28x28 grayscale images (default: %(default)s)")

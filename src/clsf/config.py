@@ -80,6 +80,7 @@ class GanConfig:
     latent: int = 128  # generator input size
     d_lr: float = 3e-4  # Adam, discriminator (the seeds' rates)
     g_lr: float = 4e-4  # Adam, generator
+    beta1: float = 0.5  # Adam's first-moment decay, both optimizers: the seeds ran Keras' 0.9, which collapses (README)
     label_noise: float = 0.05  # uniform noise added to the discriminator's labels (the seeds' trick)
     sample_every: int = 200  # steps between sample grids from the fixed latent batch
     judge: str | None = None  # a clsf classifier run (same images) that scores the samples

@@ -30,8 +30,8 @@ class TorchGAN:
         torch.manual_seed(cfg.seed)
         self.g_spec, self.d_spec = specs(cfg, image_shape)
         self.g, self.d = build_torch(self.g_spec), build_torch(self.d_spec)
-        self.g_opt = KerasRule(self.g.parameters(), OptimConfig(name="adam", lr=cfg.gan.g_lr))
-        self.d_opt = KerasRule(self.d.parameters(), OptimConfig(name="adam", lr=cfg.gan.d_lr))
+        self.g_opt = KerasRule(self.g.parameters(), OptimConfig(name="adam", lr=cfg.gan.g_lr, beta1=cfg.gan.beta1))
+        self.d_opt = KerasRule(self.d.parameters(), OptimConfig(name="adam", lr=cfg.gan.d_lr, beta1=cfg.gan.beta1))
 
     def step(self, real, z, z2, noise):
         """real (B, H, W, C) in 0..1, z and z2 (B, latent), noise (2B, 1); -> d_loss, g_loss, d_acc_real, d_acc_fake."""
@@ -96,8 +96,8 @@ class TFGAN:
         keras.utils.set_random_seed(cfg.seed)
         self.g_spec, self.d_spec = specs(cfg, image_shape)
         self.g, self.d = build_keras(self.g_spec), build_keras(self.d_spec)
-        self.g_opt = make_optimizer(OptimConfig(name="adam", lr=cfg.gan.g_lr), cfg.gan.g_lr)
-        self.d_opt = make_optimizer(OptimConfig(name="adam", lr=cfg.gan.d_lr), cfg.gan.d_lr)
+        self.g_opt = make_optimizer(OptimConfig(name="adam", lr=cfg.gan.g_lr, beta1=cfg.gan.beta1), cfg.gan.g_lr)
+        self.d_opt = make_optimizer(OptimConfig(name="adam", lr=cfg.gan.d_lr, beta1=cfg.gan.beta1), cfg.gan.d_lr)
         self.g_opt.build(self.g.trainable_variables)
         self.d_opt.build(self.d.trainable_variables)
         bce = keras.losses.BinaryCrossentropy(from_logits=True)

@@ -25,6 +25,7 @@ import numpy as np
 from clsf.config import Config
 from clsf.data import load_dataset
 from clsf.data.order import epoch_plan
+from clsf.data.split import subset
 from clsf.data.transforms import Preprocess
 from clsf.errors import UserError
 from clsf.run import rundir
@@ -121,7 +122,8 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
     if ds.image_shape != (28, 28, 1):
         raise UserError(f"the GAN makes 28x28 grayscale images but {ds.source} holds {'x'.join(map(str, ds.image_shape))}; "
                         "use MNIST-like data (e.g. --data mnist).")
-    x = ds["train"].x.astype(np.float32) / 255  # (N, 28, 28, 1) in 0..1, the generator's sigmoid range
+    train = subset(ds["train"], cfg.data.train_subset, cfg.seed, "train")  # seeded, stratified; all by default
+    x = train.x.astype(np.float32) / 255  # (N, 28, 28, 1) in 0..1, the generator's sigmoid range
     model = (TorchGAN if cfg.engine == "torch" else TFGAN)(cfg, ds.image_shape)
     judge = None
     if cfg.gan.judge:
