@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clsf.errors import UserError
-from clsf.models.spec import param_count, output_shape, walk, BatchNorm
+from clsf.models.spec import BatchNorm, forward_flops, output_shape, param_count, walk
 from clsf.models.zoo import get_spec, names
 
 pytestmark = [pytest.mark.tf, pytest.mark.torch]
@@ -80,6 +80,28 @@ def test_both_builds_agree_on_params_and_shapes(name):
     expected = tuple(20 if d is None else d for d in output_shape(spec)) if None in spec.input_shape else output_shape(spec)
     assert tuple(km(x, training=False).shape[1:]) == expected
     assert _torch_out(tm, x).shape[1:] == expected
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_flops_match_torchs_counter(name):
+    """The spec's FLOP count (the benchmark's efficiency figures stand on it) equals what torch's
+    FlopCounterMode counts when the built model runs one image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from clsf.models.torch import build_torch
+
+    spec = spec_of(name)
+    x = _input(spec, n=1)  # one image; "any size" models at 20x20
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        build_torch(spec).eval()(torch.from_numpy(x if x.ndim == 2 else x.transpose(0, 3, 1, 2).copy()))
+    assert forward_flops(spec, x.shape[1:]) == counter.get_total_flops() > 0
+
+
+def test_seed_cnn_flops_by_hand():
+    convs = 2 * 32 * 32 * 9 * 3 * 32 + 2 * 16 * 16 * 9 * 32 * 64  # 'same' convs at 32x32 and 16x16
+    assert forward_flops(get_spec("seed-cnn")) == convs + 2 * 4096 * 100 + 2 * 100 * 10  # 12.0 MFLOP
 
 
 @pytest.mark.parametrize("name", MODELS)

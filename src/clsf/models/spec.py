@@ -291,3 +291,26 @@ def param_count(spec: ModelSpec) -> int:
         elif isinstance(layer, BatchNorm):
             total += 4 * inp[-1]
     return total
+
+
+def forward_flops(spec: ModelSpec, input_shape: tuple | None = None) -> int:
+    """Floating-point operations of one image's forward pass, counted as torch's FlopCounterMode
+    counts them: 2 per multiply-add of convolutions, transposed convolutions and dense layers (the
+    matrix products that bound training); biases, activations, pooling and batch norm are left out
+    (memory-bound and a few percent of the total). Training costs about 3x this (backward: the
+    gradients of inputs and of weights, each a product as large as the forward one)."""
+    from dataclasses import replace
+
+    spec = spec if input_shape is None else replace(spec, input_shape=tuple(input_shape))
+    if None in spec.input_shape:
+        raise SpecError(f"model '{spec.name}' takes any image size; give input_shape to count its FLOPs")
+    total, leaves = 0, dict(walk(spec.layers))
+    for name, (inp, out) in leaf_shapes(spec).items():
+        layer = leaves[name]
+        if isinstance(layer, Conv):  # each output pixel: k*k*C_in multiply-adds per filter
+            total += 2 * out[0] * out[1] * layer.kernel**2 * inp[2] * layer.filters
+        elif isinstance(layer, ConvTranspose):  # each input pixel scatters k*k*C_out multiply-adds per channel
+            total += 2 * inp[0] * inp[1] * layer.kernel**2 * inp[2] * layer.filters
+        elif isinstance(layer, Dense):
+            total += 2 * inp[0] * layer.units
+    return total
