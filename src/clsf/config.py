@@ -73,6 +73,7 @@ class TFConfig:
 @dataclass
 class TorchConfig:
     compile: bool = False  # torch.compile the model for training (the first epoch pays the compile)
+    channels_last: bool = False  # weights and batches in NHWC memory order (the layout oneDNN and tensor cores favour)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Config:
     eval_batch_size: int = 1000  # images per evaluation call; never a whole split at once
     seed: int = 0
     device: str = "auto"  # torch: "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16": mixed precision on a GPU (weights stay float32)
     early_stop_patience: int | None = None  # epochs without val_loss improvement; None = off
     init_from: str | None = None  # start from these weights: a checkpoint folder (weights.npz) or a run directory
     init_head: bool = True  # also take the classifier head from init_from (false: a new head, e.g. for new classes)
@@ -120,6 +122,7 @@ class Config:
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "tf": TFConfig, "torch": TorchConfig, "gan": GanConfig}
 TF_MODES = ("eager", "graph", "xla")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _coerce(key: str, value, typ):
@@ -256,6 +259,7 @@ def validate(cfg: Config) -> Config:
     need(cfg.freeze is None or cfg.init_from, "freeze=trunk keeps the weights init_from loads; give --init-from RUN too.")
     need(cfg.unfreeze_after is None or (cfg.freeze == "trunk" and cfg.unfreeze_after >= 1),
          f"unfreeze_after={cfg.unfreeze_after} needs freeze=trunk and at least 1 frozen epoch; give --freeze trunk, or leave it out.")
+    need(cfg.precision in PRECISIONS, f"precision '{cfg.precision}' is not known; use one of {', '.join(PRECISIONS)}.")
     need(cfg.tf.mode in TF_MODES, f"tf.mode '{cfg.tf.mode}' is not known; use one of {', '.join(TF_MODES)}.")
     need(cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
     need(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")

@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from clsf.config import Config
-from clsf.errors import NonFiniteLoss
+from clsf.errors import NonFiniteLoss, UserError
 from clsf.models.spec import ModelSpec
 
 # on_batch(step, n_steps, running_loss, running_acc) -> None, for progress bars
@@ -97,6 +97,13 @@ class Engine(Protocol):
     def unfreeze(self) -> None: ...  # freeze=trunk ends: every layer trains from the next step
 
     def tracing(self) -> dict: ...  # {tf.function: {"traces": n, "graph_nodes": k or None}}; {} for torch
+
+
+def check_precision(cfg: Config, on_gpu: bool, device: str) -> None:
+    """Mixed precision is a GPU option: on a CPU it is slower (no bf16/fp16 units worth the casts)."""
+    if cfg.precision != "fp32" and not on_gpu:
+        raise UserError(f"precision={cfg.precision} is for GPUs and this run is on {device}; "
+                        "use precision=fp32 (the default), or run where a GPU is found (device=auto).")
 
 
 def frozen_layers(cfg: Config, spec: ModelSpec) -> list[str]:

@@ -19,11 +19,14 @@ import numpy as np
 
 from clsf.config import Config, OptimConfig
 from clsf.data.transforms import Preprocess
-from clsf.engines.base import frozen_layers
+from clsf.engines.base import check_precision, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.frameworks import import_tf
 from clsf.models.spec import ModelSpec, output_shape
+
+
+MIXED = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}  # Keras dtype policies
 
 
 def make_optimizer(o: OptimConfig, learning_rate):
@@ -83,8 +86,14 @@ class KerasBase:
             tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
+        check_precision(cfg, self.device != "cpu", self.device)
+        # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, set
+        # for this process before the model is built); fp16 scales the loss so small gradients survive
+        keras.mixed_precision.set_global_policy(MIXED[cfg.precision])
         self.model = build_keras(spec)
         self.optimizer = make_optimizer(cfg.optim, schedule(cfg, steps_per_epoch))
+        if cfg.precision == "fp16":
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
         self.freeze_trunk(True)
         self.loss_fn = make_loss(output_shape(spec)[0], cfg.optim.label_smoothing)
@@ -96,7 +105,7 @@ class KerasBase:
         @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)])  # any batch size, one trace
         def predict_step(x):
             traces["predict_step"] += 1
-            return model(x, training=False)
+            return tf.cast(model(x, training=False), tf.float32)  # (B, K) logits
 
         self.predict_step = predict_step
 

@@ -27,17 +27,19 @@ class TFLoopEngine(KerasBase):
         images = tf.TensorSpec([None, h, w, c], tf.float32)  # None: any batch size, one trace
         labels = tf.TensorSpec([None], tf.int64)
         model, optimizer, loss_fn, traces = self.model, self.optimizer, self.loss_fn, self.traces
+        fp16 = self.cfg.precision == "fp16"
 
         def train_step(x, y):
             if not tf.executing_eagerly():  # tracing (graph, xla): counts tracings; in eager mode every call runs this
                 traces["train_step"] += 1  # Python side effect: runs once per tracing, not per step
             with tf.GradientTape() as tape:
-                logits = model(x, training=True)  # (B, K)
+                logits = tf.cast(model(x, training=True), tf.float32)  # (B, K); float32 under mixed precision too
                 loss = loss_fn(y, logits)  # mean over the batch
                 if model.losses:
-                    loss = loss + tf.add_n(model.losses)
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # clip, decay, update
+                    loss = loss + tf.add_n([tf.cast(extra, tf.float32) for extra in model.losses])
+                scaled = optimizer.scale_loss(loss) if fp16 else loss  # LossScaleOptimizer: fp16 gradients stay finite
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # (unscale,) clip, decay, update
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.int32))
             return loss, correct
 

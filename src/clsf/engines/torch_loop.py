@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from clsf.config import Config
 from clsf.data.torch_pipeline import Batches
 from clsf.data.transforms import Preprocess
-from clsf.engines.base import Meter, frozen_layers
+from clsf.engines.base import Meter, check_precision, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
@@ -55,7 +55,14 @@ class TorchEngine:
             torch.backends.cudnn.benchmark = False
         self.cfg, self.spec, self.pre, self.steps_per_epoch = cfg, spec, Preprocess.of(cfg.data), steps_per_epoch
         self.torch_device = resolve_device(cfg.device)
-        self.model = build_torch(spec).to(self.torch_device)
+        check_precision(cfg, self.torch_device.type == "cuda", str(self.torch_device))
+        # mixed precision: the forward pass in bf16/fp16 under autocast, weights and optimizer in float32;
+        # fp16 needs its loss scaled so small gradients survive (a disabled scaler passes through)
+        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler(self.torch_device.type, enabled=cfg.precision == "fp16")
+        # channels_last: weights and batches in NHWC order; otherwise batches are made plain NCHW
+        self.memory_format = torch.channels_last if cfg.torch.channels_last else torch.contiguous_format
+        self.model = build_torch(spec).to(self.torch_device, memory_format=self.memory_format)
         self.freeze_trunk(True)
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
         self.step = 0  # global step: the schedule's only state
@@ -98,15 +105,19 @@ class TorchEngine:
         for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o)
-            logits = self.forward(xb)  # (B, K) logits, no softmax
+            xb = xb.contiguous(memory_format=self.memory_format)
+            with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
+                logits = self.forward(xb).float()  # (B, K) logits, no softmax; float32 for the loss
             loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
             if (penalties := self.model.penalties()) is not None:  # regularisers, activity penalties
                 loss = loss + penalties
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # true gradients before clipping
             if o.clip_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_norm)
-            self.optimizer.step()  # decoupled weight decay, then the update
+            self.scaler.step(self.optimizer)  # decoupled weight decay, then the update (fp16: skipped on inf)
+            self.scaler.update()
             self.step += 1
             meter.add(step, loss.item(), int((logits.argmax(1) == yb).sum()))
 
@@ -115,7 +126,9 @@ class TorchEngine:
         self.model.eval()  # dropout off, batch norm uses running statistics
         batches = Batches(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False,
                           device=self.torch_device)
-        return torch.cat([self.model(xb).float().cpu() for xb, _ in batches]).numpy()
+        with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
+            return torch.cat([self.model(xb.contiguous(memory_format=self.memory_format)).float().cpu()
+                              for xb, _ in batches]).numpy()
 
     def save(self, folder: Path) -> None:
         from clsf.models.transfer import save_npz, torch_weights
@@ -124,8 +137,8 @@ class TorchEngine:
         rng = {"cpu": torch.get_rng_state()}  # dropout's generator, for a resume inside an epoch
         if self.torch_device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.torch_device)
-        torch.save({"model": self.model.state_dict(), "optim": self.optimizer.state_dict(), "step": self.step, "rng": rng},
-                   folder / "state.pt")
+        torch.save({"model": self.model.state_dict(), "optim": self.optimizer.state_dict(), "step": self.step, "rng": rng,
+                    "scaler": self.scaler.state_dict()}, folder / "state.pt")
 
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
         from clsf.models.transfer import load_npz, set_torch_weights
@@ -141,6 +154,8 @@ class TorchEngine:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optim"])
         self.step = int(state["step"])
+        if state.get("scaler"):  # fp16's current loss scale
+            self.scaler.load_state_dict(state["scaler"])
         if "rng" in state:
             torch.set_rng_state(state["rng"]["cpu"].cpu())
             if "cuda" in state["rng"] and self.torch_device.type == "cuda":
