@@ -57,12 +57,12 @@ def test_channels_last_changes_the_layout_not_the_numbers(tmp_path):
     from clsf.engines import create_engine
     from clsf.run.train import build_spec
 
-    cfg = build_config(flags={"engine": "torch"}, overrides=[*SMALL, "torch.channels_last=true"])
+    cfg = build_config(flags={"engine": "torch"}, overrides=SMALL)  # the default
     engine = create_engine(cfg, build_spec(cfg, (12, 12, 3), 3), 10)
     conv = engine.model.leaf("conv1")
     assert getattr(conv, "op", conv).weight.is_contiguous(memory_format=torch.channels_last)
-    a = load_npz(_run(tmp_path, "torch", "nchw")[0] / "checkpoints" / "last" / "weights.npz")
-    b = load_npz(_run(tmp_path, "torch", "nhwc", "torch.channels_last=true")[0] / "checkpoints" / "last" / "weights.npz")
+    a = load_npz(_run(tmp_path, "torch", "nchw", "torch.channels_last=false")[0] / "checkpoints" / "last" / "weights.npz")
+    b = load_npz(_run(tmp_path, "torch", "nhwc")[0] / "checkpoints" / "last" / "weights.npz")
     for layer in a:
         for k in a[layer]:
             assert np.allclose(a[layer][k], b[layer][k], rtol=1e-4, atol=1e-6), f"{layer}.{k}"

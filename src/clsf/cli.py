@@ -65,6 +65,18 @@ def _shape(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"'{text}' is not a shape; use e.g. 32x32x3") from None
 
 
+def cmd_recipes(args) -> int:
+    from clsf.recipes import describe, names, recipe_path
+
+    if args.name:
+        print(recipe_path(args.name).read_text(), end="")
+        return 0
+    width = max(map(len, names()))
+    for name in names():
+        print(f"{name:<{width}}  {describe(name)}")
+    return 0
+
+
 def cmd_models_list(args) -> int:
     from clsf.models.spec import param_count
     from clsf.models.zoo import REGISTRY, get_spec
@@ -124,12 +136,13 @@ def cmd_train(args) -> int:
 
     flags = _flags(args)
     if args.resume:
-        if args.config:
-            raise UserError("--config cannot be combined with --resume (a resumed run keeps its own config.yaml); drop --config.")
+        if args.config or args.recipe:
+            raise UserError("--config and --recipe cannot be combined with --resume (a resumed run keeps its own "
+                            "config.yaml); drop them.")
         changes = _merge(flags, parse_overrides(args.overrides))
         train(resume=args.resume, changes=changes, quiet=args.quiet)
         return 0
-    train(build_config(args.config, flags, args.overrides), quiet=args.quiet)
+    train(build_config(args.config, flags, args.overrides, args.recipe), quiet=args.quiet)
     return 0
 
 
@@ -153,7 +166,7 @@ def cmd_compare(args) -> int:
     from clsf.experiments.compare import compare, parse_engines, parse_seeds
 
     engines, seeds = parse_engines(args.engines), parse_seeds(args.seeds)
-    compare(build_config(args.config, _flags(args), args.overrides), engines, seeds, args.out, args.independent_init)
+    compare(build_config(args.config, _flags(args), args.overrides, args.recipe), engines, seeds, args.out, args.independent_init)
     return 0
 
 
@@ -162,7 +175,7 @@ def cmd_sweep(args) -> int:
     from clsf.experiments.compare import parse_seeds
     from clsf.experiments.sweep import parse_grid, sweep
 
-    sweep(build_config(args.config, _flags(args), args.overrides), parse_grid(args.grid), parse_seeds(args.seeds), args.out)
+    sweep(build_config(args.config, _flags(args), args.overrides, args.recipe), parse_grid(args.grid), parse_seeds(args.seeds), args.out)
     return 0
 
 
@@ -244,6 +257,8 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:N")
     p.add_argument("--runs-dir", help="where run directories go (default: runs)")
     p.add_argument("--config", help="YAML file with config keys (a run's config.yaml works)")
+    p.add_argument("--recipe", metavar="NAME", help="a named recipe the config starts from (see `clsf recipes`): "
+                   "seed, fast-seed-cnn, fast-cifar")
     p.add_argument("--save-every-steps", type=int, metavar="N", help="also checkpoint inside an epoch every N steps")
     p.add_argument("--save-every-minutes", type=float, metavar="M", help="also checkpoint inside an epoch every M minutes")
     p.add_argument("--deterministic", action="store_true", default=None,
@@ -279,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cols", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_show)
+
+    p = sub.add_parser("recipes", help="the named recipes (--recipe NAME); with a name, its config keys")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_recipes)
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="models_command", metavar="ACTION", required=True)
     p = models.add_parser("list", help="registered models with parameter counts")

@@ -94,6 +94,19 @@ def resnet_s(num_classes: int = 10, input_shape=(32, 32, 3), widths=(32, 64, 128
     return ModelSpec("resnet-s", tuple(layers), tuple(input_shape))
 
 
+@register("fast-cnn", "a CIFAR net built for CPU speed: conv-BN stem, three conv-pool-BN-conv-BN blocks (32/64/128), global max pool; 48 MFLOP")
+def fast_cnn(num_classes: int = 10, input_shape=(32, 32, 3), widths=(32, 64, 128), stem: int = 24) -> ModelSpec:
+    """airbench's shape at a CPU's scale: every block halves the resolution right after its first
+    convolution, so the wide layers run on small maps; batch norm after pooling (4x fewer values)."""
+    layers = [Conv("stem", int(stem), 3, use_bias=False), BatchNorm("stem_bn"), Activation("stem_relu", "relu")]
+    for i, w in enumerate(widths, 1):
+        layers += [Conv(f"b{i}_conv1", int(w), 3, use_bias=False), MaxPool(f"b{i}_pool", 2), BatchNorm(f"b{i}_bn1"),
+                   Activation(f"b{i}_relu1", "relu"), Conv(f"b{i}_conv2", int(w), 3, use_bias=False),
+                   BatchNorm(f"b{i}_bn2"), Activation(f"b{i}_relu2", "relu")]
+    layers += [GlobalMaxPool("gmp"), Dense("logits", num_classes)]
+    return ModelSpec("fast-cnn", tuple(layers), tuple(input_shape))
+
+
 @register("gan-generator", "MNIST GAN generator: latent 128 -> dense 7x7x128 -> 2 transposed convs -> 28x28x1 sigmoid")
 def gan_generator(num_classes: int = 1, input_shape=(128,)) -> ModelSpec:
     return ModelSpec("gan-generator", (

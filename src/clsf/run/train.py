@@ -62,6 +62,15 @@ def build_spec(cfg: Config, image_shape, num_classes: int, run: Path | None = No
     return spec
 
 
+def logits_of(engine, x: np.ndarray, cfg: Config) -> np.ndarray:
+    """An engine's logits (N, K) for uint8 images (N, H, W, C); with tta_flip, averaged with the
+    logits of the left-right mirror images (test-time augmentation: a point or two for free)."""
+    logits = engine.predict_logits(x)
+    if cfg.tta_flip:
+        logits = (logits + engine.predict_logits(np.ascontiguousarray(x[:, :, ::-1]))) / 2
+    return logits
+
+
 def _line(row: dict, epochs: int) -> str:
     val = f"  val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if row.get("val_loss") is not None else ""
     return (f"epoch {row['epoch']}/{epochs}  train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}"
@@ -163,7 +172,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                     bar.close()
                     val_loss = val_acc = None
                     if prep.val is not None:
-                        val_loss, val_acc = metrics_from_logits(engine.predict_logits(prep.val.x), prep.val.y)
+                        val_loss, val_acc = metrics_from_logits(logits_of(engine, prep.val.x, cfg), prep.val.y)
                     lr = lr_at(engine.global_step() - 1, steps_per_epoch, cfg.epochs, cfg.optim)  # the epoch's last step
                     row = {"epoch": epoch + 1, "train_loss": meter.loss, "train_acc": meter.acc, "val_loss": val_loss,
                            "val_acc": val_acc, "lr": lr, "seconds": seconds, "images_per_s": meter.seen / seconds,
@@ -256,7 +265,7 @@ def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows
 
     if prep.test is None:
         raise UserError(f"{prep.dataset.source} has no test split to report on; add a test/ folder (training finished, checkpoints are in {run}).")
-    logits = engine.predict_logits(prep.test.x)  # (N, K) float32
+    logits = logits_of(engine, prep.test.x, cfg)  # (N, K) float32
     # the test logits stay with the run, and the most confident mistakes with their images, so
     # reports and cross-framework checks need neither a framework nor the dataset
     mistakes = np.flatnonzero(logits.argmax(1) != prep.test.y)
@@ -322,7 +331,7 @@ def evaluate(run: str | Path, which: str = "last", engine: str | None = None, sp
                         f"{'val' if split == 'test' else 'test'}.")
     if not data and env.get("data", {}).get("checksum") not in (None, prep.dataset.checksum):
         print(f"clsf: warning: the data at {prep.dataset.source} changed since this run trained (checksum differs).", file=sys.stderr)
-    logits = checkpoint_engine(run, cfg, which, prep.dataset.image_shape, prep.dataset.num_classes).predict_logits(part.x)
+    logits = logits_of(checkpoint_engine(run, cfg, which, prep.dataset.image_shape, prep.dataset.num_classes), part.x, cfg)
     report = {**test_report(logits, part.y, prep.dataset.class_names), "split": split, "engine": cfg.engine,
               "trained_with": trained_with, "checkpoint": which}
     saved = run / "predictions.npz"

@@ -1,0 +1,229 @@
+"""Profile: where one training step of `seed-cnn` goes, per engine, and so what bounds it.
+
+    python bench/step_profile.py --data ../shared/data/cifar10-jpeg.tar.gz [--batch 32] [--steps 200]
+
+Each engine runs in its own process. The step is taken apart by ablation, every part timed on the
+same batches already in memory, each the median of 5 passes over `--steps` steps:
+  data       the engine's own pipeline producing batches (uint8 gather, augmentation, normalise)
+  forward    the model in training mode (dropout on), no gradient
+  backward   forward + loss + gradients, minus forward
+  optimizer  the whole step (forward, backward, update), minus forward + backward
+  loop       the engine's train_epoch, minus data and the whole step: per-step Python, metric
+             bookkeeping, synchronisation
+For torch, torch.profiler also splits the step by operator (convolution, dense, pooling, the
+optimizer's update, the rest). Writes bench/results/step-profile.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def timed(fn, steps: int, repeats: int = 5) -> float:
+    """Median seconds per step of fn() called `steps` times, after one warm-up pass."""
+    fn()
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        runs.append((time.perf_counter() - t0) / steps)
+    return statistics.median(runs)
+
+
+def cycle(fn, batches):
+    """fn(xb, yb) on the next of `batches` at each call, round and round."""
+    state = {"i": 0}
+
+    def call():
+        fn(*batches[state["i"] % len(batches)])
+        state["i"] += 1
+    return call
+
+
+def engine_for(name: str, batch: int, steps: int, x):
+    from clsf.config import build_config
+    from clsf.engines import create_engine
+    from clsf.run.train import build_spec
+
+    cfg = build_config(flags={"engine": name, "batch_size": batch, "epochs": 50},
+                       overrides=["model.name=seed-cnn", "data.scale=standardize", "data.mean=[125.3, 123.0, 113.9]",
+                                  "data.std=[63.0, 62.1, 66.7]"])
+    return cfg, create_engine(cfg, build_spec(cfg, x.shape[1:], 10), steps)
+
+
+def profile_torch(x, y, batch: int, steps: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from clsf.data.torch_pipeline import Batches
+    from clsf.engines.base import Meter
+
+    cfg, engine = engine_for("torch", batch, steps, x)
+    n = batch * steps
+    batches = list(Batches(x[:n], y[:n], batch, engine.pre, training=True, seed=0))
+    model, opt = engine.model.train(), engine.optimizer
+
+    def forward(xb, yb):
+        with torch.no_grad():
+            model(xb)
+
+    def fwd_bwd(xb, yb):
+        F.cross_entropy(model(xb), yb).backward()
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+    parts = {"data": timed(lambda: list(Batches(x[:n], y[:n], batch, engine.pre, training=True, seed=0)), 1) / steps,
+             "forward": timed(cycle(forward, batches), steps), "forward+backward": timed(cycle(fwd_bwd, batches), steps),
+             "step": timed(cycle(step, batches), steps)}
+    parts["epoch"] = timed(lambda: engine.train_epoch(x[:n], y[:n], 0, Meter(0, 0, n, batch)), 1) / steps
+
+    # operators: which kernels the step's time goes to
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    def profiled_step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+        with record_function("clsf.optimizer"):
+            opt.step()
+
+    for i in range(10):
+        profiled_step(*batches[i])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(50):
+            profiled_step(*batches[i % len(batches)])
+    ops = {"convolution": 0.0, "dense": 0.0, "pooling": 0.0, "optimizer": 0.0, "other": 0.0}
+    for e in prof.key_averages():
+        name, t = e.key, e.self_cpu_time_total
+        if name == "clsf.optimizer" or name.startswith("aten::_foreach") or (name in ("aten::mul_", "aten::add_", "aten::addcdiv_",
+                                                                                       "aten::lerp_", "aten::sqrt", "aten::addcmul_")):
+            ops["optimizer"] += t
+        elif "conv" in name:
+            ops["convolution"] += t
+        elif name in ("aten::addmm", "aten::mm", "aten::linear", "aten::matmul"):
+            ops["dense"] += t
+        elif "pool" in name:
+            ops["pooling"] += t
+        else:
+            ops["other"] += t
+    total = sum(ops.values())
+    return {"parts": parts, "ops": {k: v / total for k, v in ops.items()}, "threads": torch.get_num_threads()}
+
+
+def profile_tf(name: str, x, y, batch: int, steps: int) -> dict:
+    import tensorflow as tf
+
+    from clsf.data.tf_pipeline import make_dataset
+    from clsf.engines.base import Meter
+
+    cfg, engine = engine_for(name, batch, steps, x)
+    n = batch * steps
+    batches = [(xb, yb) for xb, yb in make_dataset(x[:n], y[:n], batch, engine.pre, training=True)]
+    model, opt, loss_fn = engine.model, engine.optimizer, engine.loss_fn
+    h, w, c = x.shape[1:]
+    sig = [tf.TensorSpec([None, h, w, c], tf.float32), tf.TensorSpec([None], tf.int64)]
+
+    @tf.function(input_signature=sig)
+    def forward(xb, yb):
+        return model(xb, training=True)
+
+    @tf.function(input_signature=sig)
+    def fwd_bwd(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    @tf.function(input_signature=sig)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    def wait(fn):  # read the result, as a loop reading the loss does: TF runs ops asynchronously
+        return lambda xb, yb: (lambda out: (out[0] if isinstance(out, list) else out).numpy())(fn(xb, yb))
+
+    parts = {"data": timed(lambda: [None for _ in make_dataset(x[:n], y[:n], batch, engine.pre, training=True)], 1) / steps,
+             "forward": timed(cycle(wait(forward), batches), steps),
+             "forward+backward": timed(cycle(wait(fwd_bwd), batches), steps), "step": timed(cycle(wait(step), batches), steps)}
+    parts["epoch"] = timed(lambda: engine.train_epoch(x[:n], y[:n], 0, Meter(0, 0, n, batch)), 1) / steps
+    return {"parts": parts, "ops": None, "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                                                     tf.config.threading.get_inter_op_parallelism_threads()]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--out", default=str(HERE / "results" / "step-profile.md"))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        import numpy as np
+
+        job = json.loads(args.worker)
+        with np.load(job["arrays"]) as z:
+            x, y = z["x"], z["y"]
+        out = profile_torch(x, y, args.batch, args.steps) if job["engine"] == "torch" else \
+            profile_tf(job["engine"], x, y, args.batch, args.steps)
+        print(json.dumps(out))
+        return 0
+    if not args.data:
+        ap.error("--data is required")
+    import numpy as np
+
+    from clsf.data import load_dataset
+    from clsf.models.spec import forward_flops
+    from clsf.models.zoo import get_spec
+
+    ds = load_dataset(args.data)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = Path(tmp) / "a.npz"
+        n = args.batch * args.steps
+        np.savez(arrays, x=ds["train"].x[:n], y=ds["train"].y[:n])
+        for engine in ("keras", "tf", "torch"):
+            print(f"profiling {engine}", flush=True)
+            r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps), "--worker",
+                                json.dumps({"engine": engine, "arrays": str(arrays)})], capture_output=True, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            if r.returncode:
+                raise SystemExit(r.stderr[-3000:])
+            results[engine] = json.loads(r.stdout.strip().splitlines()[-1])
+    flops = 3 * forward_flops(get_spec("seed-cnn")) * args.batch
+    lines = [f"# Where a seed-cnn training step goes (batch {args.batch}, {time.strftime('%Y-%m-%d')})", "",
+             f"Milliseconds per step, median of 5 passes over {args.steps} steps, each engine in its own process; "
+             "parts by ablation (see bench/step_profile.py). `keras` here times the same Keras model and optimizer as `tf` "
+             "(fit's loop is the `epoch` row).", "",
+             "| engine | data | forward | backward | optimizer | loop overhead | whole epoch per step | step GFLOP/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for engine, r in results.items():
+        p = r["parts"]
+        bwd, opt = p["forward+backward"] - p["forward"], p["step"] - p["forward+backward"]
+        loop = p["epoch"] - p["step"] - p["data"]
+        lines.append(f"| {engine} | {p['data'] * 1e3:.2f} | {p['forward'] * 1e3:.2f} | {bwd * 1e3:.2f} | {opt * 1e3:.2f} | "
+                     f"{loop * 1e3:.2f} | {p['epoch'] * 1e3:.2f} | {flops / p['step'] / 1e9:.0f} |")
+    ops = results["torch"]["ops"]
+    lines += ["", "torch, by operator (share of the step's CPU time, torch.profiler): "
+              + ", ".join(f"{k} {v:.0%}" for k, v in ops.items()) + "."]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
