@@ -135,3 +135,16 @@ def test_tf_and_torch_train_on_the_same_batches():
     for (xt, yt), (xp, yp) in zip(_train_epoch_tf(3, 1, pre), _train_epoch_torch(3, 1, pre)):
         np.testing.assert_array_equal(yt, yp)
         np.testing.assert_allclose(xt, xp.transpose(0, 2, 3, 1), atol=1e-6)
+
+
+@pytest.mark.torch
+def test_torch_batches_from_a_resident_tensor_equal_those_from_numpy():
+    """A GPU run hands Batches the split as a device tensor; the batches must be the numpy path's."""
+    torch = pytest.importorskip("torch")
+    from clsf.data.torch_pipeline import Batches
+
+    pre = Preprocess("0-1", crop_padding=2, hflip=True)
+    a = Batches(X, Y, 4, pre, training=True, seed=1, epoch=2)
+    b = Batches(torch.from_numpy(X).clone(), torch.from_numpy(Y).clone(), 4, pre, training=True, seed=1, epoch=2)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

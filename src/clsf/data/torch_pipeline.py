@@ -35,8 +35,10 @@ class Batches:
                  seed: int = 0, epoch: int = 0, device="cpu", first_step: int = 0):
         import torch
 
-        self.x = torch.from_numpy(x)  # (N, H, W, C) uint8, shared memory with numpy
-        self.y = torch.from_numpy(y)
+        # (N, H, W, C) uint8: numpy's memory shared, or a tensor already on the device (a GPU run keeps
+        # the split there, so each batch is gathered on the device and nothing crosses the bus per step)
+        self.x = x if torch.is_tensor(x) else torch.from_numpy(x)
+        self.y = y if torch.is_tensor(y) else torch.from_numpy(y)
         self.batch_size, self.pre, self.training, self.device = batch_size, pre, training, device
         a, b = pre.affine(x.shape[-1])
         self.a = torch.from_numpy(a).to(device)[None, :, None, None]
@@ -51,7 +53,7 @@ class Batches:
         import torch
 
         n = len(self.y)
-        order = torch.from_numpy(self.plan.order) if self.training else torch.arange(n)
+        order = (torch.from_numpy(self.plan.order) if self.training else torch.arange(n)).to(self.x.device)
         for start in range(self.first, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             xb = self.x[idx].to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()

@@ -97,6 +97,7 @@ class TorchEngine:
         o = self.cfg.optim
         if first_step == 0:  # resumed inside an epoch, the generator state comes from the checkpoint
             torch.manual_seed(self.cfg.seed * 1_000_003 + epoch)  # dropout masks: a function of (seed, epoch)
+        x, y = self.resident(x, y)
         batches = Batches(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed,
                           epoch=epoch, device=self.torch_device, first_step=first_step)
         self.model.train()
@@ -120,6 +121,16 @@ class TorchEngine:
             self.scaler.update()
             self.step += 1
             meter.add(step, loss.item(), int((logits.argmax(1) == yb).sum()))
+
+    def resident(self, x: np.ndarray, y: np.ndarray):
+        """On a GPU, the uint8 training split copied to the device once (kept while the same arrays
+        come back each epoch); elsewhere the numpy arrays themselves."""
+        if self.torch_device.type != "cuda":
+            return x, y
+        key = (x.__array_interface__["data"][0], x.shape)
+        if getattr(self, "_resident", (None,))[0] != key:
+            self._resident = (key, torch.from_numpy(x).to(self.torch_device), torch.from_numpy(y).to(self.torch_device))
+        return self._resident[1:]
 
     @torch.inference_mode()
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
