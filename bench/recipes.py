@@ -83,7 +83,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["CLSF_CACHE"] = str(tmp / "cache")
-        subprocess.run([sys.executable, "-m", "clsf", "data", "info", args.data], check=True, capture_output=True)  # fill the cache
+        subprocess.run([sys.executable, "-m", "clsf", "data", "info", "--data", args.data], check=True, capture_output=True)  # fill the cache
         print("the documents' recipe (the budget)", flush=True)
         budget, out = timed_process([sys.executable, __file__, "--seeds-script", "--data", args.data])
         seeds_acc = json.loads(out.strip().splitlines()[-1])["test_acc"]

@@ -204,19 +204,24 @@ def main() -> int:
             if r.returncode:
                 raise SystemExit(r.stderr[-3000:])
             results[engine] = json.loads(r.stdout.strip().splitlines()[-1])
+    # this machine's ceiling, measured in this run by bench/speed.py's own worker
+    ceiling = subprocess.run([sys.executable, str(HERE / "speed.py"), "--worker", '{"kind": "sgemm"}'], capture_output=True,
+                             text=True, check=True).stdout
+    sgemm = json.loads(ceiling.strip().splitlines()[-1])["gflops"]
     flops = 3 * forward_flops(get_spec("seed-cnn")) * args.batch
     lines = [f"# Where a seed-cnn training step goes (batch {args.batch}, {time.strftime('%Y-%m-%d')})", "",
              f"Milliseconds per step, median of 5 passes over {args.steps} steps, each engine in its own process; "
              "parts by ablation (see bench/step_profile.py). `keras` here times the same Keras model and optimizer as `tf` "
              "(fit's loop is the `epoch` row).", "",
-             "| engine | data | forward | backward | optimizer | loop overhead | whole epoch per step | step GFLOP/s |",
+             f"The machine's sgemm rate, measured in this run: {sgemm:.0f} GFLOP/s.", "",
+             "| engine | data | forward | backward | optimizer | loop overhead | whole epoch per step | step GFLOP/s (of sgemm) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for engine, r in results.items():
         p = r["parts"]
         bwd, opt = p["forward+backward"] - p["forward"], p["step"] - p["forward+backward"]
         loop = p["epoch"] - p["step"] - p["data"]
         lines.append(f"| {engine} | {p['data'] * 1e3:.2f} | {p['forward'] * 1e3:.2f} | {bwd * 1e3:.2f} | {opt * 1e3:.2f} | "
-                     f"{loop * 1e3:.2f} | {p['epoch'] * 1e3:.2f} | {flops / p['step'] / 1e9:.0f} |")
+                     f"{loop * 1e3:.2f} | {p['epoch'] * 1e3:.2f} | {flops / p['step'] / 1e9:.0f} ({flops / p['step'] / 1e9 / sgemm:.0%}) |")
     ops = results["torch"]["ops"]
     lines += ["", "torch, by operator (share of the step's CPU time, torch.profiler): "
               + ", ".join(f"{k} {v:.0%}" for k, v in ops.items()) + "."]

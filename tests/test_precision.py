@@ -48,6 +48,10 @@ def test_mixed_precision_trains_like_float32(tmp_path, monkeypatch, engine, prec
     assert all(a.dtype == np.float32 for layer in weights.values() for a in layer.values())  # master weights stay float32
     logits = np.load(run / "predictions.npz")["logits"]
     assert logits.dtype == np.float32 and json.loads((run / "final.json").read_text())["test_acc"] > 0.5
+    if engine != "torch":  # the policy was Keras' global setting only while this model was built
+        import keras
+
+        assert keras.mixed_precision.global_policy().name == "float32"
 
 
 @pytest.mark.torch

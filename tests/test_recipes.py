@@ -58,3 +58,8 @@ def test_flip_averaged_evaluation_sees_an_image_and_its_mirror_alike(tmp_path):
     assert not np.allclose(logits_of(engine, x, cfg), logits_of(engine, mirror, cfg), atol=1e-4)
     cfg = from_dict({**cfg.to_dict(), "tta_flip": True})
     assert np.allclose(logits_of(engine, x, cfg), logits_of(engine, mirror, cfg), atol=1e-5)
+
+
+def test_a_recipe_cannot_change_a_resumed_run(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), "--recipe", "fast-cifar"]) == 2
+    assert "--recipe cannot be combined with --resume" in capsys.readouterr().err

@@ -137,8 +137,8 @@ def cmd_train(args) -> int:
     flags = _flags(args)
     if args.resume:
         if args.config or args.recipe:
-            raise UserError("--config and --recipe cannot be combined with --resume (a resumed run keeps its own "
-                            "config.yaml); drop them.")
+            flag = "--config" if args.config else "--recipe"
+            raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config.yaml); drop {flag}.")
         changes = _merge(flags, parse_overrides(args.overrides))
         train(resume=args.resume, changes=changes, quiet=args.quiet)
         return 0

@@ -87,10 +87,14 @@ class KerasBase:
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         check_precision(cfg, self.device != "cpu", self.device)
-        # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, set
-        # for this process before the model is built); fp16 scales the loss so small gradients survive
+        # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, which
+        # each layer takes when built: set around this model only); fp16 scales the loss so small
+        # gradients survive
         keras.mixed_precision.set_global_policy(MIXED[cfg.precision])
-        self.model = build_keras(spec)
+        try:
+            self.model = build_keras(spec)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
         self.optimizer = make_optimizer(cfg.optim, schedule(cfg, steps_per_epoch))
         if cfg.precision == "fp16":
             self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
