@@ -2,7 +2,8 @@
 speed is also stated as a ratio to what a user would otherwise have written, measured beside it.
 
 What makes them naive is the data handling the documents use, not the model or the optimizer
-(Adam, as clsf's default, so the arithmetic per step is the same):
+(Adam here; clsf's engines run their default RMSprop, an update of about the same cost — the
+optimizer is ~5% of a step, bench/step_profile.py):
   - the images become float64 in [0, 1] up front (`x / 255.0`): 8 bytes per pixel, cast per batch;
   - keras: `model.fit(x, y, batch_size=B)` on those arrays, `model.evaluate(x_test, y_test)`;
   - tf: `tf.data.Dataset.from_tensor_slices((x, y)).shuffle(200).batch(B)` and a `tf.function`
@@ -102,6 +103,8 @@ class TorchLoop:
             nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(64 * 8 * 8, 100), nn.ReLU(), nn.Dropout(0.2), nn.Linear(100, 10))
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"  # on a GPU: every batch copied from host memory
+        self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.batch_size = batch_size
 
@@ -120,6 +123,7 @@ class TorchLoop:
                                              batch_size=self.batch_size, shuffle=True, num_workers=2)
         self.model.train()
         for xb, yb in loader:
+            xb, yb = xb.to(self.device), yb.to(self.device)
             self.optimizer.zero_grad()
             F.cross_entropy(self.model(xb), yb).backward()
             self.optimizer.step()
@@ -131,8 +135,8 @@ class TorchLoop:
         t0 = time.perf_counter()
         self.model.eval()
         with torch.no_grad():
-            logits = self.model(x)  # the whole split in one call
-        float((logits.argmax(1).numpy() == y).mean())
+            logits = self.model(x.to(self.device))  # the whole split in one call
+        float((logits.argmax(1).cpu().numpy() == y).mean())
         return time.perf_counter() - t0
 
 
