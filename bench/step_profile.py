@@ -51,15 +51,10 @@ def cycle(fn, batches):
     return call
 
 
-def engine_for(name: str, batch: int, steps: int, x):
-    from clsf.config import build_config
-    from clsf.engines import create_engine
-    from clsf.run.train import build_spec
+def engine_for(name: str, batch: int, steps: int):
+    from speed import seed_cnn_engine  # the engine exactly as bench/speed.py times it
 
-    cfg = build_config(flags={"engine": name, "batch_size": batch, "epochs": 50},
-                       overrides=["model.name=seed-cnn", "data.scale=standardize", "data.mean=[125.3, 123.0, 113.9]",
-                                  "data.std=[63.0, 62.1, 66.7]"])
-    return cfg, create_engine(cfg, build_spec(cfg, x.shape[1:], 10), steps)
+    return seed_cnn_engine(name, batch, steps, epochs=50)
 
 
 def profile_torch(x, y, batch: int, steps: int) -> dict:
@@ -69,7 +64,7 @@ def profile_torch(x, y, batch: int, steps: int) -> dict:
     from clsf.data.torch_pipeline import Batches
     from clsf.engines.base import Meter
 
-    cfg, engine = engine_for("torch", batch, steps, x)
+    _, engine = engine_for("torch", batch, steps)
     n = batch * steps
     batches = list(Batches(x[:n], y[:n], batch, engine.pre, training=True, seed=0))
     model, opt = engine.model.train(), engine.optimizer
@@ -129,7 +124,7 @@ def profile_tf(name: str, x, y, batch: int, steps: int) -> dict:
     from clsf.data.tf_pipeline import make_dataset
     from clsf.engines.base import Meter
 
-    cfg, engine = engine_for(name, batch, steps, x)
+    _, engine = engine_for(name, batch, steps)
     n = batch * steps
     batches = [(xb, yb) for xb, yb in make_dataset(x[:n], y[:n], batch, engine.pre, training=True)]
     model, opt, loss_fn = engine.model, engine.optimizer, engine.loss_fn

@@ -69,6 +69,7 @@ class TorchEngine:
         # torch.compile: the same module (same parameters), traced and compiled on its first batches
         self.forward = torch.compile(self.model) if cfg.torch.compile else self.model
         self.traces: dict[str, int] = {}  # nothing is traced
+        self._resident = (None,)  # a GPU run: (key of the numpy split, x on the device, y on the device)
 
     @property
     def device(self) -> str:  # the contract's name for where the model runs, e.g. "cpu", "cuda:0"
@@ -128,7 +129,7 @@ class TorchEngine:
         if self.torch_device.type != "cuda":
             return x, y
         key = (x.__array_interface__["data"][0], x.shape)
-        if getattr(self, "_resident", (None,))[0] != key:
+        if self._resident[0] != key:
             self._resident = (key, torch.from_numpy(x).to(self.torch_device), torch.from_numpy(y).to(self.torch_device))
         return self._resident[1:]
 
