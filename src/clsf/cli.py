@@ -132,9 +132,21 @@ def _flags(args) -> dict:
 
 def cmd_train(args) -> int:
     from clsf.config import build_config, parse_overrides
+    from clsf.run.resume import resume_config
     from clsf.run.train import train
 
     flags = _flags(args)
+    if args.nproc is not None and args.nproc < 1:
+        raise UserError(f"--nproc {args.nproc} must be at least 1.")
+    if args.nproc and args.nproc > 1:  # the same command in N processes (clsf.distributed.launch)
+        from clsf.distributed.launch import launch
+
+        if args.resume:
+            cfg = resume_config(args.resume, _merge(flags, parse_overrides(args.overrides)))[1]
+        else:
+            cfg = build_config(args.config, flags, args.overrides, args.recipe)  # bad input stops here, once
+        launch(args.argv, args.nproc, cfg.engine, cfg.dist_timeout_s)
+        return 0
     if args.resume:
         if args.config or args.recipe:
             flag = "--config" if args.config else "--recipe"
@@ -333,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run with its own config; only --epochs (to extend), --device, --quiet, "
                         "--save-every-steps/-minutes, eval_batch_size= and early_stop_patience= may be given")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--nproc", type=int, metavar="N", help="train in N processes on this machine (torch: DDP through "
+                   "torchrun's launcher; keras/tf: MultiWorkerMirroredStrategy); --batch-size is per process")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("gan", help="train the seeds' MNIST GAN (tf or torch) into a run directory, samples scored by a classifier",
@@ -423,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what --nproc runs again in each process
     try:
         return args.func(args) or 0
     except ClsfError as e:

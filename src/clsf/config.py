@@ -104,6 +104,7 @@ class Config:
     unfreeze_after: int | None = None  # freeze=trunk for this many epochs, then the whole network trains
     save_every_steps: int | None = None  # also checkpoint inside an epoch every N optimizer steps
     save_every_minutes: float | None = None  # ... or every M minutes (both at a step boundary)
+    dist_timeout_s: float = 300.0  # seconds a process of a multi-process run waits for the others before stopping with an error
     deterministic: bool = False  # the frameworks' deterministic kernels: byte-identical reruns (see README for the cost)
     runs_dir: str = "runs"
     run_name: str | None = None
@@ -264,6 +265,7 @@ def validate(cfg: Config) -> Config:
     need(cfg.tf.mode in TF_MODES, f"tf.mode '{cfg.tf.mode}' is not known; use one of {', '.join(TF_MODES)}.")
     need(cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
     need(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
+    need(cfg.dist_timeout_s > 0, f"dist_timeout_s={cfg.dist_timeout_s} must be > 0 (seconds).")
     need(cfg.eval_batch_size >= 1, f"eval_batch_size={cfg.eval_batch_size} must be at least 1.")
     need(cfg.early_stop_patience is None or cfg.early_stop_patience >= 1, "early_stop_patience must be >= 1 (or null to turn it off).")
     need(cfg.save_every_steps is None or cfg.save_every_steps >= 1, f"save_every_steps={cfg.save_every_steps} must be >= 1 (or null).")

@@ -4,6 +4,8 @@
   3  NonFiniteLoss: training produced a NaN/inf loss; the run stopped, its last good checkpoint kept.
   4  RunsFailed: some runs of a compare or sweep failed; the others finished (logs/ says why).
   5  DiskFull: a write failed for lack of space; the last good checkpoint is intact, resume when freed.
+  6  PeerLost: in a run of several processes, another process died or stopped answering; this one
+     stopped too (checkpoints/last is intact; resume with any number of processes).
  130 interrupted (Ctrl-C); the run resumes with `clsf train --resume RUN_DIR`.
 Each message names the problem and the fix in one sentence.
 """
@@ -12,6 +14,7 @@ EXIT_CODES = {0: "success", 2: "bad input (the message names it and the fix)",
               3: "training stopped on a non-finite loss (checkpoints/last holds the last good epoch)",
               4: "some runs of a compare or sweep failed; the rest finished (see the folder's logs/)",
               5: "the disk is full (checkpoints/last is intact; free space and resume)",
+              6: "another process of a multi-process run died or timed out (checkpoints/last is intact; resume)",
               130: "interrupted (resume with clsf train --resume RUN_DIR)"}
 
 
@@ -49,3 +52,15 @@ class DiskFull(ClsfError):
     """A write failed for lack of space; nothing half-written is left and the last checkpoint stands."""
 
     exit_code = 5
+
+
+class PeerLost(ClsfError):
+    """A process of a multi-process run died or stopped answering within dist_timeout_s."""
+
+    exit_code = 6
+
+    def __init__(self, cause: str):
+        super().__init__(
+            f"{cause}; the run stopped and checkpoints/last holds its last checkpoint — continue with "
+            "clsf train --resume RUN_DIR (the run printed above; any number of processes at an epoch's end), "
+            "after reading the failed process's output.")

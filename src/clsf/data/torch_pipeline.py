@@ -2,7 +2,8 @@
 Dataset/collate (which costs more than the model for 32x32 images), NHWC -> NCHW on the fly.
 
 Order and augmentation come from `clsf.data.order.epoch_plan(seed, epoch)`, shared with tf.data, so
-every engine (and a resumed run) sees the same batches.
+every engine (and a resumed run) sees the same batches. Under torchrun each process takes its share
+of every global batch (`clsf.distributed.part`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from clsf.data.order import epoch_plan
+from clsf.distributed import part
 from clsf.data.transforms import Preprocess
 
 
@@ -29,10 +31,13 @@ def crop_flip_torch(x, pad: int, oy, ox, flip):
 
 
 class Batches:
-    """Iterable of (x float32 NCHW normalised, y int64) on `device`; training follows `epoch_plan`."""
+    """Iterable of (x float32 NCHW normalised, y int64) on `device`; training follows `epoch_plan`.
+
+    `shard=(rank, processes)`: training steps through global batches of batch_size x processes
+    images and yields this process's share of each (`loss_scale` weights its loss)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
-                 seed: int = 0, epoch: int = 0, device="cpu", first_step: int = 0):
+                 seed: int = 0, epoch: int = 0, device="cpu", first_step: int = 0, shard: tuple[int, int] = (0, 1)):
         import torch
 
         # (N, H, W, C) uint8: numpy's memory shared, or a tensor already on the device (a GPU run keeps
@@ -44,21 +49,36 @@ class Batches:
         self.a = torch.from_numpy(a).to(device)[None, :, None, None]
         self.b = torch.from_numpy(b).to(device)[None, :, None, None]
         self.plan = epoch_plan(len(y), pre, seed, epoch) if training else None
-        self.first = first_step * batch_size if training else 0  # a run resumed inside an epoch starts here
+        self.rank, self.size = shard if training else (0, 1)
+        self.step_images = batch_size * self.size  # the global batch
+        self.first = first_step * self.step_images if training else 0  # a run resumed inside an epoch starts here
 
     def __len__(self) -> int:
-        return (len(self.y) - self.first + self.batch_size - 1) // self.batch_size
+        return (len(self.y) - self.first + self.step_images - 1) // self.step_images
+
+    def _share(self, start: int) -> tuple[int, int, int]:
+        """(a, b, images in the global batch) for the global batch starting at `start`."""
+        stop = min(start + self.step_images, len(self.y))
+        return (*part(start, stop, self.rank, self.size), stop - start)
+
+    def loss_scale(self, step: int) -> float:
+        """What this process's summed per-image loss of epoch step `step` is multiplied by, so that
+        DDP's average over processes is the global batch's mean loss: processes / global images
+        (1 / batch images in one process); 0 for an empty share (one stand-in image, no weight)."""
+        a, b, n = self._share(step * self.step_images)
+        return self.size / n if b > a else 0.0
 
     def __iter__(self):
         import torch
 
         n = len(self.y)
         order = (torch.from_numpy(self.plan.order) if self.training else torch.arange(n)).to(self.x.device)
-        for start in range(self.first, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for start in range(self.first, n, self.step_images):
+            a, b, _ = self._share(start)
+            a, b = (a, b) if b > a else (start, start + 1)  # an empty share: the stand-in image, weighted 0
+            idx = order[a:b]
             xb = self.x[idx].to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
             if self.training and self.pre.augments:
-                aug = (torch.from_numpy(v[start:start + self.batch_size]).to(self.device)
-                       for v in (self.plan.oy, self.plan.ox, self.plan.flip))
+                aug = (torch.from_numpy(v[a:b]).to(self.device) for v in (self.plan.oy, self.plan.ox, self.plan.flip))
                 xb = crop_flip_torch(xb, self.pre.crop_padding, *aug)
             yield xb * self.a + self.b, self.y[idx].to(self.device, non_blocking=True)

@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from clsf.config import Config
+from clsf.distributed import World
 from clsf.errors import NonFiniteLoss, UserError
 from clsf.models.spec import ModelSpec
 
@@ -79,6 +80,7 @@ class Meter:
 
 class Engine(Protocol):
     name: str
+    world: World  # which process of how many (clsf.distributed); World() for one process
     device: str  # where the model runs, e.g. "cpu", "cuda:0", "gpu:0"
     traces: dict[str, int]  # tf.function name -> times traced (empty for torch)
 
@@ -93,6 +95,8 @@ class Engine(Protocol):
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None: ...
 
     def global_step(self) -> int: ...
+
+    def set_global_step(self, step: int) -> None: ...  # resumed with another process count: the schedule's step
 
     def unfreeze(self) -> None: ...  # freeze=trunk ends: every layer trains from the next step
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from clsf.config import Config, OptimConfig
 from clsf.data.transforms import Preprocess
+from clsf.distributed import World
 from clsf.engines.base import check_precision, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
@@ -85,6 +86,7 @@ class KerasBase:
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
+        self.world = World()
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         check_precision(cfg, self.device != "cpu", self.device)
         # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, which
@@ -129,6 +131,11 @@ class KerasBase:
 
     def global_step(self) -> int:
         return int(self.optimizer.iterations.numpy())
+
+    def set_global_step(self, step: int) -> None:
+        """The schedule's position, for a run resumed with another number of processes (the steps per
+        epoch changed). Keras' one step counter also drives Adam's bias correction (near 1 by then)."""
+        self.optimizer.iterations.assign(step)
 
     def tracing(self) -> dict:
         """Per tf.function the engine owns: times traced, and the size of its graph (nodes, the

@@ -19,17 +19,19 @@ import torch.nn.functional as F
 from clsf.config import Config
 from clsf.data.torch_pipeline import Batches
 from clsf.data.transforms import Preprocess
+from clsf.distributed import part, torch_world
 from clsf.engines.base import Meter, check_precision, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
-from clsf.models.spec import ModelSpec
+from clsf.models.spec import ModelSpec, output_shape
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`local_rank`: under torchrun, each process of a machine takes its own GPU."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
+            return torch.device("cuda", local_rank or torch.cuda.current_device())
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -54,7 +56,14 @@ class TorchEngine:
             torch.use_deterministic_algorithms(True)  # deterministic kernels, or an error where none exists
             torch.backends.cudnn.benchmark = False
         self.cfg, self.spec, self.pre, self.steps_per_epoch = cfg, spec, Preprocess.of(cfg.data), steps_per_epoch
-        self.torch_device = resolve_device(cfg.device)
+        self.world = torch_world()  # torchrun's RANK / WORLD_SIZE; one process otherwise
+        self.torch_device = resolve_device(cfg.device, self.world.local_rank)
+        if self.torch_device.type == "cuda":
+            torch.cuda.set_device(self.torch_device)
+        if self.world.size > 1:
+            from clsf.distributed import torch_ddp
+
+            torch_ddp.join(self.world, self.torch_device, cfg.dist_timeout_s)
         check_precision(cfg, self.torch_device.type == "cuda", str(self.torch_device))
         # mixed precision: the forward pass in bf16/fp16 under autocast, weights and optimizer in float32;
         # fp16 needs its loss scaled so small gradients survive (a disabled scaler passes through)
@@ -63,11 +72,9 @@ class TorchEngine:
         # channels_last: weights and batches in NHWC order; otherwise batches are made plain NCHW
         self.memory_format = torch.channels_last if cfg.torch.channels_last else torch.contiguous_format
         self.model = build_torch(spec).to(self.torch_device, memory_format=self.memory_format)
-        self.freeze_trunk(True)
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
         self.step = 0  # global step: the schedule's only state
-        # torch.compile: the same module (same parameters), traced and compiled on its first batches
-        self.forward = torch.compile(self.model) if cfg.torch.compile else self.model
+        self.freeze_trunk(True)
         self.traces: dict[str, int] = {}  # nothing is traced
         self._resident = (None,)  # a GPU run: (key of the numpy split, x on the device, y on the device)
 
@@ -84,6 +91,14 @@ class TorchEngine:
             m.requires_grad_(not frozen)
             if frozen and isinstance(getattr(m, "op", m), torch.nn.modules.batchnorm._BatchNorm):
                 self.frozen_bn.append(getattr(m, "op", m))
+        # what the training step calls: DDP (it averages the gradients of the parameters that train,
+        # as found when it is built: so built again when that set changes), torch.compile'd or not
+        module = self.model
+        if self.world.size > 1:
+            from clsf.distributed import torch_ddp
+
+            module = torch_ddp.wrap(self.model, self.torch_device)
+        self.forward = torch.compile(module) if self.cfg.torch.compile else module
 
     def unfreeze(self) -> None:
         self.freeze_trunk(False)
@@ -91,26 +106,45 @@ class TorchEngine:
     def global_step(self) -> int:
         return self.step
 
+    def set_global_step(self, step: int) -> None:
+        """The schedule's position, for a run resumed with another number of processes (the steps per
+        epoch changed); Adam's bias correction keeps counting the updates actually made."""
+        self.step = step
+
     def tracing(self) -> dict:
         return {}  # nothing is traced (torch.compile's graphs are its own business)
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
-        o = self.cfg.optim
+        w = self.world
         if first_step == 0:  # resumed inside an epoch, the generator state comes from the checkpoint
-            torch.manual_seed(self.cfg.seed * 1_000_003 + epoch)  # dropout masks: a function of (seed, epoch)
+            torch.manual_seed(self.cfg.seed * 1_000_003 + epoch + 7_919 * w.rank)  # dropout: (seed, epoch, process)
         x, y = self.resident(x, y)
         batches = Batches(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed,
-                          epoch=epoch, device=self.torch_device, first_step=first_step)
+                          epoch=epoch, device=self.torch_device, first_step=first_step, shard=(w.rank, w.size))
         self.model.train()
         for m in self.frozen_bn:
             m.eval()
+        if w.size == 1:
+            self._steps(batches, first_step, meter)
+        else:
+            from clsf.distributed import torch_ddp
+
+            with torch_ddp.collective(f"training epoch {epoch + 1}"):  # DDP's all-reduce runs inside backward
+                self._steps(batches, first_step, meter)
+
+    def _steps(self, batches: Batches, first_step: int, meter: Meter) -> None:
+        o, w = self.cfg.optim, self.world
         for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o)
             xb = xb.contiguous(memory_format=self.memory_format)
             with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
                 logits = self.forward(xb).float()  # (B, K) logits, no softmax; float32 for the loss
-            loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
+            if w.size == 1:
+                loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
+            else:  # this process's share of the global batch's mean (DDP averages over processes)
+                scale = batches.loss_scale(step - first_step)
+                loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing, reduction="sum") * scale
             if (penalties := self.model.penalties()) is not None:  # regularisers, activity penalties
                 loss = loss + penalties
             self.optimizer.zero_grad(set_to_none=True)
@@ -121,7 +155,14 @@ class TorchEngine:
             self.scaler.step(self.optimizer)  # decoupled weight decay, then the update (fp16: skipped on inf)
             self.scaler.update()
             self.step += 1
-            meter.add(step, loss.item(), int((logits.argmax(1) == yb).sum()))
+            correct = int((logits.argmax(1) == yb).sum())
+            if w.size == 1:
+                meter.add(step, loss.item(), correct)
+            else:  # the global batch's mean loss and correct count, the same on every process
+                from clsf.distributed import torch_ddp
+
+                mean_loss, correct = torch_ddp.sum_across([loss.item() / w.size, correct if scale else 0], self.torch_device)
+                meter.add(step, mean_loss, int(correct))
 
     def resident(self, x: np.ndarray, y: np.ndarray):
         """On a GPU, the uint8 training split copied to the device once (kept while the same arrays
@@ -133,8 +174,19 @@ class TorchEngine:
             self._resident = (key, torch.from_numpy(x).to(self.torch_device), torch.from_numpy(y).to(self.torch_device))
         return self._resident[1:]
 
-    @torch.inference_mode()
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """(N, K) logits; several processes each compute their share and gather the rest."""
+        if self.world.size == 1:
+            return self._logits(x)
+        from clsf.distributed import torch_ddp
+
+        torch_ddp.broadcast_buffers(self.model)  # rank 0's batch-norm statistics everywhere
+        a, b = part(0, len(x), self.world.rank, self.world.size)
+        local = self._logits(x[a:b]) if b > a else np.zeros((0, output_shape(self.spec)[0]), np.float32)
+        return torch_ddp.gather_rows(local, len(x), self.world, self.torch_device)
+
+    @torch.inference_mode()
+    def _logits(self, x: np.ndarray) -> np.ndarray:
         self.model.eval()  # dropout off, batch norm uses running statistics
         batches = Batches(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False,
                           device=self.torch_device)

@@ -8,8 +8,9 @@ from clsf.models.spec import ModelSpec, output_activation
 
 
 class Checks:
-    def __init__(self, spec: ModelSpec, num_classes: int, quiet: bool = False):
+    def __init__(self, spec: ModelSpec, num_classes: int, quiet: bool = False, silent: bool = False):
         self.spec, self.k, self.quiet = spec, num_classes, quiet
+        self.silent = silent  # a process of a multi-process run other than the lead: the lead warns
         self.fired: list[tuple[str, str]] = []  # (key, text)
         self.traces: dict[str, int] = {}  # tf.function tracing counts at the previous epoch's end
         self.expected = 0  # retraces the loop asked for (unfreezing the trunk changes what the step trains)
@@ -18,7 +19,8 @@ class Checks:
         if any(k == key for k, _ in self.fired):
             return
         self.fired.append((key, text))
-        print(f"clsf: warning: {text}", file=sys.stderr)
+        if not self.silent:
+            print(f"clsf: warning: {text}", file=sys.stderr)
 
     def before_training(self) -> None:
         act = output_activation(self.spec)

@@ -22,8 +22,10 @@ class StopAfterSteps(Exception):
 
 
 class MidEpoch:
-    def __init__(self, run, engine, cfg, stop_after_steps: int | None = None):
+    def __init__(self, run, engine, cfg, stop_after_steps: int | None = None, processes: int = 1):
+        # run None: a process of a multi-process run other than the lead, which writes nothing
         self.run, self.engine, self.cfg, self.stop_after_steps = run, engine, cfg, stop_after_steps
+        self.processes = processes
         self.interrupted = False
         self.last_save = time.monotonic()
         self.previous = None
@@ -55,12 +57,13 @@ class MidEpoch:
         stop = self.interrupted or (self.stop_after_steps is not None and gs >= self.stop_after_steps)
         due = stop or bool(c.save_every_steps and gs % c.save_every_steps == 0) or bool(
             c.save_every_minutes and time.monotonic() - self.last_save >= 60 * c.save_every_minutes)
-        if due:
+        if due and self.run is not None:
             seconds = self.carried + time.perf_counter() - self.started
             meta = {"epoch": self.epoch, "step": step + 1, "global_step": gs, "best": self.best, "stopped_early": False,
                     "metrics": self.rows[-1] if self.rows else None, "rows": self.rows,
-                    "meter": {**self.meter.state(), "seconds": seconds}}
+                    "meter": {**self.meter.state(), "seconds": seconds}, "processes": self.processes}
             rundir.save_checkpoint(self.engine, self.run, "last", meta)
+        if due:
             self.last_save = time.monotonic()
         if self.interrupted:
             raise KeyboardInterrupt

@@ -17,7 +17,8 @@ from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.run import rundir
 
-CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience", "save_every_steps", "save_every_minutes")
+CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience", "save_every_steps", "save_every_minutes",
+              "dist_timeout_s")
 # how the user spelled a key on the command line, for the refusal message
 FLAGS = {"engine": "--engine", "model.name": "--model", "data.name": "--data", "data.data_dir": "--data-dir",
          "data.channels": "--channels", "data.image_size": "--image-size", "data.skip_bad": "--skip-bad",

@@ -17,6 +17,7 @@ import numpy as np
 from clsf.config import Config
 from clsf.data import Prepared, load_dataset, prepare
 from clsf.data.transforms import channel_stats
+from clsf.distributed import world_of
 from clsf.engines import create_engine
 from clsf.engines.base import Meter, metrics_from_logits, softmax
 from clsf.engines.schedule import lr_at
@@ -101,25 +102,37 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     prep = load_data(cfg)
     ds = prep.dataset
     spec = build_spec(cfg, ds.image_shape, ds.num_classes, run if resume is not None else None)
-    steps_per_epoch = math.ceil(len(prep.train) / cfg.batch_size)
+    world = world_of(cfg.engine)  # several processes (torchrun, TF_CONFIG): batch_size is per process
+    steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
     engine = create_engine(cfg, spec, steps_per_epoch)
-    checks = Checks(spec, ds.num_classes, quiet)
+    lead = world.lead  # the one process that prints and writes the run directory
+    quiet = quiet or not lead
+    checks = Checks(spec, ds.num_classes, quiet, silent=not lead)
 
     env = rundir.environment(cfg.engine, engine.device)
     env["data"] = {"source": ds.source, "checksum": ds.checksum, "class_names": ds.class_names,
                    "image_shape": list(ds.image_shape), "train": len(prep.train),
                    "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0}
+    env["processes"] = {"count": world.size, "batch_size_per_process": cfg.batch_size,
+                        "effective_batch_size": cfg.batch_size * world.size}
     if resume is None:
         if cfg.init_from:
             _load_init(engine, cfg)
-        run = rundir.new_run_dir(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name)
+        run = rundir.new_run_dir(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name) if lead else None
         rows, start, best = [], 0, {"val_loss": math.inf, "epoch": None, "bad_epochs": 0}
-        with rundir.disk_space(run):
-            save_init(run, engine, prep, cfg.init_from)
+        save_init(run, engine, prep, cfg.init_from)
     else:
         engine.load(run / "checkpoints" / "last", training_state=True)
-        rundir.recover_checkpoint(run, "best")  # a copy to best that a kill cut short
+        if lead:
+            rundir.recover_checkpoint(run, "best")  # a copy to best that a kill cut short
         start, best = meta["epoch"], meta["best"]
+        processes = meta.get("processes", 1)
+        if processes != world.size:  # the steps per epoch changed: the schedule continues from the epoch
+            if meta.get("step"):
+                raise UserError(f"{run} stopped inside epoch {start + 1} with {processes} process(es); resume it with "
+                                f"{processes} (--nproc {processes}) to finish that epoch, or from an epoch's end with any number.")
+            engine.set_global_step(start * steps_per_epoch)
+            changed["processes"] = [processes, world.size]
         # the checkpoint holds every epoch's row: log lines a kill cut off (one or several) come back
         rows = meta["rows"] if "rows" in meta else rundir.read_metrics(run)[:start]
         if len(rows) == start - 1 and meta.get("metrics"):  # a checkpoint from before rows were kept
@@ -130,31 +143,34 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         if not quiet:
             inside = f", step {meta['step']} of epoch {start + 1}" if meta.get("step") else ""
             print(f"resuming {run} after epoch {start}{inside}")
+        run = run if lead else None
     with rundir.disk_space(run):  # a full disk: one line, the last checkpoint intact
-        rundir.write_text(run / "config.yaml", cfg.to_yaml())  # resolved: dataset statistics and every default written out
-        rundir.write_text(run / "model.yaml", spec_to_yaml(spec, follow_data=False))  # the exact network, reloadable alone
-        rundir.write_json(run / "env.json", env)
+        if lead:
+            rundir.write_text(run / "config.yaml", cfg.to_yaml())  # resolved: dataset statistics and every default written out
+            rundir.write_text(run / "model.yaml", spec_to_yaml(spec, follow_data=False))  # the exact network, reloadable alone
+            rundir.write_json(run / "env.json", env)
         if not quiet:
             print(f"run {run}: {cfg.model.name} on {ds.name} ({len(prep.train)} train / "
                   f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {cfg.epochs} epochs")
         checks.before_training()
         # a resumed run: TensorBoard drops what came before (a purge from step 1) and gets every
         # epoch again from the checkpoint, as metrics.csv does, so every epoch shows exactly once
-        tb = ScalarWriter(run / "tb", purge_step=1 if start else None)
-        if start:
+        tb = ScalarWriter(run / "tb", purge_step=1 if start else None) if lead else None
+        if start and lead:
             rundir.write_metrics(run, rows)
             for row in rows:
                 tb.scalars(row["epoch"], _tb_values(row))
         last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
         stopped_early = resume is not None and meta.get("stopped_early", False) and "epochs" not in changed
-        mid = MidEpoch(run, engine, cfg, stop_after_steps)
+        mid = MidEpoch(run, engine, cfg, stop_after_steps, world.size)
         unfrozen = False
         try:
             with mid:  # Ctrl-C: a checkpoint at the next step boundary (or the epoch's end), then stop
                 for epoch in range(start, last_epoch):
                     bar = Progress(not quiet, epoch, cfg.epochs)
                     first_step = meta.get("step", 0) if resume is not None and epoch == start else 0  # inside the epoch
-                    meter = Meter(epoch, engine.global_step() - first_step, len(prep.train), cfg.batch_size, bar, mid.after_step)
+                    meter = Meter(epoch, engine.global_step() - first_step, len(prep.train), cfg.batch_size * world.size,
+                                  bar, mid.after_step)  # counts global batches
                     carried = 0.0
                     if first_step:
                         meter.restore(meta["meter"])  # the epoch's running sums up to the checkpoint
@@ -189,12 +205,13 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                     # checkpoint first, then the logs: a kill in between loses log lines the resume rewrites,
                     # never a checkpoint the logs already claim
                     meta = {"epoch": epoch + 1, "global_step": engine.global_step(), "best": best,
-                            "stopped_early": stopped_early, "metrics": row, "rows": rows}
-                    rundir.save_checkpoint(engine, run, "last", meta)
-                    if improved:
-                        rundir.copy_checkpoint(run, "last", "best")
-                    rundir.write_metrics(run, rows)
-                    tb.scalars(epoch + 1, _tb_values(row))
+                            "stopped_early": stopped_early, "metrics": row, "rows": rows, "processes": world.size}
+                    if lead:
+                        rundir.save_checkpoint(engine, run, "last", meta)
+                        if improved:
+                            rundir.copy_checkpoint(run, "last", "best")
+                        rundir.write_metrics(run, rows)
+                        tb.scalars(epoch + 1, _tb_values(row))
                     checks.after_epoch(rows, engine)
                     if mid.interrupted:  # Ctrl-C came between steps (validation, logs): this epoch is saved
                         raise KeyboardInterrupt
@@ -205,6 +222,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         except StopAfterSteps:
             return run  # stopped on purpose inside an epoch, checkpoint written: no final report yet
         except KeyboardInterrupt:
+            if not lead:
+                raise
             at = rundir.checkpoint_meta(run) if (run / "checkpoints" / "last").is_dir() else None
             where = "no epoch yet" if at is None else f"epoch {at['epoch']}" + (
                 f", step {at['step']} of epoch {at['epoch'] + 1}" if at.get("step") else "")
@@ -212,7 +231,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                   f"clsf train --resume {run}", file=sys.stderr)
             raise
         finally:
-            tb.close()
+            if tb is not None:
+                tb.close()
         if len(rows) < cfg.epochs and not stopped_early:
             return run  # interrupted on purpose: no final report yet
 
@@ -239,13 +259,16 @@ def _load_init(engine, cfg: Config) -> None:
                         "give a checkpoint of the same model.") from None
 
 
-def save_init(run: Path, engine, prep: Prepared, init_from: str | None) -> None:
+def save_init(run: Path | None, engine, prep: Prepared, init_from: str | None) -> None:
     """checkpoints/init: the weights before the first step, and their logits on up to 256 probe
     images (the first validation images, else training images), so engines started from the same
     weights can show they compute the same function before any training."""
     probe = (prep.val if prep.val is not None else prep.train).x[:256]
-    rundir.save_checkpoint(engine, run, "init", {"epoch": 0, "global_step": 0, "init_from": init_from})
-    rundir.save_arrays(run / "checkpoints" / "init" / "logits.npz", logits=engine.predict_logits(probe).astype(np.float32))
+    logits = engine.predict_logits(probe)  # every process takes part; the lead (run given) writes
+    if run is not None:
+        with rundir.disk_space(run):
+            rundir.save_checkpoint(engine, run, "init", {"epoch": 0, "global_step": 0, "init_from": init_from})
+            rundir.save_arrays(run / "checkpoints" / "init" / "logits.npz", logits=logits.astype(np.float32))
 
 
 def test_report(logits: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
@@ -260,12 +283,14 @@ def test_report(logits: np.ndarray, y: np.ndarray, class_names: list[str]) -> di
             "confusion": cm.tolist(), "class_names": class_names}
 
 
-def finish(run: Path, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows: list[dict], checks: Checks) -> dict:
+def finish(run: Path | None, cfg: Config, engine, prep: Prepared, spec: ModelSpec, rows: list[dict], checks: Checks) -> dict:
     from clsf.report.plots import plot_confusion, plot_history
 
     if prep.test is None:
         raise UserError(f"{prep.dataset.source} has no test split to report on; add a test/ folder (training finished, checkpoints are in {run}).")
-    logits = logits_of(engine, prep.test.x, cfg)  # (N, K) float32
+    logits = logits_of(engine, prep.test.x, cfg)  # (N, K) float32; every process takes part
+    if run is None:  # not the lead process: nothing to write
+        return test_report(logits, prep.test.y, prep.dataset.class_names)
     # the test logits stay with the run, and the most confident mistakes with their images, so
     # reports and cross-framework checks need neither a framework nor the dataset
     mistakes = np.flatnonzero(logits.argmax(1) != prep.test.y)

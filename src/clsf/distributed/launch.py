@@ -1,0 +1,118 @@
+"""`clsf train --nproc N`: the same command in N processes on this machine.
+
+torch: through torchrun's own launcher (torch.distributed.launcher, what `torchrun --standalone`
+runs), so each process finds RANK, WORLD_SIZE and the rendezvous as under torchrun. keras / tf:
+N processes with TF_CONFIG naming N workers on 127.0.0.1 (MultiWorkerMirroredStrategy's cluster
+spec). When one process fails, the others are stopped and the command exits with a line saying
+which process failed and how; the run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+from clsf.errors import ClsfError, PeerLost, UserError
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """The command line without --nproc N / --nproc=N."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _single_thread_env(nproc: int) -> dict:
+    # N processes on a machine's cores: each gets its share of threads, or their OpenMP pools spin
+    # against each other (measured: two 2-thread torch processes on 2 cores ran 30x slower, not 2x)
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+
+
+def _failed(rank: int, nproc: int, code: int) -> ClsfError:
+    if code in (2, 3, 5, 6):  # the process said why (bad input, non-finite loss, full disk, a lost peer): pass its code on
+        e = ClsfError(f"process {rank} of {nproc} stopped with exit code {code} (its message is above)")
+        e.exit_code = code
+        return e
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    return PeerLost(f"process {rank} of {nproc} {how} and the others were stopped")
+
+
+def run_torch(argv: list[str], nproc: int) -> None:
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the agent's notices; failures come below
+    os.environ.update(_single_thread_env(nproc))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2)
+    try:
+        elastic_launch(config, sys.executable)("-m", "clsf", *argv)
+    except ChildFailedError as e:
+        rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)  # the first to fail
+        raise _failed(rank, nproc, failure.exitcode) from None
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run_tf(argv: list[str], nproc: int, timeout_s: float) -> None:
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(nproc)]
+    procs = []
+    for i in range(nproc):
+        env = {**os.environ, **_single_thread_env(nproc),
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen([sys.executable, "-m", "clsf", *argv], env=env))
+    try:
+        while True:  # the first failure stops the rest (as torchrun's agent does)
+            codes = [p.poll() for p in procs]
+            bad = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            if bad:
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+                for p in procs:
+                    try:
+                        p.wait(timeout=timeout_s)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                rank, code = bad[0]
+                raise _failed(rank, nproc, code)
+            if all(c == 0 for c in codes):
+                return
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.wait()
+        raise
+
+
+def launch(argv: list[str], nproc: int, engine: str, timeout_s: float) -> None:
+    if os.environ.get("WORLD_SIZE") or os.environ.get("TF_CONFIG"):
+        raise UserError("--nproc launches the processes itself; under torchrun or with TF_CONFIG set, leave --nproc out.")
+    argv = strip_nproc(argv)
+    if engine == "torch":
+        run_torch(argv, nproc)
+    else:
+        run_tf(argv, nproc, timeout_s)

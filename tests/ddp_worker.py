@@ -1,0 +1,28 @@
+"""`clsf train` in this process -- under torchrun or alone -- optionally with the share rule broken
+on purpose, so the equivalence tests in test_distributed.py can show they catch it.
+
+usage: python tests/ddp_worker.py SABOTAGE CLSF_TRAIN_ARGS...
+  none              clsf as it is
+  same-share        every process trains on rank 0's share of each global batch
+  mean-per-process  each process's loss is the mean over its own share (what a plain DDP loop
+                    does), so an uneven last batch is weighted by process, not by image
+"""
+
+import sys
+
+from clsf import cli
+from clsf.data import torch_pipeline
+
+sabotage, argv = sys.argv[1], sys.argv[2:]
+if sabotage == "same-share":
+    real = torch_pipeline.part
+    torch_pipeline.part = lambda start, stop, rank, size: real(start, stop, 0, size)
+elif sabotage == "mean-per-process":
+    def mean_per_process(self, step):
+        a, b, _ = self._share(step * self.step_images)
+        return 1.0 / max(b - a, 1)
+
+    torch_pipeline.Batches.loss_scale = mean_per_process
+elif sabotage != "none":
+    raise SystemExit(f"unknown sabotage {sabotage}")
+sys.exit(cli.main(["train", *argv]))

@@ -1,0 +1,130 @@
+"""Several processes on one machine (over 127.0.0.1): torch DDP through torchrun's launcher.
+
+The equivalence: 2 processes x batch B train to the same weights as 1 process x batch 2B on the
+same data order, including an epoch whose last global batch holds one image (one process's share
+is empty). Its teeth: two plausible mistakes, made on purpose, must fail it. The failure test kills
+one process mid-run: the command must stop within a bounded time with one line and exit code 6,
+and the run must resume afterwards (with another process count).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clsf.distributed import part
+
+pytestmark = pytest.mark.torch
+WORKER = Path(__file__).with_name("ddp_worker.py")
+# 2 x 16 images per step; 65 training images end each epoch on one image (process 1's share is
+# empty), 67 on three (shares of 2 and 1: the mean must weight images, not processes);
+# SGD at a gentle rate and no dropout, so the runs agree to float32 rounding (measured 2e-8; at lr 0.05
+# one ReLU that float rounding flips in epoch 2 already moves a weight by 3e-4)
+COMMON = ["--engine", "torch", "--data", "synthetic", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "--quiet"]
+
+
+def test_part_tiles_the_batch_in_rank_order():
+    for n in range(0, 40):
+        for size in (1, 2, 3, 4):
+            shares = [part(10, 10 + n, r, size) for r in range(size)]
+            assert shares[0][0] == 10 and shares[-1][1] == 10 + n
+            assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))
+            lengths = [b - a for a, b in shares]
+            assert max(lengths) - min(lengths) <= 1 and (n == 0 or lengths[0] >= 1)
+
+
+def _train(tmp_path: Path, name: str, nproc: int, batch: int, images: int, sabotage: str = "none") -> dict:
+    args = [*COMMON, "--batch-size", str(batch), "--runs-dir", str(tmp_path), "--run-name", name,
+            "model.args.dropout=0", f"data.train_subset={images}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if nproc > 1 else [sys.executable]
+    r = subprocess.run([*launcher, str(WORKER), sabotage, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with np.load(tmp_path / name / "checkpoints" / "last" / "weights.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+ONE = {}
+
+
+def one_process(tmp_path_factory, images: int) -> dict:
+    if images not in ONE:
+        ONE[images] = _train(tmp_path_factory.mktemp("one"), "one", 1, 32, images)
+    return ONE[images]
+
+
+@pytest.mark.parametrize("images", [65, 67])
+def test_two_processes_train_as_one_with_the_doubled_batch(tmp_path_factory, tmp_path, images):
+    two = _train(tmp_path, "two", 2, 16, images)
+    assert _max_diff(one_process(tmp_path_factory, images), two) <= 1e-5
+    env = json.loads((tmp_path / "two" / "env.json").read_text())
+    assert env["processes"] == {"count": 2, "batch_size_per_process": 16, "effective_batch_size": 32}
+    metrics = (tmp_path / "two" / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 3  # one writer: a header and two epochs, not two copies
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two"]  # no second run directory
+
+
+@pytest.mark.parametrize("sabotage", ["same-share", "mean-per-process"])
+def test_the_equivalence_catches_a_broken_share_rule(tmp_path_factory, tmp_path, sabotage):
+    broken = _train(tmp_path, "broken", 2, 16, 67, sabotage)
+    assert _max_diff(one_process(tmp_path_factory, 67), broken) > 1e-4
+
+
+def _rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
+    """{RANK: pid} of the launcher's worker processes, read from their environment."""
+    out = {}
+    for pid in subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split():
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in env:
+            if item.startswith(b"RANK="):
+                out[int(item[5:])] = int(pid)
+    return out
+
+
+def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path):
+    run = tmp_path / "k"
+    cmd = [sys.executable, "-m", "clsf", "train", "--engine", "torch", "--nproc", "2", "--data", "synthetic:train=3000",
+           "--epochs", "8", "--batch-size", "16", "--runs-dir", str(tmp_path), "--run-name", "k", "--quiet", "dist_timeout_s=20"]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "last").is_dir():  # an epoch is done: kill process 1 in the next
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-2000:]
+        time.sleep(0.2)
+    os.kill(_rank_pids(launcher)[1], signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = launcher.communicate(timeout=120)
+    assert time.monotonic() - killed < 60
+    assert launcher.returncode == 6, err[-2000:]
+    assert "process 1 of 2 was killed by SIGKILL" in err and "clsf train --resume" in err
+    assert not (run / "final.json").exists()
+    done = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())["epoch"]
+
+    # the same run, resumed in one process (an epoch's end: any process count), finishes
+    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--resume", str(run), "--epochs", str(done + 1), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((run / "final.json").read_text())["epochs"] == done + 1
+    resumes = json.loads((run / "env.json").read_text())["resumes"]
+    assert resumes[-1]["changed"]["processes"] == [2, 1]
+
+
+def test_nproc_refuses_nonsense_before_starting_anything(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--engine", "torch", "--nproc", "0", "--runs-dir", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--nproc 0 must be at least 1" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--engine", "torch", "--nproc", "2", "--runs-dir", str(tmp_path),
+                        "dist_timeout_s=0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "dist_timeout_s=0" in r.stderr and not any(tmp_path.iterdir())
