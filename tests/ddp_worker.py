@@ -1,9 +1,9 @@
-"""`clsf train` in this process -- under torchrun or alone -- optionally with the share rule broken
+"""`clsf train` in this process -- under torchrun, with TF_CONFIG, or alone -- optionally with the share rule broken
 on purpose, so the equivalence tests in test_distributed.py can show they catch it.
 
 usage: python tests/ddp_worker.py SABOTAGE CLSF_TRAIN_ARGS...
   none              clsf as it is
-  same-share        every process trains on rank 0's share of each global batch
+  same-share        every process trains on rank 0's share of each global batch (torch and tf)
   mean-per-process  each process's loss is the mean over its own share (what a plain DDP loop
                     does), so an uneven last batch is weighted by process, not by image
 """
@@ -11,12 +11,12 @@ usage: python tests/ddp_worker.py SABOTAGE CLSF_TRAIN_ARGS...
 import sys
 
 from clsf import cli
-from clsf.data import torch_pipeline
+from clsf.data import tf_pipeline, torch_pipeline
 
 sabotage, argv = sys.argv[1], sys.argv[2:]
 if sabotage == "same-share":
     real = torch_pipeline.part
-    torch_pipeline.part = lambda start, stop, rank, size: real(start, stop, 0, size)
+    torch_pipeline.part = tf_pipeline.part = lambda start, stop, rank, size: real(start, stop, 0, size)
 elif sabotage == "mean-per-process":
     def mean_per_process(self, step):
         a, b, _ = self._share(step * self.step_images)

@@ -1,4 +1,5 @@
-"""Several processes on one machine (over 127.0.0.1): torch DDP through torchrun's launcher.
+"""Several processes on one machine (over 127.0.0.1): torch DDP through torchrun's launcher, and
+the tf engine under MultiWorkerMirroredStrategy (TF_CONFIG).
 
 The equivalence: 2 processes x batch B train to the same weights as 1 process x batch 2B on the
 same data order, including an epoch whose last global batch holds one image (one process's share
@@ -26,7 +27,7 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 # empty), 67 on three (shares of 2 and 1: the mean must weight images, not processes);
 # SGD at a gentle rate and no dropout, so the runs agree to float32 rounding (measured 2e-8; at lr 0.05
 # one ReLU that float rounding flips in epoch 2 already moves a weight by 3e-4)
-COMMON = ["--engine", "torch", "--data", "synthetic", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "--quiet"]
+COMMON = ["--data", "synthetic", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "--quiet"]
 
 
 def test_part_tiles_the_batch_in_rank_order():
@@ -39,13 +40,24 @@ def test_part_tiles_the_batch_in_rank_order():
             assert max(lengths) - min(lengths) <= 1 and (n == 0 or lengths[0] >= 1)
 
 
-def _train(tmp_path: Path, name: str, nproc: int, batch: int, images: int, sabotage: str = "none") -> dict:
-    args = [*COMMON, "--batch-size", str(batch), "--runs-dir", str(tmp_path), "--run-name", name,
+def _train(tmp_path: Path, name: str, nproc: int, batch: int, images: int, sabotage: str = "none", engine: str = "torch") -> dict:
+    args = ["--engine", engine, *COMMON, "--batch-size", str(batch), "--runs-dir", str(tmp_path), "--run-name", name,
             "model.args.dropout=0", f"data.train_subset={images}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if nproc > 1 else [sys.executable]
-    r = subprocess.run([*launcher, str(WORKER), sabotage, *args], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    if engine == "tf" and nproc > 1:  # the cluster as clsf's launcher writes it: N workers on 127.0.0.1
+        from clsf.distributed.launch import _free_ports
+
+        workers = [f"127.0.0.1:{p}" for p in _free_ports(nproc)]
+        procs = [subprocess.Popen([sys.executable, str(WORKER), sabotage, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env={**env, "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
+                                                                                  "task": {"type": "worker", "index": i}})})
+                 for i in range(nproc)]
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errs[0][-3000:]
+    else:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if nproc > 1 else [sys.executable]
+        r = subprocess.run([*launcher, str(WORKER), sabotage, *args], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
     with np.load(tmp_path / name / "checkpoints" / "last" / "weights.npz") as z:
         return {k: z[k] for k in z.files}
 
@@ -57,10 +69,10 @@ def _max_diff(a: dict, b: dict) -> float:
 ONE = {}
 
 
-def one_process(tmp_path_factory, images: int) -> dict:
-    if images not in ONE:
-        ONE[images] = _train(tmp_path_factory.mktemp("one"), "one", 1, 32, images)
-    return ONE[images]
+def one_process(tmp_path_factory, images: int, engine: str = "torch") -> dict:
+    if (images, engine) not in ONE:
+        ONE[images, engine] = _train(tmp_path_factory.mktemp("one"), "one", 1, 32, images, engine=engine)
+    return ONE[images, engine]
 
 
 @pytest.mark.parametrize("images", [65, 67])
@@ -68,7 +80,7 @@ def test_two_processes_train_as_one_with_the_doubled_batch(tmp_path_factory, tmp
     two = _train(tmp_path, "two", 2, 16, images)
     assert _max_diff(one_process(tmp_path_factory, images), two) <= 1e-5
     env = json.loads((tmp_path / "two" / "env.json").read_text())
-    assert env["processes"] == {"count": 2, "batch_size_per_process": 16, "effective_batch_size": 32}
+    assert env["replicas"] == {"count": 2, "processes": 2, "batch_size_per_replica": 16, "effective_batch_size": 32}
     metrics = (tmp_path / "two" / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 3  # one writer: a header and two epochs, not two copies
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two"]  # no second run directory
@@ -80,8 +92,26 @@ def test_the_equivalence_catches_a_broken_share_rule(tmp_path_factory, tmp_path,
     assert _max_diff(one_process(tmp_path_factory, 67), broken) > 1e-4
 
 
+@pytest.mark.tf
+@pytest.mark.parametrize("sabotage", ["none", "same-share"])
+def test_two_tf_workers_train_as_one_with_the_doubled_batch(tmp_path_factory, tmp_path, sabotage):
+    two = _train(tmp_path, "two", 2, 16, 67, sabotage, engine="tf")
+    diff = _max_diff(one_process(tmp_path_factory, 67, "tf"), two)
+    assert diff <= 1e-5 if sabotage == "none" else diff > 1e-4
+    if sabotage == "none":  # the chief alone wrote the run
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["two"]
+        assert json.loads((tmp_path / "two" / "env.json").read_text())["replicas"]["count"] == 2
+
+
+def test_the_keras_engine_refuses_several_processes_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--engine", "keras", "--nproc", "2", "--runs-dir", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--engine tf" in r.stderr and "Traceback" not in r.stderr and not any(tmp_path.iterdir())
+
+
 def _rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
-    """{RANK: pid} of the launcher's worker processes, read from their environment."""
+    """{rank: pid} of the launcher's worker processes, read from their environment (torchrun's RANK,
+    or the task index in TF_CONFIG)."""
     out = {}
     for pid in subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split():
         try:
@@ -91,12 +121,15 @@ def _rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
         for item in env:
             if item.startswith(b"RANK="):
                 out[int(item[5:])] = int(pid)
+            if item.startswith(b"TF_CONFIG="):
+                out[json.loads(item[10:])["task"]["index"]] = int(pid)
     return out
 
 
-def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path):
+@pytest.mark.parametrize("engine", ["torch", pytest.param("tf", marks=pytest.mark.tf)])
+def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path, engine):
     run = tmp_path / "k"
-    cmd = [sys.executable, "-m", "clsf", "train", "--engine", "torch", "--nproc", "2", "--data", "synthetic:train=3000",
+    cmd = [sys.executable, "-m", "clsf", "train", "--engine", engine, "--nproc", "2", "--data", "synthetic:train=3000",
            "--epochs", "8", "--batch-size", "16", "--runs-dir", str(tmp_path), "--run-name", "k", "--quiet", "dist_timeout_s=20"]
     launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
@@ -118,7 +151,7 @@ def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((run / "final.json").read_text())["epochs"] == done + 1
     resumes = json.loads((run / "env.json").read_text())["resumes"]
-    assert resumes[-1]["changed"]["processes"] == [2, 1]
+    assert resumes[-1]["changed"]["replicas"] == [2, 1]
 
 
 def test_nproc_refuses_nonsense_before_starting_anything(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 
 from clsf.data.order import epoch_plan
 from clsf.data.transforms import Preprocess
+from clsf.distributed import part
 
 
 def crop_flip_tf(x, pad: int, oy, ox, flip):
@@ -51,3 +52,41 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess,
         return xb * a + b, tf.gather(labels, idx)
 
     return ds.batch(batch_size).map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_replica_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, seed: int, epoch: int,
+                         first_step: int, replicas: range, total: int):
+    """Training batches for some of a tf.distribute run's `total` replicas (this input pipeline's
+    `replicas`, e.g. range(2, 4): this worker feeds the global replicas 2 and 3): step by step, each
+    replica's share (`clsf.distributed.part`) of the global batch of batch_size x total images of
+    `epoch_plan`, in replica order, as tf.distribute hands consecutive elements to local replicas.
+    Elements are (x, y, scale): a replica's loss is the sum of its per-image losses times scale
+    (1 / global batch images; 0 for an empty share, which gets one stand-in image), so the
+    replicas' summed gradients are the gradient of the global batch's mean loss."""
+    import tensorflow as tf
+
+    a_, b_ = (tf.constant(v) for v in pre.affine(x.shape[-1]))
+    images, labels = tf.constant(x), tf.constant(y)
+    plan = epoch_plan(len(y), pre, seed, epoch)
+    g = batch_size * total
+    starts, sizes, scales = [], [], []
+    for start in range(first_step * g, len(y), g):
+        stop = min(start + g, len(y))
+        for r in replicas:
+            a, b = part(start, stop, r, total)
+            starts.append(a if b > a else start)
+            sizes.append(b - a if b > a else 1)
+            scales.append(1.0 / (stop - start) if b > a else 0.0)
+    order, aug = tf.constant(plan.order), [tf.constant(v) for v in (plan.oy, plan.ox, plan.flip)]
+
+    def element(start, size, scale):
+        pos = tf.range(start, start + size)
+        idx = tf.gather(order, pos)
+        xb = tf.cast(tf.gather(images, idx), tf.float32)  # (b, H, W, C): this replica's share
+        if pre.augments:
+            xb = crop_flip_tf(xb, pre.crop_padding, *(tf.gather(v, pos) for v in aug))
+        return xb * a_ + b_, tf.gather(labels, idx), scale
+
+    ds = tf.data.Dataset.from_tensor_slices((np.array(starts, np.int64), np.array(sizes, np.int64),
+                                             np.array(scales, np.float32)))
+    return ds.map(element, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -27,13 +27,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class World:
-    rank: int = 0  # this process, 0..size-1
-    size: int = 1  # processes in the run
-    local_rank: int = 0  # this process on its machine (which GPU it takes)
+    """Replicas (model copies that each take a share of every batch) and which are this process's.
+    torch: one replica per process. tf.distribute: one per GPU of the process, else one per process."""
+
+    rank: int = 0  # this process's first replica, 0..size-1
+    size: int = 1  # replicas in the run: the global batch is batch_size x size
+    local_rank: int = 0  # this process on its machine (which GPU it takes, torch)
+    local_replicas: int = 1  # replicas this process runs (tf.distribute: its GPUs)
 
     @property
     def lead(self) -> bool:  # writes the run directory and prints
         return self.rank == 0
+
+    @property
+    def processes(self) -> int:
+        return self.size // self.local_replicas
 
 
 def torch_world() -> World:
@@ -43,10 +51,14 @@ def torch_world() -> World:
 
 
 def tf_world() -> World:
-    """TF_CONFIG's worker list and this task's index (worker 0 is the chief); one process otherwise."""
+    """TF_CONFIG's worker list and this task's index (worker 0 is the chief), times the GPUs each
+    worker mirrors over (MirroredStrategy); one replica otherwise."""
+    from clsf.frameworks import import_tf
+
+    gpus = max(1, len(import_tf().config.list_physical_devices("GPU")))
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        return World()
+        return World(0, gpus, 0, gpus)
     from clsf.errors import UserError
 
     try:
@@ -55,7 +67,7 @@ def tf_world() -> World:
         task = conf["task"]
         if task["type"] != "worker" or "chief" in conf["cluster"]:
             raise ValueError("clsf runs every TF process as a worker (worker 0 is the chief)")
-        return World(int(task["index"]), len(workers), 0)
+        return World(int(task["index"]) * gpus, len(workers) * gpus, 0, gpus)
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"TF_CONFIG is not a worker cluster clsf can run ({e}); set it as "
                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": I}}.') from None

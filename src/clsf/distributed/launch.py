@@ -111,6 +111,9 @@ def run_tf(argv: list[str], nproc: int, timeout_s: float) -> None:
 def launch(argv: list[str], nproc: int, engine: str, timeout_s: float) -> None:
     if os.environ.get("WORLD_SIZE") or os.environ.get("TF_CONFIG"):
         raise UserError("--nproc launches the processes itself; under torchrun or with TF_CONFIG set, leave --nproc out.")
+    if engine == "keras":
+        raise UserError("the keras engine (fit) runs as one process; for several, use --engine tf (the same model and "
+                        "optimizer in a loop under tf.distribute) or --engine torch.")
     argv = strip_nproc(argv)
     if engine == "torch":
         run_torch(argv, nproc)

@@ -19,7 +19,7 @@ import numpy as np
 
 from clsf.config import Config, OptimConfig
 from clsf.data.transforms import Preprocess
-from clsf.distributed import World
+from clsf.distributed import World, tf_world
 from clsf.engines.base import check_precision, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
@@ -60,14 +60,34 @@ def schedule(cfg: Config, steps_per_epoch: int):
     return Tabulated()
 
 
-def make_loss(num_classes: int, label_smoothing: float):
+def make_strategy(cfg: Config, world: World):
+    """tf.distribute's strategy for the replicas `world` counts: MultiWorkerMirroredStrategy across
+    TF_CONFIG's workers (collectives time out after dist_timeout_s), MirroredStrategy over one
+    machine's GPUs, else TF's default (no distribution)."""
+    import tensorflow as tf
+
+    if world.processes > 1:
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=cfg.dist_timeout_s)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    elif world.size > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        return tf.distribute.get_strategy()
+    if cfg.optim.clip_norm:  # Keras clips each replica's gradient before the replicas' sum
+        raise UserError(f"optim.clip_norm with {world.size} TensorFlow replicas would clip each replica's share of the "
+                        "gradient (Keras' order), not the batch's; drop optim.clip_norm or use the torch engine.")
+    return strategy
+
+
+def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False):
     """Cross-entropy on logits (the model outputs logits; softmax lives inside the loss)."""
     import keras
     import tensorflow as tf
 
+    reduction = None if per_image else "sum_over_batch_size"  # per_image: (B,) losses, the caller weights them
     if not label_smoothing:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    cce = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+    cce = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=reduction)
     return lambda y, logits: cce(tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), num_classes), logits)
 
 
@@ -82,11 +102,12 @@ class KerasBase:
 
         from clsf.models.keras import build_keras
 
+        self.world = tf_world()  # TF_CONFIG's workers x this machine's GPUs; one replica otherwise
+        self.strategy = make_strategy(cfg, self.world)  # first: MultiWorkerMirroredStrategy must precede other TF work
         keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: initial weights, dropout
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
-        self.world = World()
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         check_precision(cfg, self.device != "cpu", self.device)
         # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, which
@@ -94,13 +115,15 @@ class KerasBase:
         # gradients survive
         keras.mixed_precision.set_global_policy(MIXED[cfg.precision])
         try:
-            self.model = build_keras(spec)
+            with self.strategy.scope():  # variables mirrored on every replica
+                self.model = build_keras(spec)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-        self.optimizer = make_optimizer(cfg.optim, schedule(cfg, steps_per_epoch))
-        if cfg.precision == "fp16":
-            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
-        self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
+        with self.strategy.scope():
+            self.optimizer = make_optimizer(cfg.optim, schedule(cfg, steps_per_epoch))
+            if cfg.precision == "fp16":
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
         self.freeze_trunk(True)
         self.loss_fn = make_loss(output_shape(spec)[0], cfg.optim.label_smoothing)
         self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
@@ -128,6 +151,21 @@ class KerasBase:
         self.new_train_step()
 
     def new_train_step(self) -> None: ...  # each engine: (re)build the step that training calls
+
+    def replica_batches(self, x, y, epoch: int, first_step: int):
+        """Under tf.distribute: the epoch's batches as each replica's share, fed per input pipeline
+        (one per worker; its replicas are consecutive global replica ids)."""
+        from clsf.data.tf_pipeline import make_replica_dataset
+
+        total = self.world.size
+
+        def pipeline(ctx):
+            local = total // ctx.num_input_pipelines
+            first = ctx.input_pipeline_id * local
+            return make_replica_dataset(x, y, self.cfg.batch_size, self.pre, self.cfg.seed, epoch, first_step,
+                                        range(first, first + local), total)
+
+        return self.strategy.distribute_datasets_from_function(pipeline)
 
     def global_step(self) -> int:
         return int(self.optimizer.iterations.numpy())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from clsf.engines.base import Meter
 from clsf.engines.keras_common import KerasBase
+from clsf.errors import UserError
 
 
 class KerasFitEngine(KerasBase):
@@ -17,6 +18,14 @@ class KerasFitEngine(KerasBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         import tensorflow as tf
+
+        if self.world.size > 1:
+            # measured with Keras 3.15: fit under MultiWorkerMirroredStrategy fails before its first step
+            # (it averages the first per-replica batch to build the model), and with that step bypassed,
+            # inside its loss reduction; the tf engine is the same model and optimizer in a custom loop
+            raise UserError(f"the keras engine (fit) runs as one replica, and this run has {self.world.size} "
+                            "(TF_CONFIG / --nproc, or several GPUs); use --engine tf, the same model and optimizer "
+                            "in a loop that runs under tf.distribute, or --engine torch.")
 
         real_train_step, traces = self.model.train_step, self.traces
 

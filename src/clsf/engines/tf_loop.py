@@ -10,7 +10,8 @@ added to the data loss. The learning rate is the optimizer's schedule (keras_com
 from __future__ import annotations
 
 from clsf.engines.base import Meter
-from clsf.engines.keras_common import KerasBase
+from clsf.engines.keras_common import KerasBase, make_loss
+from clsf.models.spec import output_shape
 
 
 class TFLoopEngine(KerasBase):
@@ -44,12 +45,50 @@ class TFLoopEngine(KerasBase):
             return loss, correct
 
         mode = self.cfg.tf.mode  # eager: the step runs as plain Python, op by op (the seeds' first loop)
+        if self.world.size > 1:
+            self.train_step = self.replicated_step()
+            return
         self.train_step = train_step if mode == "eager" else tf.function(
             train_step, input_signature=[images, labels], jit_compile=mode == "xla")  # graph, or XLA-compiled
+
+    def replicated_step(self):
+        """The step under tf.distribute: each replica's loss is its weighted share of the global
+        batch's mean (clsf.data.tf_pipeline.make_replica_dataset), and Keras' optimizer sums the
+        replicas' gradients before the update; the loss and correct count come back summed."""
+        import tensorflow as tf
+
+        model, optimizer, traces, strategy = self.model, self.optimizer, self.traces, self.strategy
+        per_image = make_loss(output_shape(self.spec)[0], self.cfg.optim.label_smoothing, per_image=True)
+        replicas = self.world.size
+
+        def replica_step(x, y, scale):
+            with tf.GradientTape() as tape:
+                logits = tf.cast(model(x, training=True), tf.float32)  # (b, K): this replica's share
+                loss = tf.reduce_sum(per_image(y, logits)) * scale  # its part of the global mean
+                if model.losses:  # counted once in the replicas' sum
+                    loss = loss + tf.add_n([tf.cast(extra, tf.float32) for extra in model.losses]) / replicas
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce (sum), decay, update
+            hits = tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.float32) * tf.cast(scale > 0, tf.float32)
+            return loss, tf.reduce_sum(hits)
+
+        @tf.function(reduce_retracing=True)  # the epoch's last, smaller shares: one more trace at most
+        def train_step(x, y, scale):
+            traces["train_step"] += 1
+            loss, correct = strategy.run(replica_step, args=(x, y, scale))
+            total = tf.distribute.ReduceOp.SUM
+            return strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None)
+
+        return train_step
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         from clsf.data.tf_pipeline import make_dataset
 
+        if self.world.size > 1:  # each replica's share of every global batch, summed back
+            for step, (xb, yb, scale) in enumerate(self.replica_batches(x, y, epoch, first_step), start=first_step):
+                loss, correct = self.train_step(xb, yb, scale)
+                meter.add(step, float(loss), int(correct))
+            return
         ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch,
                           first_step=first_step)
         for step, (xb, yb) in enumerate(ds, start=first_step):  # xb (B, H, W, C) float32, yb (B,) int64

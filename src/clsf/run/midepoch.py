@@ -22,10 +22,10 @@ class StopAfterSteps(Exception):
 
 
 class MidEpoch:
-    def __init__(self, run, engine, cfg, stop_after_steps: int | None = None, processes: int = 1):
+    def __init__(self, run, engine, cfg, stop_after_steps: int | None = None, replicas: int = 1):
         # run None: a process of a multi-process run other than the lead, which writes nothing
         self.run, self.engine, self.cfg, self.stop_after_steps = run, engine, cfg, stop_after_steps
-        self.processes = processes
+        self.replicas = replicas
         self.interrupted = False
         self.last_save = time.monotonic()
         self.previous = None
@@ -61,7 +61,7 @@ class MidEpoch:
             seconds = self.carried + time.perf_counter() - self.started
             meta = {"epoch": self.epoch, "step": step + 1, "global_step": gs, "best": self.best, "stopped_early": False,
                     "metrics": self.rows[-1] if self.rows else None, "rows": self.rows,
-                    "meter": {**self.meter.state(), "seconds": seconds}, "processes": self.processes}
+                    "meter": {**self.meter.state(), "seconds": seconds}, "replicas": self.replicas}
             rundir.save_checkpoint(self.engine, self.run, "last", meta)
         if due:
             self.last_save = time.monotonic()

@@ -102,7 +102,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     prep = load_data(cfg)
     ds = prep.dataset
     spec = build_spec(cfg, ds.image_shape, ds.num_classes, run if resume is not None else None)
-    world = world_of(cfg.engine)  # several processes (torchrun, TF_CONFIG): batch_size is per process
+    world = world_of(cfg.engine)  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
     steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
     engine = create_engine(cfg, spec, steps_per_epoch)
     lead = world.lead  # the one process that prints and writes the run directory
@@ -113,8 +113,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     env["data"] = {"source": ds.source, "checksum": ds.checksum, "class_names": ds.class_names,
                    "image_shape": list(ds.image_shape), "train": len(prep.train),
                    "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0}
-    env["processes"] = {"count": world.size, "batch_size_per_process": cfg.batch_size,
-                        "effective_batch_size": cfg.batch_size * world.size}
+    env["replicas"] = {"count": world.size, "processes": world.processes, "batch_size_per_replica": cfg.batch_size,
+                       "effective_batch_size": cfg.batch_size * world.size}
     if resume is None:
         if cfg.init_from:
             _load_init(engine, cfg)
@@ -126,13 +126,13 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         if lead:
             rundir.recover_checkpoint(run, "best")  # a copy to best that a kill cut short
         start, best = meta["epoch"], meta["best"]
-        processes = meta.get("processes", 1)
-        if processes != world.size:  # the steps per epoch changed: the schedule continues from the epoch
+        replicas = meta.get("replicas", 1)
+        if replicas != world.size:  # the steps per epoch changed: the schedule continues from the epoch
             if meta.get("step"):
-                raise UserError(f"{run} stopped inside epoch {start + 1} with {processes} process(es); resume it with "
-                                f"{processes} (--nproc {processes}) to finish that epoch, or from an epoch's end with any number.")
+                raise UserError(f"{run} stopped inside epoch {start + 1} with {replicas} replica(s); resume it with "
+                                f"as many (--nproc {replicas}) to finish that epoch, or from an epoch's end with any number.")
             engine.set_global_step(start * steps_per_epoch)
-            changed["processes"] = [processes, world.size]
+            changed["replicas"] = [replicas, world.size]
         # the checkpoint holds every epoch's row: log lines a kill cut off (one or several) come back
         rows = meta["rows"] if "rows" in meta else rundir.read_metrics(run)[:start]
         if len(rows) == start - 1 and meta.get("metrics"):  # a checkpoint from before rows were kept
@@ -162,7 +162,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                 tb.scalars(row["epoch"], _tb_values(row))
         last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
         stopped_early = resume is not None and meta.get("stopped_early", False) and "epochs" not in changed
-        mid = MidEpoch(run, engine, cfg, stop_after_steps, world.size)
+        mid = MidEpoch(run, engine, cfg, stop_after_steps, world.size)  # replicas, recorded in its checkpoints
         unfrozen = False
         try:
             with mid:  # Ctrl-C: a checkpoint at the next step boundary (or the epoch's end), then stop
@@ -205,7 +205,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                     # checkpoint first, then the logs: a kill in between loses log lines the resume rewrites,
                     # never a checkpoint the logs already claim
                     meta = {"epoch": epoch + 1, "global_step": engine.global_step(), "best": best,
-                            "stopped_early": stopped_early, "metrics": row, "rows": rows, "processes": world.size}
+                            "stopped_early": stopped_early, "metrics": row, "rows": rows, "replicas": world.size}
                     if lead:
                         rundir.save_checkpoint(engine, run, "last", meta)
                         if improved:
