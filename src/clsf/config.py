@@ -36,6 +36,8 @@ class DataConfig:
     std: list[float] | None = None
     crop_padding: int = 0  # pixels of zero padding for random crops; 0 = off
     hflip: bool = False
+    stream: bool | None = None  # image folders: decode from disk per batch; None = when decoded they'd exceed 4 GiB
+    workers: int | None = None  # streaming: decoding processes (torch DataLoader workers); None = min(4, cores)
 
 
 @dataclass
@@ -289,6 +291,9 @@ def validate(cfg: Config) -> Config:
     Preprocess.of(d).validate()
     need(d.image_size is None or (len(d.image_size) == 2 and min(d.image_size) > 0), "data.image_size must be [H, W].")
     need(d.channels in (None, 1, 3), "data.channels must be 1 or 3.")
+    need(d.workers is None or d.workers >= 0, f"data.workers={d.workers} must be >= 0 (0: decode in the training process).")
+    need(not (d.stream and d.image_size), "data.stream=true reads images at their own size; resize the folder once, "
+                                          "or load it in memory to use data.image_size (data.stream=false).")
     need(0 <= d.val_split < 1, f"data.val_split={d.val_split} must be in [0, 1) (a fraction of the training split).")
     need(all(v is None or v >= 1 for v in (d.train_subset, d.test_subset)), "data.train_subset/test_subset must be >= 1 (or null for all).")
     return cfg

@@ -26,9 +26,13 @@ def sample_path() -> Path:
 
 
 def load_dataset(data: str, data_dir=None, channels: int | None = None, image_size=None,
-                 skip_bad: bool = False) -> Dataset:
+                 skip_bad: bool = False, stream: bool | None = False) -> Dataset:
+    """`stream`: an image folder's images stay on disk (clsf.data.stream); None decides by size."""
     from clsf.data import cifar, folder, mnist, synthetic
 
+    if stream and (data in NAMES or data.startswith("synthetic:") or not Path(data).expanduser().is_dir()):
+        raise UserError(f"data.stream=true streams image folders (a directory); '{data}' is loaded in memory — "
+                        "leave data.stream out.")
     if data == "cifar10":
         return cifar.load_cifar10(data_dir)
     if data in ("mnist", "fashion-mnist"):
@@ -50,6 +54,10 @@ def load_dataset(data: str, data_dir=None, channels: int | None = None, image_si
             return cifar.load_cifar10_path(path)
         if path.is_dir() and mnist._find_idx(path, mnist.IDX_FILES["train"][0]):
             return mnist.load_idx_folder(path, path.name, mnist.MNIST_CLASSES)
+        from clsf.data.stream import load_stream, should_stream
+
+        if image_size is None and should_stream(stream, path):
+            return load_stream(path, channels)
         return folder.load_image_folder(path, channels, image_size, skip_bad)
     if path.suffix == ".npz":
         names = mnist.FASHION_CLASSES if "fashion" in path.name else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from clsf.data.order import epoch_plan
+from clsf.data.stream import Files
 from clsf.data.transforms import Preprocess
 from clsf.distributed import part
 
@@ -37,7 +38,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess,
     import tensorflow as tf
 
     a, b = (tf.constant(v) for v in pre.affine(x.shape[-1]))
-    images, labels = tf.constant(x), tf.constant(y)  # (N, H, W, C) uint8, (N,) int64
+    files = isinstance(x, Files)  # streamed: decoded here, in parallel, instead of gathered from memory
+    images, labels = (tf.constant(x.paths) if files else tf.constant(x)), tf.constant(y)  # (N,) paths or (N, H, W, C) uint8; (N,) int64
     if training:
         plan = epoch_plan(len(y), pre, seed, epoch)
         skip = first_step * batch_size
@@ -45,13 +47,34 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess,
     else:
         ds = tf.data.Dataset.range(len(y))
 
-    def transform(idx, *aug):
-        xb = tf.cast(tf.gather(images, idx), tf.float32)  # one gather per batch, uint8 until here
+    def transform(idx, *aug, decoded=None):
+        # one gather per batch, uint8 until here (or the batch the files decoded to)
+        xb = tf.cast(tf.gather(images, idx) if decoded is None else decoded, tf.float32)
         if training and pre.augments:
             xb = crop_flip_tf(xb, pre.crop_padding, *aug)
         return xb * a + b, tf.gather(labels, idx)
 
+    if files:  # each image read and decoded in parallel, then batched: (idx, *aug, image) -> (B, ...) batches
+        shape = x.image_shape
+        ds = ds.map(lambda idx, *aug: (idx, *aug, decode_file(tf.gather(images, idx), shape)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size).map(lambda idx, *rest: transform(idx, *rest[:-1], decoded=rest[-1]),
+                                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return ds.batch(batch_size).map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def decode_file(path, shape):
+    """One image file -> (H, W, C) uint8 with PIL's pixels: JPEGs through the accurate integer DCT
+    (TF's default differs from PIL by up to 5 levels), PNG/BMP through decode_image."""
+    import tensorflow as tf
+
+    raw = tf.io.read_file(path)
+    c = shape[2]
+    img = tf.cond(tf.io.is_jpeg(raw),
+                  lambda: tf.io.decode_jpeg(raw, channels=c, dct_method="INTEGER_ACCURATE"),
+                  lambda: tf.io.decode_image(raw, channels=c, expand_animations=False))
+    tf.debugging.assert_equal(tf.shape(img), tf.constant(shape), message="streamed images must all have the first image's size")
+    return tf.ensure_shape(img, shape)
 
 
 def make_replica_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, seed: int, epoch: int,

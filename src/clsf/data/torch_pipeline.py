@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from clsf.data.order import epoch_plan
+from clsf.data.stream import Files
 from clsf.distributed import part
 from clsf.data.transforms import Preprocess
+from clsf.errors import UserError
 
 
 def crop_flip_torch(x, pad: int, oy, ox, flip):
@@ -37,12 +39,15 @@ class Batches:
     images and yields this process's share of each (`loss_scale` weights its loss)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
-                 seed: int = 0, epoch: int = 0, device="cpu", first_step: int = 0, shard: tuple[int, int] = (0, 1)):
+                 seed: int = 0, epoch: int = 0, device="cpu", first_step: int = 0, shard: tuple[int, int] = (0, 1),
+                 workers: int = 0):
         import torch
 
-        # (N, H, W, C) uint8: numpy's memory shared, or a tensor already on the device (a GPU run keeps
-        # the split there, so each batch is gathered on the device and nothing crosses the bus per step)
-        self.x = x if torch.is_tensor(x) else torch.from_numpy(x)
+        # (N, H, W, C) uint8: numpy's memory shared, a tensor already on the device (a GPU run keeps
+        # the split there, so each batch is gathered on the device and nothing crosses the bus per step),
+        # or image files (clsf.data.stream.Files) that DataLoader workers decode batch by batch
+        self.x = x if torch.is_tensor(x) or isinstance(x, Files) else torch.from_numpy(x)
+        self.workers = workers
         self.y = y if torch.is_tensor(y) else torch.from_numpy(y)
         self.batch_size, self.pre, self.training, self.device = batch_size, pre, training, device
         a, b = pre.affine(x.shape[-1])
@@ -72,13 +77,54 @@ class Batches:
         import torch
 
         n = len(self.y)
-        order = (torch.from_numpy(self.plan.order) if self.training else torch.arange(n)).to(self.x.device)
+        order = torch.from_numpy(self.plan.order) if self.training else torch.arange(n)
+        shares = []
         for start in range(self.first, n, self.step_images):
             a, b, _ = self._share(start)
-            a, b = (a, b) if b > a else (start, start + 1)  # an empty share: the stand-in image, weighted 0
+            shares.append((a, b) if b > a else (start, start + 1))  # an empty share: the stand-in image, weighted 0
+        for (a, b), images in zip(shares, self._images(order, shares)):
             idx = order[a:b]
-            xb = self.x[idx].to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+            xb = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
             if self.training and self.pre.augments:
                 aug = (torch.from_numpy(v[a:b]).to(self.device) for v in (self.plan.oy, self.plan.ox, self.plan.flip))
                 xb = crop_flip_torch(xb, self.pre.crop_padding, *aug)
-            yield xb * self.a + self.b, self.y[idx].to(self.device, non_blocking=True)
+            yield xb * self.a + self.b, self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
+
+    def _images(self, order, shares):
+        """(b, H, W, C) uint8 per share: gathered from memory, or decoded from files by DataLoader
+        workers, a batch of indices each, in order (prefetched two batches per worker)."""
+        if not isinstance(self.x, Files):
+            order = order.to(self.x.device)
+            yield from (self.x[order[a:b]] for a, b in shares)
+            return
+        import torch
+        from torch.utils.data import DataLoader
+
+        batches = [order[a:b].tolist() for a, b in shares]
+        # its own generator: DataLoader seeds its workers from one, which would otherwise be drawn from
+        # the global generator and shift the dropout masks against the in-memory path
+        loader = DataLoader(FileImages(self.x), batch_sampler=batches, num_workers=self.workers,
+                            collate_fn=_stack, generator=torch.Generator().manual_seed(0))
+        try:
+            yield from loader
+        except UserError as e:  # a bad file, raised in a worker: DataLoader puts the worker's traceback in the message
+            raise UserError(str(e).strip().splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")) from None
+
+
+def _stack(images: list[np.ndarray]):
+    import torch
+
+    return torch.from_numpy(np.stack(images))  # (b, H, W, C) uint8
+
+
+class FileImages:
+    """torch Dataset: image i of a Files as (H, W, C) uint8 numpy (decoded by PIL, as in memory)."""
+
+    def __init__(self, files: Files):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.files.read(i)

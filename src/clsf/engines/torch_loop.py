@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from clsf.config import Config
+from clsf.data.stream import Files, worker_count
 from clsf.data.torch_pipeline import Batches
 from clsf.data.transforms import Preprocess
 from clsf.distributed import part, torch_world
@@ -120,7 +121,8 @@ class TorchEngine:
             torch.manual_seed(self.cfg.seed * 1_000_003 + epoch + 7_919 * w.rank)  # dropout: (seed, epoch, process)
         x, y = self.resident(x, y)
         batches = Batches(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed,
-                          epoch=epoch, device=self.torch_device, first_step=first_step, shard=(w.rank, w.size))
+                          epoch=epoch, device=self.torch_device, first_step=first_step, shard=(w.rank, w.size),
+                          workers=worker_count(self.cfg.data.workers))
         self.model.train()
         for m in self.frozen_bn:
             m.eval()
@@ -167,7 +169,7 @@ class TorchEngine:
     def resident(self, x: np.ndarray, y: np.ndarray):
         """On a GPU, the uint8 training split copied to the device once (kept while the same arrays
         come back each epoch); elsewhere the numpy arrays themselves."""
-        if self.torch_device.type != "cuda":
+        if self.torch_device.type != "cuda" or isinstance(x, Files):  # streamed images stay files
             return x, y
         key = (x.__array_interface__["data"][0], x.shape)
         if self._resident[0] != key:
@@ -189,6 +191,7 @@ class TorchEngine:
     def _logits(self, x: np.ndarray) -> np.ndarray:
         self.model.eval()  # dropout off, batch norm uses running statistics
         batches = Batches(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False,
+                          workers=worker_count(self.cfg.data.workers),
                           device=self.torch_device)
         with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
             return torch.cat([self.model(xb.contiguous(memory_format=self.memory_format)).float().cpu()

@@ -16,6 +16,7 @@ import numpy as np
 
 from clsf.config import Config
 from clsf.data import Prepared, load_dataset, prepare
+from clsf.data.stream import Files, as_array, sample_for_stats
 from clsf.data.transforms import channel_stats
 from clsf.distributed import world_of
 from clsf.engines import create_engine
@@ -38,10 +39,11 @@ MISTAKES = 48  # misclassified test images kept in predictions.npz for the repor
 
 def load_data(cfg: Config) -> Prepared:
     d = cfg.data
-    ds = load_dataset(d.name, d.data_dir, d.channels, d.image_size, d.skip_bad)
+    ds = load_dataset(d.name, d.data_dir, d.channels, d.image_size, d.skip_bad, d.stream)
     prep = prepare(ds, d.val_split, cfg.seed, d.train_subset, d.test_subset)
-    if d.scale == "standardize" and (d.mean is None or d.std is None):
-        d.mean, d.std = channel_stats(prep.train.x)  # from the training split only; stored in config.yaml
+    if d.scale == "standardize" and (d.mean is None or d.std is None):  # from the training split only; stored in config.yaml
+        x = prep.train.x
+        d.mean, d.std = channel_stats(sample_for_stats(x, cfg.seed) if isinstance(x, Files) else x)  # streamed: 10k of them
     return prep
 
 
@@ -105,6 +107,12 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     world = world_of(cfg.engine)  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
     steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
     engine = create_engine(cfg, spec, steps_per_epoch)
+    if isinstance(prep.train.x, Files):  # streamed from disk (clsf.data.stream): what that path does not do
+        if cfg.tta_flip:
+            raise UserError("tta_flip is not available for streamed images (data.stream); leave it out, or load them in memory.")
+        if cfg.engine != "torch" and world.size > 1:
+            raise UserError("streamed images (data.stream) train on one TensorFlow replica; use --engine torch for several "
+                            "processes, or load the images in memory.")
     lead = world.lead  # the one process that prints and writes the run directory
     quiet = quiet or not lead
     checks = Checks(spec, ds.num_classes, quiet, silent=not lead)
@@ -296,7 +304,7 @@ def finish(run: Path | None, cfg: Config, engine, prep: Prepared, spec: ModelSpe
     mistakes = np.flatnonzero(logits.argmax(1) != prep.test.y)
     mistakes = mistakes[np.argsort(-softmax(logits[mistakes]).max(1), kind="stable")][:MISTAKES]
     rundir.save_arrays(run / "predictions.npz", logits=logits.astype(np.float32), labels=prep.test.y,
-                       mistake_index=mistakes, mistake_images=prep.test.x[mistakes])
+                       mistake_index=mistakes, mistake_images=as_array(prep.test.x[mistakes]))
     final = {"checkpoint": "last", "epochs": len(rows), **test_report(logits, prep.test.y, prep.dataset.class_names)}
     rundir.write_json(run / "final.json", final)
     title = f"{cfg.model.name} / {cfg.engine} / {prep.dataset.name}"

@@ -1,0 +1,144 @@
+"""Image folders too big for memory: the images stay files and are decoded batch by batch.
+
+`Files` stands where a split's (N, H, W, C) uint8 array stands everywhere else: it has a shape,
+indexing it (a split, a subset, a probe) gives the selected files, and `load()` decodes them. The
+training order, the crops and flips and the shares of several processes come from the same
+`epoch_plan` as the in-memory path; only where the pixels come from changes:
+  torch  a Dataset of files read by DataLoader worker processes (PIL), one batch of indices each
+  tf     tf.data reading and decoding files in parallel (decode_jpeg with the accurate integer DCT,
+         which gives PIL's pixels exactly; measured on the CIFAR JPEGs: 0 of 255 apart)
+Every image must have the first image's size (resize the folder once, or load it in memory with
+--image-size). The checksum covers the file list with sizes and modification times, not the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from clsf.data.base import Dataset, Split
+from clsf.errors import UserError
+
+STREAM_ABOVE_MB = 4096  # data.stream=auto: stream a folder whose decoded images would take more than this
+
+
+class Files:
+    def __init__(self, paths: np.ndarray, image_shape: tuple[int, int, int]):
+        self.paths = paths  # (N,) str: absolute file paths
+        self.image_shape = tuple(image_shape)  # (H, W, C) every file decodes to
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.paths), *self.image_shape)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx) -> "Files":
+        return Files(self.paths[idx], self.image_shape)
+
+    def read(self, i: int) -> np.ndarray:
+        """Image i as (H, W, C) uint8, as the in-memory folder loader decodes it (PIL)."""
+        from clsf.data.folder import decode_image, image_to_array
+
+        path = self.paths[i]
+        try:
+            raw = Path(path).read_bytes()
+            a = image_to_array(decode_image(raw, path, self.image_shape[2]), self.image_shape[2], None)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read image '{path}' while streaming ({e}); remove or replace it.") from None
+        if a.shape != self.image_shape:
+            raise UserError(f"image '{path}' is {a.shape[0]}x{a.shape[1]} but the folder's first image is "
+                            f"{self.image_shape[0]}x{self.image_shape[1]}; streaming needs one size — resize the "
+                            "folder, or load it in memory with --image-size HxW (data.stream=false).")
+        return a
+
+    def load(self) -> np.ndarray:
+        """Every file decoded: (N, H, W, C) uint8 (for small selections: a probe, the mistakes)."""
+        out = np.empty(self.shape, np.uint8)
+        for i in range(len(self)):
+            out[i] = self.read(i)
+        return out
+
+
+def as_array(x) -> np.ndarray:
+    return x.load() if isinstance(x, Files) else x
+
+
+def decoded_mb(root: Path) -> tuple[float, int]:
+    """What a folder's images would take decoded (MiB, from the first image's size) and how many there are."""
+    from clsf.data.folder import _list_directory
+
+    files = _list_directory(root)
+    if not files:
+        return 0.0, 0
+    h, w, c = _first_shape(files[0][1], None)
+    return len(files) * h * w * c / 2**20, len(files)
+
+
+def _first_shape(path: Path, channels: int | None) -> tuple[int, int, int]:
+    from clsf.data.folder import decode_image
+
+    try:
+        img = decode_image(path.read_bytes(), str(path), channels)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read image '{path}' ({e}); remove or replace it.") from None
+    if channels is None:
+        channels = 1 if img.mode in ("L", "1", "I", "I;16", "LA") else 3
+    return img.size[1], img.size[0], channels
+
+
+def load_stream(root: Path, channels: int | None = None) -> Dataset:
+    """An image folder (a directory: <root>/<class>/<image>, optionally under train/ and test/) as
+    files; channels, when not given, from the first image (1 if it is grayscale)."""
+    from clsf.data.folder import _assign, _list_directory
+
+    if not root.is_dir():
+        raise UserError(f"data.stream=true reads image folders from a directory, and '{root}' is not one; unpack it, "
+                        "or load it in memory (data.stream=false).")
+    listing = _list_directory(root)
+    if not listing:
+        raise UserError(f"{root}: no images found; point --data at a folder laid out as <root>/<class>/<image>.")
+    entries, classes = _assign([rel for rel, _ in listing], str(root))
+    by_rel = dict(listing)
+    shape = _first_shape(by_rel[entries[0][2]], channels)
+    h = hashlib.sha256()
+    for rel, p in listing:  # the file list, sizes and times: a cheap fingerprint of 200,000 files
+        st = p.stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {}
+    for split in ("train", "test"):
+        rows = [(str(by_rel[rel]), index[cls]) for s, cls, rel in entries if s == split]
+        if rows:
+            splits[split] = Split(Files(np.array([p for p, _ in rows]), shape), np.array([c for _, c in rows], np.int64))
+    return Dataset(root.name, splits, classes, str(root), "files:" + h.hexdigest(), {"streamed": True})
+
+
+def should_stream(stream: bool | None, path: Path) -> bool:
+    """data.stream: true / false, or None (auto): a directory whose decoded images exceed STREAM_ABOVE_MB."""
+    if stream is not None:
+        return stream
+    if not path.is_dir():
+        return False
+    mb, n = decoded_mb(path)
+    if mb > STREAM_ABOVE_MB:
+        print(f"clsf: {path} holds {n} images, {mb:,.0f} MiB decoded (more than {STREAM_ABOVE_MB} MiB): streaming them "
+              "from disk (data.stream=false loads them in memory).", flush=True)
+        return True
+    return False
+
+
+def sample_for_stats(x: Files, seed: int, n: int = 10_000) -> np.ndarray:
+    """Up to n images of a streamed split, seeded, decoded: what data.scale=standardize's statistics use."""
+    if len(x) <= n:
+        return x.load()
+    pick = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
+    return x[pick].load()
+
+
+def worker_count(workers: int | None) -> int:
+    return workers if workers is not None else min(4, os.cpu_count() or 1)
