@@ -86,6 +86,7 @@ def test_two_processes_train_as_one_with_the_doubled_batch(tmp_path_factory, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two"]  # no second run directory
 
 
+@pytest.mark.slow  # the teeth of the test above (about 25 s); run with -m slow
 @pytest.mark.parametrize("sabotage", ["same-share", "mean-per-process"])
 def test_the_equivalence_catches_a_broken_share_rule(tmp_path_factory, tmp_path, sabotage):
     broken = _train(tmp_path, "broken", 2, 16, 67, sabotage)
@@ -93,7 +94,7 @@ def test_the_equivalence_catches_a_broken_share_rule(tmp_path_factory, tmp_path,
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("sabotage", ["none", "same-share"])
+@pytest.mark.parametrize("sabotage", ["none", pytest.param("same-share", marks=pytest.mark.slow)])
 def test_two_tf_workers_train_as_one_with_the_doubled_batch(tmp_path_factory, tmp_path, sabotage):
     two = _train(tmp_path, "two", 2, 16, 67, sabotage, engine="tf")
     diff = _max_diff(one_process(tmp_path_factory, 67, "tf"), two)
@@ -126,7 +127,7 @@ def _rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
     return out
 
 
-@pytest.mark.parametrize("engine", ["torch", pytest.param("tf", marks=pytest.mark.tf)])
+@pytest.mark.parametrize("engine", ["torch", pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
 def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path, engine):
     run = tmp_path / "k"
     cmd = [sys.executable, "-m", "clsf", "train", "--engine", engine, "--nproc", "2", "--data", "synthetic:train=3000",

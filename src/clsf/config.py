@@ -37,7 +37,7 @@ class DataConfig:
     crop_padding: int = 0  # pixels of zero padding for random crops; 0 = off
     hflip: bool = False
     stream: bool | None = None  # image folders: decode from disk per batch; None = when decoded they'd exceed 4 GiB
-    workers: int | None = None  # streaming: decoding processes (torch DataLoader workers); None = min(4, cores)
+    workers: int | None = None  # streaming: torch DataLoader decoding processes; None = 0 on <= 2 cores, else min(4, cores / 2)
 
 
 @dataclass

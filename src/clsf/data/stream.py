@@ -141,4 +141,10 @@ def sample_for_stats(x: Files, seed: int, n: int = 10_000) -> np.ndarray:
 
 
 def worker_count(workers: int | None) -> int:
-    return workers if workers is not None else min(4, os.cpu_count() or 1)
+    """data.workers, or by default: none on 2 cores or fewer (measured there, bench/stream.py: decoding in
+    the training process beats worker processes competing with it for the same cores), else half the
+    cores, at most 4."""
+    if workers is not None:
+        return workers
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(4, cores // 2)
