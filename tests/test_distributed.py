@@ -162,3 +162,20 @@ def test_nproc_refuses_nonsense_before_starting_anything(tmp_path):
     r = subprocess.run([sys.executable, "-m", "clsf", "train", "--engine", "torch", "--nproc", "2", "--runs-dir", str(tmp_path),
                         "dist_timeout_s=0"], capture_output=True, text=True)
     assert r.returncode == 2 and "dist_timeout_s=0" in r.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_checkpoint_inside_an_epoch_resumes_only_with_its_own_replica_count(tmp_path):
+    from clsf import build_config, train
+    from clsf.errors import UserError
+
+    cfg = build_config(flags={"engine": "torch", "epochs": 2, "runs_dir": str(tmp_path), "run_name": "r"},
+                       overrides=["data.name=synthetic", "data.train_subset=96"])
+    run = train(cfg, quiet=True, stop_after_steps=2)  # inside epoch 1
+    meta_file = run / "checkpoints" / "last" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["step"] == 2 and meta["replicas"] == 1
+    meta_file.write_text(json.dumps({**meta, "replicas": 2}))  # as two processes would have left it
+    with pytest.raises(UserError, match="stopped inside epoch 1 with 2 replica"):
+        train(resume=run, quiet=True)
+    meta_file.write_text(json.dumps(meta))
+    assert (train(resume=run, quiet=True) / "final.json").exists()

@@ -343,10 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "epochs, then the whole network")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run with its own config; only --epochs (to extend), --device, --quiet, "
-                        "--save-every-steps/-minutes, eval_batch_size= and early_stop_patience= may be given")
+                        "--save-every-steps/-minutes, --nproc (at an epoch's end), eval_batch_size=, early_stop_patience= and "
+                        "dist_timeout_s= may be given")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--nproc", type=int, metavar="N", help="train in N processes on this machine (torch: DDP through "
-                   "torchrun's launcher; keras/tf: MultiWorkerMirroredStrategy); --batch-size is per process")
+                   "torchrun's launcher; tf: MultiWorkerMirroredStrategy; keras runs as one); --batch-size is per process")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("gan", help="train the seeds' MNIST GAN (tf or torch) into a run directory, samples scored by a classifier",

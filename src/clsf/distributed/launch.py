@@ -1,8 +1,8 @@
 """`clsf train --nproc N`: the same command in N processes on this machine.
 
 torch: through torchrun's own launcher (torch.distributed.launcher, what `torchrun --standalone`
-runs), so each process finds RANK, WORLD_SIZE and the rendezvous as under torchrun. keras / tf:
-N processes with TF_CONFIG naming N workers on 127.0.0.1 (MultiWorkerMirroredStrategy's cluster
+runs), so each process finds RANK, WORLD_SIZE and the rendezvous as under torchrun. tf: N
+processes with TF_CONFIG naming N workers on 127.0.0.1 (MultiWorkerMirroredStrategy's cluster
 spec). When one process fails, the others are stopped and the command exits with a line saying
 which process failed and how; the run resumes from its last checkpoint.
 """

@@ -29,8 +29,13 @@ def join(world: World, device: torch.device, timeout_s: float) -> None:
     atexit.register(leave)  # a group left to the interpreter's teardown aborts the process (gloo's threads)
 
 
-def leave() -> None:
+def leave(together: bool = False) -> None:
+    """Leave the process group; `together`: after a barrier, so no process tears its side down while
+    another still talks to it (measured: gloo then aborts the early leaver's process now and then)."""
     if dist.is_initialized():
+        if together:
+            with collective("finishing"):
+                dist.barrier()
         dist.destroy_process_group()
 
 

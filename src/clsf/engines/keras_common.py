@@ -73,6 +73,9 @@ def make_strategy(cfg: Config, world: World):
         strategy = tf.distribute.MirroredStrategy()
     else:
         return tf.distribute.get_strategy()
+    if cfg.precision == "fp16":  # the replicated step does not scale its loss (LossScaleOptimizer would unscale it)
+        raise UserError(f"precision=fp16 is not available with {world.size} TensorFlow replicas; use precision=bf16, "
+                        "or the torch engine.")
     if cfg.optim.clip_norm:  # Keras clips each replica's gradient before the replicas' sum
         raise UserError(f"optim.clip_norm with {world.size} TensorFlow replicas would clip each replica's share of the "
                         "gradient (Keras' order), not the batch's; drop optim.clip_norm or use the torch engine.")

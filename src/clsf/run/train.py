@@ -245,6 +245,10 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             return run  # interrupted on purpose: no final report yet
 
         final = finish(run, cfg, engine, prep, spec, rows, checks)
+    if world.size > 1 and cfg.engine == "torch":  # every process leaves the group together, once the lead has written
+        from clsf.distributed import torch_ddp
+
+        torch_ddp.leave(together=True)
     if not quiet:
         print(f"test_loss {final['test_loss']:.4f}  test_acc {final['test_acc']:.4f}  "
               f"({final['test_images']} test images)  -> {run}")
