@@ -75,7 +75,7 @@ class TFConfig:
 @dataclass
 class TorchConfig:
     compile: bool = False  # torch.compile the model for training (the first epoch pays the compile)
-    channels_last: bool = True  # weights and batches in NHWC memory order: oneDNN's fast layout (bench/step_profile.py)
+    channels_last: bool = True  # NHWC weights and batches: oneDNN's fast layout (bench/step_profile.py); not for convs under 8 channels wide
 
 
 @dataclass
