@@ -67,9 +67,10 @@ class Batches:
         return (*part(start, stop, self.rank, self.size), stop - start)
 
     def loss_scale(self, step: int) -> float:
-        """What this process's summed per-image loss of epoch step `step` is multiplied by, so that
-        DDP's average over processes is the global batch's mean loss: processes / global images
-        (1 / batch images in one process); 0 for an empty share (one stand-in image, no weight)."""
+        """What this process's summed per-image loss of epoch step `step` (counted from the epoch's
+        start, also when resumed inside it) is multiplied by, so that DDP's average over processes is
+        the global batch's mean loss: processes / global images; 0 for an empty share (one stand-in
+        image, no weight)."""
         a, b, n = self._share(step * self.step_images)
         return self.size / n if b > a else 0.0
 

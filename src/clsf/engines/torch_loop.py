@@ -149,7 +149,7 @@ class TorchEngine:
             if w.size == 1:
                 loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
             else:  # this process's share of the global batch's mean (DDP averages over processes)
-                scale = batches.loss_scale(step - first_step)
+                scale = batches.loss_scale(step)  # step counts from the epoch's start
                 loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing, reduction="sum") * scale
             if (penalties := self.model.penalties()) is not None:  # regularisers, activity penalties
                 loss = loss + penalties
