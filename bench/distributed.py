@@ -5,7 +5,7 @@
 
 Each configuration is a whole `clsf train` process (or `--nproc 2`): seed-cnn, the seeds' RMSprop,
 effective batch 64 (1 x 64, or 2 x 32), `--epochs` epochs over `--images` training images, 5,000
-validation images. Two processes share the machine's cores (each gets cores / 2 threads), so on a
+validation images. Two processes share the machine's cores (each gets OMP_NUM_THREADS=cores / 2), so on a
 2-core machine this measures the cost of the machinery (the all-reduce per step, the second
 process), not a speed-up. The configurations alternate, `--repeats` times; median (min-max).
 Writes bench/results/distributed.md.
