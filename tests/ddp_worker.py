@@ -15,12 +15,12 @@ from clsf.data import tf_pipeline, torch_pipeline
 
 sabotage, argv = sys.argv[1], sys.argv[2:]
 if sabotage == "same-share":
-    real = torch_pipeline.part
-    torch_pipeline.part = tf_pipeline.part = lambda start, stop, rank, size: real(start, stop, 0, size)
+    real = torch_pipeline.share
+    torch_pipeline.share = tf_pipeline.share = lambda start, stop, rank, size: real(start, stop, 0, size)
 elif sabotage == "mean-per-process":
     def mean_per_process(self, step):
         a, b, _ = self._share(step * self.step_images)
-        return 1.0 / max(b - a, 1)
+        return 1.0 / (b - a)
 
     torch_pipeline.Batches.loss_scale = mean_per_process
 elif sabotage != "none":

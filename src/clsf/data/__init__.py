@@ -54,11 +54,9 @@ def load_dataset(data: str, data_dir=None, channels: int | None = None, image_si
             return cifar.load_cifar10_path(path)
         if path.is_dir() and mnist._find_idx(path, mnist.IDX_FILES["train"][0]):
             return mnist.load_idx_folder(path, path.name, mnist.MNIST_CLASSES)
-        from clsf.data.stream import load_stream, should_stream
+        from clsf.data.stream import load_folder
 
-        if image_size is None and should_stream(stream, path):
-            return load_stream(path, channels)
-        return folder.load_image_folder(path, channels, image_size, skip_bad)
+        return load_folder(path, stream, channels, image_size, skip_bad)
     if path.suffix == ".npz":
         names = mnist.FASHION_CLASSES if "fashion" in path.name else None
         return mnist.load_npz(path, path.stem, names)

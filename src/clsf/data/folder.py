@@ -94,6 +94,11 @@ def decode_image(raw: bytes, name: str, channels: int | None):
     return img
 
 
+def is_grayscale(img) -> bool:
+    """A decoded image with one channel of values (what `channels`, left out, counts as 1)."""
+    return img.mode in ("L", "1", "I", "I;16", "LA")
+
+
 def image_to_array(img, channels: int, size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image
 
@@ -162,7 +167,7 @@ def load_image_folder(source: Path, channels: int | None = None, image_size=None
         raise UserError(f"{source}: none of the {len(entries)} images could be decoded.")
 
     if channels is None:
-        channels = 1 if all(img.mode in ("L", "1", "I", "I;16", "LA") for *_, img in decoded) else 3
+        channels = 1 if all(is_grayscale(img) for *_, img in decoded) else 3
     if size is None:
         sizes = Counter(img.size for *_, img in decoded)
         if len(sizes) > 1:

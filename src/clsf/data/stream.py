@@ -68,38 +68,34 @@ def as_array(x) -> np.ndarray:
     return x.load() if isinstance(x, Files) else x
 
 
-def decoded_mb(root: Path) -> tuple[float, int]:
-    """What a folder's images would take decoded (MiB, from the first image's size) and how many there are."""
-    from clsf.data.folder import _list_directory
-
-    files = _list_directory(root)
-    if not files:
-        return 0.0, 0
-    h, w, c = _first_shape(files[0][1], None)
-    return len(files) * h * w * c / 2**20, len(files)
+def decoded_mb(listing: list[tuple[str, Path]]) -> float:
+    """What a folder's images (its listing) would take decoded, in MiB, from the first image's size."""
+    if not listing:
+        return 0.0
+    h, w, c = _first_shape(listing[0][1], None)
+    return len(listing) * h * w * c / 2**20
 
 
 def _first_shape(path: Path, channels: int | None) -> tuple[int, int, int]:
-    from clsf.data.folder import decode_image
+    from clsf.data.folder import decode_image, is_grayscale
 
     try:
         img = decode_image(path.read_bytes(), str(path), channels)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read image '{path}' ({e}); remove or replace it.") from None
     if channels is None:
-        channels = 1 if img.mode in ("L", "1", "I", "I;16", "LA") else 3
+        channels = 1 if is_grayscale(img) else 3
     return img.size[1], img.size[0], channels
 
 
-def load_stream(root: Path, channels: int | None = None) -> Dataset:
+def load_stream(root: Path, channels: int | None = None, listing: list[tuple[str, Path]] | None = None) -> Dataset:
     """An image folder (a directory: <root>/<class>/<image>, optionally under train/ and test/) as
-    files; channels, when not given, from the first image (1 if it is grayscale)."""
+    files; channels, when not given, from the first image (1 if it is grayscale). `listing`: the
+    folder's files, when the caller has listed them already."""
     from clsf.data.folder import _assign, _list_directory
 
-    if not root.is_dir():
-        raise UserError(f"data.stream=true reads image folders from a directory, and '{root}' is not one; unpack it, "
-                        "or load it in memory (data.stream=false).")
-    listing = _list_directory(root)
+    if listing is None:
+        listing = _list_directory(root)
     if not listing:
         raise UserError(f"{root}: no images found; point --data at a folder laid out as <root>/<class>/<image>.")
     entries, classes = _assign([rel for rel, _ in listing], str(root))
@@ -118,18 +114,22 @@ def load_stream(root: Path, channels: int | None = None) -> Dataset:
     return Dataset(root.name, splits, classes, str(root), "files:" + h.hexdigest(), {"streamed": True})
 
 
-def should_stream(stream: bool | None, path: Path) -> bool:
-    """data.stream: true / false, or None (auto): a directory whose decoded images exceed STREAM_ABOVE_MB."""
-    if stream is not None:
-        return stream
-    if not path.is_dir():
-        return False
-    mb, n = decoded_mb(path)
-    if mb > STREAM_ABOVE_MB:
-        print(f"clsf: {path} holds {n} images, {mb:,.0f} MiB decoded (more than {STREAM_ABOVE_MB} MiB): streaming them "
-              "from disk (data.stream=false loads them in memory).", flush=True)
-        return True
-    return False
+def load_folder(path: Path, stream: bool | None, channels: int | None, image_size, skip_bad: bool) -> Dataset:
+    """An image folder, streamed or in memory. data.stream: true / false, or None (auto): stream a
+    directory whose decoded images would exceed STREAM_ABOVE_MB (listed once, for both decisions)."""
+    from clsf.data.folder import _list_directory, load_image_folder
+
+    listing = None
+    if stream is None and path.is_dir() and image_size is None:
+        listing = _list_directory(path)
+        mb = decoded_mb(listing)
+        stream = mb > STREAM_ABOVE_MB
+        if stream:
+            print(f"clsf: {path} holds {len(listing)} images, {mb:,.0f} MiB decoded (more than {STREAM_ABOVE_MB} MiB): "
+                  "streaming them from disk (data.stream=false loads them in memory).", flush=True)
+    if stream:
+        return load_stream(path, channels, listing)
+    return load_image_folder(path, channels, image_size, skip_bad)
 
 
 def sample_for_stats(x: Files, seed: int, n: int = 10_000) -> np.ndarray:

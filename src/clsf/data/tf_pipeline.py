@@ -14,7 +14,7 @@ import numpy as np
 from clsf.data.order import epoch_plan
 from clsf.data.stream import Files
 from clsf.data.transforms import Preprocess
-from clsf.distributed import part
+from clsf.distributed import share
 
 
 def crop_flip_tf(x, pad: int, oy, ox, flip):
@@ -96,10 +96,10 @@ def make_replica_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Pre
     for start in range(first_step * g, len(y), g):
         stop = min(start + g, len(y))
         for r in replicas:
-            a, b = part(start, stop, r, total)
-            starts.append(a if b > a else start)
-            sizes.append(b - a if b > a else 1)
-            scales.append(1.0 / (stop - start) if b > a else 0.0)
+            a, b, weight = share(start, stop, r, total)
+            starts.append(a)
+            sizes.append(b - a)
+            scales.append(weight)
     order, aug = tf.constant(plan.order), [tf.constant(v) for v in (plan.oy, plan.ox, plan.flip)]
 
     def element(start, size, scale):

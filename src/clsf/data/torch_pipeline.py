@@ -12,7 +12,7 @@ import numpy as np
 
 from clsf.data.order import epoch_plan
 from clsf.data.stream import Files
-from clsf.distributed import part
+from clsf.distributed import share
 from clsf.data.transforms import Preprocess
 from clsf.errors import UserError
 
@@ -61,28 +61,23 @@ class Batches:
     def __len__(self) -> int:
         return (len(self.y) - self.first + self.step_images - 1) // self.step_images
 
-    def _share(self, start: int) -> tuple[int, int, int]:
-        """(a, b, images in the global batch) for the global batch starting at `start`."""
-        stop = min(start + self.step_images, len(self.y))
-        return (*part(start, stop, self.rank, self.size), stop - start)
+    def _share(self, start: int) -> tuple[int, int, float]:
+        """clsf.distributed.share of the global batch starting at `start`."""
+        return share(start, min(start + self.step_images, len(self.y)), self.rank, self.size)
 
     def loss_scale(self, step: int) -> float:
         """What this process's summed per-image loss of epoch step `step` (counted from the epoch's
         start, also when resumed inside it) is multiplied by, so that DDP's average over processes is
         the global batch's mean loss: processes / global images; 0 for an empty share (one stand-in
         image, no weight)."""
-        a, b, n = self._share(step * self.step_images)
-        return self.size / n if b > a else 0.0
+        return self.size * self._share(step * self.step_images)[2]
 
     def __iter__(self):
         import torch
 
         n = len(self.y)
         order = torch.from_numpy(self.plan.order) if self.training else torch.arange(n)
-        shares = []
-        for start in range(self.first, n, self.step_images):
-            a, b, _ = self._share(start)
-            shares.append((a, b) if b > a else (start, start + 1))  # an empty share: the stand-in image, weighted 0
+        shares = [self._share(start)[:2] for start in range(self.first, n, self.step_images)]
         for (a, b), images in zip(shares, self._images(order, shares)):
             idx = order[a:b]
             xb = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()

@@ -80,7 +80,15 @@ def world_of(engine: str) -> World:
 def part(start: int, stop: int, rank: int, size: int) -> tuple[int, int]:
     """Process `rank`'s contiguous share [a, b) of positions [start, stop) (a global batch, or a split
     to evaluate); the shares tile it in rank order and differ by at most one; rank 0's is never
-    empty. A process whose share is empty (an epoch's last batch holding
-    fewer images than there are processes) still joins the step: on one image, with weight 0."""
+    empty."""
     n = stop - start
     return start - (-n * rank // size), start - (-n * (rank + 1) // size)
+
+
+def share(start: int, stop: int, rank: int, size: int) -> tuple[int, int, float]:
+    """What replica `rank` trains on in the global batch [start, stop): positions [a, b) and the
+    weight of their summed per-image loss in the global batch's mean, 1 / (stop - start). A replica
+    whose share is empty (an epoch's last batch holding fewer images than replicas) still joins the
+    step, which all-reduces: on the batch's first image, with weight 0."""
+    a, b = part(start, stop, rank, size)
+    return (a, b, 1.0 / (stop - start)) if b > a else (start, start + 1, 0.0)

@@ -34,7 +34,7 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def _single_thread_env(nproc: int) -> dict:
+def _thread_env(nproc: int) -> dict:
     # N processes on a machine's cores: each gets its share of threads, or their OpenMP pools spin
     # against each other (measured: two 2-thread torch processes on 2 cores ran 30x slower, not 2x)
     threads = max(1, (os.cpu_count() or 1) // nproc)
@@ -57,7 +57,7 @@ def run_torch(argv: list[str], nproc: int) -> None:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the agent's notices; failures come below
-    os.environ.update(_single_thread_env(nproc))
+    os.environ.update(_thread_env(nproc))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2)
     try:
@@ -81,7 +81,7 @@ def run_tf(argv: list[str], nproc: int, timeout_s: float) -> None:
     workers = [f"127.0.0.1:{p}" for p in _free_ports(nproc)]
     procs = []
     for i in range(nproc):
-        env = {**os.environ, **_single_thread_env(nproc),
+        env = {**os.environ, **_thread_env(nproc),
                "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})}
         procs.append(subprocess.Popen([sys.executable, "-m", "clsf", *argv], env=env))
     try:

@@ -20,7 +20,7 @@ from clsf.config import Config
 from clsf.data.stream import Files, worker_count
 from clsf.data.torch_pipeline import Batches
 from clsf.data.transforms import Preprocess
-from clsf.distributed import part, torch_world
+from clsf.distributed import part, torch_ddp, torch_world
 from clsf.engines.base import Meter, check_precision, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
@@ -62,8 +62,6 @@ class TorchEngine:
         if self.torch_device.type == "cuda":
             torch.cuda.set_device(self.torch_device)
         if self.world.size > 1:
-            from clsf.distributed import torch_ddp
-
             torch_ddp.join(self.world, self.torch_device, cfg.dist_timeout_s)
         check_precision(cfg, self.torch_device.type == "cuda", str(self.torch_device))
         # mixed precision: the forward pass in bf16/fp16 under autocast, weights and optimizer in float32;
@@ -100,8 +98,6 @@ class TorchEngine:
         # as found when it is built: so built again when that set changes), torch.compile'd or not
         module = self.model
         if self.world.size > 1:
-            from clsf.distributed import torch_ddp
-
             module = torch_ddp.wrap(self.model, self.torch_device)
         self.forward = torch.compile(module) if self.cfg.torch.compile else module
 
@@ -133,8 +129,6 @@ class TorchEngine:
         if w.size == 1:
             self._steps(batches, first_step, meter)
         else:
-            from clsf.distributed import torch_ddp
-
             with torch_ddp.collective(f"training epoch {epoch + 1}"):  # DDP's all-reduce runs inside backward
                 self._steps(batches, first_step, meter)
 
@@ -165,8 +159,6 @@ class TorchEngine:
             if w.size == 1:
                 meter.add(step, loss.item(), correct)
             else:  # the global batch's mean loss and correct count, the same on every process
-                from clsf.distributed import torch_ddp
-
                 mean_loss, correct = torch_ddp.sum_across([loss.item() / w.size, correct if scale else 0], self.torch_device)
                 meter.add(step, mean_loss, int(correct))
 
@@ -184,8 +176,6 @@ class TorchEngine:
         """(N, K) logits; several processes each compute their share and gather the rest."""
         if self.world.size == 1:
             return self._logits(x)
-        from clsf.distributed import torch_ddp
-
         torch_ddp.broadcast_buffers(self.model)  # rank 0's batch-norm statistics everywhere
         a, b = part(0, len(x), self.world.rank, self.world.size)
         local = self._logits(x[a:b]) if b > a else np.zeros((0, output_shape(self.spec)[0]), np.float32)
