@@ -12,6 +12,9 @@ class FakeEngine:
     def __init__(self, traces=None):
         self.traces = traces or {}
 
+    def diagnostics(self, detail=False):
+        return {fn: {"traces": n, "graph_nodes": None} for fn, n in self.traces.items()}
+
 
 def _rows(losses, accs):
     return [{"epoch": i + 1, "train_loss": l, "train_acc": a, "val_acc": a} for i, (l, a) in enumerate(zip(losses, accs))]

@@ -68,10 +68,10 @@ def test_probabilities_are_baked_in_on_request(runs, tmp_path, capsys):
 def test_a_wrong_export_is_refused_and_nothing_is_written(runs, tmp_path, monkeypatch, capsys):
     """The verification's teeth: leave the normalisation's offset out of the exported graph and the
     export is refused."""
-    import clsf.export
+    import clsf.engines.torch_loop as torch_loop
 
-    real = clsf.export._torch_module
-    monkeypatch.setattr(clsf.export, "_torch_module", lambda engine, a, b, p: real(engine, a, 0 * b, p))
+    real = torch_loop._Exported
+    monkeypatch.setattr(torch_loop, "_Exported", lambda net, a, b, p: real(net, a, 0 * b, p))
     out = tmp_path / "bad"
     assert main(["export", str(runs / "torch"), "--format", "onnx", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clsf.engines import ENGINES, export_formats
+from clsf.engines import names as engine_names
 from clsf.errors import ClsfError, UserError
 from clsf.frameworks import import_tf, require
 
@@ -74,6 +76,15 @@ def cmd_recipes(args) -> int:
     width = max(map(len, names()))
     for name in names():
         print(f"{name:<{width}}  {describe(name)}")
+    return 0
+
+
+def cmd_engines(args) -> int:
+    width = max(map(len, ENGINES))
+    for e in ENGINES.values():
+        several = f"--nproc via {e.launcher}" if e.launcher else "one process"
+        print(f"{e.name:<{width}}  {e.summary} (needs {e.requires}; {several}"
+              + (f"; exports {', '.join(e.exports)})" if e.exports else ")"))
     return 0
 
 
@@ -257,6 +268,10 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _engine_help() -> str:
+    return "; ".join(f"{e.name}: {e.summary}" for e in ENGINES.values())
+
+
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     """The recipe flags train, compare and sweep share."""
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
@@ -307,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_show)
 
+    p = sub.add_parser("engines", help="the registered engines")
+    p.set_defaults(func=cmd_engines)
+
     p = sub.add_parser("recipes", help="the named recipes (--recipe NAME); with a name, its config keys")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_recipes)
@@ -332,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with one engine; writes a run directory",
                        description="Train a model. Precedence: defaults < --config YAML < flags < KEY=VALUE overrides "
                                    "(e.g. optim.schedule=cosine data.hflip=true model.args.dropout=0.5).")
-    p.add_argument("--engine", choices=("keras", "tf", "torch"), help="keras (fit), tf (custom loop) or torch (default: keras)")
+    p.add_argument("--engine", choices=engine_names(), help=f"{_engine_help()} (default: keras)")
     _add_recipe_args(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", help="name of the run directory (default: time-model-engine-data)")
@@ -383,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="a grid of config values with one engine; a results table and plots",
                        description="Train every point of a grid (x seeds) with one engine, each an ordinary run in its "
                                    "own process. Run the same command again to skip finished points and resume the rest.")
-    p.add_argument("--engine", choices=("keras", "tf", "torch"), help="default: keras")
+    p.add_argument("--engine", choices=engine_names(), help="default: keras")
     p.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
                    help="config keys and their values, e.g. batch_size=16,32,64 optim.name=rmsprop,adam model.args.activation=relu,elu")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default: %(default)s)")
@@ -403,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--checkpoint", choices=("last", "best", "init"), default="last",
                    help="last (default) reproduces final.json; best is the lowest val_loss epoch; init the weights before training")
-    p.add_argument("--engine", choices=("keras", "tf", "torch"),
+    p.add_argument("--engine", choices=engine_names(),
                    help="evaluate with another engine (the weights are framework-neutral; default: the run's own)")
     p.add_argument("--split", choices=("test", "val"), default="test", help="default: %(default)s")
     p.add_argument("--data", metavar="NAME_OR_PATH", help="another dataset with the same classes (default: the run's)")
@@ -415,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "output: logits, or probabilities with --probabilities. The export is reloaded with "
                                    "its own runtime and compared with clsf's logits on test images before it is kept.")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "savedmodel", "keras"))
+    p.add_argument("--format", required=True, choices=export_formats())
     p.add_argument("--out", metavar="FOLDER", help="default: RUN_DIR/export/FORMAT")
     p.add_argument("--probabilities", action="store_true", help="bake softmax in: the model outputs probabilities")
     p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="default: %(default)s (what final.json reports)")

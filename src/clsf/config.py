@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from clsf.engines import names as engine_names
 from clsf.errors import UserError
 
-ENGINES = ("keras", "tf", "torch")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
@@ -258,7 +258,7 @@ def validate(cfg: Config) -> Config:
         if not ok:
             raise UserError(msg)
 
-    need(cfg.engine in ENGINES, f"engine '{cfg.engine}' is not known; use one of {', '.join(ENGINES)}.")
+    need(cfg.engine in engine_names(), f"engine '{cfg.engine}' is not known; use one of {', '.join(engine_names())}.")
     need(cfg.freeze in (None, "trunk"), f"freeze '{cfg.freeze}' is not known; use trunk (or leave it out).")
     need(cfg.freeze is None or cfg.init_from, "freeze=trunk keeps the weights init_from loads; give --init-from RUN too.")
     need(cfg.unfreeze_after is None or (cfg.freeze == "trunk" and cfg.unfreeze_after >= 1),

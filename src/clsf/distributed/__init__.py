@@ -73,10 +73,6 @@ def tf_world() -> World:
                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": I}}.') from None
 
 
-def world_of(engine: str) -> World:
-    return torch_world() if engine == "torch" else tf_world()
-
-
 def part(start: int, stop: int, rank: int, size: int) -> tuple[int, int]:
     """Process `rank`'s contiguous share [a, b) of positions [start, stop) (a global batch, or a split
     to evaluate); the shares tile it in rank order and differ by at most one; rank 0's is never

@@ -111,11 +111,15 @@ def run_tf(argv: list[str], nproc: int, timeout_s: float) -> None:
 def launch(argv: list[str], nproc: int, engine: str, timeout_s: float) -> None:
     if os.environ.get("WORLD_SIZE") or os.environ.get("TF_CONFIG"):
         raise UserError("--nproc launches the processes itself; under torchrun or with TF_CONFIG set, leave --nproc out.")
-    if engine == "keras":
-        raise UserError("the keras engine (fit) runs as one process; for several, use --engine tf (the same model and "
-                        "optimizer in a loop under tf.distribute) or --engine torch.")
+    from clsf.engines import ENGINES, entry
+
+    how = entry(engine).launcher
+    if how is None:
+        several = " or ".join(f"--engine {e.name}" for e in ENGINES.values() if e.launcher)
+        raise UserError(f"the {engine} engine runs as one process; for several, use {several} "
+                        "(the same model and optimizer in a loop that runs distributed).")
     argv = strip_nproc(argv)
-    if engine == "torch":
+    if how == "torchrun":
         run_torch(argv, nproc)
     else:
         run_tf(argv, nproc, timeout_s)

@@ -1,24 +1,89 @@
-"""Three engines behind one contract (`base.Engine`): keras_fit, tf_loop, torch_loop."""
+"""The engine registry: the one list of engines that the CLI, config validation, compare, export,
+the launcher and the tests read. A new engine is one file (a `base.Engine` subclass) and one
+`register` line here; nothing else names engines.
+
+Entries name their class as "module:Class" and are imported only when used, so reading the list
+imports no framework.
+"""
 
 from __future__ import annotations
 
-from clsf.config import Config
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from clsf.errors import UserError
-from clsf.frameworks import import_tf, require
-from clsf.models.spec import ModelSpec
+
+if TYPE_CHECKING:  # config imports this module for the engine names; the types only for checkers
+    from clsf.config import Config
+    from clsf.engines.base import Engine
+    from clsf.models.spec import ModelSpec
 
 
-def create_engine(cfg: Config, spec: ModelSpec, steps_per_epoch: int):
-    """The engine `cfg.engine` names, built from the spec; the one factory everything uses."""
-    if cfg.engine == "torch":
-        require("torch")
-        from clsf.engines.torch_loop import TorchEngine as E
-    elif cfg.engine in ("keras", "tf"):
+@dataclass(frozen=True)
+class EngineEntry:
+    name: str
+    target: str  # "module:Class", imported on first use
+    summary: str  # one line for `clsf engines` and --help
+    requires: str  # the package the engine needs; refused in one line naming the extra when missing
+    exports: tuple[str, ...] = ()  # `clsf export` formats this engine's framework writes
+    launcher: str | None = None  # how `--nproc N` starts it: "torchrun", "tf_config"; None: one process only
+
+
+ENGINES: dict[str, EngineEntry] = {}
+
+
+def register(name: str, target: str, summary: str, requires: str, exports: tuple[str, ...] = (),
+             launcher: str | None = None) -> None:
+    """Add (or replace) an engine; `target` is "module:Class" of a `clsf.engines.base.Engine`."""
+    ENGINES[name] = EngineEntry(name, target, summary, requires, exports, launcher)
+
+
+# exports of TensorFlow's formats go through `tf`: its model is not compiled (fit's compiled model,
+# with clsf's counting train_step attached, does not deserialize from a .keras file)
+register("keras", "clsf.engines.keras_fit:KerasFitEngine", "Keras compile + fit", "tensorflow")
+register("tf", "clsf.engines.tf_loop:TFLoopEngine", "TensorFlow loop: tf.data + GradientTape + tf.function",
+         "tensorflow", ("savedmodel", "keras"), "tf_config")
+register("torch", "clsf.engines.torch_loop:TorchEngine", "PyTorch loop", "torch", ("onnx", "torchscript"), "torchrun")
+
+
+def names() -> list[str]:
+    return list(ENGINES)
+
+
+def entry(name: str) -> EngineEntry:
+    if name not in ENGINES:
+        raise UserError(f"engine '{name}' is not known; use one of {', '.join(ENGINES)}.")
+    return ENGINES[name]
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The engine's class, its framework imported (quietly, once) or refused naming the extra."""
+    e = entry(name)
+    if e.requires == "tensorflow":
+        from clsf.frameworks import import_tf
+
         import_tf()
-        if cfg.engine == "keras":
-            from clsf.engines.keras_fit import KerasFitEngine as E
-        else:
-            from clsf.engines.tf_loop import TFLoopEngine as E
-    else:
-        raise UserError(f"engine '{cfg.engine}' is not known; use keras, tf or torch.")
-    return E(cfg, spec, steps_per_epoch)
+    elif e.requires:
+        from clsf.frameworks import require
+
+        require(e.requires)
+    module, _, cls = e.target.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_engine(cfg: Config, spec: ModelSpec, steps_per_epoch: int) -> Engine:
+    """The engine `cfg.engine` names, built from the spec; the one factory everything uses."""
+    return engine_class(cfg.engine)(cfg, spec, steps_per_epoch)
+
+
+def engine_for_format(fmt: str) -> str:
+    """The first registered engine whose framework writes export format `fmt`."""
+    for e in ENGINES.values():
+        if fmt in e.exports:
+            return e.name
+    raise UserError(f"format '{fmt}' is not known; use one of {', '.join(export_formats())}.")
+
+
+def export_formats() -> list[str]:
+    return list(dict.fromkeys(f for e in ENGINES.values() for f in e.exports))

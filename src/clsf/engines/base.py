@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Protocol
+from abc import ABC, abstractmethod
+from typing import Callable
 
 import numpy as np
 
 from clsf.config import Config
+from clsf.data.transforms import Preprocess
 from clsf.distributed import World
 from clsf.errors import NonFiniteLoss, UserError
 from clsf.models.spec import ModelSpec
@@ -78,29 +80,66 @@ class Meter:
         return self.correct / max(self.seen, 1)
 
 
-class Engine(Protocol):
-    name: str
-    world: World  # which process of how many (clsf.distributed); World() for one process
+class Engine(ABC):
+    """What the shared loop, evaluate, predict, export, the GAN's judge and compare use of an engine,
+    and nothing more. One subclass per engine file, listed in clsf.engines (the registry)."""
+
+    name: str  # the registry's name, e.g. "torch"
+    streams_across_replicas = True  # can train on streamed files (data.stream) with several replicas
+    world: World  # which replicas are this process's (clsf.distributed); World() for one process
     device: str  # where the model runs, e.g. "cpu", "cuda:0", "gpu:0"
-    traces: dict[str, int]  # tf.function name -> times traced (empty for torch)
 
-    def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int): ...
+    def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
+        self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
 
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int, meter: Meter, first_step: int = 0) -> None: ...
+    @classmethod
+    def detect_world(cls) -> World:
+        """The replicas this run has, from what its launcher set (read before the engine is built:
+        batch_size is per replica, so the steps per epoch depend on it)."""
+        return World()
 
-    def predict_logits(self, x: np.ndarray) -> np.ndarray: ...  # (N, K), in eval_batch_size chunks
+    @abstractmethod
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int, meter: Meter, first_step: int = 0) -> None:
+        """One epoch of the plan (clsf.data.order), from batch `first_step`; each step reported to
+        `meter`, and the epoch left early once `meter.stop_requested` says so."""
 
-    def save(self, folder: Path) -> None: ...  # weights.npz (neutral layout) + training state
+    @abstractmethod
+    def predict_logits(self, x: np.ndarray) -> np.ndarray: ...  # (N, K) logits, in eval_batch_size chunks
 
+    @abstractmethod
+    def features(self, x: np.ndarray) -> np.ndarray: ...  # (N, D): the last layer's input, flattened
+
+    @abstractmethod
+    def save(self, folder: Path) -> None: ...  # weights.npz (neutral layout) + the engine's training state
+
+    @abstractmethod
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None: ...
 
+    @abstractmethod
     def global_step(self) -> int: ...
 
-    def set_global_step(self, step: int) -> None: ...  # resumed with another process count: the schedule's step
+    @abstractmethod
+    def set_global_step(self, step: int) -> None: ...  # resumed with another replica count: the schedule's step
 
+    @abstractmethod
     def unfreeze(self) -> None: ...  # freeze=trunk ends: every layer trains from the next step
 
-    def tracing(self) -> dict: ...  # {tf.function: {"traces": n, "graph_nodes": k or None}}; {} for torch
+    def diagnostics(self, detail: bool = False) -> dict[str, dict]:
+        """Per traced function: {"traces": n, "graph_nodes": k or None (only with detail)}; {} where
+        nothing is traced. The loop's retrace detector reads the counts every epoch."""
+        return {}
+
+    def environment(self) -> dict:
+        """Facts for env.json beyond the package versions: threads, devices."""
+        return {}
+
+    def export(self, fmt: str, path: Path, a: np.ndarray, b: np.ndarray, probabilities: bool, example: np.ndarray) -> None:
+        """Write the model as `fmt` (one of the registry entry's exports) at `path`, taking raw NHWC
+        pixels normalised inside by `raw * a + b`."""
+        raise UserError(f"the {self.name} engine does not export; see `clsf export --help` for the formats.")
+
+    def close(self) -> None:
+        """Teardown once the run's files are written (e.g. leaving a process group together)."""
 
 
 def check_precision(cfg: Config, on_gpu: bool, device: str) -> None:

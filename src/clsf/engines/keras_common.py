@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from clsf.config import Config, OptimConfig
-from clsf.data.transforms import Preprocess
 from clsf.distributed import World, tf_world
-from clsf.engines.base import check_precision, frozen_layers
+from clsf.engines.base import Engine, check_precision, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.frameworks import import_tf
@@ -94,23 +93,27 @@ def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False)
     return lambda y, logits: cce(tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), num_classes), logits)
 
 
-class KerasBase:
+class KerasBase(Engine):
     """Model, optimizer, schedule, prediction and checkpoints for the two TensorFlow engines."""
 
-    name = "keras"
+    streams_across_replicas = False  # streamed files train on one TensorFlow replica
+
+    @classmethod
+    def detect_world(cls) -> World:
+        return tf_world()  # TF_CONFIG's workers x this machine's GPUs; one replica otherwise
 
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
+        super().__init__(cfg, spec, steps_per_epoch)
         tf = import_tf()
         import keras
 
         from clsf.models.keras import build_keras
 
-        self.world = tf_world()  # TF_CONFIG's workers x this machine's GPUs; one replica otherwise
+        self.world = self.detect_world()
         self.strategy = make_strategy(cfg, self.world)  # first: MultiWorkerMirroredStrategy must precede other TF work
         keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: initial weights, dropout
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
-        self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         check_precision(cfg, self.device != "cpu", self.device)
         # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, which
@@ -178,14 +181,14 @@ class KerasBase:
         epoch changed). Keras' one step counter also drives Adam's bias correction (near 1 by then)."""
         self.optimizer.iterations.assign(step)
 
-    def tracing(self) -> dict:
-        """Per tf.function the engine owns: times traced, and the size of its graph (nodes, the
-        function library included) where the function has one signature to ask for."""
+    def diagnostics(self, detail: bool = False) -> dict[str, dict]:
+        """Per tf.function the engine owns: times traced, and (detail) the size of its graph (nodes,
+        the function library included) where the function has one signature to ask for."""
         out = {}
         for name, n in self.traces.items():
             fn = getattr(self, name, None)
             nodes = None
-            if n and hasattr(fn, "get_concrete_function") and getattr(fn, "input_signature", None) is not None:
+            if detail and n and hasattr(fn, "get_concrete_function") and getattr(fn, "input_signature", None) is not None:
                 g = fn.get_concrete_function().graph.as_graph_def()
                 nodes = len(g.node) + sum(len(f.node_def) for f in g.library.function)
             out[name] = {"traces": n, "graph_nodes": nodes}
@@ -196,6 +199,38 @@ class KerasBase:
 
         ds = make_dataset(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False)
         return np.concatenate([self.predict_step(xb).numpy() for xb, _ in ds])
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """(N, D): the input of the last layer (a model cut before it), in eval_batch_size chunks."""
+        import keras
+
+        from clsf.data.tf_pipeline import make_dataset
+
+        body = keras.Model(self.model.inputs, self.model.layers[-2].output)
+        ds = make_dataset(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False)
+        return np.concatenate([body(xb, training=False).numpy().reshape(len(xb), -1) for xb, _ in ds])
+
+    def environment(self) -> dict:
+        import tensorflow as tf
+
+        return {"threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "auto",
+                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "auto"}}
+
+    def export(self, fmt, path, a, b, probabilities, example) -> None:
+        """The Keras model behind a normalising input layer, as .keras or a SavedModel."""
+        import keras
+
+        h, w, c = self.spec.input_shape
+        images = keras.Input((h, w, c), name="images")
+        x = keras.layers.Rescaling(scale=a, offset=b, name="normalise")(images)  # raw * a + b, per channel
+        out = self.model(x, training=False)
+        if probabilities:
+            out = keras.layers.Softmax(name="probabilities")(out)
+        model = keras.Model(images, out, name="clsf_export")
+        if fmt == "keras":
+            model.save(path)
+        else:
+            model.export(str(path), format="tf_saved_model", verbose=False)
 
     # -- checkpoints: neutral weights + every model/optimizer variable (dropout RNG state included)
     def save(self, folder: Path) -> None:

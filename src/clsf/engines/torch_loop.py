@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from clsf.config import Config
 from clsf.data.stream import Files, worker_count
 from clsf.data.torch_pipeline import Batches
-from clsf.data.transforms import Preprocess
-from clsf.distributed import part, torch_ddp, torch_world
-from clsf.engines.base import Meter, check_precision, frozen_layers
+from clsf.distributed import World, part, torch_ddp, torch_world
+from clsf.engines.base import Engine, Meter, check_precision, frozen_layers
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
@@ -45,19 +44,25 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-class TorchEngine:
+class TorchEngine(Engine):
     name = "torch"
+
+    @classmethod
+    def detect_world(cls) -> World:
+        return torch_world()  # torchrun's RANK / WORLD_SIZE; one process otherwise
 
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
         from clsf.models.torch import build_torch
+
+        super().__init__(cfg, spec, steps_per_epoch)
 
         torch.manual_seed(cfg.seed)  # initial weights
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on CUDA
             torch.use_deterministic_algorithms(True)  # deterministic kernels, or an error where none exists
             torch.backends.cudnn.benchmark = False
-        self.cfg, self.spec, self.pre, self.steps_per_epoch = cfg, spec, Preprocess.of(cfg.data), steps_per_epoch
-        self.world = torch_world()  # torchrun's RANK / WORLD_SIZE; one process otherwise
+        self.steps_per_epoch = steps_per_epoch
+        self.world = self.detect_world()
         self.torch_device = resolve_device(cfg.device, self.world.local_rank)
         if self.torch_device.type == "cuda":
             torch.cuda.set_device(self.torch_device)
@@ -78,7 +83,6 @@ class TorchEngine:
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
         self.step = 0  # global step: the schedule's only state
         self.freeze_trunk(True)
-        self.traces: dict[str, int] = {}  # nothing is traced
         self._resident = (None,)  # a GPU run: (key of the numpy split, x on the device, y on the device)
 
     @property
@@ -112,8 +116,12 @@ class TorchEngine:
         epoch changed); Adam's bias correction keeps counting the updates actually made."""
         self.step = step
 
-    def tracing(self) -> dict:
-        return {}  # nothing is traced (torch.compile's graphs are its own business)
+    def environment(self) -> dict:
+        return {"threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}}
+
+    def close(self) -> None:
+        if self.world.size > 1:  # every process leaves the group together, once the lead has written
+            torch_ddp.leave(together=True)
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
         w = self.world
@@ -191,6 +199,39 @@ class TorchEngine:
             return torch.cat([self.model(xb.contiguous(memory_format=self.memory_format)).float().cpu()
                               for xb, _ in batches]).numpy()
 
+    @torch.inference_mode()
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """(N, D): the input of the last layer (every child module but the last), flattened."""
+        self.model.eval()
+        body = torch.nn.Sequential(*list(self.model.children())[:-1])
+        batches = Batches(x, np.zeros(len(x), np.int64), self.cfg.eval_batch_size, self.pre, training=False,
+                          device=self.torch_device)
+        return torch.cat([body(xb).flatten(1).float().cpu() for xb, _ in batches]).numpy()
+
+    def export(self, fmt, path, a, b, probabilities, example) -> None:
+        """The model behind a normalising input step (NHWC raw pixels in), traced to TorchScript or
+        exported to ONNX by torch's dynamo exporter."""
+        import contextlib
+        import importlib.util
+        import io
+        import logging
+        import warnings
+
+        module = _Exported(self.model, a, b, probabilities).cpu().eval()
+        x = torch.from_numpy(example[:2])
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # notes about optional torchvision ops
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # exporter progress
+            warnings.simplefilter("ignore")  # tracer notes about Python-side shape arithmetic: shapes are fixed here
+            if fmt == "torchscript":
+                torch.jit.trace(module, x).save(str(path))
+                return
+            for pkg in ("onnx", "onnxscript"):
+                if importlib.util.find_spec(pkg) is None:
+                    raise UserError(f"ONNX export needs {pkg}; install it with pip install 'clsf[export]'.")
+            torch.onnx.export(module, (x,), str(path), input_names=["images"], output_names=["output"],
+                              dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
+                              external_data=False)  # one self-contained file
+
     def save(self, folder: Path) -> None:
         from clsf.models.transfer import save_npz, torch_weights
 
@@ -221,3 +262,17 @@ class TorchEngine:
             torch.set_rng_state(state["rng"]["cpu"].cpu())
             if "cuda" in state["rng"] and self.torch_device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.torch_device)
+
+
+class _Exported(torch.nn.Module):
+    """What an export runs: (N, H, W, C) float32 raw pixels -> logits (or probabilities)."""
+
+    def __init__(self, net: torch.nn.Module, a: np.ndarray, b: np.ndarray, probabilities: bool):
+        super().__init__()
+        self.net, self.probabilities = net, probabilities
+        self.register_buffer("a", torch.from_numpy(a).view(1, -1, 1, 1))  # normalised = raw * a + b
+        self.register_buffer("b", torch.from_numpy(b).view(1, -1, 1, 1))
+
+    def forward(self, images):  # (N, H, W, C) float32 0-255
+        logits = self.net(images.permute(0, 3, 1, 2) * self.a + self.b)  # (N, K)
+        return torch.softmax(logits, dim=1) if self.probabilities else logits

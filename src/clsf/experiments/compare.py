@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from clsf.config import ENGINES, Config, validate
+from clsf.config import Config, validate
+from clsf.engines import names as engine_names
 from clsf.errors import UserError
 from clsf.experiments import runner
 from clsf.report.build import pm
@@ -19,9 +20,9 @@ from clsf.report.build import pm
 
 def parse_engines(text: str) -> list[str]:
     engines = [e.strip() for e in text.split(",") if e.strip()]
-    bad = [e for e in engines if e not in ENGINES]
+    bad = [e for e in engines if e not in engine_names()]
     if bad or not engines:
-        raise UserError(f"--engines '{text}' names {'no engine' if not engines else ', '.join(bad)}; use a comma list of {', '.join(ENGINES)}.")
+        raise UserError(f"--engines '{text}' names {'no engine' if not engines else ', '.join(bad)}; use a comma list of {', '.join(engine_names())}.")
     if len(set(engines)) != len(engines):
         raise UserError(f"--engines '{text}' names an engine twice; list each once.")
     return engines

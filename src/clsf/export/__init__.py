@@ -14,25 +14,20 @@ and clsf.json (class names, input and output, the verification), which `clsf pre
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata as md
-import io
-import logging
 import importlib.util
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from clsf.engines import engine_for_format, entry
 from clsf.engines.base import softmax
 from clsf.errors import ClsfError, UserError
 from clsf.run import rundir
 
-FORMATS = {  # format -> (the engine whose framework writes it, the file or folder in the export folder)
-    "onnx": ("torch", "model.onnx"), "torchscript": ("torch", "model.pt"),
-    "savedmodel": ("tf", "saved_model"), "keras": ("tf", "model.keras"),  # tf: the Keras model, uncompiled
-}
+FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "savedmodel": "saved_model", "keras": "model.keras"}
+# which engine writes a format: the registry's (clsf.engines), each engine's `export` method
 TOLERANCE = 1e-4  # max |exported - clsf| on the verification images
 VERIFY_IMAGES = 256
 
@@ -41,56 +36,13 @@ class ExportMismatch(ClsfError):
     """The exported model does not compute what clsf computes (nothing is written)."""
 
 
-def _torch_module(engine, a: np.ndarray, b: np.ndarray, probabilities: bool):
-    import torch
-
-    class Exported(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = engine.model
-            self.register_buffer("a", torch.from_numpy(a).view(1, -1, 1, 1))  # normalised = raw * a + b
-            self.register_buffer("b", torch.from_numpy(b).view(1, -1, 1, 1))
-
-        def forward(self, images):  # (N, H, W, C) float32 0-255
-            logits = self.net(images.permute(0, 3, 1, 2) * self.a + self.b)  # (N, K)
-            return torch.softmax(logits, dim=1) if probabilities else logits
-
-    return Exported().eval()
-
-
-def _write_torch(engine, fmt: str, path: Path, a, b, probabilities: bool, example: np.ndarray) -> None:
-    import torch
-
-    module = _torch_module(engine, a, b, probabilities).cpu()
-    x = torch.from_numpy(example[:2])
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # notes about optional torchvision ops
-    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # exporter progress lines
-        warnings.simplefilter("ignore")  # tracer notes about Python-side shape arithmetic: shapes are fixed here
-        if fmt == "torchscript":
-            torch.jit.trace(module, x).save(str(path))
-        else:
-            for pkg in ("onnx", "onnxscript"):
-                if importlib.util.find_spec(pkg) is None:
-                    raise UserError(f"ONNX export needs {pkg}; install it with pip install 'clsf[export]'.")
-            torch.onnx.export(module, (x,), str(path), input_names=["images"], output_names=["output"],
-                              dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
-                              external_data=False)  # one self-contained file
-
-
-def _write_keras(engine, fmt: str, path: Path, a, b, probabilities: bool) -> None:
-    import keras
-
-    h, w, c = engine.spec.input_shape
-    images = keras.Input((h, w, c), name="images")
-    x = keras.layers.Rescaling(scale=a, offset=b, name="normalise")(images)  # raw * a + b, per channel
-    out = engine.model(x, training=False)
-    if probabilities:
-        out = keras.layers.Softmax(name="probabilities")(out)
-    model = keras.Model(images, out, name="clsf_export")
-    if fmt == "keras":
-        model.save(path)
-    else:
-        model.export(str(path), format="tf_saved_model", verbose=False)
+def _version(package: str) -> str:
+    for dist in (package, f"{package}-cpu"):  # TensorFlow installs as tensorflow-cpu here
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return "unknown version"
 
 
 def load_runtime(fmt: str, path: Path):
@@ -135,15 +87,14 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     """Write RUN's checkpoint in `fmt` to `out` (default RUN/export/FMT), verified; return clsf.json's content."""
     from clsf.run.train import checkpoint_engine, load_data
 
-    if fmt not in FORMATS:
-        raise UserError(f"format '{fmt}' is not known; use one of {', '.join(FORMATS)}.")
+    writer = engine_for_format(fmt)  # refuses an unknown format
     run, cfg = rundir.open_run(run, which)
     env = rundir.read_json(run / "env.json")
     names, shape = env["data"]["class_names"], tuple(env["data"]["image_shape"])
     out = Path(out) if out else run / "export" / fmt
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; remove it or choose another --out.")
-    trained_with, (cfg.engine, filename) = cfg.engine, FORMATS[fmt]
+    trained_with, cfg.engine, filename = cfg.engine, writer, FILES[fmt]
     prep = load_data(cfg)
     part = prep.test if prep.test is not None else prep.val
     images = part.x[:VERIFY_IMAGES]  # uint8 (n, H, W, C)
@@ -158,10 +109,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     tmp.mkdir(parents=True)
     try:
         raw = images.astype(np.float32)  # the exported model's input: raw pixels, 0-255
-        if cfg.engine == "torch":
-            _write_torch(engine, fmt, tmp / filename, a, b, probabilities, raw)
-        else:
-            _write_keras(engine, fmt, tmp / filename, a, b, probabilities)
+        engine.export(fmt, tmp / filename, a, b, probabilities, raw)
         try:
             predict, runtime = load_runtime(fmt, tmp / filename)
             got = np.concatenate([predict(raw[i:i + 64]) for i in range(0, len(raw), 64)])
@@ -175,7 +123,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
             raise ExportMismatch(f"the {fmt} export differs from clsf by {diff:.2g} (> {TOLERANCE}) on {len(raw)} test "
                                  f"images; nothing was written — please report this with the run's model.yaml.")
         info = {"format": fmt, "file": filename, "run": str(run), "checkpoint": which, "trained_with": trained_with,
-                "written_by": f"{cfg.engine} ({md.version('torch' if cfg.engine == 'torch' else 'keras')})",
+                "written_by": f"{writer} ({entry(writer).requires} {_version(entry(writer).requires)})",
                 "class_names": names,
                 "input": {"shape": ["N", *shape], "dtype": "float32", "layout": "NHWC", "range": "0-255 raw pixels",
                           "normalisation": f"data.scale={cfg.data.scale}, inside the model"},

@@ -55,30 +55,14 @@ class Judge:
 
         run, cfg = rundir.open_run(run, "last")
         env = rundir.read_json(run / "env.json")
-        cfg.engine = "torch" if engine == "torch" else "tf"  # the weights are neutral: the GAN's framework
+        cfg.engine = engine  # the weights are neutral: the judge runs in the GAN's own engine
         self.engine = checkpoint_engine(run, cfg, "last", tuple(env["data"]["image_shape"]), len(env["data"]["class_names"]))
         self.k = len(env["data"]["class_names"])
         self.real = self.features(real)
 
     def features(self, images_u8: np.ndarray) -> np.ndarray:
         """Penultimate-layer features (the input of the last layer) of uint8 images."""
-        e = self.engine
-        if e.name == "torch":
-            import torch
-
-            body = torch.nn.Sequential(*list(e.model.children())[:-1]).eval()
-            from clsf.data.torch_pipeline import Batches
-
-            with torch.no_grad():
-                return torch.cat([body(xb) for xb, _ in Batches(images_u8, np.zeros(len(images_u8), np.int64), 500, e.pre,
-                                                                 training=False)]).flatten(1).numpy()
-        import keras
-
-        from clsf.data.tf_pipeline import make_dataset
-
-        body = keras.Model(e.model.inputs, e.model.layers[-2].output)
-        ds = make_dataset(images_u8, np.zeros(len(images_u8), np.int64), 500, e.pre, training=False)
-        return np.concatenate([body(xb, training=False).numpy().reshape(len(xb), -1) for xb, _ in ds])
+        return self.engine.features(images_u8)
 
     def score(self, images01: np.ndarray) -> dict:
         from clsf.engines.base import softmax

@@ -49,10 +49,11 @@ class Checks:
                               "check the output activation, or check the data's normalisation.")
         # A function may trace more than once while it starts (Keras' fit traces its step twice), but
         # never again later: growth after an epoch, or many traces at once, is a retracing step.
-        for fn, n in engine.traces.items():
+        counts = {fn: d["traces"] for fn, d in engine.diagnostics().items()}
+        for fn, n in counts.items():
             if n > 2 * (1 + self.expected) or n > self.traces.get(fn, n):
                 self.warn(f"retrace:{fn}", f"the tf.function {fn} was traced {n} times; each retrace rebuilds "
                                            "the graph — feed tensors of one dtype and rank (the input signature "
                                            "allows any batch size) and pass values that change per step as "
                                            "tensors, not Python numbers.")
-        self.traces = dict(engine.traces)
+        self.traces = counts

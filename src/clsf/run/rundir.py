@@ -94,7 +94,9 @@ def open_run(run: str | Path, which: str = "last") -> tuple[Path, "Config"]:
     return run, cfg
 
 
-def environment(engine: str, device: str) -> dict:
+def environment(engine: str, device: str, facts: dict | None = None) -> dict:
+    """env.json's start: package versions, machine, git commit, and the engine's own `facts`
+    (threads, devices: Engine.environment())."""
     import importlib.metadata as md
 
     versions = {}
@@ -111,20 +113,9 @@ def environment(engine: str, device: str) -> dict:
     return {
         "engine": engine, "device": device, "python": platform.python_version(),
         "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-        "threads": _threads(engine), "packages": versions, "git_commit": commit,
+        "threads": None, **(facts or {}), "packages": versions, "git_commit": commit,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def _threads(engine: str) -> dict:
-    if engine == "torch":
-        import torch
-
-        return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
-    import tensorflow as tf
-
-    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "auto",
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "auto"}
 
 
 def read_metrics(run: Path) -> list[dict]:

@@ -18,8 +18,7 @@ from clsf.config import Config
 from clsf.data import Prepared, load_dataset, prepare
 from clsf.data.stream import Files, as_array, sample_for_stats
 from clsf.data.transforms import channel_stats
-from clsf.distributed import world_of
-from clsf.engines import create_engine
+from clsf.engines import create_engine, engine_class
 from clsf.engines.base import Meter, metrics_from_logits, softmax
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
@@ -104,20 +103,21 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     prep = load_data(cfg)
     ds = prep.dataset
     spec = build_spec(cfg, ds.image_shape, ds.num_classes, run if resume is not None else None)
-    world = world_of(cfg.engine)  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
+    cls = engine_class(cfg.engine)
+    world = cls.detect_world()  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
     steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
-    engine = create_engine(cfg, spec, steps_per_epoch)
+    engine = cls(cfg, spec, steps_per_epoch)
     if isinstance(prep.train.x, Files):  # streamed from disk (clsf.data.stream): what that path does not do
         if cfg.tta_flip:
             raise UserError("tta_flip is not available for streamed images (data.stream); leave it out, or load them in memory.")
-        if cfg.engine != "torch" and world.size > 1:
-            raise UserError("streamed images (data.stream) train on one TensorFlow replica; use --engine torch for several "
-                            "processes, or load the images in memory.")
+        if world.size > 1 and not cls.streams_across_replicas:
+            raise UserError(f"streamed images (data.stream) train on one replica with the {cfg.engine} engine; use an "
+                            "engine that streams to several (torch), or load the images in memory.")
     lead = world.lead  # the one process that prints and writes the run directory
     quiet = quiet or not lead
     checks = Checks(spec, ds.num_classes, quiet, silent=not lead)
 
-    env = rundir.environment(cfg.engine, engine.device)
+    env = rundir.environment(cfg.engine, engine.device, engine.environment())
     env["data"] = {"source": ds.source, "checksum": ds.checksum, "class_names": ds.class_names,
                    "image_shape": list(ds.image_shape), "train": len(prep.train),
                    "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0}
@@ -245,10 +245,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             return run  # interrupted on purpose: no final report yet
 
         final = finish(run, cfg, engine, prep, spec, rows, checks)
-    if world.size > 1 and cfg.engine == "torch":  # every process leaves the group together, once the lead has written
-        from clsf.distributed import torch_ddp
-
-        torch_ddp.leave(together=True)
+    engine.close()  # e.g. every process leaves the group together, once the lead has written
     if not quiet:
         print(f"test_loss {final['test_loss']:.4f}  test_acc {final['test_acc']:.4f}  "
               f"({final['test_images']} test images)  -> {run}")
@@ -322,9 +319,9 @@ def finish(run: Path | None, cfg: Config, engine, prep: Prepared, spec: ModelSpe
              f"test       loss {final['test_loss']:.4f}  acc {final['test_acc']:.4f}", "",
              "per-class test accuracy:"]
     lines += [f"  {name:<14} {acc:.3f}" if acc is not None else f"  {name:<14} -" for name, acc in final["per_class_acc"].items()]
-    tracing = engine.tracing()  # the seeds' tf.function lesson, measured: traces and graph size per function
+    tracing = engine.diagnostics(detail=True)  # the tf.function lesson, measured: traces and graph size per function
     if tracing:
-        lines += ["", f"tf.functions (tf.mode={cfg.tf.mode}):"] + [
+        lines += ["", "traced functions:"] + [
             f"  {fn:<13} traced {t['traces']} time(s)" + (f", {t['graph_nodes']:,} graph nodes" if t["graph_nodes"] else "")
             for fn, t in tracing.items()]
         rundir.write_json(run / "env.json", {**rundir.read_json(run / "env.json"), "tracing": tracing})
