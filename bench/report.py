@@ -33,11 +33,11 @@ def write_runs(root: Path, n: int, epochs: int = 5, classes: int = 10, test: int
     for i in range(n):
         cfg = Config(engine=("keras", "tf", "torch")[i % 3], seed=i // 3, batch_size=(16, 32, 64)[i % 3],
                      run_name=f"run{i:03d}", runs_dir=str(root))
-        run = rundir.new_run_dir(str(root), cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name)
-        rundir.write_text(run / "config.yaml", cfg.to_yaml())
-        rundir.write_json(run / "env.json", rundir.environment("torch", "cpu") | {"data": {"class_names": names}})
+        run = rundir.RunDir.create(str(root), cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name)
+        run.write_config(cfg)
+        run.write_env(rundir.environment("torch", "cpu") | {"data": {"class_names": names}})
         acc = 0.4 + 0.25 * (1 - np.exp(-np.arange(1, epochs + 1) / 2)) + rng.normal(0, 0.01, epochs)
-        rundir.write_metrics(run, [{"epoch": e + 1, "train_loss": 2 - acc[e], "train_acc": acc[e] + 0.02,
+        run.write_metrics([{"epoch": e + 1, "train_loss": 2 - acc[e], "train_acc": acc[e] + 0.02,
                                     "val_loss": 2.1 - acc[e], "val_acc": acc[e], "lr": 1e-3, "seconds": 60.0,
                                     "images_per_s": 700.0, "peak_mem_mb": 900.0} for e in range(epochs)])
         y = rng.integers(0, classes, test)
@@ -46,14 +46,14 @@ def write_runs(root: Path, n: int, epochs: int = 5, classes: int = 10, test: int
         pred = logits.argmax(1)
         cm = np.zeros((classes, classes), np.int64)
         np.add.at(cm, (y, pred), 1)
-        rundir.write_json(run / "final.json", {"checkpoint": "last", "epochs": epochs, "test_loss": 1.0,
+        run.write_final({"checkpoint": "last", "epochs": epochs, "test_loss": 1.0,
                                                "test_acc": float((pred == y).mean()), "test_images": test,
                                                "per_class_acc": {c: float(cm[k, k] / cm[k].sum()) for k, c in enumerate(names)},
                                                "confusion": cm.tolist(), "class_names": names})
         wrong = np.flatnonzero(pred != y)[:48]
-        rundir.save_arrays(run / "predictions.npz", logits=logits, labels=y, mistake_index=wrong,
-                           mistake_images=rng.integers(0, 256, (len(wrong), 32, 32, 3), dtype=np.uint8))
-        runs.append(run)
+        run.save_predictions(logits=logits, labels=y, mistake_index=wrong,
+                             mistake_images=rng.integers(0, 256, (len(wrong), 32, 32, 3), dtype=np.uint8))
+        runs.append(run.path)
     return runs
 
 

@@ -88,7 +88,7 @@ def seed_cnn_engine(framework: str, batch: int, steps_per_epoch: int, overrides=
     statistics (on the 0..1 scale), as the benchmarks time it."""
     from clsf.config import build_config
     from clsf.engines import create_engine
-    from clsf.run.train import build_spec
+    from clsf.run.setup import build_spec
 
     cfg = build_config(flags={"engine": framework, "batch_size": batch, "epochs": epochs},
                        overrides=["model.name=seed-cnn", "data.scale=standardize", "data.mean=[0.491, 0.482, 0.447]",

@@ -61,7 +61,7 @@ def test_retracing_step_of_the_real_tf_engine_is_caught(tmp_path, capsys):
     from clsf.config import build_config
     from clsf.engines.base import Meter
     from clsf.engines.tf_loop import TFLoopEngine
-    from clsf.run.train import build_spec, load_data
+    from clsf.run.setup import build_spec, load_data
 
     cfg = build_config(flags={"engine": "tf", "epochs": 1, "batch_size": 16, "data": {"name": "synthetic:train=80,test=10,size=8x8x3,classes=3"}},
                        overrides=["model.args.widths=[4, 4]", "model.args.dense=8"])

@@ -11,7 +11,8 @@ from clsf.config import build_config
 from clsf.errors import NonFiniteLoss
 from clsf.run import rundir
 from clsf.run.tensorboard import read_scalars
-from clsf.run.train import evaluate, train
+from clsf.run.evaluate import evaluate
+from clsf.run.train import train
 
 ENGINES = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
            pytest.param("torch", marks=pytest.mark.torch)]
@@ -97,7 +98,7 @@ def test_output_activation_mistake_is_caught(engine, tmp_path, capsys):
 def test_tf_step_traces_once_despite_partial_last_batch(tmp_path):
     from clsf.engines.base import Meter
     from clsf.engines.tf_loop import TFLoopEngine
-    from clsf.run.train import build_spec, load_data
+    from clsf.run.setup import build_spec, load_data
 
     cfg = _cfg("tf", tmp_path, "batch_size=50")  # 96 train images -> batches of 50 and 46
     prep = load_data(cfg)
@@ -115,7 +116,7 @@ def test_tf_loop_adds_losses_the_model_tracks(tmp_path, monkeypatch):
     import clsf.models.keras as mk
     from clsf.engines.base import Meter
     from clsf.engines.tf_loop import TFLoopEngine
-    from clsf.run.train import build_spec, load_data
+    from clsf.run.setup import build_spec, load_data
 
     cfg = _cfg("tf", tmp_path, "optim.lr=1e-9")
     prep = load_data(cfg)

@@ -54,7 +54,7 @@ def test_the_penalty_alone_moves_the_weights(tmp_path, engine, monkeypatch):
         from clsf.config import build_config
         from clsf.engines import create_engine
         from clsf.engines.base import Meter
-        from clsf.run.train import build_spec
+        from clsf.run.setup import build_spec
         from test_parity import neutral
 
         cfg = build_config(flags={"engine": engine, "epochs": 1, "batch_size": 16}, overrides=extra)

@@ -59,7 +59,7 @@ def train_engines(engines, extra: list[str], epochs: int = EPOCHS, x=X, y=Y) -> 
     """Build each engine from one config, give every engine the first one's initial weights, run
     `epochs` epochs of its own train_epoch; return {engine: (neutral weights, [epoch losses])}."""
     from clsf.engines import create_engine
-    from clsf.run.train import build_spec
+    from clsf.run.setup import build_spec
 
     out, initial = {}, None
     for name in engines:

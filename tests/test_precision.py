@@ -59,7 +59,7 @@ def test_channels_last_changes_the_layout_not_the_numbers(tmp_path):
     import torch
 
     from clsf.engines import create_engine
-    from clsf.run.train import build_spec
+    from clsf.run.setup import build_spec
 
     cfg = build_config(flags={"engine": "torch"}, overrides=SMALL)  # the default
     engine = create_engine(cfg, build_spec(cfg, (12, 12, 3), 3), 10)

@@ -47,12 +47,14 @@ def test_flip_averaged_evaluation_sees_an_image_and_its_mirror_alike(tmp_path):
     trained model tells them apart (the teeth)."""
     from clsf.config import from_dict
     from clsf.run import rundir
-    from clsf.run.train import checkpoint_engine, logits_of
+    from clsf.run.loop import logits_of
+    from clsf.run.setup import checkpoint_engine
 
     assert main(["train", "--engine", "torch", "--data", TINY, "--epochs", "2", "--runs-dir", str(tmp_path), "--run-name", "r",
                  "--quiet", "model.args.widths=[8, 8]"]) == 0
-    run, cfg = rundir.open_run(tmp_path / "r", "last")
-    engine = checkpoint_engine(run, cfg, "last", (32, 32, 3), 3)
+    run = rundir.RunDir.open(tmp_path / "r", "last")
+    cfg = run.config()
+    engine = checkpoint_engine(run, cfg, "last")
     x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     mirror = np.ascontiguousarray(x[:, :, ::-1])
     assert not np.allclose(logits_of(engine, x, cfg), logits_of(engine, mirror, cfg), atol=1e-4)

@@ -51,7 +51,7 @@ def test_a_full_disk_stops_cleanly_and_the_run_resumes_to_the_same_result(tmp_pa
     if where == "checkpoint":
         monkeypatch.setattr(TorchEngine, "save", full(TorchEngine.save))
     else:
-        monkeypatch.setattr(rundir, "write_metrics", full(rundir.write_metrics))
+        monkeypatch.setattr(rundir.RunDir, "write_metrics", full(rundir.RunDir.write_metrics))
     capsys.readouterr()
     assert _train(tmp_path, "full") == 5
     err = capsys.readouterr().err.strip()

@@ -80,7 +80,7 @@ def test_several_runs_show_only_the_keys_that_differ(runs, tmp_path):
 def test_importing_and_running_reports_loads_no_framework(runs, tmp_path):
     code = textwrap.dedent(f"""
         import sys
-        import clsf.report, clsf.report.build, clsf.report.plots, clsf.report.summary, clsf.experiments.compare, clsf.experiments.sweep
+        import clsf.report, clsf.report.build, clsf.plots, clsf.report.summary, clsf.experiments.compare, clsf.experiments.sweep
         from clsf.report.build import write_report
         write_report([{str(runs / 'plain')!r}], {str(tmp_path / 'one')!r})
         write_report([{str(runs)!r}], {str(tmp_path / 'many')!r})

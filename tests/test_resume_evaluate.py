@@ -10,7 +10,8 @@ from clsf.cli import main
 from clsf.config import build_config
 from clsf.run import rundir
 from clsf.run.tensorboard import ScalarWriter, read_scalars
-from clsf.run.train import evaluate, train
+from clsf.run.evaluate import evaluate
+from clsf.run.train import train
 
 DATA = "synthetic:train=150,test=60,size=12x12x3,classes=3"
 SMALL = ["model.args.widths=[8, 8]", "model.args.dense=16"]
@@ -126,7 +127,7 @@ def test_evaluate_val_split_and_other_data(tmp_path, capsys):
 def test_resume_after_a_kill_between_checkpoint_and_log_keeps_every_epoch(tmp_path):
     run = _run("torch", tmp_path, epochs=3, stop_after=2)
     rows = rundir.read_metrics(run)
-    rundir.write_metrics(run, rows[:1])  # the checkpoint of epoch 2 landed, its log line did not
+    rundir.RunDir(run).write_metrics(rows[:1])  # the checkpoint of epoch 2 landed, its log line did not
     train(resume=run, quiet=True)
     again = rundir.read_metrics(run)
     assert [r["epoch"] for r in again] == [1, 2, 3] and again[1]["val_loss"] == rows[1]["val_loss"]

@@ -16,7 +16,7 @@ They are imported on first use, so `import clsf` loads no framework.
 __version__ = "0.1.0"
 
 _API = {
-    "build_config": "clsf.config", "train": "clsf.run.train", "evaluate": "clsf.run.train",
+    "build_config": "clsf.config", "train": "clsf.run.train", "evaluate": "clsf.run.evaluate",
     "compare": "clsf.experiments.compare", "sweep": "clsf.experiments.sweep", "export": "clsf.export",
     "write_report": "clsf.report.build", "get_spec": "clsf.models.zoo", "load_dataset": "clsf.data",
     "gan": "clsf.gan.train",

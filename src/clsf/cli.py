@@ -219,14 +219,14 @@ def _merge(a: dict, b: dict) -> dict:
 def cmd_evaluate(args) -> int:
     import json
 
-    from clsf.run.train import evaluate
+    from clsf.run.evaluate import evaluate
 
     report = evaluate(args.run, args.checkpoint, args.engine, args.split, args.data)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{args.split}_loss {report['test_loss']:.4f}  {args.split}_acc {report['test_acc']:.4f}  ({report['test_images']} "
-          f"images, checkpoints/{args.checkpoint}, engine {report['engine']}; trained with {report['trained_with']})")
+          f"images, {report['weights']}, engine {report['engine']}; trained with {report['trained_with']})")
     if "agreement" in report:
         a = report["agreement"]
         print(f"against the logits saved at training: same prediction on {100 * a['same_prediction']:.2f}% of images, "
@@ -253,8 +253,7 @@ def cmd_predict(args) -> int:
         print(f"{chr(13) if tty else ''}clsf: skipped {path} ({error})", file=sys.stderr)
 
     n = write(predict(model, files, args.batch_size, args.skip_bad, skip, progress), model.names, args.format, args.top_k)
-    if skipped or tty:
-        print(f"{n} images predicted with {model.describe}" + (f"; {len(skipped)} skipped" if skipped else ""), file=sys.stderr)
+    print(f"{n} images predicted with {model.describe}" + (f"; {len(skipped)} skipped" if skipped else ""), file=sys.stderr)
     return 0
 
 
@@ -263,9 +262,13 @@ def cmd_export(args) -> int:
 
     info = export(args.run, args.format, args.out, args.probabilities, args.checkpoint)
     v = info["verified"]
-    print(f"wrote {info['path']} ({info['format']}, output {info['output']}; verified with {v['runtime']} on {v['images']} "
+    print(f"wrote {info['path']} ({info['format']} of {info['weights']}, output {info['output']}; verified with {v['runtime']} on {v['images']} "
           f"test images: max |difference| {v['max_abs_diff']:.2g}, same prediction {100 * v['same_prediction']:.2f}%)")
     return 0
+
+
+CHECKPOINT_HELP = ("which weights: the run's model by default (checkpoints/last, what final.json reports); "
+                   "best: the epoch with the lowest val_loss")
 
 
 def _engine_help() -> str:
@@ -302,6 +305,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from clsf.errors import EXIT_CODES
+    from clsf.gan.steps import GANS
 
     parser = _Parser(
         prog="clsf", description=__import__("clsf").__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -372,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the seeds' generator/discriminator pair for whole epochs. Settings under gan.* "
                                    "(gan.d_lr, gan.g_lr, gan.beta1, gan.label_noise, gan.sample_every); --judge RUN scores the samples.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("--engine", choices=("tf", "torch"), default="torch")
+    p.add_argument("--engine", choices=tuple(GANS), default="torch")
     p.add_argument("--data", default="mnist", metavar="NAME_OR_PATH", help="28x28 grayscale images (default: %(default)s)")
     p.add_argument("--data-dir")
     p.add_argument("--epochs", type=int)
@@ -419,8 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint, in any engine, on its test or val split")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--checkpoint", choices=("last", "best", "init"), default="last",
-                   help="last (default) reproduces final.json; best is the lowest val_loss epoch; init the weights before training")
+    p.add_argument("--checkpoint", choices=("last", "best", "init"),
+                   help=f"{CHECKPOINT_HELP}; init: the weights before training")
     p.add_argument("--engine", choices=engine_names(),
                    help="evaluate with another engine (the weights are framework-neutral; default: the run's own)")
     p.add_argument("--split", choices=("test", "val"), default="test", help="default: %(default)s")
@@ -436,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=export_formats())
     p.add_argument("--out", metavar="FOLDER", help="default: RUN_DIR/export/FORMAT")
     p.add_argument("--probabilities", action="store_true", help="bake softmax in: the model outputs probabilities")
-    p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="default: %(default)s (what final.json reports)")
+    p.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="top-k classes with probabilities for images, folders and globs",
@@ -448,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=256, help="images decoded and predicted at a time (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true", help="report and skip files that cannot be decoded")
-    p.add_argument("--checkpoint", choices=("last", "best"), default="best", help="for a run (default: %(default)s)")
+    p.add_argument("--checkpoint", choices=("last", "best"), help=f"for a run: {CHECKPOINT_HELP}")
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -1,7 +1,7 @@
 """The contract every engine implements, and the bookkeeping and metrics they all share.
 
 An engine owns a model, an optimizer and one step function for its framework. The loop that calls
-it (clsf.run.train) is shared, so every engine logs the same metrics and writes the same run
+it (clsf.run.loop) is shared, so every engine logs the same metrics and writes the same run
 directory. An engine reports each training step to a `Meter` (running loss and accuracy, the stop
 on a non-finite loss, the progress bar), written once here. Validation and test metrics are
 computed here too, in numpy, from the logits an engine returns in batches, so "val_acc" means the
@@ -23,19 +23,17 @@ from clsf.distributed import World
 from clsf.errors import NonFiniteLoss, UserError
 from clsf.models.spec import ModelSpec
 
-# on_batch(step, n_steps, running_loss, running_acc) -> None, for progress bars
-BatchHook = Callable[[int, int, float, float], None]
-
-
 class Meter:
     """One epoch's running training loss and accuracy, weighted by batch size (the short last batch
-    counts less). Engines call `add` per step, or `running` where the framework keeps the means."""
+    counts less). Engines call `add` per step, or `running` where the framework keeps the means, and
+    leave the epoch once `stop_requested` is set (by the loop's `on_step`, at a step boundary)."""
 
-    def __init__(self, epoch: int, first_step: int, images: int, batch_size: int, on_batch: BatchHook | None = None,
-                 after_step: Callable[[int], None] | None = None):
+    def __init__(self, epoch: int, first_step: int, images: int, batch_size: int,
+                 on_step: Callable[[int], None] | None = None):
         self.epoch, self.first_step, self.images, self.batch_size = epoch, first_step, images, batch_size
         self.n_steps = math.ceil(images / batch_size)
-        self.on_batch, self.after_step = on_batch, after_step  # after_step(step): the loop's checkpoint hook
+        self.on_step = on_step  # on_step(step): the loop's callbacks after every optimizer step
+        self.stop_requested = False
         self.loss_sum, self.correct, self.seen = 0.0, 0.0, 0
         self.base = (0.0, 0.0, 0)  # sums of the steps before a mid-epoch resume
 
@@ -66,10 +64,12 @@ class Meter:
         self.loss_sum, self.correct = loss_sum, correct
         if not math.isfinite(self.loss):  # big_vision's rule: stop at once, saying where
             raise NonFiniteLoss(self.epoch, step, self.first_step + step, self.loss)
-        if self.on_batch:
-            self.on_batch(step, self.n_steps, self.loss, self.acc)
-        if self.after_step:
-            self.after_step(step)
+        if self.on_step:
+            self.on_step(step)
+
+    @property
+    def complete(self) -> bool:  # every image of the epoch trained on (else it stopped inside)
+        return self.seen >= self.images
 
     @property
     def loss(self) -> float:  # mean training loss (with label smoothing and model losses, if any)

@@ -49,7 +49,13 @@ class KerasFitEngine(KerasBase):
 
         ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch,
                           first_step=first_step)
-        report = keras.callbacks.LambdaCallback(  # fit counts batches from its own start: offset them
-            on_train_batch_end=lambda batch, logs: meter.running(first_step + batch, float(logs["loss"]), float(logs["acc"])))
+        model = self.model
+
+        def batch_end(batch, logs):  # fit counts batches from its own start: offset them
+            meter.running(first_step + batch, float(logs["loss"]), float(logs["acc"]))
+            if meter.stop_requested:
+                model.stop_training = True  # fit checks it after every batch
+
+        report = keras.callbacks.LambdaCallback(on_train_batch_end=batch_end)
         # the dataset is already in this epoch's order (clsf.data.order): fit must not reshuffle it
         self.model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=[report], shuffle=False)

@@ -88,9 +88,13 @@ class TFLoopEngine(KerasBase):
             for step, (xb, yb, scale) in enumerate(self.replica_batches(x, y, epoch, first_step), start=first_step):
                 loss, correct = self.train_step(xb, yb, scale)
                 meter.add(step, float(loss), int(correct))
+                if meter.stop_requested:  # at a step boundary: Ctrl-C, or a pause the loop asked for
+                    break
             return
         ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch,
                           first_step=first_step)
         for step, (xb, yb) in enumerate(ds, start=first_step):  # xb (B, H, W, C) float32, yb (B,) int64
             loss, correct = self.train_step(xb, yb)
             meter.add(step, float(loss), int(correct))
+            if meter.stop_requested:
+                break

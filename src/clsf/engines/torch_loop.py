@@ -169,6 +169,8 @@ class TorchEngine(Engine):
             else:  # the global batch's mean loss and correct count, the same on every process
                 mean_loss, correct = torch_ddp.sum_across([loss.item() / w.size, correct if scale else 0], self.torch_device)
                 meter.add(step, mean_loss, int(correct))
+            if meter.stop_requested:  # at a step boundary: Ctrl-C, or a pause the loop asked for
+                break
 
     def resident(self, x: np.ndarray, y: np.ndarray):
         """On a GPU, the uint8 training split copied to the device once (kept while the same arrays

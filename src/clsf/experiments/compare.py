@@ -15,6 +15,7 @@ from clsf.config import Config, validate
 from clsf.engines import names as engine_names
 from clsf.errors import UserError
 from clsf.experiments import runner
+from clsf.run.rundir import RunDir
 from clsf.report.build import pm
 
 
@@ -59,7 +60,7 @@ def compare(cfg: Config, engines: list[str], seeds: list[int], out: str | Path |
         c = copy.deepcopy(cfg)
         c.engine, c.seed, c.runs_dir, c.run_name = r["engine"], r["seed"], str(folder / "runs"), r["name"]
         if not independent_init and r["engine"] != engines[0]:
-            c.init_from = str(folder / "runs" / f"{engines[0]}-s{r['seed']}" / "checkpoints" / "init")
+            c.init_from = str(RunDir(folder / "runs" / f"{engines[0]}-s{r['seed']}").checkpoint("init"))
         jobs.append((r["name"], validate(c)))
     with runner.open_folder(folder, plan):
         print(f"compare folder {folder}: {len(engines)} engines x {len(seeds)} seeds "

@@ -29,6 +29,7 @@ from pathlib import Path
 from clsf.config import Config, flatten
 from clsf.errors import RunsFailed, UserError
 from clsf.run import rundir
+from clsf.run.rundir import RunDir
 
 
 def plan_id(plan: dict) -> str:
@@ -79,11 +80,10 @@ def open_folder(folder: Path, plan: dict):
 
 def state(run: Path) -> str:
     """'finished', 'resume' (it has a finished epoch) or 'fresh' (nothing worth keeping)."""
-    if (run / "final.json").is_file():
+    r = RunDir(run)
+    if r.final() is not None:
         return "finished"
-    if run.is_dir():
-        rundir.recover_checkpoint(run, "last")  # a swap cut short by a kill
-    if (run / "checkpoints" / "last" / "meta.json").is_file():
+    if run.is_dir() and r.has_checkpoint("last"):  # (a checkpoint swap a kill cut short is finished first)
         return "resume"
     return "fresh"
 
@@ -105,13 +105,13 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
     if was == "finished":
         print(f"{progress} {name}: finished earlier, skipped")
         return "finished"
-    if was == "fresh" and cfg.init_from and not (Path(cfg.init_from) / "weights.npz").is_file():
+    if was == "fresh" and cfg.init_from and not rundir.has_weights(cfg.init_from):
         print(f"{progress} {name}: not started — its initial weights ({cfg.init_from}) were never written, "
               f"because the run that makes them failed", file=sys.stderr)
         return "failed"
     if was == "resume":
         argv = ["train", "--resume", str(run)]
-        print(f"{progress} {name}: resuming after epoch {rundir.checkpoint_meta(run)['epoch']}")
+        print(f"{progress} {name}: resuming after {RunDir(run).reached('last')}")
     else:
         shutil.rmtree(run, ignore_errors=True)  # died before its first epoch: nothing to keep
         (folder / "configs").mkdir(exist_ok=True)

@@ -24,7 +24,7 @@ import numpy as np
 from clsf.engines import engine_for_format, entry
 from clsf.engines.base import softmax
 from clsf.errors import ClsfError, UserError
-from clsf.run import rundir
+from clsf.run.rundir import RunDir, write_json
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "savedmodel": "saved_model", "keras": "model.keras"}
 # which engine writes a format: the registry's (clsf.engines), each engine's `export` method
@@ -83,14 +83,17 @@ def load_runtime(fmt: str, path: Path):
 
 
 def export(run: str | Path, fmt: str, out: str | Path | None = None, probabilities: bool = False,
-           which: str = "last") -> dict:
-    """Write RUN's checkpoint in `fmt` to `out` (default RUN/export/FMT), verified; return clsf.json's content."""
-    from clsf.run.train import checkpoint_engine, load_data
+           which: str | None = None) -> dict:
+    """Write RUN's model (or checkpoint `which`) in `fmt` to `out` (default RUN/export/FMT), verified;
+    return clsf.json's content."""
+    from clsf.run.setup import checkpoint_engine, load_data
 
     writer = engine_for_format(fmt)  # refuses an unknown format
-    run, cfg = rundir.open_run(run, which)
-    env = rundir.read_json(run / "env.json")
-    names, shape = env["data"]["class_names"], tuple(env["data"]["image_shape"])
+    run = RunDir.open(run, None)
+    which = run.model_checkpoint(which)
+    run.meta(which)
+    cfg = run.config()
+    names, shape = run.class_names, run.image_shape
     out = Path(out) if out else run / "export" / fmt
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; remove it or choose another --out.")
@@ -98,7 +101,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     prep = load_data(cfg)
     part = prep.test if prep.test is not None else prep.val
     images = part.x[:VERIFY_IMAGES]  # uint8 (n, H, W, C)
-    engine = checkpoint_engine(run, cfg, which, shape, len(names))
+    engine = checkpoint_engine(run, cfg, which)
     reference = engine.predict_logits(images)  # (n, K) what clsf computes
     if probabilities:
         reference = softmax(reference)
@@ -122,7 +125,8 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
         if not diff <= TOLERANCE:
             raise ExportMismatch(f"the {fmt} export differs from clsf by {diff:.2g} (> {TOLERANCE}) on {len(raw)} test "
                                  f"images; nothing was written — please report this with the run's model.yaml.")
-        info = {"format": fmt, "file": filename, "run": str(run), "checkpoint": which, "trained_with": trained_with,
+        info = {"format": fmt, "file": filename, "run": str(run), "checkpoint": which,
+                "weights": run.describe_checkpoint(which), "trained_with": trained_with,
                 "written_by": f"{writer} ({entry(writer).requires} {_version(entry(writer).requires)})",
                 "class_names": names,
                 "input": {"shape": ["N", *shape], "dtype": "float32", "layout": "NHWC", "range": "0-255 raw pixels",
@@ -130,7 +134,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
                 "output": "probabilities" if probabilities else "logits",
                 "verified": {"runtime": runtime, "images": len(raw), "max_abs_diff": diff, "tolerance": TOLERANCE,
                              "same_prediction": float((got.argmax(1) == reference.argmax(1)).mean())}}
-        rundir.write_json(tmp / "clsf.json", info)
+        write_json(tmp / "clsf.json", info)
         if out.exists():
             out.rmdir()
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from clsf.config import Config, OptimConfig
+from clsf.errors import UserError
 from clsf.models.zoo import get_spec
 
 
@@ -28,6 +29,7 @@ class TorchGAN:
         from clsf.models.torch import build_torch
 
         torch.manual_seed(cfg.seed)
+        self.device = "cpu"  # the step builds its tensors on the host
         self.g_spec, self.d_spec = specs(cfg, image_shape)
         self.g, self.d = build_torch(self.g_spec), build_torch(self.d_spec)
         self.g_opt = KerasRule(self.g.parameters(), OptimConfig(name="adam", lr=cfg.gan.g_lr, beta1=cfg.gan.beta1))
@@ -73,10 +75,24 @@ class TorchGAN:
         torch.save({"g": self.g.state_dict(), "d": self.d.state_dict(), "g_opt": self.g_opt.state_dict(),
                     "d_opt": self.d_opt.state_dict()}, folder / "state.pt")
 
-    def load(self, folder: Path) -> None:
+    def environment(self) -> dict:
         import torch
 
-        state = torch.load(folder / "state.pt", weights_only=True)
+        return {"threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}}
+
+    def load(self, folder: Path) -> None:
+        import pickle
+
+        import torch
+
+        try:  # weights_only: tensors and plain containers only, never code
+            state = torch.load(folder / "state.pt", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise UserError(f"{folder / 'state.pt'} could not be read as a clsf GAN checkpoint ({str(e).splitlines()[0][:120]}); "
+                            "resume from a checkpoint clsf wrote, or start the run again.") from None
+        if not isinstance(state, dict) or not {"g", "d", "g_opt", "d_opt"} <= set(state):
+            raise UserError(f"{folder / 'state.pt'} is not a clsf GAN checkpoint (it lacks the generator, discriminator "
+                            "or optimizer state); resume from a checkpoint clsf wrote.")
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])
         self.g_opt.load_state_dict(state["g_opt"])
@@ -94,6 +110,7 @@ class TFGAN:
         from clsf.models.keras import build_keras
 
         keras.utils.set_random_seed(cfg.seed)
+        self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         self.g_spec, self.d_spec = specs(cfg, image_shape)
         self.g, self.d = build_keras(self.g_spec), build_keras(self.d_spec)
         self.g_opt = make_optimizer(OptimConfig(name="adam", lr=cfg.gan.g_lr, beta1=cfg.gan.beta1), cfg.gan.g_lr)
@@ -140,8 +157,21 @@ class TFGAN:
         save_npz(folder / "discriminator.npz", keras_weights(self.d, self.d_spec))
         np.savez(folder / "state.npz", **{f"{part}/{i}": v.numpy() for part, vs in self._variables() for i, v in enumerate(vs)})
 
+    def environment(self) -> dict:
+        import tensorflow as tf
+
+        return {"threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "auto",
+                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "auto"}}
+
     def load(self, folder: Path) -> None:
         with np.load(folder / "state.npz") as z:
+            expected = sum(len(vs) for _, vs in self._variables())
+            if len(z.files) != expected:
+                raise UserError(f"{folder / 'state.npz'} holds {len(z.files)} variables but this GAN has {expected}; "
+                                "resume from a checkpoint clsf wrote with the same settings.")
             for part, vs in self._variables():
                 for i, v in enumerate(vs):
                     v.assign(z[f"{part}/{i}"])
+
+
+GANS = {"torch": TorchGAN, "tf": TFGAN}  # the engines a GAN trains in: one step class per framework

@@ -27,9 +27,10 @@ from clsf.data import load_dataset
 from clsf.data.order import epoch_plan
 from clsf.data.split import subset
 from clsf.data.transforms import Preprocess
-from clsf.errors import UserError
-from clsf.run import rundir
-from clsf.run.tensorboard import ScalarWriter
+from clsf.errors import NonFiniteLoss, UserError
+from clsf.run import callbacks as cb
+from clsf.run.rundir import RunDir, environment, write_text
+from clsf.run.state import RunState
 
 QUALITY_IMAGES = 1000
 COLUMNS = ["epoch", "d_loss", "g_loss", "d_acc_real", "d_acc_fake", "confident", "class_entropy", "frechet",
@@ -48,16 +49,16 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Judge:
-    """A classifier run, loaded into the GAN's framework, scoring generated images."""
+    """A classifier run's model, loaded into the GAN's engine, scoring generated images."""
 
     def __init__(self, run: str, engine: str, real: np.ndarray):
-        from clsf.run.train import checkpoint_engine
+        from clsf.run.setup import checkpoint_engine
 
-        run, cfg = rundir.open_run(run, "last")
-        env = rundir.read_json(run / "env.json")
+        run = RunDir.open(run, None)
+        cfg = run.config()
         cfg.engine = engine  # the weights are neutral: the judge runs in the GAN's own engine
-        self.engine = checkpoint_engine(run, cfg, "last", tuple(env["data"]["image_shape"]), len(env["data"]["class_names"]))
-        self.k = len(env["data"]["class_names"])
+        self.engine = checkpoint_engine(run, cfg, run.model_checkpoint())
+        self.k = len(run.class_names)
         self.real = self.features(real)
 
     def features(self, images_u8: np.ndarray) -> np.ndarray:
@@ -94,88 +95,131 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool = False) -> Path:
     """Train (or resume) a GAN run; return its directory."""
-    from clsf.gan.steps import TFGAN, TorchGAN
+    from clsf.gan.steps import GANS
 
+    run = state = None
     if resume is not None:
-        run, cfg = rundir.open_run(resume, "last")
-        meta = rundir.checkpoint_meta(run)
-        if (run / "final.json").exists():
-            print(f"{run} is finished ({meta['epoch']} epochs); nothing to do.")
-            return run
+        run, cfg, state = _resume(resume)
+        if run.final() is not None:
+            print(f"{run} is finished ({state.epoch} epochs); nothing to do.")
+            return run.path
+    x, real, image_shape = _data(cfg)
+    model = GANS[cfg.engine](cfg, image_shape)
+    judge = Judge(cfg.gan.judge, cfg.engine, real) if cfg.gan.judge else None
+    fixed = np.random.default_rng([cfg.seed, 12345]).normal(size=(64, cfg.gan.latent)).astype(np.float32)
+    probe = np.random.default_rng([cfg.seed, 54321]).normal(size=(QUALITY_IMAGES, cfg.gan.latent)).astype(np.float32)
+    env = environment(cfg.engine, model.device, model.environment())
+    if run is None:
+        run = RunDir.create(cfg.runs_dir, "gan", cfg.engine, cfg.data.name, cfg.run_name)
+        state = RunState(extra={"initial": judge.score(model.generate(probe)) if judge else None, "quality": []})
+        run.write_env({**env, "kind": "gan", "data": {"source": str(cfg.data.name), "image_shape": list(image_shape),
+                                                      "train": len(x)}})
+    else:
+        model.load(run.checkpoint("last"))
+        run.add_resume({"after_epoch": state.epoch, "time": env["started"], "device": env["device"], "changed": {}})
+    state.epochs = cfg.epochs
+    run.write_config(cfg)
+    run.samples_dir.mkdir(exist_ok=True)
+    callbacks = cb.Callbacks([cb.Interrupt(), _EpochLine(cfg.epochs, quiet), cb.Checkpoints(run, model, None, None),
+                              cb.Logs(run, COLUMNS), _QualityLog(run)])
+    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    with run.disk_space():
+        try:
+            callbacks.on_train_start(state)
+            while not state.done:
+                row = _epoch(model, x, state, cfg, steps_per_epoch, judge, fixed, probe, run)
+                if state.stop == "interrupt":
+                    raise KeyboardInterrupt
+                callbacks.on_epoch_end(state, row, state.end_epoch(row))
+        except KeyboardInterrupt:
+            at = run.reached("last") if run.has_checkpoint("last") else "no epoch yet"
+            print(f"\nclsf: interrupted; checkpoints/last holds the run up to {at} — continue with: "
+                  f"clsf gan --resume {run}", file=sys.stderr)
+            raise
+        finally:
+            callbacks.on_train_end(state)
+        _finish(run, model, state, cfg.epochs * steps_per_epoch, fixed)
+    if not quiet:
+        print(f"-> {run}")
+    return run.path
+
+
+def _resume(path) -> tuple[RunDir, Config, RunState]:
+    run = RunDir.open(path, "last")
+    if run.env().get("kind") != "gan":
+        raise UserError(f"{run} is a classifier run, not a GAN run; resume it with clsf train --resume {run}.")
+    return run, run.config(), RunState.from_meta(run.meta("last"), run.metrics(), extra_keys=("initial", "quality"))
+
+
+def _data(cfg: Config) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Training images (N, 28, 28, 1) in 0..1 (the generator's sigmoid range), real test images
+    (uint8) for the judge, and the image shape."""
     ds = load_dataset(cfg.data.name, cfg.data.data_dir)
     if ds.image_shape != (28, 28, 1):
         raise UserError(f"the GAN makes 28x28 grayscale images but {ds.source} holds {'x'.join(map(str, ds.image_shape))}; "
                         "use MNIST-like data (e.g. --data mnist).")
     train = subset(ds["train"], cfg.data.train_subset, cfg.seed, "train")  # seeded, stratified; all by default
-    x = train.x.astype(np.float32) / 255  # (N, 28, 28, 1) in 0..1, the generator's sigmoid range
-    model = (TorchGAN if cfg.engine == "torch" else TFGAN)(cfg, ds.image_shape)
-    judge = None
-    if cfg.gan.judge:
-        real = (ds["test"] if "test" in ds.splits else ds["train"]).x[:QUALITY_IMAGES]
-        judge = Judge(cfg.gan.judge, cfg.engine, real)
-    fixed = np.random.default_rng([cfg.seed, 12345]).normal(size=(64, cfg.gan.latent)).astype(np.float32)
-    probe = np.random.default_rng([cfg.seed, 54321]).normal(size=(QUALITY_IMAGES, cfg.gan.latent)).astype(np.float32)
-    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
-    if resume is None:
-        run = rundir.new_run_dir(cfg.runs_dir, "gan", cfg.engine, cfg.data.name, cfg.run_name)
-        rows, start, initial = [], 0, (judge.score(model.generate(probe)) if judge else None)
-    else:
-        model.load(run / "checkpoints" / "last")
-        rows, start, initial = meta["rows"], meta["epoch"], meta.get("initial")
-    quality = [] if resume is None else meta.get("quality", [])
-    (run / "samples").mkdir(exist_ok=True)
-    rundir.write_text(run / "config.yaml", cfg.to_yaml())
-    rundir.write_json(run / "env.json", rundir.environment(cfg.engine, "cpu"))
-    tb = ScalarWriter(run / "tb", purge_step=1 if start else None)
-    try:
-        for epoch in range(start, cfg.epochs):
-            rng = np.random.default_rng([cfg.seed, epoch, 7])  # latents and label noise: a function of (seed, epoch)
-            order = epoch_plan(len(x), Preprocess(), cfg.seed, epoch).order
-            sums, t0 = np.zeros(4), time.perf_counter()
-            for s in range(steps_per_epoch):
-                real = x[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]]  # (B, 28, 28, 1)
-                b = len(real)
-                z, z2 = (rng.normal(size=(b, cfg.gan.latent)).astype(np.float32) for _ in range(2))
-                noise = (cfg.gan.label_noise * rng.uniform(size=(2 * b, 1))).astype(np.float32)
-                out = model.step(real, z, z2, noise)
-                if not all(math.isfinite(v) for v in out[:2]):
-                    from clsf.errors import NonFiniteLoss
+    real = (ds["test"] if "test" in ds.splits else ds["train"]).x[:QUALITY_IMAGES]
+    return train.x.astype(np.float32) / 255, real, ds.image_shape
 
-                    raise NonFiniteLoss(epoch, s, epoch * steps_per_epoch + s, out[0] if not math.isfinite(out[0]) else out[1])
-                sums += np.array(out) * b
-                step = epoch * steps_per_epoch + s + 1
-                if step % cfg.gan.sample_every == 0:
-                    images = model.generate(fixed)
-                    _save_png(_grid(images), run / "samples" / f"step-{step:05d}.png")
-                    if judge:  # the quality curve between epochs, at every sample grid
-                        quality.append({"step": step, **judge.score(model.generate(probe))})
-            seconds = time.perf_counter() - t0
-            row = dict(zip(COLUMNS[1:5], (sums / len(x)).tolist()), epoch=epoch + 1, seconds=seconds,
-                       images_per_s=len(x) / seconds, **(judge.score(model.generate(probe)) if judge else {}))
-            rows.append(row)
-            if not quiet:
-                print(f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(f"{k} {row[k]:.4f}" for k in COLUMNS[1:8] if k in row)
-                      + f"  {seconds:.1f}s")
-            rundir.save_checkpoint(model, run, "last", {"epoch": epoch + 1, "global_step": (epoch + 1) * steps_per_epoch,
-                                                          "rows": rows, "initial": initial, "quality": quality})
-            rundir.write_metrics(run, rows, COLUMNS)
-            if quality:
-                rundir.write_text(run / "samples" / "quality.csv", "step,confident,class_entropy,frechet\n" + "".join(
-                    f"{q['step']},{q['confident']},{q['class_entropy']},{q['frechet']}\n" for q in quality))
-            tb.scalars(epoch + 1, {k: v for k, v in row.items() if k not in ("epoch", "seconds")})
-    except KeyboardInterrupt:
-        print(f"\nclsf: interrupted; continue with: clsf gan --resume {run}", file=sys.stderr)
-        raise
-    finally:
-        tb.close()
-    final_grid = _grid(model.generate(fixed))
-    _save_png(final_grid, run / "samples" / f"step-{cfg.epochs * steps_per_epoch:05d}.png")
-    grids = sorted((run / "samples").glob("step-*.png"))
-    _save_png(np.concatenate([_first_row(p) for p in grids]), run / "samples" / "progress.png")
-    rundir.write_json(run / "final.json", {"epochs": len(rows), "initial": initial, **rows[-1]})
-    if not quiet:
-        print(f"-> {run}")
-    return run
+
+def _epoch(model, x: np.ndarray, state: RunState, cfg: Config, steps_per_epoch: int, judge, fixed, probe,
+           run: RunDir) -> dict:
+    """One epoch of (discriminator, generator) steps; sample grids every gan.sample_every steps."""
+    epoch = state.epoch
+    rng = np.random.default_rng([cfg.seed, epoch, 7])  # latents and label noise: a function of (seed, epoch)
+    order = epoch_plan(len(x), Preprocess(), cfg.seed, epoch).order
+    sums, t0 = np.zeros(4), time.perf_counter()
+    for s in range(steps_per_epoch):
+        real = x[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]]  # (B, 28, 28, 1)
+        b = len(real)
+        z, z2 = (rng.normal(size=(b, cfg.gan.latent)).astype(np.float32) for _ in range(2))
+        noise = (cfg.gan.label_noise * rng.uniform(size=(2 * b, 1))).astype(np.float32)
+        out = model.step(real, z, z2, noise)
+        if not all(math.isfinite(v) for v in out[:2]):  # big_vision's rule: stop at once, saying where
+            raise NonFiniteLoss(epoch, s, epoch * steps_per_epoch + s, out[0] if not math.isfinite(out[0]) else out[1])
+        sums += np.array(out) * b
+        state.global_step = epoch * steps_per_epoch + s + 1
+        if state.global_step % cfg.gan.sample_every == 0:
+            _save_png(_grid(model.generate(fixed)), run.samples_dir / f"step-{state.global_step:05d}.png")
+            if judge:  # the quality curve between epochs, at every sample grid
+                state.extra["quality"].append({"step": state.global_step, **judge.score(model.generate(probe))})
+        if state.stop:  # Ctrl-C: the last epoch's checkpoint stands
+            break
+    seconds = time.perf_counter() - t0
+    return dict(zip(COLUMNS[1:5], (sums / len(x)).tolist()), epoch=epoch + 1, seconds=seconds,
+                images_per_s=len(x) / seconds, **(judge.score(model.generate(probe)) if judge else {}))
+
+
+class _EpochLine(cb.Callback):
+    def __init__(self, epochs: int, quiet: bool):
+        self.epochs, self.quiet = epochs, quiet
+
+    def on_epoch_end(self, state, row, improved):
+        if not self.quiet:
+            print(f"epoch {row['epoch']}/{self.epochs}  " + "  ".join(f"{k} {row[k]:.4f}" for k in COLUMNS[1:8] if k in row)
+                  + f"  {row['seconds']:.1f}s")
+
+
+class _QualityLog(cb.Callback):
+    """samples/quality.csv: the judge's scores at every sample grid."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def on_epoch_end(self, state, row, improved):
+        quality = state.extra.get("quality")
+        if quality:
+            write_text(self.run.samples_dir / "quality.csv", "step,confident,class_entropy,frechet\n" + "".join(
+                f"{q['step']},{q['confident']},{q['class_entropy']},{q['frechet']}\n" for q in quality))
+
+
+def _finish(run: RunDir, model, state: RunState, last_step: int, fixed: np.ndarray) -> None:
+    """The final grid, samples/progress.png (a row of every grid), and final.json last."""
+    _save_png(_grid(model.generate(fixed)), run.samples_dir / f"step-{last_step:05d}.png")
+    grids = sorted(run.samples_dir.glob("step-*.png"))
+    _save_png(np.concatenate([_first_row(p) for p in grids]), run.samples_dir / "progress.png")
+    run.write_final({"kind": "gan", "epochs": len(state.rows), "initial": state.extra.get("initial"), **state.rows[-1]})
 
 
 def _first_row(path: Path) -> np.ndarray:

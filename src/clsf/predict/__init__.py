@@ -19,18 +19,18 @@ import numpy as np
 from clsf.data.folder import IMAGE_EXTS, decode_image, image_to_array
 from clsf.engines.base import softmax
 from clsf.errors import UserError
-from clsf.run import rundir
+from clsf.run.rundir import RunDir, read_json
 
 
 class Model:
     """What predict needs of a model: class names, input shape (H, W, C), probabilities of a uint8 batch."""
 
-    def __init__(self, source: str | Path, which: str = "best"):
+    def __init__(self, source: str | Path, which: str | None = None):
         source = Path(source)
         if (source / "clsf.json").is_file():  # an export folder
             from clsf.export import load_runtime
 
-            info = rundir.read_json(source / "clsf.json")
+            info = read_json(source / "clsf.json")
             self.names, self.shape = info["class_names"], tuple(info["input"]["shape"][1:])
             try:
                 run, self.describe = load_runtime(info["format"], source / info["file"])
@@ -43,14 +43,15 @@ class Model:
             self._probs = lambda x: softmax(run(x.astype(np.float32))) if logits else run(x.astype(np.float32))
             self.describe = f"{info['format']} export ({self.describe})"
             return
-        from clsf.run.train import checkpoint_engine
+        from clsf.run.setup import checkpoint_engine
 
-        run, cfg = rundir.open_run(source, which)
-        env = rundir.read_json(run / "env.json")
-        self.names, self.shape = env["data"]["class_names"], tuple(env["data"]["image_shape"])
-        engine = checkpoint_engine(run, cfg, which, self.shape, len(self.names))
+        run = RunDir.open(source, None)
+        which = run.model_checkpoint(which)  # the run's model unless another checkpoint is asked for
+        cfg = run.config()
+        self.names, self.shape = run.class_names, run.image_shape
+        engine = checkpoint_engine(run, cfg, which)
         self._probs = lambda x: softmax(engine.predict_logits(x))
-        self.describe = f"{run} checkpoints/{which} ({cfg.engine})"
+        self.describe = f"{run} {run.describe_checkpoint(which)} ({cfg.engine})"
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:  # (N, H, W, C) uint8 -> (N, K)
         return self._probs(x)

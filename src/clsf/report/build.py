@@ -14,9 +14,10 @@ import numpy as np
 import yaml
 
 from clsf.errors import UserError
-from clsf.report import plots
+from clsf import plots
 from clsf.report.page import Page
-from clsf.report.runs import RunRecord, differing_keys, find_runs, read_run
+from clsf.report.runs import RunRecord, differing_keys, read_run
+from clsf.run.rundir import RunDir, find_runs
 from clsf.report.summary import compare_summary, sweep_summary
 
 MISTAKES_SHOWN = 24
@@ -47,7 +48,33 @@ def _run_rows(records: list[RunRecord]) -> list[list[str]]:
     return [[fmt(r.row()[c], digits.get(c, 4)) for c in RUN_COLUMNS] for r in records]
 
 
+def gan_page(rec: RunRecord) -> Page:
+    """A GAN run: its losses and sample quality per epoch, and its sample grids."""
+    c, f = rec.config, rec.final or {}
+    page = Page(f"{rec.label}: GAN / {c['engine']} / {Path(str(c['data']['name'])).name}")
+    keys = ["d_loss", "g_loss", "d_acc_real", "d_acc_fake", "confident", "class_entropy", "frechet"]
+    page.table(["status", "epochs"] + keys, [[rec.row()["status"], len(rec.metrics)] + [fmt(f.get(k)) for k in keys]])
+    if rec.metrics:
+        page.heading("Curves")
+        page.image("gan-history", plots.plot_columns(rec.metrics, [["d_loss", "g_loss"], ["d_acc_real", "d_acc_fake"],
+                                                                   ["frechet"]], None, page.title),
+                   "losses, discriminator accuracy and (with a judge) the Fréchet distance per epoch")
+    samples = RunDir(rec.path).samples_dir
+    grids = sorted(samples.glob("step-*.png"))
+    if grids:
+        page.heading("Samples")
+        progress = samples / "progress.png"
+        if progress.is_file():
+            page.image("gan-progress", progress.read_bytes(), "the first row of every sample grid, oldest at the top")
+        page.image("gan-last", grids[-1].read_bytes(), f"samples at {grids[-1].stem} (one fixed latent batch)")
+    page.heading("Config")
+    page.pre(yaml.safe_dump(c, sort_keys=False))
+    return page
+
+
 def run_page(rec: RunRecord) -> Page:
+    if rec.env.get("kind") == "gan":
+        return gan_page(rec)
     c, f = rec.config, rec.final
     page = Page(f"{rec.label}: {c['model']['name']} / {c['engine']} / {Path(str(c['data']['name'])).name}")
     row = rec.row()
@@ -153,7 +180,7 @@ def sweep_section(page: Page, plan: dict, records: dict[str, RunRecord]) -> dict
 def experiment_page(folder: Path) -> tuple[Page, dict]:
     plan = json.loads((folder / "plan.json").read_text())
     records = {r["name"]: read_run(folder / "runs" / r["name"], r["name"]) for r in plan["runs"]
-               if (folder / "runs" / r["name"] / "config.yaml").is_file()}
+               if RunDir.is_run(folder / "runs" / r["name"])}
     title = f"{plan['kind']}: {plan['model']} on {Path(str(plan['data'])).name}"
     page = Page(title)
     summary = (compare_section if plan["kind"] == "compare" else sweep_section)(page, plan, records)
@@ -179,13 +206,13 @@ def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path
     if len(paths) == 1 and (paths[0] / "plan.json").is_file():
         page, _ = experiment_page(paths[0])
         return page.write(out or paths[0])
-    if len(paths) == 1 and (paths[0] / "config.yaml").is_file():
+    if len(paths) == 1 and RunDir.is_run(paths[0]):
         return run_page(read_run(paths[0])).write(out or paths[0])
     runs = []
     for p in paths:
         found = find_runs(p)
         if not found:
-            raise UserError(f"{p} holds no clsf run directories (no config.yaml below it); pass a run or a folder of runs.")
+            raise UserError(f"{p} holds no clsf run directories; pass a run or a folder of runs.")
         runs += [r for r in found if r not in runs]
     records = [read_run(r) for r in runs]
     _labels(records)

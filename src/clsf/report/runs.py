@@ -14,7 +14,7 @@ import yaml
 
 from clsf.config import flatten
 from clsf.errors import UserError
-from clsf.run import rundir
+from clsf.run.rundir import RunDir
 
 
 @dataclass
@@ -41,7 +41,8 @@ class RunRecord:
         """One line of a runs table; times are sums over epochs, images/s the median epoch."""
         m = self.metrics
         f = self.final or {}
-        return {"run": self.label, "engine": self.config["engine"], "model": self.config["model"]["name"],
+        model = "gan" if self.env.get("kind") == "gan" else self.config["model"]["name"]
+        return {"run": self.label, "engine": self.config["engine"], "model": model,
                 "seed": self.config["seed"], "epochs": len(m), "test_acc": f.get("test_acc"), "test_loss": f.get("test_loss"),
                 "best_val_acc": max((r["val_acc"] for r in m if r.get("val_acc") is not None), default=None),
                 "train_s": sum(r["seconds"] for r in m) if m else None,
@@ -50,38 +51,19 @@ class RunRecord:
                 "status": self.status}
 
     def predictions(self) -> dict | None:
-        path = self.path / "predictions.npz"
-        if not path.exists():
-            return None
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return RunDir(self.path).predictions()
+
+    def init_logits(self):
+        return RunDir(self.path).init_logits()
 
 
 def read_run(path: str | Path, label: str = "") -> RunRecord:
-    path = Path(path)
-    if not (path / "config.yaml").is_file():
-        raise UserError(f"{path} is not a clsf run directory (no config.yaml); pass a run folder or a folder of runs.")
+    run = RunDir.open(path, None)
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text())
-        env = rundir.read_json(path / "env.json") if (path / "env.json").exists() else {}
-        final = rundir.read_json(path / "final.json") if (path / "final.json").exists() else None
-        metrics = rundir.read_metrics(path)
+        config, env, final, metrics = run.raw_config(), run.env(), run.final(), run.metrics()
     except (yaml.YAMLError, json.JSONDecodeError, ValueError, KeyError) as e:
-        raise UserError(f"{path} has a damaged file ({type(e).__name__}: {e}); rerun or remove that run.") from None
-    return RunRecord(path, config, env, metrics, final, label)
-
-
-def find_runs(folder: Path) -> list[Path]:
-    """Run directories at or below `folder` (not inside a run's own checkpoints), sorted by path."""
-    folder = Path(folder)
-    if (folder / "config.yaml").is_file():
-        return [folder]
-    found = []
-    for cfg in sorted(folder.rglob("config.yaml")):
-        run = cfg.parent
-        if "checkpoints" not in run.relative_to(folder).parts:
-            found.append(run)
-    return found
+        raise UserError(f"{run} has a damaged file ({type(e).__name__}: {e}); rerun or remove that run.") from None
+    return RunRecord(run.path, config, env, metrics, final, label)
 
 
 def differing_keys(records: list[RunRecord], ignore=("run_name", "runs_dir")) -> list[str]:

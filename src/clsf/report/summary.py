@@ -25,14 +25,6 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
 
 
-def init_logits(run: Path) -> np.ndarray | None:
-    path = run / "checkpoints" / "init" / "logits.npz"
-    if not path.exists():
-        return None
-    with np.load(path) as z:
-        return z["logits"]
-
-
 def compare_summary(plan: dict, records: dict[str, RunRecord]) -> dict:
     """Per engine: mean ± std over seeds of test accuracy/loss, training seconds, images/s and peak
     memory; the spread between engines; the step-0 logit difference to the first engine; a verdict."""
@@ -49,7 +41,7 @@ def compare_summary(plan: dict, records: dict[str, RunRecord]) -> dict:
         diffs = []
         for s in seeds:
             a, b = by.get((engines[0], s)), by.get((e, s))
-            la, lb = (init_logits(a.path) if a else None), (init_logits(b.path) if b else None)
+            la, lb = (a.init_logits() if a else None), (b.init_logits() if b else None)
             if la is not None and lb is not None and la.shape == lb.shape:
                 diffs.append(float(np.abs(la - lb).max()))
         step0[e] = max(diffs) if diffs else None

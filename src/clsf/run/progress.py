@@ -1,4 +1,4 @@
-"""A one-line progress bar for every engine (on a terminal only), and the per-epoch summary line."""
+"""A one-line progress bar for every engine (on a terminal only)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 import time
 
 
-class Progress:
+class Bar:
     def __init__(self, enabled: bool, epoch: int, epochs: int):
         self.enabled = enabled and sys.stdout.isatty()
         self.prefix = f"epoch {epoch + 1}/{epochs}"

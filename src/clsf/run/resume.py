@@ -3,7 +3,9 @@
 A resumed run continues the same experiment: the model, data, engine, batch size, optimizer and
 schedule it trained with are fixed, and asking to change one is refused with a line naming the
 flag. What can change is applied and recorded (config.yaml, and a `resumes` entry in env.json):
-`epochs` (to extend the run), `device`, `eval_batch_size` and `early_stop_patience`.
+the keys in CHANGEABLE — `epochs` (to extend the run), `device`, `eval_batch_size`,
+`early_stop_patience`, the mid-epoch checkpoint intervals and `dist_timeout_s` — and, at an
+epoch's end, the number of replicas.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 from clsf.config import Config, apply, flatten, nest, validate
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
-from clsf.run import rundir
+from clsf.run.rundir import RunDir
+from clsf.run.state import RunState
 
 CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience", "save_every_steps", "save_every_minutes",
               "dist_timeout_s")
@@ -33,11 +36,11 @@ def _get(cfg: Config, key: str):
     return node
 
 
-def resume_config(run: str | Path, changes: dict) -> tuple[Path, Config, dict, dict]:
+def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict, RunState]:
     """The run, its config with the allowed `changes` applied, {key: [old, new]} of what changed, and
-    the meta of checkpoints/last."""
-    run, cfg = rundir.open_run(run, "last")
-    meta = rundir.checkpoint_meta(run, "last")
+    the state of checkpoints/last. A run stopped early stays stopped unless `epochs` changes."""
+    run = RunDir.open(run, "last")
+    cfg, meta = run.config(), run.meta("last")
     changed = {}
     for key, value in flatten(changes).items():
         old = _get(cfg, key)
@@ -56,7 +59,13 @@ def resume_config(run: str | Path, changes: dict) -> tuple[Path, Config, dict, d
                         f"give at least {meta['epoch']}.")
     if "epochs" in changed and cfg.optim.schedule in ("cosine", "onecycle"):  # a warning, shown even with --quiet
         _warn_reshaped_schedule(cfg, changed["epochs"][0], meta)
-    return run, cfg, changed, meta
+    state = RunState.from_meta(meta, run.metrics())
+    if state.stopped_early:
+        if "epochs" in changed:
+            state.stopped_early = False  # asked to train further
+        else:
+            state.request_stop("early")  # finished: only what the finish did not write is left to do
+    return run, cfg, changed, state
 
 
 def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:

@@ -1,4 +1,5 @@
-"""The run directory, the same shape for every engine:
+"""The run directory, the same shape for every engine; `RunDir` is the only code that knows its
+file names:
 
   runs/<time>-<model>-<engine>-<data>/
     config.yaml        fully resolved config (reload with --config)
@@ -27,10 +28,15 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clsf.errors import DiskFull, UserError
+
+if TYPE_CHECKING:
+    from clsf.config import Config
+    from clsf.models.spec import ModelSpec
 
 # peak_mem_mb: the training process's peak resident memory so far (host RAM, MiB)
 METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "peak_mem_mb"]
@@ -38,20 +44,6 @@ METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "sec
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name if os.sep in text or "/" in text else text).strip("_")[:40]
-
-
-def new_run_dir(runs_dir: str, model: str, engine: str, data: str, name: str | None = None) -> Path:
-    base = Path(runs_dir)
-    stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(model)}-{engine}-{slug(data)}"
-    path, i = base / stem, 1
-    while path.exists():  # never reuse (and so never overwrite) an existing run
-        i += 1
-        path = base / f"{stem}-{i}"
-    try:
-        (path / "checkpoints").mkdir(parents=True)
-    except OSError as e:
-        raise UserError(f"cannot create run directory {path} ({e.strerror}); choose another --runs-dir.") from None
-    return path
 
 
 def write_text(path: Path, text: str) -> None:
@@ -82,18 +74,6 @@ def save_arrays(path: Path, **arrays) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def open_run(run: str | Path, which: str = "last") -> tuple[Path, "Config"]:
-    """A run directory and its resolved config, checking it has checkpoints/<which>."""
-    from clsf.config import from_dict, read_yaml
-
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise UserError(f"{run} is not a clsf run directory (no config.yaml); pass the folder `clsf train` printed.")
-    cfg = from_dict(read_yaml(run / "config.yaml", "run config") or {})
-    checkpoint_meta(run, which)
-    return run, cfg
-
-
 def environment(engine: str, device: str, facts: dict | None = None) -> dict:
     """env.json's start: package versions, machine, git commit, and the engine's own `facts`
     (threads, devices: Engine.environment())."""
@@ -116,28 +96,6 @@ def environment(engine: str, device: str, facts: dict | None = None) -> dict:
         "threads": None, **(facts or {}), "packages": versions, "git_commit": commit,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def read_metrics(run: Path) -> list[dict]:
-    path = run / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def write_metrics(run: Path, rows: list[dict], columns: list[str] = METRICS) -> None:
-    """Rewrite metrics.csv whole (atomically), so a resumed run never duplicates or tears a row."""
-    tmp = run / "metrics.csv.part"
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, columns)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: ("" if r.get(k) is None else (repr(float(r[k])) if isinstance(r[k], float) else r[k])) for k in columns})
-        os.replace(tmp, run / "metrics.csv")
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(engine, run: Path, which: str, meta: dict) -> None:
@@ -185,29 +143,10 @@ def disk_space(run: Path):
         last = run / "checkpoints" / "last"
         need = 2 * sum(p.stat().st_size for p in last.glob("*")) if last.is_dir() else 0  # new + old while swapping
         free = shutil.disk_usage(run).free
-        then = (f"checkpoints/last holds epoch {checkpoint_meta(run)['epoch']} intact — free space, then continue with "
+        then = (f"checkpoints/last holds epoch {RunDir(run).meta()['epoch']} intact — free space, then continue with "
                 f"clsf train --resume {run}" if last.is_dir() else "no epoch finished — free space and start it again")
         raise DiskFull(f"no space left on the device holding {run} ({free / 2**20:.0f} MiB free; a checkpoint needs "
                        f"about {need / 2**20:.0f} MiB); {then}.") from None
-
-
-def peak_memory_mb() -> float:
-    """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
-
-
-def init_folder(path: str | Path) -> Path:
-    """The checkpoint folder `init_from` names: a folder holding weights.npz, or a run directory
-    (its checkpoints/last)."""
-    p = Path(path)
-    for folder in (p, p / "checkpoints" / "last"):
-        if (folder / "weights.npz").is_file():
-            return folder
-    raise UserError(f"init_from '{path}' holds no weights.npz; give a checkpoint folder (e.g. RUN/checkpoints/best) or a run directory.")
 
 
 def recover_checkpoint(run: Path, which: str = "last") -> None:
@@ -224,9 +163,261 @@ def recover_checkpoint(run: Path, which: str = "last") -> None:
         os.replace(old, final)
 
 
-def checkpoint_meta(run: Path, which: str = "last") -> dict:
-    recover_checkpoint(run, which)
-    path = run / "checkpoints" / which / "meta.json"
-    if not path.exists():
-        raise UserError(f"{run} has no checkpoints/{which}; it is not a clsf run directory or it never finished an epoch.")
-    return read_json(path)
+def peak_memory_mb() -> float:
+    """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+
+
+MODEL_CHECKPOINT = "last"  # the run's model: what it ended with (Keras' fit keeps the last weights too)
+CHECKPOINTS = ("last", "best", "init")
+
+
+class RunDir:
+    """One run directory: its files by meaning, read and written whole (a temporary name, then a
+    rename), so a kill leaves the old file or the new one."""
+
+    CONFIG, MODEL, ENV, METRICS_CSV, FINAL = "config.yaml", "model.yaml", "env.json", "metrics.csv", "final.json"
+    PREDICTIONS, SUMMARY, HISTORY, CONFUSION = "predictions.npz", "summary.txt", "history.png", "confusion.png"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str) -> Path:  # run / "export": folders that belong to a part of clsf
+        return self.path / name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- creating and opening
+    @classmethod
+    def create(cls, runs_dir: str, model: str, engine: str, data: str, name: str | None = None) -> RunDir:
+        base = Path(runs_dir)
+        stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(model)}-{engine}-{slug(data)}"
+        path, i = base / stem, 1
+        while path.exists():  # never reuse (and so never overwrite) an existing run
+            i += 1
+            path = base / f"{stem}-{i}"
+        try:
+            (path / "checkpoints").mkdir(parents=True)
+        except OSError as e:
+            raise UserError(f"cannot create run directory {path} ({e.strerror}); choose another --runs-dir.") from None
+        return cls(path)
+
+    @classmethod
+    def is_run(cls, path: str | Path) -> bool:
+        return (Path(path) / cls.CONFIG).is_file()
+
+    @classmethod
+    def open(cls, path: str | Path, which: str | None = "last") -> RunDir:
+        """An existing run, checked to hold config.yaml and (unless `which` is None) checkpoints/<which>."""
+        run = cls(path)
+        if not cls.is_run(path):
+            raise UserError(f"{run} is not a clsf run directory (no {cls.CONFIG}); pass the folder `clsf train` printed.")
+        if which is not None:
+            run.meta(which)
+        return run
+
+    # -- config, model file, environment
+    def config(self) -> Config:
+        from clsf.config import from_dict, read_yaml
+
+        return from_dict(read_yaml(self.path / self.CONFIG, "run config") or {})
+
+    def raw_config(self) -> dict:
+        """config.yaml as plain data, for reports that must not depend on today's config keys."""
+        import yaml
+
+        return yaml.safe_load((self.path / self.CONFIG).read_text())
+
+    def write_config(self, cfg: Config) -> None:
+        write_text(self.path / self.CONFIG, cfg.to_yaml())  # resolved: dataset statistics and every default written out
+
+    def has_model_file(self) -> bool:
+        return (self.path / self.MODEL).is_file()
+
+    def model_spec(self) -> ModelSpec:
+        from clsf.models.yaml_spec import load_spec_file
+
+        return load_spec_file(self.path / self.MODEL)
+
+    def write_model(self, spec: ModelSpec) -> None:
+        from clsf.models.yaml_spec import spec_to_yaml
+
+        write_text(self.path / self.MODEL, spec_to_yaml(spec, follow_data=False))  # the exact network, reloadable alone
+
+    def env(self) -> dict:
+        path = self.path / self.ENV
+        return read_json(path) if path.exists() else {}
+
+    def write_env(self, env: dict) -> None:
+        write_json(self.path / self.ENV, env)
+
+    def update_env(self, **values) -> None:
+        self.write_env({**self.env(), **values})
+
+    def add_resume(self, entry: dict) -> None:
+        """A resume goes on record; the environment the run started in stays as it was."""
+        env = self.env()
+        self.write_env({**env, "resumes": env.get("resumes", []) + [entry]})
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.env()["data"]["class_names"]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.env()["data"]["image_shape"])
+
+    # -- checkpoints
+    def checkpoint(self, which: str) -> Path:
+        return self.path / "checkpoints" / which
+
+    def has_checkpoint(self, which: str) -> bool:
+        recover_checkpoint(self.path, which)
+        return (self.checkpoint(which) / "meta.json").is_file()
+
+    def meta(self, which: str = "last") -> dict:
+        if not self.has_checkpoint(which):
+            raise UserError(f"{self} has no checkpoints/{which}; it is not a clsf run directory or it never "
+                            "finished an epoch.")
+        return read_json(self.checkpoint(which) / "meta.json")
+
+    def save_checkpoint(self, engine, which: str, meta: dict) -> None:
+        save_checkpoint(engine, self.path, which, meta)
+
+    def copy_checkpoint(self, src: str, dst: str) -> None:
+        copy_checkpoint(self.path, src, dst)
+
+    def model_checkpoint(self, which: str | None = None) -> str:
+        """Which checkpoint stands for the run's model: `which`, else the run's own (MODEL_CHECKPOINT)."""
+        which = which or MODEL_CHECKPOINT
+        if which not in CHECKPOINTS:
+            raise UserError(f"checkpoint '{which}' is not known; use one of {', '.join(CHECKPOINTS)}.")
+        return which
+
+    def reached(self, which: str = "last") -> str:
+        """How far a checkpoint got, e.g. "epoch 5" or "epoch 2, step 3 of epoch 3"."""
+        meta = self.meta(which)
+        inside = f", step {meta['step']} of epoch {meta['epoch'] + 1}" if meta.get("step") else ""
+        return f"epoch {meta['epoch']}{inside}"
+
+    def describe_checkpoint(self, which: str) -> str:
+        """e.g. "checkpoints/last (epoch 5)", for every command that loads a run's weights to say so."""
+        return f"checkpoints/{which} ({self.reached(which)})"
+
+    def save_init_logits(self, logits: np.ndarray) -> None:
+        save_arrays(self.checkpoint("init") / "logits.npz", logits=logits.astype(np.float32))
+
+    def init_logits(self) -> np.ndarray | None:
+        path = self.checkpoint("init") / "logits.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as z:
+            return z["logits"]
+
+    # -- logs and results
+    def metrics(self) -> list[dict]:
+        path = self.path / self.METRICS_CSV
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return [{k: (int(v) if k == "epoch" else float(v) if v != "" else None) for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+
+    def write_metrics(self, rows: list[dict], columns: list[str] = METRICS) -> None:
+        """Rewrite metrics.csv whole (atomically), so a resumed run never duplicates or tears a row."""
+        tmp = self.path / (self.METRICS_CSV + ".part")
+        try:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, columns)
+                w.writeheader()
+                for r in rows:
+                    w.writerow({k: ("" if r.get(k) is None else (repr(float(r[k])) if isinstance(r[k], float) else r[k]))
+                                for k in columns})
+            os.replace(tmp, self.path / self.METRICS_CSV)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def final(self) -> dict | None:
+        path = self.path / self.FINAL
+        return read_json(path) if path.exists() else None
+
+    def write_final(self, final: dict) -> None:
+        write_json(self.path / self.FINAL, final)
+
+    def predictions(self) -> dict | None:
+        path = self.path / self.PREDICTIONS
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def save_predictions(self, **arrays) -> None:
+        save_arrays(self.path / self.PREDICTIONS, **arrays)
+
+    def write_summary(self, text: str) -> None:
+        write_text(self.path / self.SUMMARY, text)
+
+    @property
+    def history_png(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.path / self.CONFUSION
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def samples_dir(self) -> Path:  # a GAN's sample grids, progress.png and quality.csv
+        return self.path / "samples"
+
+    def disk_space(self):
+        return disk_space(self.path)
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    return RunDir(run).metrics()
+
+
+def checkpoint_meta(run: str | Path, which: str = "last") -> dict:
+    return RunDir(run).meta(which)
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Run directories at or below `folder` (not inside a run's own checkpoints), sorted by path."""
+    folder = Path(folder)
+    if RunDir.is_run(folder):
+        return [folder]
+    return [cfg.parent for cfg in sorted(folder.rglob(RunDir.CONFIG))
+            if "checkpoints" not in cfg.parent.relative_to(folder).parts]
+
+
+def has_weights(folder: str | Path) -> bool:
+    """A checkpoint folder (e.g. checkpoints/init) that holds its framework-neutral weights."""
+    return (Path(folder) / "weights.npz").is_file()
+
+
+def init_folder(path: str | Path) -> Path:
+    """The checkpoint folder `init_from` names: a folder holding weights.npz, or a run directory
+    (its model's checkpoint)."""
+    p = Path(path)
+    for folder in (p, RunDir(p).checkpoint(MODEL_CHECKPOINT)):
+        if has_weights(folder):
+            return folder
+    raise UserError(f"init_from '{path}' holds no weights.npz; give a checkpoint folder (e.g. RUN/checkpoints/best) or a run directory.")

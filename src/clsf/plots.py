@@ -56,6 +56,25 @@ def plot_history(rows: list[dict], out: Path | None, title: str = ""):
     return _save(fig, out)
 
 
+def plot_columns(rows: list[dict], groups: list[list[str]], out: Path | None, title: str = ""):
+    """Per-epoch curves of any metrics.csv columns, one panel per group of columns (e.g. a GAN's
+    [d_loss, g_loss] and [frechet]); columns with no values are left out."""
+    plt = _plt()
+    groups = [[c for c in g if any(r.get(c) is not None for r in rows)] for g in groups]
+    groups = [g for g in groups if g]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.8), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        for c in group:
+            ax.plot(*_curve(rows, c), "o-", ms=3, label=c)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def plot_confusion(cm: np.ndarray, class_names: list[str], out: Path | None, title: str = ""):
     plt = _plt()
     k = len(class_names)

@@ -1,0 +1,80 @@
+"""The training loop every engine shares, read top to bottom (Lightning's `while not done: advance()`).
+
+Each epoch: the engine trains it (its framework's own step function), validation logits come back
+in batches and the metrics are computed here in numpy, the epoch's row goes into the RunState, and
+the callbacks do everything else (checkpoints, logs, early stop, unfreezing, the mistake detectors,
+progress). Whether to stop is asked in one place, `state.done`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from clsf.config import Config
+from clsf.data import Prepared
+from clsf.engines.base import Meter, metrics_from_logits
+from clsf.engines.schedule import lr_at
+from clsf.run.callbacks import Callback
+from clsf.run.rundir import peak_memory_mb
+from clsf.run.state import RunState
+
+
+def fit(engine, data: Prepared, state: RunState, callbacks: Callback, cfg: Config, steps_per_epoch: int) -> RunState:
+    """Train from `state` until `state.done`; the state says where it ended and why."""
+    callbacks.on_train_start(state)
+    try:
+        while not state.done:
+            meter, seconds = train_one_epoch(engine, data, state, callbacks, cfg)
+            if not meter.complete:
+                break  # stopped inside the epoch (Ctrl-C, a pause): its checkpoint is written
+            row = epoch_row(engine, data, cfg, state, meter, seconds, steps_per_epoch)
+            improved = state.end_epoch(row)
+            callbacks.on_epoch_end(state, row, improved)
+    finally:
+        callbacks.on_train_end(state)
+    return state
+
+
+def train_one_epoch(engine, data: Prepared, state: RunState, callbacks: Callback, cfg: Config) -> tuple[Meter, float]:
+    """Epoch `state.epoch + 1`, from batch `state.step` (a resume inside it); the meter and seconds."""
+    epoch, first_step = state.epoch, state.step
+    carried = state.meter["seconds"] if first_step else 0.0  # time of the steps before a mid-epoch resume
+    callbacks.on_epoch_start(state)
+    t0 = time.perf_counter()
+
+    def on_step(step: int) -> None:  # after each optimizer step: the state first, then the callbacks
+        state.step, state.global_step = step + 1, engine.global_step()
+        state.meter = {**meter.state(), "seconds": carried + time.perf_counter() - t0}
+        callbacks.on_step(state, meter, step)
+        meter.stop_requested = state.stop is not None
+
+    # the meter counts global batches (batch_size x replicas)
+    meter = Meter(epoch, engine.global_step() - first_step, len(data.train), cfg.batch_size * state.replicas, on_step)
+    if first_step:
+        meter.restore(state.meter)  # the epoch's running sums up to the checkpoint
+    engine.train_epoch(data.train.x, data.train.y, epoch, meter, first_step)
+    state.global_step = engine.global_step()
+    return meter, carried + time.perf_counter() - t0
+
+
+def epoch_row(engine, data: Prepared, cfg: Config, state: RunState, meter: Meter, seconds: float,
+              steps_per_epoch: int) -> dict:
+    """The epoch's metrics.csv row: training means from the meter, validation from logits."""
+    val_loss = val_acc = None
+    if data.val is not None:
+        val_loss, val_acc = metrics_from_logits(logits_of(engine, data.val.x, cfg), data.val.y)
+    lr = lr_at(engine.global_step() - 1, steps_per_epoch, cfg.epochs, cfg.optim)  # the epoch's last step
+    return {"epoch": state.epoch + 1, "train_loss": meter.loss, "train_acc": meter.acc, "val_loss": val_loss,
+            "val_acc": val_acc, "lr": lr, "seconds": seconds, "images_per_s": meter.seen / seconds,
+            "peak_mem_mb": peak_memory_mb()}
+
+
+def logits_of(engine, x: np.ndarray, cfg: Config) -> np.ndarray:
+    """An engine's logits (N, K) for uint8 images (N, H, W, C); with tta_flip, averaged with the
+    logits of the left-right mirror images (test-time augmentation: a point or two for free)."""
+    logits = engine.predict_logits(x)
+    if cfg.tta_flip:
+        logits = (logits + engine.predict_logits(np.ascontiguousarray(x[:, :, ::-1]))) / 2
+    return logits
