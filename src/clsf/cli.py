@@ -1,7 +1,8 @@
-"""Command line: parse arguments and call library functions; no logic lives here.
+"""Command line: parse arguments and call library functions; nothing else.
 
-Every ClsfError becomes one line on stderr and its exit code (see clsf.errors: 2 bad input,
-3 non-finite loss, 130 interrupted).
+Each subcommand is a parser function beside its command function. Every ClsfError becomes one line
+on stderr and its exit code (clsf.errors.EXIT_CODES: 2 bad input, 3 non-finite loss, 5 disk full,
+6 a lost peer, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clsf.config import OPTIMIZERS
 from clsf.engines import ENGINES, export_formats
 from clsf.engines import names as engine_names
 from clsf.errors import ClsfError, UserError
-from clsf.frameworks import import_tf, require
+from clsf.run.rundir import CHECKPOINT_HELP
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -111,10 +113,6 @@ def cmd_models_summary(args) -> int:
     from clsf.models.zoo import get_spec
 
     spec = get_spec(args.name, args.num_classes, args.input_shape, args.init)
-    if args.framework == "keras":
-        import_tf()
-    else:
-        require("torch")
     print(format_summary(spec, args.framework))
     if args.diagram:
         print(f"wrote {draw_diagram(spec, args.diagram)}")
@@ -122,50 +120,16 @@ def cmd_models_summary(args) -> int:
 
 
 def _flags(args) -> dict:
-    """The recipe flags a command was given, as nested config keys (absent flags left out)."""
-    flags = {k: v for k, v in {
-        "engine": getattr(args, "engine", None), "epochs": args.epochs, "batch_size": args.batch_size,
-        "seed": getattr(args, "seed", None), "device": args.device, "runs_dir": args.runs_dir,
-        "run_name": getattr(args, "run_name", None), "deterministic": args.deterministic,
-        "freeze": getattr(args, "freeze", None), "unfreeze_after": getattr(args, "unfreeze_after", None),
-        **({"init_from": args.init_from, "init_head": False} if getattr(args, "init_from", None) else {}),
-        "save_every_steps": args.save_every_steps, "save_every_minutes": args.save_every_minutes,
-    }.items() if v is not None}
-    data = {k: v for k, v in {"name": args.data, "data_dir": args.data_dir, "channels": args.channels,
-                              "image_size": list(args.image_size) if args.image_size else None,
-                              "skip_bad": args.skip_bad or None}.items() if v is not None}
-    optim = {k: v for k, v in {"name": args.optimizer, "lr": args.lr}.items() if v is not None}
-    for section, values in (("data", data), ("optim", optim), ("model", {"name": args.model} if args.model else {})):
-        if values:
-            flags[section] = values
-    return flags
+    """The config flags a command was given (absent ones left out), as nested config keys."""
+    from clsf.config import flags_to_config
+
+    return flags_to_config(vars(args))
 
 
 def cmd_train(args) -> int:
-    from clsf.config import build_config, parse_overrides
-    from clsf.run.resume import resume_config
-    from clsf.run.train import train
+    from clsf.distributed.launch import train_command
 
-    flags = _flags(args)
-    if args.nproc is not None and args.nproc < 1:
-        raise UserError(f"--nproc {args.nproc} must be at least 1.")
-    if args.nproc and args.nproc > 1:  # the same command in N processes (clsf.distributed.launch)
-        from clsf.distributed.launch import launch
-
-        if args.resume:
-            cfg = resume_config(args.resume, _merge(flags, parse_overrides(args.overrides)))[1]
-        else:
-            cfg = build_config(args.config, flags, args.overrides, args.recipe)  # bad input stops here, once
-        launch(args.argv, args.nproc, cfg.engine, cfg.dist_timeout_s)
-        return 0
-    if args.resume:
-        if args.config or args.recipe:
-            flag = "--config" if args.config else "--recipe"
-            raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config.yaml); drop {flag}.")
-        changes = _merge(flags, parse_overrides(args.overrides))
-        train(resume=args.resume, changes=changes, quiet=args.quiet)
-        return 0
-    train(build_config(args.config, flags, args.overrides, args.recipe), quiet=args.quiet)
+    train_command(args.argv, args.config, args.recipe, _flags(args), args.overrides, args.resume, args.nproc, args.quiet)
     return 0
 
 
@@ -176,11 +140,7 @@ def cmd_gan(args) -> int:
     if args.resume:
         gan(resume=args.resume, quiet=args.quiet)
         return 0
-    flags = {k: v for k, v in {"engine": args.engine, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                               "runs_dir": args.runs_dir, "run_name": args.run_name}.items() if v is not None}
-    flags["data"] = {"name": args.data, **({"data_dir": args.data_dir} if args.data_dir else {})}
-    flags["gan"] = {k: v for k, v in {"latent": args.latent, "judge": args.judge}.items() if v is not None}
-    gan(build_config(None, flags, args.overrides), quiet=args.quiet)
+    gan(build_config(None, _flags(args), args.overrides), quiet=args.quiet)
     return 0
 
 
@@ -207,13 +167,6 @@ def cmd_report(args) -> int:
 
     print(f"wrote {write_report(args.paths, args.out)}")
     return 0
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def cmd_evaluate(args) -> int:
@@ -267,10 +220,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-CHECKPOINT_HELP = ("which weights: the run's model by default (checkpoints/last, what final.json reports); "
-                   "best: the epoch with the lowest val_loss")
-
-
 def _engine_help() -> str:
     return "; ".join(f"{e.name}: {e.summary}" for e in ENGINES.values())
 
@@ -282,7 +231,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     _add_data_args(p, default=None)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--lr", type=float)
     p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:N")
     p.add_argument("--runs-dir", help="where run directories go (default: runs)")
@@ -305,14 +254,18 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from clsf.errors import EXIT_CODES
-    from clsf.gan.steps import GANS
-
     parser = _Parser(
         prog="clsf", description=__import__("clsf").__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items()))
     parser.add_argument("--version", action="version", version=f"clsf {__import__('clsf').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_data_parser, _engines_parser, _recipes_parser, _models_parser, _train_parser, _gan_parser,
+                _compare_parser, _sweep_parser, _report_parser, _evaluate_parser, _export_parser, _predict_parser):
+        add(sub)
+    return parser
 
+
+def _data_parser(sub) -> None:
     data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = data.add_parser("info", help="counts per class and split, image shape, source and checksum")
     _add_data_args(p)
@@ -326,13 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_show)
 
+
+def _engines_parser(sub) -> None:
     p = sub.add_parser("engines", help="the registered engines")
     p.set_defaults(func=cmd_engines)
 
+
+def _recipes_parser(sub) -> None:
     p = sub.add_parser("recipes", help="the named recipes (--recipe NAME); with a name, its config keys")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_recipes)
 
+
+def _models_parser(sub) -> None:
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="models_command", metavar="ACTION", required=True)
     p = models.add_parser("list", help="registered models with parameter counts")
     p.set_defaults(func=cmd_models_list)
@@ -351,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diagram", metavar="PNG", help="also draw the model to this PNG (matplotlib; no graphviz needed)")
     p.set_defaults(func=cmd_models_summary)
 
+
+def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model with one engine; writes a run directory",
-                       description="Train a model. Precedence: defaults < --config YAML < flags < KEY=VALUE overrides "
+                       description="Train a model. Precedence: defaults < --recipe < --config YAML < flags < KEY=VALUE overrides "
                                    "(e.g. optim.schedule=cosine data.hflip=true model.args.dropout=0.5).")
     p.add_argument("--engine", choices=engine_names(), help=f"{_engine_help()} (default: keras)")
     _add_recipe_args(p)
@@ -372,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "torchrun's launcher; tf: MultiWorkerMirroredStrategy; keras runs as one); --batch-size is per process")
     p.set_defaults(func=cmd_train)
 
+
+def _gan_parser(sub) -> None:
+    from clsf.gan.steps import GANS
+
     p = sub.add_parser("gan", help="train the seeds' MNIST GAN (tf or torch) into a run directory, samples scored by a classifier",
                        description="Train the seeds' generator/discriminator pair for whole epochs. Settings under gan.* "
                                    "(gan.d_lr, gan.g_lr, gan.beta1, gan.label_noise, gan.sample_every); --judge RUN scores the samples.")
@@ -390,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_gan)
 
+
+def _compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="one recipe through several engines and seeds, each run in its own process",
                        description="Train the same recipe with each engine and seed (every run in its own process, the "
                                    "engines of a seed from the same initial weights), then write a table of mean ± std, "
@@ -402,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.set_defaults(func=cmd_compare)
 
+
+def _sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="a grid of config values with one engine; a results table and plots",
                        description="Train every point of a grid (x seeds) with one engine, each an ordinary run in its "
                                    "own process. Run the same command again to skip finished points and resume the rest.")
@@ -413,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.set_defaults(func=cmd_sweep)
 
+
+def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="a self-contained HTML page and report.md for runs, or a compare/sweep folder")
     p.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER",
                    help="one run (config, curves, confusion, mistakes), several runs or folders of runs (table, "
@@ -421,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "./clsf-report for several runs)")
     p.set_defaults(func=cmd_report)
 
+
+def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint, in any engine, on its test or val split")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--checkpoint", choices=("last", "best", "init"),
@@ -432,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="a run's model as ONNX, TorchScript, SavedModel or .keras, verified against clsf",
                        description="Export a run (any engine) to another runtime. Input: float32 NHWC raw pixels 0-255; "
                                    "output: logits, or probabilities with --probabilities. The export is reloaded with "
@@ -443,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
     p.set_defaults(func=cmd_export)
 
+
+def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="top-k classes with probabilities for images, folders and globs",
                        description="Predict with a run (its checkpoint) or an export folder (its own runtime). Images "
                                    "are decoded, converted to the model's channels and resized to its input size, in batches.")
@@ -454,7 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="report and skip files that cannot be decoded")
     p.add_argument("--checkpoint", choices=("last", "best"), help=f"for a run: {CHECKPOINT_HELP}")
     p.set_defaults(func=cmd_predict)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,6 +232,51 @@ def nest(key: str, value) -> dict:
     return value
 
 
+# command-line flags (argparse's names) and the config key each sets; the one translation from
+# flags to config, used by every command and by resume's refusals to name the flag a user typed
+FLAGS = {
+    "engine": "engine", "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
+    "runs_dir": "runs_dir", "run_name": "run_name", "deterministic": "deterministic", "freeze": "freeze",
+    "unfreeze_after": "unfreeze_after", "init_from": "init_from", "save_every_steps": "save_every_steps",
+    "save_every_minutes": "save_every_minutes", "model": "model.name", "data": "data.name",
+    "data_dir": "data.data_dir", "channels": "data.channels", "image_size": "data.image_size",
+    "skip_bad": "data.skip_bad", "optimizer": "optim.name", "lr": "optim.lr", "latent": "gan.latent",
+    "judge": "gan.judge",
+}
+
+
+def flags_to_config(values: dict) -> dict:
+    """The flags a command was given ({flag: value}, None or False for absent ones) as nested
+    config keys. `--init-from RUN` takes every layer but the head (a new head for new data)."""
+    out: dict = {}
+    for flag, key in FLAGS.items():
+        value = values.get(flag)
+        if value is None or value is False:
+            continue
+        node, *path = key.split(".")
+        target = out
+        for part in [node, *path][:-1]:
+            target = target.setdefault(part, {})
+        target[key.split(".")[-1]] = list(value) if isinstance(value, tuple) else value
+    if out.get("init_from"):
+        out["init_head"] = False
+    return out
+
+
+def merge(a: dict, b: dict) -> dict:
+    """Nested dicts: b's values over a's, section by section."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def flag_of(key: str) -> str:
+    """How a user sets `key` on the command line: --flag where there is one, else KEY=..."""
+    flags = {k: "--" + f.replace("_", "-") for f, k in FLAGS.items()}
+    return flags.get(key, f"{key}=...")
+
+
 def read_yaml(path: Path, what: str):
     """A YAML file through the safe loader only: a tag that would construct a Python object is refused."""
     try:

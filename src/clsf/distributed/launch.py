@@ -123,3 +123,26 @@ def launch(argv: list[str], nproc: int, engine: str, timeout_s: float) -> None:
         run_torch(argv, nproc)
     else:
         run_tf(argv, nproc, timeout_s)
+
+
+def train_command(argv: list[str], config: str | None, recipe: str | None, flags: dict, overrides: list[str],
+                  resume: str | None, nproc: int | None, quiet: bool) -> None:
+    """`clsf train` as typed: a new run or a resumed one, here or in `nproc` processes (the same
+    command again in each, through the engine's launcher). Bad input stops here, once."""
+    from clsf.config import build_config, merge, parse_overrides
+    from clsf.run.resume import resume_config
+    from clsf.run.train import train
+
+    if nproc is not None and nproc < 1:
+        raise UserError(f"--nproc {nproc} must be at least 1.")
+    if resume and (config or recipe):
+        flag = "--config" if config else "--recipe"
+        raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config); drop {flag}.")
+    changes = merge(flags, parse_overrides(overrides)) if resume else None
+    if nproc and nproc > 1:
+        cfg = resume_config(resume, changes)[1] if resume else build_config(config, flags, overrides, recipe)
+        launch(argv, nproc, cfg.engine, cfg.dist_timeout_s)
+    elif resume:
+        train(resume=resume, changes=changes, quiet=quiet)
+    else:
+        train(build_config(config, flags, overrides, recipe), quiet=quiet)

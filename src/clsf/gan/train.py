@@ -132,9 +132,7 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
                     raise KeyboardInterrupt
                 callbacks.on_epoch_end(state, row, state.end_epoch(row))
         except KeyboardInterrupt:
-            at = run.reached("last") if run.has_checkpoint("last") else "no epoch yet"
-            print(f"\nclsf: interrupted; checkpoints/last holds the run up to {at} — continue with: "
-                  f"clsf gan --resume {run}", file=sys.stderr)
+            print("\n" + run.interrupted("clsf gan"), file=sys.stderr)
             raise
         finally:
             callbacks.on_train_end(state)

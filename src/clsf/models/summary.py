@@ -74,7 +74,15 @@ def _rows_torch(spec: ModelSpec):
 
 
 def summary_rows(spec: ModelSpec, framework: str):
-    return _rows_keras(spec) if framework == "keras" else _rows_torch(spec)
+    """(name, type, output shape, params, trainable params) per layer, as `framework` builds it;
+    the framework imported here, or refused in one line naming its extra."""
+    from clsf.frameworks import import_tf, require
+
+    if framework == "keras":
+        import_tf()
+        return _rows_keras(spec)
+    require("torch")
+    return _rows_torch(spec)
 
 
 def format_summary(spec: ModelSpec, framework: str) -> str:

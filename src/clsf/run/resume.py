@@ -14,7 +14,7 @@ import copy
 import sys
 from pathlib import Path
 
-from clsf.config import Config, apply, flatten, nest, validate
+from clsf.config import Config, apply, flag_of, flatten, nest, validate
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.run.rundir import RunDir
@@ -22,11 +22,6 @@ from clsf.run.state import RunState
 
 CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience", "save_every_steps", "save_every_minutes",
               "dist_timeout_s")
-# how the user spelled a key on the command line, for the refusal message
-FLAGS = {"engine": "--engine", "model.name": "--model", "data.name": "--data", "data.data_dir": "--data-dir",
-         "data.channels": "--channels", "data.image_size": "--image-size", "data.skip_bad": "--skip-bad",
-         "batch_size": "--batch-size", "optim.name": "--optimizer", "optim.lr": "--lr", "seed": "--seed",
-         "runs_dir": "--runs-dir", "run_name": "--run-name", "deterministic": "--deterministic"}
 
 
 def _get(cfg: Config, key: str):
@@ -48,7 +43,7 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
         if new == old:
             continue  # restating the run's own value is no change
         if key not in CHANGEABLE:
-            flag = FLAGS.get(key, f"{key}=...")
+            flag = flag_of(key)
             raise UserError(f"{flag} cannot change when resuming (this run trained with {key}={old!r}); "
                             f"resume without it, or start a new run to try {new!r}.")
         changed[key] = [old, new]

@@ -176,6 +176,8 @@ def peak_memory_mb() -> float:
 
 MODEL_CHECKPOINT = "last"  # the run's model: what it ended with (Keras' fit keeps the last weights too)
 CHECKPOINTS = ("last", "best", "init")
+CHECKPOINT_HELP = ("which weights: the run's model by default (checkpoints/last, what final.json reports); "
+                   "best: the epoch with the lowest val_loss")
 
 
 class RunDir:
@@ -313,6 +315,11 @@ class RunDir:
         meta = self.meta(which)
         inside = f", step {meta['step']} of epoch {meta['epoch'] + 1}" if meta.get("step") else ""
         return f"epoch {meta['epoch']}{inside}"
+
+    def interrupted(self, command: str) -> str:
+        """What an interrupted run says: how far its checkpoint got and the command that continues it."""
+        at = self.reached("last") if self.has_checkpoint("last") else "no epoch yet"
+        return f"clsf: interrupted; checkpoints/last holds the run up to {at} — continue with: {command} --resume {self}"
 
     def describe_checkpoint(self, which: str) -> str:
         """e.g. "checkpoints/last (epoch 5)", for every command that loads a run's weights to say so."""

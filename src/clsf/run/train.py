@@ -161,9 +161,7 @@ def _fit(engine, prep: Prepared, state: RunState, callbacks, cfg: Config, steps_
         return state
     except KeyboardInterrupt:
         if run is not None:
-            at = run.reached("last") if run.has_checkpoint("last") else "no epoch yet"
-            print(f"\nclsf: interrupted; checkpoints/last holds the run up to {at} — continue with: "
-                  f"clsf train --resume {run}", file=sys.stderr)
+            print("\n" + run.interrupted("clsf train"), file=sys.stderr)
         raise
 
 
