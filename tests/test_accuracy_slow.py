@@ -7,7 +7,7 @@ import pytest
 
 from clsf.config import build_config
 from clsf.run.train import train
-from conftest import SHARED
+from helpers import SHARED
 
 pytestmark = pytest.mark.slow
 

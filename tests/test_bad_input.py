@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from clsf.cli import main
-from conftest import make_cifar_folder, make_image_tree, png_bytes
+from helpers import make_cifar_folder, make_image_tree, png_bytes
 
 DATA = "synthetic:train=60,test=20,size=10x10x3,classes=3"
 TINY = ["model.args.widths=[4, 4]", "model.args.dense=8"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clsf.cli import main
-from conftest import make_image_tree
+from helpers import make_image_tree
 
 
 def test_help_lists_commands(capsys):

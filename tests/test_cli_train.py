@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clsf.cli import main
-from conftest import png_bytes
+from helpers import png_bytes
 
 DATA = "synthetic:train=80,test=20,size=10x10x3,classes=2"
 

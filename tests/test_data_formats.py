@@ -10,7 +10,7 @@ import pytest
 from clsf.data import load_dataset, prepare
 from clsf.data.cifar import load_cifar10
 from clsf.errors import UserError
-from conftest import make_cifar_folder, make_image_tree, png_bytes, tar_dir, write_cifar_batch, zip_dir
+from helpers import SHARED, make_cifar_folder, make_image_tree, png_bytes, tar_dir, write_cifar_batch, zip_dir
 
 
 def _concat(arrays, names):
@@ -195,14 +195,14 @@ def test_split_is_stratified_seeded_and_disjoint():
 
 @pytest.mark.slow
 def test_real_mnist_npz():
-    ds = load_dataset(str(pytest.importorskip("conftest").SHARED / "mnist.npz"))
+    ds = load_dataset(str(SHARED / "mnist.npz"))
     assert (len(ds["train"]), len(ds["test"]), ds.num_classes) == (60000, 10000, 10)
     assert ds.checksum == "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
 
 
 @pytest.mark.slow
 def test_real_cifar_jpeg_archive():
-    ds = load_dataset(str(pytest.importorskip("conftest").SHARED / "cifar10-jpeg.tar.gz"))
+    ds = load_dataset(str(SHARED / "cifar10-jpeg.tar.gz"))
     assert (len(ds["train"]), len(ds["test"]), ds.num_classes) == (50000, 10000, 10)
     assert ds.image_shape == (32, 32, 3)
     assert ds.checksum == "23f88bfe53fbfc9f4f67bd2d3df9256c3daf93811b338151df637ddc19c7bcce"

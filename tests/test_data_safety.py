@@ -20,7 +20,7 @@ from clsf.data.cifar import MD5, TARBALL, load_cifar10
 from clsf.data.download import download
 from clsf.data.safe_pickle import safe_load
 from clsf.errors import UserError
-from conftest import make_cifar_folder, make_image_tree, png_bytes, tar_dir
+from helpers import make_cifar_folder, make_image_tree, png_bytes, tar_dir
 
 
 class _Exploit:

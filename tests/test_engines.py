@@ -13,16 +13,15 @@ from clsf.run import rundir
 from clsf.run.tensorboard import read_scalars
 from clsf.run.evaluate import evaluate
 from clsf.run.train import train
+from helpers import engine_params, tiny_config
 
-ENGINES = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
-           pytest.param("torch", marks=pytest.mark.torch)]
+ENGINES = engine_params()
 DATA = "synthetic:train=120,test=40,size=12x12x3,classes=3"
 SMALL = ["model.args.widths=[8, 8]", "model.args.dense=16"]
 
 
 def _cfg(engine, tmp_path, *overrides, epochs=2):
-    return build_config(flags={"engine": engine, "epochs": epochs, "runs_dir": str(tmp_path), "data": {"name": DATA}},
-                        overrides=SMALL + list(overrides))
+    return tiny_config(engine, tmp_path, DATA, *overrides, epochs=epochs, small=SMALL)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clsf.cli import main
-from conftest import png_bytes
+from helpers import png_bytes
 
 pytestmark = [pytest.mark.tf, pytest.mark.torch]
 DATA = "synthetic:train=120,test=40,size=12x12x3,classes=3"

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from clsf.cli import main
+from clsf.gan.steps import GANS
 from clsf.gan.train import frechet
+from helpers import engine_params
 
 DATA = "synthetic:train=96,test=64,size=28x28x1,classes=4"
-ENGINES = [pytest.param("torch", marks=pytest.mark.torch), pytest.param("tf", marks=pytest.mark.tf)]
+ENGINES = engine_params(GANS)  # the engines a GAN trains in
 
 
 def _gan(tmp_path, name, engine, *extra):
@@ -45,6 +47,19 @@ def test_gan_run_directory_and_exact_resume(tmp_path, engine):
     assert rows(cut) == rows(run)  # the same losses and accuracies, epoch by epoch
     a, b = (np.load(r / "checkpoints" / "last" / "generator.npz") for r in (run, cut))
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    env = json.loads((cut / "env.json").read_text())  # the resume is on record; the start stays as it was
+    assert env["kind"] == "gan" and len(env["resumes"]) == 1 and env["resumes"][0]["after_epoch"] == 1
+    assert env["device"] == "cpu" and env["threads"]["intra_op"]
+    assert main(["report", str(run)]) == 0  # a GAN run reports its losses and samples
+    html = (run / "report.html").read_text()
+    assert "d_loss" in html and "the first row of every sample grid" in html
+
+
+def test_gan_resume_refuses_a_classifier_run(tiny_run, capsys):
+    pytest.importorskip("torch")
+    run = tiny_run("torch", epochs=1)
+    assert main(["gan", "--resume", str(run)]) == 2
+    assert "is a classifier run, not a GAN run" in capsys.readouterr().err
 
 
 @pytest.mark.tf
@@ -88,7 +103,7 @@ def test_the_frechet_distance_falls_on_real_mnist(tmp_path, engine):
     (measured: 234 -> 24 in torch, 231 -> 46 in tf). Its teeth were measured too: with the seeds'
     Adam beta1 of 0.9 instead of the default 0.5, both runs collapse within these steps and fail
     it (torch 234 -> 566, tf 231 -> 175)."""
-    from conftest import SHARED
+    from helpers import SHARED
 
     mnist = SHARED / "mnist.npz"
     if not mnist.exists():

@@ -6,18 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from clsf.config import build_config
 from clsf.run import rundir
 from clsf.run.train import train
+from helpers import tiny_config
 
 DATA = "synthetic:train=150,test=30,size=10x10x3,classes=3"
 TINY = ["model.args.widths=[4, 4]", "model.args.dense=8", "model.args.dropout=0"]
 
 
 def _run(tmp_path, engine, name, *overrides):
-    cfg = build_config(flags={"engine": engine, "epochs": 2, "batch_size": 16, "runs_dir": str(tmp_path), "run_name": name,
-                              "data": {"name": DATA}}, overrides=TINY + list(overrides))
-    run = train(cfg, quiet=True)
+    run = train(tiny_config(engine, tmp_path, DATA, *overrides, small=TINY, batch_size=16, run_name=name), quiet=True)
     return run, [r["train_loss"] for r in rundir.read_metrics(run)]
 
 

@@ -11,11 +11,11 @@ import pytest
 from clsf import build_config, train
 from clsf.cli import main
 from clsf.models.transfer import load_npz
+from helpers import engine_params
 
 DATA = "synthetic:train=300,test=60,size=12x12x3,classes=3"
 SMALL = ["model.name=seed-cnn", "model.args.widths=[8, 16]", "model.args.dense=32", f"data.name={DATA}"]
-ENGINES = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
-           pytest.param("torch", marks=pytest.mark.torch)]
+ENGINES = engine_params()
 
 
 def _run(tmp_path, engine, name, *extra):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from helpers import engine_params
 from clsf.cli import main
 from clsf.run import rundir
 
@@ -103,8 +104,7 @@ def test_resuming_inside_an_epoch_neither_skips_nor_repeats_a_sample():
                 assert np.array_equal(np.concatenate([head, tail]), whole)
 
 
-ENGINES = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
-           pytest.param("torch", marks=pytest.mark.torch)]
+ENGINES = engine_params()
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -19,14 +19,13 @@ DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     pytest.importorskip("torch")
-    from clsf.config import build_config
+    from helpers import tiny_config
+
     from clsf.run.train import train
 
     root = tmp_path_factory.mktemp("runs")
     for name, extra in (("plain", []), ("wide", ["model.args.widths=[6, 6]", "optim.name=adam"])):
-        cfg = build_config(flags={"engine": "torch", "epochs": 2, "runs_dir": str(root), "run_name": name,
-                                  "data": {"name": DATA}}, overrides=["model.args.widths=[4, 4]", "model.args.dense=8", *extra])
-        train(cfg, quiet=True)
+        train(tiny_config("torch", root, DATA, *extra, run_name=name), quiet=True)
     return root
 
 

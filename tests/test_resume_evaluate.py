@@ -7,20 +7,18 @@ import pytest
 import yaml
 
 from clsf.cli import main
-from clsf.config import build_config
 from clsf.run import rundir
 from clsf.run.tensorboard import ScalarWriter, read_scalars
 from clsf.run.evaluate import evaluate
 from clsf.run.train import train
+from helpers import tiny_config
 
 DATA = "synthetic:train=150,test=60,size=12x12x3,classes=3"
 SMALL = ["model.args.widths=[8, 8]", "model.args.dense=16"]
 
 
 def _run(engine, tmp_path, *overrides, epochs=2, stop_after=None, small=SMALL):
-    cfg = build_config(flags={"engine": engine, "epochs": epochs, "runs_dir": str(tmp_path), "data": {"name": DATA}},
-                       overrides=small + list(overrides))
-    return train(cfg, quiet=True, stop_after=stop_after)
+    return train(tiny_config(engine, tmp_path, DATA, *overrides, epochs=epochs, small=small), quiet=True, stop_after=stop_after)
 
 
 @pytest.mark.torch

@@ -8,7 +8,6 @@ reported in points (percent).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
