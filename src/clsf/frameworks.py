@@ -13,7 +13,7 @@ from clsf.errors import UserError
 def require(module: str) -> None:
     """A clear message instead of an ImportError when a framework's extra is not installed."""
     if importlib.util.find_spec(module) is None:
-        extra = "tf" if module in ("tensorflow", "keras") else "torch"
+        extra = "tf" if module in ("tensorflow", "keras") else module  # the extras are named tf and torch
         raise UserError(f"{module} is not installed; install it with pip install 'clsf[{extra}]'.")
 
 

@@ -1,5 +1,7 @@
-"""Learning rate as a pure function of the global step; every engine sets it before each step, so a
-resumed run picks the schedule up exactly where it stopped (the step is all the state there is)."""
+"""Learning rate as a pure function of the global step, so a resumed run picks the schedule up
+exactly where it stopped (the step is all the state there is). The torch engine sets it before
+each step; the TensorFlow engines tabulate it once and look it up from the optimizer's own step
+counter inside the graph (keras_common.schedule)."""
 
 from __future__ import annotations
 
