@@ -25,8 +25,9 @@ DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"
 ARGS = ["--data", DATA, "--epochs", "3", "--batch-size", "16", "--quiet", "--save-every-steps", "2",
         "model.args.widths=[4, 4]", "model.args.dense=8", "model.args.dropout=0.3", "data.hflip=true", "optim.name=adam"]
 KILLER = textwrap.dedent("""
-    import os, signal, sys
+    import atexit, os, signal, sys
     kill_at, seen, real = int(os.environ["KILL_AT_REPLACE"]), [0], os.replace
+    atexit.register(lambda: print(f"replaces {seen[0]}", file=sys.stderr))  # how many commit points a run has
     def replace(src, dst):
         seen[0] += 1
         if seen[0] == kill_at:
@@ -126,3 +127,27 @@ def test_a_tensorboard_record_cut_by_a_kill_is_dropped_not_fatal(tmp_path):
     data = w.path.read_bytes()
     w.path.write_bytes(data[:-7])  # the last record's append cut short
     assert [(s, v) for s, _, v in read_scalars(tmp_path)] == [(1, 1.0), (2, 2.0)]
+
+
+@pytest.mark.torch
+def test_a_kill_at_every_write_of_the_finish_is_completed_by_resume_without_training(tmp_path):
+    """The finish is a step of its own: the checkpoint already says training is done, final.json is
+    written last, and a resume writes what is missing and trains nothing."""
+    args = ["--engine", "torch", "--data", DATA, "--epochs", "2", "--quiet", "model.args.widths=[4, 4]", "model.args.dense=8"]
+    ref = _clsf(["train", "--runs-dir", str(tmp_path), "--run-name", "ref", *args])
+    assert ref.returncode == 0, ref.stderr
+    total = int(ref.stderr.split("replaces ")[-1].split()[0])
+    finish = ("predictions.npz", "history.png", "confusion.png", "summary.txt", "final.json")  # torch: no tracing in env.json
+    for k in range(total - len(finish) + 1, total + 1):  # a kill just before each of the finish's writes
+        name = f"k{k}"
+        r = _clsf(["train", "--runs-dir", str(tmp_path), "--run-name", name, *args], k)
+        run = tmp_path / name
+        assert r.returncode == -9 and not (run / "final.json").exists(), (k, r.stderr)
+        meta, rows = rundir.checkpoint_meta(run), _rows(run)
+        r = _clsf(["train", "--resume", str(run)])
+        assert r.returncode == 0, r.stderr
+        assert rundir.checkpoint_meta(run) == meta and _rows(run) == rows  # nothing trained again
+        assert all((run / f).is_file() for f in finish), k
+        fa, fb = (json.loads((d / "final.json").read_text()) for d in (tmp_path / "ref", run))
+        assert fb["test_acc"] == fa["test_acc"] and fb["test_loss"] == pytest.approx(fa["test_loss"], rel=1e-6)
+        assert "is finished" in _clsf(["train", "--resume", str(run)]).stdout

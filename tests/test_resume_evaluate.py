@@ -58,6 +58,20 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
 
 
 @pytest.mark.torch
+def test_an_early_stopped_run_without_its_finish_finishes_and_trains_nothing(tmp_path, capsys):
+    """Killed after early stopping decided but before final.json: the resume writes the finish only."""
+    run = _run("torch", tmp_path, epochs=4, stop_after=2)
+    meta_path = rundir.RunDir(run).checkpoint("last") / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "stopped_early": True}))  # what early stopping at epoch 2 leaves
+    train(resume=run, quiet=True)
+    assert [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2] and rundir.checkpoint_meta(run)["epoch"] == 2
+    assert json.loads((run / "final.json").read_text())["epochs"] == 2
+    train(resume=run, quiet=False, changes={"epochs": 3})  # asked for more: it trains on
+    assert [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2, 3]
+
+
+@pytest.mark.torch
 def test_tensorboard_has_each_epoch_once_across_an_interrupted_resume(tmp_path):
     run = _run("torch", tmp_path, epochs=3, stop_after=1)
     w = ScalarWriter(run / "tb")  # as if epoch 2 reached TensorBoard and then the process died

@@ -201,7 +201,8 @@ def save_init(run: RunDir | None, engine, prep: Prepared, init_from: str | None)
 
 def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[dict], checks: Checks) -> dict:
     """The test split through the run's model (checkpoints/last, what the run ended with): test
-    logits and the most confident mistakes in predictions.npz, final.json, pictures, summary.txt."""
+    logits and the most confident mistakes in predictions.npz, pictures, summary.txt, and final.json
+    written last."""
     from clsf.plots import plot_confusion, plot_history
 
     if prep.test is None:
@@ -217,7 +218,6 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     run.save_predictions(logits=logits.astype(np.float32), labels=prep.test.y, mistake_index=mistakes,
                          mistake_images=as_array(prep.test.x[mistakes]))
     final = {"checkpoint": "last", "epochs": len(rows), **report}
-    run.write_final(final)
     title = f"{cfg.model.name} / {cfg.engine} / {prep.dataset.name}"
     plot_history(rows, run.history_png, title)
     plot_confusion(np.array(final["confusion"]), final["class_names"], run.confusion_png, title)
@@ -225,6 +225,9 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     if tracing:
         run.update_env(tracing=tracing)
     run.write_summary(_summary(run, cfg, engine, prep, rows, final, tracing, checks))
+    # last: a run with final.json is finished whole; one killed before it resumes into this finish
+    # (its checkpoint says training is done) and trains nothing
+    run.write_final(final)
     return final
 
 
