@@ -86,6 +86,56 @@ def test_ctrl_c_stops_a_compare_that_the_same_command_then_finishes(tmp_path):
     assert [m["epoch"] for m in rundir.read_metrics(run)] == list(range(1, 41))
 
 
+@pytest.mark.torch
+def test_a_killed_compare_takes_its_child_along_and_the_rerun_finishes(tmp_path):
+    """kill -9 of the compare process: its training child stops too (it would otherwise race the
+    rerun into a duplicate run directory), and the same command then finishes every run."""
+    import os
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "clsf", "compare", "--engines", "torch", "--seeds", "0", "--data", DATA,
+            "--epochs", "40", "--out", str(tmp_path / "cmp"), *TINY]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in p.stdout:
+        if "[torch-s0] epoch 2/40" in line:
+            break
+    children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert children
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{c}") and "zombie" not in _status(c) for c in children):
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{c}") and "zombie" not in _status(c) for c in children)
+    log = (tmp_path / "cmp" / "logs" / "torch-s0.log").read_text()  # told to stop, not killed by a broken pipe
+    assert "stopping after this step" in log and "Traceback" not in log, log
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert sorted(x.name for x in (tmp_path / "cmp" / "runs").iterdir()) == ["torch-s0"]  # no duplicate run
+    assert [m["epoch"] for m in rundir.read_metrics(tmp_path / "cmp" / "runs" / "torch-s0")] == list(range(1, 41))
+
+
+def _status(pid: str) -> str:
+    try:
+        return open(f"/proc/{pid}/status").read().lower()
+    except OSError:
+        return "zombie"
+
+
+def test_a_run_is_trained_by_one_process_at_a_time(tmp_path, capsys):
+    from clsf.errors import UserError
+    from clsf.run.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    with run.lock():
+        assert run.is_locked()
+        with pytest.raises(UserError, match="another clsf process is training"):
+            with run.lock():
+                pass
+    assert not run.is_locked()
+
+
 def test_compare_refuses_another_plan_and_a_busy_folder(tmp_path, capsys):
     out = tmp_path / "cmp"
     out.mkdir()

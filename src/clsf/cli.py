@@ -190,8 +190,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from clsf.predict import Model, expand, predict, write
+    from clsf.predict import Model, check_options, expand, predict, write
 
+    check_options(args.batch_size, args.top_k)
     files = expand(args.paths)
     model = Model(args.source, args.checkpoint)
     skipped = []

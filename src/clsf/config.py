@@ -8,6 +8,7 @@ can be passed back with `--config` to repeat the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from clsf.engines import names as engine_names
 from clsf.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+MAX_EPOCHS = 100_000  # bounds what is allocated per step before training starts (the TF engines' rate table)
+MAX_CROP_PADDING = 256  # pixels
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
@@ -310,7 +313,12 @@ def validate(cfg: Config) -> Config:
          f"unfreeze_after={cfg.unfreeze_after} needs freeze=trunk and at least 1 frozen epoch; give --freeze trunk, or leave it out.")
     need(cfg.precision in PRECISIONS, f"precision '{cfg.precision}' is not known; use one of {', '.join(PRECISIONS)}.")
     need(cfg.tf.mode in TF_MODES, f"tf.mode '{cfg.tf.mode}' is not known; use one of {', '.join(TF_MODES)}.")
-    need(cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
+    need(1 <= cfg.epochs <= MAX_EPOCHS, f"epochs={cfg.epochs} must be in [1, {MAX_EPOCHS:,}].")
+    need(0 <= cfg.seed < 2**32, f"seed={cfg.seed} must be in [0, 2**32) (every framework's seed range).")
+    need(cfg.run_name is None or (cfg.run_name.strip() and not cfg.run_name.startswith(".")
+                                  and "/" not in cfg.run_name and "\\" not in cfg.run_name),
+         f"run_name '{cfg.run_name}' must be a plain folder name (no / or \\, not starting with a dot); "
+         "choose where runs go with --runs-dir.")
     need(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
     need(cfg.dist_timeout_s > 0, f"dist_timeout_s={cfg.dist_timeout_s} must be > 0 (seconds).")
     need(cfg.eval_batch_size >= 1, f"eval_batch_size={cfg.eval_batch_size} must be at least 1.")
@@ -319,7 +327,7 @@ def validate(cfg: Config) -> Config:
     need(cfg.save_every_minutes is None or cfg.save_every_minutes > 0, f"save_every_minutes={cfg.save_every_minutes} must be > 0 (or null).")
     o = cfg.optim
     need(o.name in OPTIMIZERS, f"optimizer '{o.name}' is not known; use one of {', '.join(OPTIMIZERS)}.")
-    need(o.lr > 0, f"optim.lr={o.lr} must be > 0.")
+    need(0 < o.lr < math.inf, f"optim.lr={o.lr} must be a finite number > 0.")
     need(o.schedule in SCHEDULES, f"optim.schedule '{o.schedule}' is not known; use one of {', '.join(SCHEDULES)}.")
     need(0 <= o.label_smoothing < 1, f"optim.label_smoothing={o.label_smoothing} must be in [0, 1).")
     need(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0.")
@@ -341,6 +349,12 @@ def validate(cfg: Config) -> Config:
                                           "or load it in memory to use data.image_size (data.stream=false).")
     need(0 <= d.val_split < 1, f"data.val_split={d.val_split} must be in [0, 1) (a fraction of the training split).")
     need(all(v is None or v >= 1 for v in (d.train_subset, d.test_subset)), "data.train_subset/test_subset must be >= 1 (or null for all).")
+    need(d.crop_padding <= MAX_CROP_PADDING, f"data.crop_padding={d.crop_padding} must be at most {MAX_CROP_PADDING} pixels.")
+    g = cfg.gan
+    need(1 <= g.latent <= 4096, f"gan.latent={g.latent} must be in [1, 4096].")
+    need(0 < g.d_lr < math.inf and 0 < g.g_lr < math.inf, "gan.d_lr and gan.g_lr must be finite numbers > 0.")
+    need(0 <= g.label_noise <= 0.5, f"gan.label_noise={g.label_noise} must be in [0, 0.5] (noise on 0/1 labels).")
+    need(g.sample_every >= 1, f"gan.sample_every={g.sample_every} must be at least 1 (steps).")
     return cfg
 
 

@@ -135,6 +135,10 @@ def train_command(argv: list[str], config: str | None, recipe: str | None, flags
 
     if nproc is not None and nproc < 1:
         raise UserError(f"--nproc {nproc} must be at least 1.")
+    cores = os.cpu_count() or 1
+    if nproc and nproc > cores and not os.environ.get("CLSF_OVERSUBSCRIBE"):
+        raise UserError(f"--nproc {nproc} is more processes than this machine's {cores} cores (each would get a "
+                        f"fraction of one); use --nproc {cores} or fewer, or set CLSF_OVERSUBSCRIBE=1 to run them anyway.")
     if resume and (config or recipe):
         flag = "--config" if config else "--recipe"
         raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config); drop {flag}.")

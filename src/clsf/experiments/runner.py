@@ -17,6 +17,7 @@ folder keeps two commands from working in it at once.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -81,11 +82,27 @@ def open_folder(folder: Path, plan: dict):
 def state(run: Path) -> str:
     """'finished', 'resume' (it has a finished epoch) or 'fresh' (nothing worth keeping)."""
     r = RunDir(run)
+    if run.is_dir() and r.is_locked():
+        raise UserError(f"{run} is being trained by another process (a child of an earlier {run.parent.parent.name} "
+                        "command?); wait for it or stop it, then run the same command again.")
     if r.final() is not None:
         return "finished"
     if run.is_dir() and r.has_checkpoint("last"):  # (a checkpoint swap a kill cut short is finished first)
         return "resume"
     return "fresh"
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before it runs: Linux sends it SIGINT when `parent` dies (even by kill -9), so
+    it stops at its next step with a checkpoint instead of training on as an orphan."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+        if os.getppid() != parent:  # the parent died before the line above: nobody would send it
+            os._exit(130)
 
 
 def _child_env() -> dict:
@@ -124,7 +141,7 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
         log.write(f"$ clsf {' '.join(argv)}\n")
         log.flush()
         child = subprocess.Popen([sys.executable, "-m", "clsf", *argv], stdout=subprocess.PIPE, stderr=log,
-                                 text=True, env=_child_env())
+                                 text=True, env=_child_env(), preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         try:
             for line in child.stdout:  # the child's epoch lines, shown as they come and kept in the log
                 print(f"  [{name}] {line}", end="", flush=True)

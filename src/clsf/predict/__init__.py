@@ -57,6 +57,14 @@ class Model:
         return self._probs(x)
 
 
+def check_options(batch_size: int, top_k: int) -> None:
+    """predict's numbers, refused before anything is loaded."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} must be at least 1 (images predicted at a time).")
+    if top_k < 1:
+        raise UserError(f"--top-k {top_k} must be at least 1 (classes shown per image).")
+
+
 def expand(paths: list[str]) -> list[Path]:
     """Files, folders (their images, recursively) and globs, in the order given, each file once."""
     out: list[Path] = []

@@ -397,6 +397,33 @@ class RunDir:
     def disk_space(self):
         return disk_space(self.path)
 
+    @contextlib.contextmanager
+    def lock(self):
+        """Held by the process that trains the run (an flock the OS releases if it dies), so a second
+        process — a rerun racing an orphan — is refused instead of writing into the same run."""
+        import fcntl
+
+        with open(self.path / ".lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another clsf process is training {self}; wait for it to finish or stop it, "
+                                "then run the command again.") from None
+            yield
+
+    def is_locked(self) -> bool:
+        """Whether a live process holds the run's lock."""
+        import fcntl
+
+        if not (self.path / ".lock").is_file():
+            return False
+        with open(self.path / ".lock") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
 
 def read_metrics(run: str | Path) -> list[dict]:
     return RunDir(run).metrics()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     state.epochs, state.replicas = cfg.epochs, world.size
     run = run if lead else None  # processes other than the lead write nothing
     checks = Checks(spec, prep.dataset.num_classes, quiet, silent=not lead)
-    with _disk_space(run):  # a full disk: one line, the last checkpoint intact
+    with _lock(run), _disk_space(run):  # one process trains a run; a full disk: one line, the last checkpoint intact
         if run is not None:
             _write_setup(run, cfg, spec, engine, prep, changed, state)
         if not quiet:
@@ -166,9 +167,11 @@ def _fit(engine, prep: Prepared, state: RunState, callbacks, cfg: Config, steps_
 
 
 def _disk_space(run: RunDir | None):
-    import contextlib
-
     return run.disk_space() if run is not None else contextlib.nullcontext()
+
+
+def _lock(run: RunDir | None):
+    return run.lock() if run is not None else contextlib.nullcontext()
 
 
 def _load_init(engine, cfg: Config) -> None:
