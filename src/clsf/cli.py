@@ -129,7 +129,8 @@ def _flags(args) -> dict:
 def cmd_train(args) -> int:
     from clsf.distributed.launch import train_command
 
-    train_command(args.argv, args.config, args.recipe, _flags(args), args.overrides, args.resume, args.nproc, args.quiet)
+    train_command(args.argv, args.config, args.recipe, _flags(args), args.overrides, args.resume, args.nproc, args.quiet,
+                  args.weights_only)
     return 0
 
 
@@ -329,6 +330,8 @@ def _train_parser(sub) -> None:
                    help="continue a run with its own config; only --epochs (to extend), --device, --quiet, "
                         "--save-every-steps/-minutes, --nproc (at an epoch's end), eval_batch_size=, early_stop_patience= and "
                         "dist_timeout_s= may be given")
+    p.add_argument("--weights-only", action="store_true", help="with --resume: continue from the checkpoint's weights "
+                   "with a fresh optimizer, when its optimizer state is lost (recorded in env.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--nproc", type=int, metavar="N", help="train in N processes on this machine (torch: DDP through "
                    "torchrun's launcher; tf: MultiWorkerMirroredStrategy; keras runs as one); --batch-size is per process")

@@ -284,6 +284,8 @@ def read_yaml(path: Path, what: str):
     """A YAML file through the safe loader only: a tag that would construct a Python object is refused."""
     try:
         return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise UserError(f"{what} '{path}' is not UTF-8 text; give a YAML file.") from None
     except yaml.constructor.ConstructorError as e:
         raise UserError(f"{what} '{path}' holds a tag clsf will not construct ({e.problem}); "
                         "remove it: clsf reads plain YAML values only.") from None

@@ -63,7 +63,9 @@ def run_torch(argv: list[str], nproc: int) -> None:
     try:
         elastic_launch(config, sys.executable)("-m", "clsf", *argv)
     except ChildFailedError as e:
-        rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)  # the first to fail
+        # the cause: the first to fail other than by losing its peers (exit 6 follows from another's
+        # failure, and can be stamped before the agent notices a killed process)
+        rank, failure = min(e.failures.items(), key=lambda kv: (kv[1].exitcode == PeerLost.exit_code, kv[1].timestamp))
         raise _failed(rank, nproc, failure.exitcode) from None
 
 
@@ -126,7 +128,7 @@ def launch(argv: list[str], nproc: int, engine: str, timeout_s: float) -> None:
 
 
 def train_command(argv: list[str], config: str | None, recipe: str | None, flags: dict, overrides: list[str],
-                  resume: str | None, nproc: int | None, quiet: bool) -> None:
+                  resume: str | None, nproc: int | None, quiet: bool, weights_only: bool = False) -> None:
     """`clsf train` as typed: a new run or a resumed one, here or in `nproc` processes (the same
     command again in each, through the engine's launcher). Bad input stops here, once."""
     from clsf.config import build_config, merge, parse_overrides
@@ -139,6 +141,8 @@ def train_command(argv: list[str], config: str | None, recipe: str | None, flags
     if nproc and nproc > cores and not os.environ.get("CLSF_OVERSUBSCRIBE"):
         raise UserError(f"--nproc {nproc} is more processes than this machine's {cores} cores (each would get a "
                         f"fraction of one); use --nproc {cores} or fewer, or set CLSF_OVERSUBSCRIBE=1 to run them anyway.")
+    if weights_only and not resume:
+        raise UserError("--weights-only goes with --resume RUN (it continues from a checkpoint's weights); add --resume.")
     if resume and (config or recipe):
         flag = "--config" if config else "--recipe"
         raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config); drop {flag}.")
@@ -147,6 +151,6 @@ def train_command(argv: list[str], config: str | None, recipe: str | None, flags
         cfg = resume_config(resume, changes)[1] if resume else build_config(config, flags, overrides, recipe)
         launch(argv, nproc, cfg.engine, cfg.dist_timeout_s)
     elif resume:
-        train(resume=resume, changes=changes, quiet=quiet)
+        train(resume=resume, changes=changes, quiet=quiet, weights_only=weights_only)
     else:
         train(build_config(config, flags, overrides, recipe), quiet=quiet)

@@ -142,6 +142,18 @@ class Engine(ABC):
         """Teardown once the run's files are written (e.g. leaving a process group together)."""
 
 
+def missing_state(folder: Path, name: str) -> UserError:
+    """A resume asked for the training state and the checkpoint has only weights."""
+    return UserError(f"{folder / name} (the optimizer state) is missing, so the run cannot continue exactly; "
+                     "restore it, or resume with --weights-only to go on from the weights with a fresh optimizer "
+                     "(recorded in env.json).")
+
+
+def damaged_state(folder: Path, name: str, why: str) -> UserError:
+    return UserError(f"{folder / name} could not be read as clsf training state ({why[:120]}); restore it from a copy, "
+                     "or resume with --weights-only.")
+
+
 def check_precision(cfg: Config, on_gpu: bool, device: str) -> None:
     """Mixed precision is a GPU option: on a CPU it is slower (no bf16/fp16 units worth the casts)."""
     if cfg.precision != "fp32" and not on_gpu:

@@ -13,13 +13,14 @@ the update); gradients are clipped first, by global L2 norm (optim.clip_norm).
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from clsf.config import Config, OptimConfig
 from clsf.distributed import World, tf_world
-from clsf.engines.base import Engine, check_precision, frozen_layers
+from clsf.engines.base import Engine, check_precision, damaged_state, frozen_layers, missing_state
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.frameworks import import_tf
@@ -244,14 +245,22 @@ class KerasBase(Engine):
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
         from clsf.models.transfer import load_npz, set_keras_weights
 
-        if not training_state or not (folder / "state.npz").exists():
+        if not training_state:
             set_keras_weights(self.model, self.spec, load_npz(folder / "weights.npz"), only)
             return
-        with np.load(folder / "state.npz") as z:
-            variables = [("model", i, v) for i, v in enumerate(self.model.variables)]
-            variables += [("optim", i, v) for i, v in enumerate(self.optimizer.variables)]
-            if len(z.files) != len(variables):
-                raise UserError(f"{folder} holds {len(z.files)} model/optimizer variables but this model and "
-                                f"optimizer have {len(variables)}; it was written by another model, optimizer or clsf version.")
-            for part, i, v in variables:
-                v.assign(z[f"{part}/{i}"])
+        if not (folder / "state.npz").exists():
+            raise missing_state(folder, "state.npz")
+        variables = [("model", i, v) for i, v in enumerate(self.model.variables)]
+        variables += [("optim", i, v) for i, v in enumerate(self.optimizer.variables)]
+        try:
+            with np.load(folder / "state.npz", allow_pickle=False) as z:
+                if len(z.files) != len(variables):
+                    raise UserError(f"{folder} holds {len(z.files)} model/optimizer variables but this model and optimizer "
+                                    f"have {len(variables)}; it was written by another model, optimizer or clsf version.")
+                values = [z[f"{part}/{i}"] for part, i, _ in variables]
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise damaged_state(folder, "state.npz", f"{type(e).__name__}: {e}") from None
+        for (_, _, v), value in zip(variables, values):
+            if tuple(v.shape) != value.shape:
+                raise damaged_state(folder, "state.npz", f"a variable of shape {value.shape} where {tuple(v.shape)} belongs")
+            v.assign(value)

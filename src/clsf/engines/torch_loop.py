@@ -20,7 +20,7 @@ from clsf.config import Config
 from clsf.data.stream import Files, worker_count
 from clsf.data.torch_pipeline import Batches
 from clsf.distributed import World, part, torch_ddp, torch_world
-from clsf.engines.base import Engine, Meter, check_precision, frozen_layers
+from clsf.engines.base import Engine, Meter, check_precision, damaged_state, frozen_layers, missing_state
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
@@ -247,17 +247,24 @@ class TorchEngine(Engine):
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
         from clsf.models.transfer import load_npz, set_torch_weights
 
-        if not training_state or not (folder / "state.pt").exists():
+        if not training_state:
             set_torch_weights(self.model, self.spec, load_npz(folder / "weights.npz"), only)
             return
+        if not (folder / "state.pt").exists():
+            raise missing_state(folder, "state.pt")
         try:  # weights_only: tensors and plain containers only, never code
             state = torch.load(folder / "state.pt", map_location=self.torch_device, weights_only=True)
         except pickle.UnpicklingError as e:
             raise UserError(f"{folder / 'state.pt'} holds more than tensors and was not loaded (torch's safe loader: "
                             f"{str(e).splitlines()[0][:120]}); use a checkpoint clsf wrote.") from None
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optim"])
-        self.step = int(state["step"])
+        except (RuntimeError, EOFError, OSError, ValueError) as e:  # truncated, empty, not a torch file
+            raise damaged_state(folder, "state.pt", str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optim"])
+            self.step = int(state["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise damaged_state(folder, "state.pt", f"{type(e).__name__}: {e}") from None
         if state.get("scaler"):  # fp16's current loss scale
             self.scaler.load_state_dict(state["scaler"])
         if "rng" in state:

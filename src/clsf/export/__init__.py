@@ -91,8 +91,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     writer = engine_for_format(fmt)  # refuses an unknown format
     run = RunDir.open(run, None)
     which = run.model_checkpoint(which)
-    run.meta(which)
-    cfg = run.config()
+    cfg = run.validate(which)
     names, shape = run.class_names, run.image_shape
     out = Path(out) if out else run / "export" / fmt
     if out.exists() and any(out.iterdir()):

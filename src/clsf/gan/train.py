@@ -55,7 +55,7 @@ class Judge:
         from clsf.run.setup import checkpoint_engine
 
         run = RunDir.open(run, None)
-        cfg = run.config()
+        cfg = run.validate(run.model_checkpoint())
         cfg.engine = engine  # the weights are neutral: the judge runs in the GAN's own engine
         self.engine = checkpoint_engine(run, cfg, run.model_checkpoint())
         self.k = len(run.class_names)

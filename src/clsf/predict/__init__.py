@@ -47,7 +47,7 @@ class Model:
 
         run = RunDir.open(source, None)
         which = run.model_checkpoint(which)  # the run's model unless another checkpoint is asked for
-        cfg = run.config()
+        cfg = run.validate(which)
         self.names, self.shape = run.class_names, run.image_shape
         engine = checkpoint_engine(run, cfg, which)
         self._probs = lambda x: softmax(engine.predict_logits(x))

@@ -23,8 +23,7 @@ def evaluate(run: str | Path, which: str | None = None, engine: str | None = Non
     split is the run's own test split, the report also compares with the logits the run saved."""
     run = RunDir.open(run, None)
     which = run.model_checkpoint(which)
-    run.meta(which)  # refuses a run without that checkpoint
-    cfg = run.config()
+    cfg = run.validate(which)  # every file it reads, before anything else
     trained_with = cfg.engine
     if engine:
         cfg.engine = engine

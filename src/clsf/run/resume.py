@@ -11,6 +11,8 @@ epoch's end, the number of replicas.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -35,7 +37,7 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
     """The run, its config with the allowed `changes` applied, {key: [old, new]} of what changed, and
     the state of checkpoints/last. A run stopped early stays stopped unless `epochs` changes."""
     run = RunDir.open(run, "last")
-    cfg, meta = run.config(), run.meta("last")
+    cfg, meta = run.validate("last"), run.meta("last")
     changed = {}
     for key, value in flatten(changes).items():
         old = _get(cfg, key)
@@ -61,6 +63,23 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
         else:
             state.request_stop("early")  # finished: only what the finish did not write is left to do
     return run, cfg, changed, state
+
+
+def fingerprints(cfg: Config, spec) -> dict:
+    """Hashes of what defines the experiment: the config without the keys a resume may change, and
+    the network. A checkpoint keeps them; a resume that finds either changed on disk refuses."""
+    from clsf.models.yaml_spec import spec_to_yaml
+
+    fixed = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in CHANGEABLE}
+    digest = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
+    return {"config": digest(json.dumps(fixed, sort_keys=True, default=str)), "model": digest(spec_to_yaml(spec, follow_data=False))}
+
+
+def check_fingerprints(run: RunDir, state: RunState, now: dict) -> None:
+    for what, name in (("config", RunDir.CONFIG), ("model", RunDir.MODEL)):
+        if state.fingerprints.get(what) not in (None, now[what]):
+            raise UserError(f"{run.path / name} changed since checkpoints/last was written, so resuming would train "
+                            f"another experiment; restore it (or start a new run with the new settings).")
 
 
 def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:

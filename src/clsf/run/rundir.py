@@ -232,17 +232,57 @@ class RunDir:
             run.meta(which)
         return run
 
-    # -- config, model file, environment
-    def config(self) -> Config:
-        from clsf.config import from_dict, read_yaml
+    def validate(self, which: str | None = None) -> Config:
+        """Every file a command reads, checked before it changes anything: config, model file and
+        environment parse and hold what they must, the checkpoint's meta and weights read back, and
+        the logs and results that exist parse. Damage is one line naming the file (UserError)."""
+        cfg = self.config()
+        if self.has_model_file():
+            try:
+                self.model_spec()
+            except (UserError, ValueError, TypeError, AttributeError, KeyError) as e:
+                raise self.damaged(self.MODEL, str(e).split(";")[0][:120] or type(e).__name__) from None
+        if self.env().get("kind") != "gan":
+            self._data()
+        if which is not None:
+            self.meta(which)
+            weights = self.checkpoint(which) / "weights.npz"
+            if weights.exists() or self.env().get("kind") != "gan":
+                _check_npz(self, f"checkpoints/{which}/weights.npz")
+        self.metrics()
+        self.final()
+        if (self.path / self.PREDICTIONS).exists():
+            _check_npz(self, self.PREDICTIONS)
+        return cfg
 
-        return from_dict(read_yaml(self.path / self.CONFIG, "run config") or {})
+    # -- config, model file, environment
+    def damaged(self, name: str, why: str) -> UserError:
+        """One line for a file of the run that cannot be used: which, why, and what to do."""
+        return UserError(f"{self.path / name} is damaged ({why}); restore it from a copy of the run, or start the run "
+                         "again — nothing was changed.")
+
+    def config(self) -> Config:
+        from clsf.config import from_dict
+
+        data = self.raw_config()
+        try:
+            return from_dict(data)
+        except UserError as e:
+            raise self.damaged(self.CONFIG, str(e).rstrip(".")) from None
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
+            raise self.damaged(self.CONFIG, f"{type(e).__name__}: {e}") from None
 
     def raw_config(self) -> dict:
         """config.yaml as plain data, for reports that must not depend on today's config keys."""
-        import yaml
+        from clsf.config import read_yaml
 
-        return yaml.safe_load((self.path / self.CONFIG).read_text())
+        try:
+            data = read_yaml(self.path / self.CONFIG, "run config")
+        except (UnicodeDecodeError, OSError) as e:
+            raise self.damaged(self.CONFIG, type(e).__name__) from None
+        if not isinstance(data, dict) or not data:
+            raise self.damaged(self.CONFIG, "it holds no mapping of config keys")
+        return data
 
     def write_config(self, cfg: Config) -> None:
         write_text(self.path / self.CONFIG, cfg.to_yaml())  # resolved: dataset statistics and every default written out
@@ -260,9 +300,21 @@ class RunDir:
 
         write_text(self.path / self.MODEL, spec_to_yaml(spec, follow_data=False))  # the exact network, reloadable alone
 
+    def _json(self, name: str, keys: tuple[str, ...] = ()) -> dict | None:
+        """A JSON file of the run as a mapping holding `keys`; None when it is absent."""
+        path = self.path / name
+        if not path.exists():
+            return None
+        try:
+            data = read_json(path)
+        except (ValueError, UnicodeDecodeError, OSError) as e:
+            raise self.damaged(name, f"not JSON: {type(e).__name__}") from None
+        if not isinstance(data, dict) or any(k not in data for k in keys):
+            raise self.damaged(name, f"it lacks {', '.join(k for k in keys if not isinstance(data, dict) or k not in data)}")
+        return data
+
     def env(self) -> dict:
-        path = self.path / self.ENV
-        return read_json(path) if path.exists() else {}
+        return self._json(self.ENV) or {}
 
     def write_env(self, env: dict) -> None:
         write_json(self.path / self.ENV, env)
@@ -275,13 +327,21 @@ class RunDir:
         env = self.env()
         self.write_env({**env, "resumes": env.get("resumes", []) + [entry]})
 
+    def _data(self) -> dict:
+        data = self.env().get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("class_names"), list) or \
+                not isinstance(data.get("image_shape"), list) or len(data["image_shape"]) != 3:
+            raise (UserError(f"{self} has no {self.ENV}; it is not a finished clsf classifier run.")
+                   if not (self.path / self.ENV).exists() else self.damaged(self.ENV, "its data entry lacks class_names or image_shape"))
+        return data
+
     @property
     def class_names(self) -> list[str]:
-        return self.env()["data"]["class_names"]
+        return self._data()["class_names"]
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.env()["data"]["image_shape"])
+        return tuple(self._data()["image_shape"])
 
     # -- checkpoints
     def checkpoint(self, which: str) -> Path:
@@ -293,9 +353,15 @@ class RunDir:
 
     def meta(self, which: str = "last") -> dict:
         if not self.has_checkpoint(which):
-            raise UserError(f"{self} has no checkpoints/{which}; it is not a clsf run directory or it never "
-                            "finished an epoch.")
-        return read_json(self.checkpoint(which) / "meta.json")
+            raise UserError(f"{self} has no checkpoints/{which}" + (
+                "; it never finished an epoch." if which != "init" and not (self.checkpoint(which)).exists()
+                else " (its meta.json is missing); restore it from a copy of the run, or start the run again."))
+        meta = self._json(f"checkpoints/{which}/meta.json", ("epoch",))
+        if not isinstance(meta["epoch"], int) or meta["epoch"] < 0:
+            raise self.damaged(f"checkpoints/{which}/meta.json", "its epoch is not a count")
+        if which != "init" and not isinstance(meta.get("rows", []), list):
+            raise self.damaged(f"checkpoints/{which}/meta.json", "its rows are not a list")
+        return meta
 
     def save_checkpoint(self, engine, which: str, meta: dict) -> None:
         save_checkpoint(engine, self.path, which, meta)
@@ -340,9 +406,15 @@ class RunDir:
         path = self.path / self.METRICS_CSV
         if not path.exists():
             return []
-        with open(path, newline="") as f:
-            return [{k: (int(v) if k == "epoch" else float(v) if v != "" else None) for k, v in row.items()}
-                    for row in csv.DictReader(f)]
+        try:
+            with open(path, newline="") as f:
+                rows = [{k: (int(v) if k == "epoch" else float(v) if v != "" else None) for k, v in row.items()}
+                        for row in csv.DictReader(f)]
+        except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+            raise self.damaged(self.METRICS_CSV, f"{type(e).__name__}: {str(e)[:80]}") from None
+        if rows and "epoch" not in rows[0]:
+            raise self.damaged(self.METRICS_CSV, "it has no epoch column")
+        return rows
 
     def write_metrics(self, rows: list[dict], columns: list[str] = METRICS) -> None:
         """Rewrite metrics.csv whole (atomically), so a resumed run never duplicates or tears a row."""
@@ -359,8 +431,7 @@ class RunDir:
             tmp.unlink(missing_ok=True)
 
     def final(self) -> dict | None:
-        path = self.path / self.FINAL
-        return read_json(path) if path.exists() else None
+        return self._json(self.FINAL)
 
     def write_final(self, final: dict) -> None:
         write_json(self.path / self.FINAL, final)
@@ -369,8 +440,13 @@ class RunDir:
         path = self.path / self.PREDICTIONS
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise self.damaged(self.PREDICTIONS, type(e).__name__) from None
 
     def save_predictions(self, **arrays) -> None:
         save_arrays(self.path / self.PREDICTIONS, **arrays)
@@ -423,6 +499,23 @@ class RunDir:
             except BlockingIOError:
                 return True
             return False
+
+
+def _check_npz(run: RunDir, name: str) -> None:
+    """An .npz of the run readable as arrays (its zip directory and every array's header)."""
+    import zipfile
+
+    path = run.path / name
+    if not path.exists():
+        raise run.damaged(name, "it is missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not z.files:
+                raise ValueError("it holds no arrays")
+            for key in z.files:
+                z[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise run.damaged(name, str(e).splitlines()[0][:100] if str(e) else type(e).__name__) from None
 
 
 def read_metrics(run: str | Path) -> list[dict]:

@@ -20,7 +20,7 @@ from clsf.models.spec import ModelSpec
 from clsf.run import callbacks as cb
 from clsf.run.checks import Checks
 from clsf.run.loop import fit, logits_of
-from clsf.run.resume import resume_config
+from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
 from clsf.run.state import RunState
@@ -29,14 +29,16 @@ MISTAKES = 48  # misclassified test images kept in predictions.npz for the repor
 
 
 def train(cfg: Config | None = None, resume: str | Path | None = None, changes: dict | None = None,
-          quiet: bool = False, stop_after: int | None = None, stop_after_steps: int | None = None) -> Path:
+          quiet: bool = False, stop_after: int | None = None, stop_after_steps: int | None = None,
+          weights_only: bool = False) -> Path:
     """Train (or resume) a run; return its directory.
 
     `resume` continues a run from checkpoints/last (an epoch's end, or inside an epoch); `changes`
     (nested config keys, e.g. {"epochs": 10}) may only touch what can change mid-run (see
     clsf.run.resume). `stop_after` ends this call after that many epochs in total, and
     `stop_after_steps` after that many optimizer steps in total with a mid-epoch checkpoint, as an
-    interruption would, leaving a run that `resume` completes."""
+    interruption would, leaving a run that `resume` completes. `weights_only` resumes from the
+    checkpoint's weights with a fresh optimizer (when its optimizer state is lost), on record."""
     run = state = changed = None
     if resume is not None:
         run, cfg, changed, state = resume_config(resume, changes or {})
@@ -44,6 +46,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             return run.path
     prep = load_data(cfg)
     spec = build_spec(cfg, prep.dataset.image_shape, prep.dataset.num_classes, run)
+    if state is not None:
+        check_fingerprints(run, state, fingerprints(cfg, spec))  # before anything is written
     cls = engine_class(cfg.engine)
     world = cls.detect_world()  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
     steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
@@ -54,8 +58,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     if run is None:
         run, state = _start(cfg, engine, prep, lead)
     else:
-        state = _restore(run, engine, state, world.size, steps_per_epoch, changed, quiet)
-    state.epochs, state.replicas = cfg.epochs, world.size
+        state = _restore(run, engine, state, world.size, steps_per_epoch, changed, quiet, weights_only)
+    state.epochs, state.replicas, state.fingerprints = cfg.epochs, world.size, fingerprints(cfg, spec)
     run = run if lead else None  # processes other than the lead write nothing
     checks = Checks(spec, prep.dataset.num_classes, quiet, silent=not lead)
     with _lock(run), _disk_space(run):  # one process trains a run; a full disk: one line, the last checkpoint intact
@@ -106,10 +110,13 @@ def _start(cfg: Config, engine, prep: Prepared, lead: bool) -> tuple[RunDir | No
 
 
 def _restore(run: RunDir, engine, state: RunState, replicas: int, steps_per_epoch: int, changed: dict,
-             quiet: bool) -> RunState:
+             quiet: bool, weights_only: bool) -> RunState:
     """A resumed run: the engine from checkpoints/last; the schedule re-derived if the replica count
     (so the steps per epoch) changed, which only an epoch's end allows."""
-    engine.load(run.checkpoint("last"), training_state=True)
+    engine.load(run.checkpoint("last"), training_state=not weights_only)
+    if weights_only:  # a fresh optimizer; the schedule continues from the global step
+        engine.set_global_step(state.global_step)
+        changed["weights_only"] = True
     if state.replicas != replicas:
         if state.step:
             raise UserError(f"{run} stopped inside epoch {state.epoch + 1} with {state.replicas} replica(s); resume it with "
