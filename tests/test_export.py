@@ -123,7 +123,7 @@ def test_files_that_would_run_code_are_refused(runs, tmp_path, capsys, monkeypat
     with open(run / "checkpoints" / "best" / "weights.npz", "wb") as f:
         np.savez(f, **{"conv1/kernel": np.array([_Payload()], dtype=object)})
     assert main(["evaluate", str(run), "--checkpoint", "best"]) == 2
-    assert "is not a clsf weights file" in capsys.readouterr().err
+    assert "weights.npz is damaged (Object arrays cannot be loaded" in capsys.readouterr().err
     # a Python tag in the run's config
     (run / "config.yaml").write_text("engine: !!python/object/apply:os.system [touch pwned]\n")
     assert main(["evaluate", str(run)]) == 2
@@ -137,3 +137,77 @@ def test_files_that_would_run_code_are_refused(runs, tmp_path, capsys, monkeypat
     assert main(["predict", str(out), str(_images(tmp_path / "img", 1))]) == 2
     assert "could not be loaded" in capsys.readouterr().err
     assert not (tmp_path / "pwned").exists()
+
+
+def _crafted_folder(runs, tmp_path, fmt, name):
+    """A folder that looks like a clsf export of `fmt` (its clsf.json copied from a real one)."""
+    real = tmp_path / f"real-{fmt}"
+    assert main(["export", str(runs / "torch"), "--format", fmt, "--out", str(real)]) == 0
+    folder = tmp_path / f"crafted-{fmt}"
+    folder.mkdir()
+    (folder / "clsf.json").write_text((real / "clsf.json").read_text())
+    return folder / name
+
+
+@pytest.mark.tf
+def test_a_savedmodel_that_writes_a_file_is_refused_before_it_runs(runs, tmp_path, capsys):
+    import tensorflow as tf
+
+    target = tmp_path / "pwned"
+
+    class Evil(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 12, 12, 3], tf.float32)])
+        def serve(self, x):
+            tf.io.write_file(str(target), "written by a crafted SavedModel")
+            return tf.zeros([tf.shape(x)[0], 3])
+
+    evil = Evil()
+    path = _crafted_folder(runs, tmp_path, "savedmodel", "saved_model")
+    tf.saved_model.save(evil, str(path), signatures={"serving_default": evil.serve})
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    err = capsys.readouterr().err
+    assert "holds the operation WriteFile, which is not pure tensor math" in err and err.count("\n") == 1
+    assert not target.exists()
+
+
+@pytest.mark.torch
+def test_a_torchscript_file_with_code_that_runs_on_load_is_refused(runs, tmp_path, capsys):
+    import torch
+
+    class Evil(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(1, 2))
+
+        @torch.jit.export
+        def __getstate__(self) -> tuple[bool, bool]:
+            return (self.training, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[bool, bool]) -> None:
+            print("code that ran on load")
+            self.training = state[0]
+
+    path = _crafted_folder(runs, tmp_path, "torchscript", "model.pt")
+    torch.jit.script(Evil()).save(str(path))
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    out, err = capsys.readouterr()
+    assert "holds a method __getstate__" in err or "holds a method __setstate__" in err
+    assert "code that ran on load" not in out + err
+
+
+@pytest.mark.torch
+def test_an_onnx_file_with_a_custom_op_domain_is_refused(runs, tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("RunShell", ["images"], ["output"], domain="com.example.evil")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 12, 12, 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.example.evil", 1)])
+    path = _crafted_folder(runs, tmp_path, "onnx", "model.onnx")
+    onnx.save(model, str(path))
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    assert "holds the operation com.example.evil.RunShell" in capsys.readouterr().err

@@ -23,6 +23,7 @@ import numpy as np
 
 from clsf.engines import engine_for_format, entry
 from clsf.engines.base import softmax
+from clsf.export import safety
 from clsf.errors import ClsfError, UserError
 from clsf.run.rundir import RunDir, write_json
 
@@ -52,12 +53,15 @@ def load_runtime(fmt: str, path: Path):
             raise UserError("running an ONNX export needs onnxruntime; install it with pip install 'clsf[export]'.")
         import onnxruntime as ort
 
+        safety.check_onnx(path)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {"images": x})[0], f"onnxruntime {ort.__version__}"
     if fmt == "torchscript":
         import torch
 
+        safety.check_torchscript(path)  # before loading: a method that would run on load is refused
         module = torch.jit.load(str(path), map_location="cpu")
+        safety.check_torchscript_graph(path, module)
 
         def run(x):
             with torch.no_grad():
@@ -68,6 +72,7 @@ def load_runtime(fmt: str, path: Path):
         from clsf.frameworks import import_tf
 
         tf = import_tf()
+        safety.check_savedmodel(path)
         loaded = tf.saved_model.load(str(path))
         return lambda x: loaded.serve(x).numpy(), f"tf.saved_model {tf.__version__}"
     from clsf.frameworks import import_tf
