@@ -212,7 +212,7 @@ CASES = [
     ("evaluate .", nothing, 2, "is not a clsf run directory"),
     ("evaluate afile", run_is_a_file, 2, "is not a clsf run directory"),
     ("evaluate {run} --checkpoint best", no_checkpoint, 2, "has no checkpoints/best"),
-    ("evaluate {run}", truncated_weights, 2, "is not a clsf weights file"),
+    ("evaluate {run}", truncated_weights, 2, "weights.npz is damaged (File is not a zip file)"),
     ("train --resume {run} --batch-size 64", nothing, 2, "--batch-size cannot change when resuming"),
     ("train --resume {run} --config c.yaml", nothing, 2, "--config cannot be combined with --resume"),
     ("train --resume {run} --epochs 2", crafted_state, 2, "holds more than tensors and was not loaded"),
