@@ -51,6 +51,40 @@ def folder_corrupt_image(t, run):
     (t / "d" / "train" / "cat" / "bad.png").write_bytes(b"\x89PNG not really")
 
 
+def folder_pil_bomb(t, run):
+    """A PNG whose header declares 30000 x 30000 pixels (the bytes of a 10 x 10 one)."""
+    import struct
+    import zlib
+
+    make_image_tree(t / "d")
+    raw = bytearray(png_bytes(np.zeros((10, 10, 3), np.uint8)))
+    raw[16:24] = struct.pack(">II", 30000, 30000)  # IHDR width, height
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))  # and its CRC
+    (t / "d" / "train" / "cat" / "bomb.png").write_bytes(bytes(raw))
+
+
+def zip_bomb(t, run):
+    """A small zip whose directory declares a 4 GiB member."""
+    import zipfile
+
+    with zipfile.ZipFile(t / "d.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("d/train/cat/0.png", b"\0" * 1000)
+    raw = bytearray((t / "d.zip").read_bytes())
+    at = raw.index(b"PK\x01\x02")  # the central directory entry: uncompressed size at +24
+    raw[at + 24:at + 28] = (0xFFFFFFF0).to_bytes(4, "little")
+    (t / "d.zip").write_bytes(bytes(raw))
+
+
+def yaml_alias_bomb(t, run):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    (t / "c.yaml").write_text("\n".join(lines) + "\n")
+
+
+def yaml_deep(t, run):
+    (t / "c.yaml").write_text("a: " + "[" * 2000 + "]" * 2000 + "\n")
+
+
 def folder_empty_image(t, run):
     make_image_tree(t / "d")
     (t / "d" / "train" / "dog" / "empty.png").write_bytes(b"")
@@ -171,6 +205,12 @@ CASES = [
     (T + " --epochs 1000000000", nothing, 2, "epochs=1000000000 must be in [1, 100,000]"),
     (T + " data.crop_padding=1000000", nothing, 2, "data.crop_padding=1000000 must be at most 256 pixels"),
     (T + " --nproc 64", nothing, 2, "--nproc 64 is more processes than this machine's"),
+    (T + " model.args.widths=[100000,100000]", nothing, 2, "GiB to train at batch 32"),
+    ("train --image-size 100000x100000", nothing, 2, "is larger than 4096 pixels a side"),
+    (T + " --config c.yaml", yaml_alias_bomb, 2, "expands to more than 100,000 values"),
+    (T + " --config c.yaml", yaml_deep, 2, "nests too deeply to read"),
+    ("data info --data d", folder_pil_bomb, 2, "(a decompression bomb?)"),
+    ("data info --data d.zip", zip_bomb, 2, "declares 4.0 GiB, more than one entry may hold"),
     ("gan --data " + DATA + " gan.label_noise=5", nothing, 2, "gan.label_noise=5.0 must be in [0, 0.5]"),
     ("gan --data " + DATA + " --latent 0", nothing, 2, "gan.latent=0 must be in [1, 4096]"),
     ("gan --data " + DATA + " gan.sample_every=0", nothing, 2, "gan.sample_every=0 must be at least 1"),

@@ -21,6 +21,7 @@ from clsf.errors import UserError
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 MAX_EPOCHS = 100_000  # bounds what is allocated per step before training starts (the TF engines' rate table)
 MAX_CROP_PADDING = 256  # pixels
+MAX_IMAGE_SIDE = 4096  # pixels, data.image_size
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
@@ -280,10 +281,45 @@ def flag_of(key: str) -> str:
     return flags.get(key, f"{key}=...")
 
 
-def read_yaml(path: Path, what: str):
-    """A YAML file through the safe loader only: a tag that would construct a Python object is refused."""
+MAX_YAML_NODES = 100_000  # values a YAML file may expand to, aliases counted every time they are used
+MAX_YAML_DEPTH = 64  # nesting levels
+
+
+def _check_yaml_size(text: str, path: Path, what: str) -> None:
+    """Refuse an alias bomb (anchors that expand to millions of values) and deep nesting before the
+    file is turned into Python objects."""
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(path.read_text())
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    sizes: dict[int, int] = {}
+
+    def size(node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise UserError(f"{what} '{path}' nests deeper than {MAX_YAML_DEPTH} levels; flatten it.")
+        if id(node) not in sizes:  # an alias is the node it names: counted again at each use, computed once
+            children = node.value if isinstance(node, yaml.SequenceNode) else \
+                [n for kv in node.value for n in kv] if isinstance(node, yaml.MappingNode) else []
+            sizes[id(node)] = 1 + sum(size(c, depth + 1) for c in children)
+            if sizes[id(node)] > MAX_YAML_NODES:
+                raise UserError(f"{what} '{path}' expands to more than {MAX_YAML_NODES:,} values (anchors and "
+                                "aliases used over and over); write it out plainly.")
+        return sizes[id(node)]
+
+    if root is not None:
+        size(root, 0)
+
+
+def read_yaml(path: Path, what: str):
+    """A YAML file through the safe loader only: a tag that would construct a Python object is refused,
+    and so is one that would expand beyond any config's size."""
+    try:
+        text = path.read_text()
+        _check_yaml_size(text, path, what)
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(f"{what} '{path}' nests too deeply to read; flatten it.") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} '{path}' is not UTF-8 text; give a YAML file.") from None
     except yaml.constructor.ConstructorError as e:
@@ -345,6 +381,8 @@ def validate(cfg: Config) -> Config:
     d = cfg.data
     Preprocess.of(d).validate()
     need(d.image_size is None or (len(d.image_size) == 2 and min(d.image_size) > 0), "data.image_size must be [H, W].")
+    need(d.image_size is None or max(d.image_size) <= MAX_IMAGE_SIDE,
+         f"data.image_size {d.image_size} is larger than {MAX_IMAGE_SIDE} pixels a side; resize to at most that.")
     need(d.channels in (None, 1, 3), "data.channels must be 1 or 3.")
     need(d.workers is None or d.workers >= 0, f"data.workers={d.workers} must be >= 0 (0: decode in the training process).")
     need(not (d.stream and d.image_size), "data.stream=true reads images at their own size; resize the folder once, "

@@ -72,6 +72,16 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, where: str) -> 
     return Split(np.ascontiguousarray(x), y.astype(np.int64))
 
 
+def machine_memory() -> int:
+    """This machine's physical memory in bytes (what a bound before allocating compares with)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2**30
+
+
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -89,6 +89,8 @@ def decode_image(raw: bytes, name: str, channels: int | None):
         img.load()
     except UnidentifiedImageError:
         raise ValueError("not a PNG, JPEG or BMP image") from None
+    except Image.DecompressionBombError:  # PIL's limit (89 million pixels by default), before it allocates
+        raise ValueError(f"it declares more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)") from None
     except (OSError, ValueError, SyntaxError) as e:  # a truncated or damaged file of a known format
         raise ValueError(str(e) or type(e).__name__) from None
     return img

@@ -293,6 +293,14 @@ def param_count(spec: ModelSpec) -> int:
     return total
 
 
+def training_bytes(spec: ModelSpec, batch_size: int) -> int:
+    """About what training holds in memory, from the spec alone: weights, gradients and two
+    optimizer slots (float32), and every layer's output for a batch, kept for the backward pass
+    (float32, twice over for the gradient)."""
+    activations = sum(math.prod(out) for _, out in leaf_shapes(spec).values())
+    return 16 * param_count(spec) + 8 * batch_size * activations
+
+
 def forward_flops(spec: ModelSpec, input_shape: tuple | None = None) -> int:
     """Floating-point operations of one image's forward pass, counted as torch's FlopCounterMode
     counts them: 2 per multiply-add of convolutions, transposed convolutions and dense layers (the

@@ -12,7 +12,8 @@ from clsf.data.transforms import channel_stats
 from clsf.engines import create_engine
 from clsf.engines.base import metrics_from_logits
 from clsf.errors import UserError
-from clsf.models.spec import ModelSpec, output_shape
+from clsf.data.base import machine_memory
+from clsf.models.spec import ModelSpec, output_shape, param_count, training_bytes
 from clsf.models.yaml_spec import is_spec_file
 from clsf.models.zoo import get_spec
 from clsf.run.rundir import RunDir
@@ -43,6 +44,11 @@ def build_spec(cfg: Config, image_shape, num_classes: int, run: RunDir | None = 
     if out != (num_classes,):
         raise UserError(f"model '{cfg.model.name}' outputs {out} but the data has {num_classes} classes; "
                         f"give its last layer units: num_classes.")
+    need, have = training_bytes(spec, cfg.batch_size), machine_memory()
+    if need > 0.8 * have:  # refused before a framework allocates anything
+        raise UserError(f"model '{cfg.model.name}' would need about {need / 2**30:,.1f} GiB to train at batch "
+                        f"{cfg.batch_size} ({param_count(spec):,} parameters), more than this machine's "
+                        f"{have / 2**30:.1f} GiB; make it smaller or lower --batch-size.")
     return spec
 
 
