@@ -227,6 +227,8 @@ CASES = [
     ("sweep --grid batch_size --runs-dir runs", nothing, 2, "is not KEY=V1,V2"),
     # config and model files
     (T + " --config missing.yaml", nothing, 2, "config file 'missing.yaml' does not exist"),
+    (T + " --config /dev/null", nothing, 2, "config file '/dev/null' is not a regular file"),
+    ("predict {run} /dev/zero", nothing, 2, "'/dev/zero' is not a regular file or folder"),
     (T + " --config c.yaml", config_bad_yaml, 2, "is not valid YAML"),
     (T + " --config c.yaml", config_list, 2, "must hold a mapping"),
     (T + " --config c.yaml", config_python_tag, 2, "holds a tag clsf will not construct"),

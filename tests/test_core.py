@@ -133,3 +133,13 @@ def test_shared_code_does_not_compare_engine_names():
     found = [f"{p.relative_to(SRC)}:{i}" for p in sorted(SRC.rglob("*.py")) if p.parent.name not in ("engines", "models")
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found
+
+
+def test_a_non_finite_loss_says_what_is_kept_and_which_rates_to_lower():
+    from clsf.errors import NonFiniteLoss
+
+    first, later = str(NonFiniteLoss(0, 3, 3, float("nan"))), str(NonFiniteLoss(2, 3, 40, float("inf")))
+    assert "only the initial weights (checkpoints/init)" in first and "last good epoch" not in first
+    assert "checkpoints/last holds the last good epoch" in later and "lower optim.lr" in later
+    gan = str(NonFiniteLoss(1, 0, 10, float("nan"), fix="gan.d_lr and gan.g_lr"))
+    assert "lower gan.d_lr and gan.g_lr" in gan and "optim" not in gan

@@ -50,6 +50,7 @@ def test_gan_run_directory_and_exact_resume(tmp_path, engine):
     env = json.loads((cut / "env.json").read_text())  # the resume is on record; the start stays as it was
     assert env["kind"] == "gan" and len(env["resumes"]) == 1 and env["resumes"][0]["after_epoch"] == 1
     assert env["device"] == "cpu" and env["threads"]["intra_op"]
+    assert main(["train", "--resume", str(run)]) == 2  # a GAN run resumes with clsf gan
     assert main(["report", str(run)]) == 0  # a GAN run reports its losses and samples
     html = (run / "report.html").read_text()
     assert "d_loss" in html and "the first row of every sample grid" in html

@@ -332,7 +332,8 @@ def read_yaml(path: Path, what: str):
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file '{path}' does not exist; check the path.")
+        raise UserError(f"config file '{path}' " + ("is not a regular file" if p.exists() else "does not exist")
+                        + "; give a YAML file.")
     data = read_yaml(p, "config file") or {}
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a mapping of keys to values.")

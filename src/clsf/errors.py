@@ -33,12 +33,14 @@ class NonFiniteLoss(ClsfError):
 
     exit_code = 3
 
-    def __init__(self, epoch: int, step: int, global_step: int, value: float):
+    def __init__(self, epoch: int, step: int, global_step: int, value: float, fix: str = "optim.lr"):
         self.epoch, self.step, self.global_step, self.value = epoch, step, global_step, value
+        kept = ("checkpoints/last holds the last good epoch" if epoch else
+                "no epoch finished, so only the initial weights (checkpoints/init) are kept")
         super().__init__(
             f"the training loss became {value} at epoch {epoch + 1}, step {step + 1} (global step "
-            f"{global_step + 1}); the run stopped there and checkpoints/last holds the last good epoch — "
-            "lower optim.lr, set optim.clip_norm, or check the inputs for NaNs."
+            f"{global_step + 1}); the run stopped there and {kept} — lower {fix}, "
+            + ("set optim.clip_norm, " if fix == "optim.lr" else "") + "or check the inputs for NaNs."
         )
 
 

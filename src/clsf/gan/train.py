@@ -175,7 +175,8 @@ def _epoch(model, x: np.ndarray, state: RunState, cfg: Config, steps_per_epoch: 
         noise = (cfg.gan.label_noise * rng.uniform(size=(2 * b, 1))).astype(np.float32)
         out = model.step(real, z, z2, noise)
         if not all(math.isfinite(v) for v in out[:2]):  # big_vision's rule: stop at once, saying where
-            raise NonFiniteLoss(epoch, s, epoch * steps_per_epoch + s, out[0] if not math.isfinite(out[0]) else out[1])
+            raise NonFiniteLoss(epoch, s, epoch * steps_per_epoch + s, out[0] if not math.isfinite(out[0]) else out[1],
+                                fix="gan.d_lr and gan.g_lr")
         sums += np.array(out) * b
         state.global_step = epoch * steps_per_epoch + s + 1
         if state.global_step % cfg.gan.sample_every == 0:

@@ -78,6 +78,8 @@ def expand(paths: list[str]) -> list[Path]:
             found = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
             if not found:
                 raise UserError(f"'{text}' matches no files; check the pattern.")
+        elif p.exists():
+            raise UserError(f"'{text}' is not a regular file or folder; give image files, folders or quoted globs.")
         else:
             raise UserError(f"'{text}' does not exist; give image files, folders or quoted globs like 'photos/*.jpg'.")
         if not found:

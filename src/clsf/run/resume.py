@@ -37,6 +37,8 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
     """The run, its config with the allowed `changes` applied, {key: [old, new]} of what changed, and
     the state of checkpoints/last. A run stopped early stays stopped unless `epochs` changes."""
     run = RunDir.open(run, "last")
+    if run.env().get("kind") == "gan":
+        raise UserError(f"{run} is a GAN run; resume it with clsf gan --resume {run}.")
     cfg, meta = run.validate("last"), run.meta("last")
     changed = {}
     for key, value in flatten(changes).items():

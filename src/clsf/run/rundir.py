@@ -145,8 +145,8 @@ def disk_space(run: Path):
         free = shutil.disk_usage(run).free
         then = (f"checkpoints/last holds epoch {RunDir(run).meta()['epoch']} intact — free space, then continue with "
                 f"clsf train --resume {run}" if last.is_dir() else "no epoch finished — free space and start it again")
-        raise DiskFull(f"no space left on the device holding {run} ({free / 2**20:.0f} MiB free; a checkpoint needs "
-                       f"about {need / 2**20:.0f} MiB); {then}.") from None
+        needs = f"; a checkpoint needs about {max(need / 2**20, 1):.0f} MiB" if need else ""
+        raise DiskFull(f"no space left on the device holding {run} ({free / 2**20:.0f} MiB free{needs}); {then}.") from None
 
 
 def recover_checkpoint(run: Path, which: str = "last") -> None:
