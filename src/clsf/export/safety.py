@@ -93,8 +93,9 @@ def check_torchscript(path: Path) -> None:
                 raise _refuse(path, f"a method {method} (in {name})")
         for call in re.findall(r"\b(torch(?:\.\w+)+|ops\.\w+\.\w+)\s*\(", text):
             parts = call.split(".")
-            ns, op = ("aten", parts[-1]) if parts[0] == "torch" else (parts[1], parts[2])
-            if parts[0] == "torch" and len(parts) > 2 or ns not in TORCH_NAMESPACES or op not in TORCH_OPS:
+            via_ops = parts[0] == "ops"  # ops.NS.OP(...), else torch.OP(...) for aten::OP
+            ns, op = (parts[1], parts[2]) if via_ops else ("aten", parts[-1])
+            if (not via_ops and len(parts) > 2) or ns not in TORCH_NAMESPACES or op not in TORCH_OPS:
                 raise _refuse(path, f"the operation {call}")
 
 
