@@ -51,7 +51,8 @@ COMMANDS = {
 
 @pytest.mark.torch
 @pytest.mark.parametrize("command", list(COMMANDS))
-@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize("damage", [d if d in ("missing", "garbage", "schema") else pytest.param(d, marks=pytest.mark.slow)
+                                    for d in DAMAGE])  # half and empty files: -m slow
 @pytest.mark.parametrize("name", FILES)
 def test_a_damaged_file_gives_one_line_and_changes_nothing(runs, tmp_path, capsys, name, damage, command):
     source = runs / ("unfinished" if command == "resume" else "finished")

@@ -130,15 +130,17 @@ def test_a_tensorboard_record_cut_by_a_kill_is_dropped_not_fatal(tmp_path):
 
 
 @pytest.mark.torch
-def test_a_kill_at_every_write_of_the_finish_is_completed_by_resume_without_training(tmp_path):
+@pytest.mark.parametrize("writes", [pytest.param((0, 4)), pytest.param((1, 2, 3), marks=pytest.mark.slow)])
+def test_a_kill_at_every_write_of_the_finish_is_completed_by_resume_without_training(tmp_path, writes):
     """The finish is a step of its own: the checkpoint already says training is done, final.json is
-    written last, and a resume writes what is missing and trains nothing."""
+    written last, and a resume writes what is missing and trains nothing. The default suite kills
+    before the finish's first write and before final.json; -m slow before the three between."""
     args = ["--engine", "torch", "--data", DATA, "--epochs", "2", "--quiet", "model.args.widths=[4, 4]", "model.args.dense=8"]
     ref = _clsf(["train", "--runs-dir", str(tmp_path), "--run-name", "ref", *args])
     assert ref.returncode == 0, ref.stderr
     total = int(ref.stderr.split("replaces ")[-1].split()[0])
     finish = ("predictions.npz", "history.png", "confusion.png", "summary.txt", "final.json")  # torch: no tracing in env.json
-    for k in range(total - len(finish) + 1, total + 1):  # a kill just before each of the finish's writes
+    for k in (total - len(finish) + 1 + i for i in writes):  # a kill just before those writes of the finish
         name = f"k{k}"
         r = _clsf(["train", "--runs-dir", str(tmp_path), "--run-name", name, *args], k)
         run = tmp_path / name

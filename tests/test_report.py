@@ -114,7 +114,7 @@ def test_damaged_run_is_one_line_exit_2(runs, tmp_path, capsys):
     (run / "final.json").write_text("{not json")
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "has a damaged file" in err
+    assert err.count("\n") == 0 and "final.json is damaged (not JSON" in err
     assert main(["report", str(tmp_path / "nothing-here")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty"), str(runs)]) == 2
