@@ -180,7 +180,7 @@ def _epoch(model, x: np.ndarray, state: RunState, cfg: Config, steps_per_epoch: 
         sums += np.array(out) * b
         state.global_step = epoch * steps_per_epoch + s + 1
         if state.global_step % cfg.gan.sample_every == 0:
-            _save_png(_grid(model.generate(fixed)), run.samples_dir / f"step-{state.global_step:05d}.png")
+            _save_png(_grid(model.generate(fixed)), run.sample_grid(state.global_step))
             if judge:  # the quality curve between epochs, at every sample grid
                 state.extra["quality"].append({"step": state.global_step, **judge.score(model.generate(probe))})
         if state.stop:  # Ctrl-C: the last epoch's checkpoint stands
@@ -209,15 +209,14 @@ class _QualityLog(cb.Callback):
     def on_epoch_end(self, state, row, improved):
         quality = state.extra.get("quality")
         if quality:
-            write_text(self.run.samples_dir / "quality.csv", "step,confident,class_entropy,frechet\n" + "".join(
+            write_text(self.run.quality_csv, "step,confident,class_entropy,frechet\n" + "".join(
                 f"{q['step']},{q['confident']},{q['class_entropy']},{q['frechet']}\n" for q in quality))
 
 
 def _finish(run: RunDir, model, state: RunState, last_step: int, fixed: np.ndarray) -> None:
     """The final grid, samples/progress.png (a row of every grid), and final.json last."""
-    _save_png(_grid(model.generate(fixed)), run.samples_dir / f"step-{last_step:05d}.png")
-    grids = sorted(run.samples_dir.glob("step-*.png"))
-    _save_png(np.concatenate([_first_row(p) for p in grids]), run.samples_dir / "progress.png")
+    _save_png(_grid(model.generate(fixed)), run.sample_grid(last_step))
+    _save_png(np.concatenate([_first_row(p) for p in run.sample_grids()]), run.progress_png)
     run.write_final({"kind": "gan", "epochs": len(state.rows), "initial": state.extra.get("initial"), **state.rows[-1]})
 
 

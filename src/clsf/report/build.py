@@ -59,11 +59,11 @@ def gan_page(rec: RunRecord) -> Page:
         page.image("gan-history", plots.plot_columns(rec.metrics, [["d_loss", "g_loss"], ["d_acc_real", "d_acc_fake"],
                                                                    ["frechet"]], None, page.title),
                    "losses, discriminator accuracy and (with a judge) the Fréchet distance per epoch")
-    samples = RunDir(rec.path).samples_dir
-    grids = sorted(samples.glob("step-*.png"))
+    run = RunDir(rec.path)
+    grids = run.sample_grids()
     if grids:
         page.heading("Samples")
-        progress = samples / "progress.png"
+        progress = run.progress_png
         if progress.is_file():
             page.image("gan-progress", progress.read_bytes(), "the first row of every sample grid, oldest at the top")
         page.image("gan-last", grids[-1].read_bytes(), f"samples at {grids[-1].stem} (one fixed latent batch)")

@@ -470,6 +470,21 @@ class RunDir:
     def samples_dir(self) -> Path:  # a GAN's sample grids, progress.png and quality.csv
         return self.path / "samples"
 
+    def sample_grid(self, step: int) -> Path:
+        return self.samples_dir / f"step-{step:05d}.png"
+
+    def sample_grids(self) -> list[Path]:
+        """A GAN's sample grids, oldest first."""
+        return sorted(self.samples_dir.glob("step-*.png"))
+
+    @property
+    def progress_png(self) -> Path:
+        return self.samples_dir / "progress.png"
+
+    @property
+    def quality_csv(self) -> Path:
+        return self.samples_dir / "quality.csv"
+
     def disk_space(self):
         return disk_space(self.path)
 
