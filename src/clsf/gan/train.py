@@ -123,7 +123,7 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
     callbacks = cb.Callbacks([cb.Interrupt(), _EpochLine(cfg.epochs, quiet), cb.Checkpoints(run, model, None, None),
                               cb.Logs(run, COLUMNS), _QualityLog(run)])
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
-    with run.disk_space():
+    with run.lock(), run.disk_space():  # one process trains a run
         try:
             callbacks.on_train_start(state)
             while not state.done:
