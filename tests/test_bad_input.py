@@ -150,6 +150,29 @@ model_file_bad_layer = writes("m.yaml", "layers: [{type: konv, filters: 4}]\n")
 runs_dir_is_a_file = writes("runs", "not a folder")
 run_is_a_file = writes("afile", "x")
 empty_image = writes("e.png", "")
+existing_file = writes("f", "mine")
+
+
+def folder_of_empty_images(t, run):
+    (t / "e").mkdir()
+    for i in range(2):
+        (t / "e" / f"{i}.png").write_bytes(b"")
+
+
+def folder_without_test_images(t, run):
+    make_image_tree(t / "d", splits=("train",))
+    (t / "d" / "test").mkdir()
+
+
+def export_with_damaged_clsf_json(t, run):
+    (t / "x").mkdir()
+    (t / "x" / "clsf.json").write_text("{not json")
+    (t / "i.png").write_bytes(png_bytes(np.zeros((10, 10, 3), np.uint8)))
+
+
+def compare_with_damaged_plan(t, run):
+    (t / "c").mkdir()
+    (t / "c" / "plan.json").write_text("[1, 2")
 
 
 def truncated_weights(t, run):
@@ -266,6 +289,14 @@ CASES = [
     # images to predict, exports, reports
     ("predict {run} missing.png", nothing, 2, "'missing.png' does not exist"),
     ("predict {run} x.png --batch-size -5", nothing, 2, "--batch-size -5 must be at least 1"),
+    ("predict x i.png", export_with_damaged_clsf_json, 2, "clsf.json is damaged (JSONDecodeError)"),
+    ("train --engine torch --data d --runs-dir runs --epochs 1", folder_without_test_images, 2,
+     "has no test images to report on"),
+    ("evaluate {run} --data synthetic:train=30,test=20,size=9x9x3,classes=3", nothing, 2,
+     "holds 9x9x3 images but the run's model takes 10x10x3"),
+    ("report {run} --out f", existing_file, 2, "cannot write the report into f"),
+    ("export {run} --format onnx --out f", existing_file, 2, "f exists and is not empty"),
+    ("compare --engines torch --data " + DATA + " --out c", compare_with_damaged_plan, 2, "plan.json is damaged"),
     ("predict {run} x.png --top-k 0", nothing, 2, "--top-k 0 must be at least 1"),
     ("predict {run} e.png", empty_image, 2, "cannot read image 'e.png' (not a PNG, JPEG or BMP image)"),
     ("predict {run} docs", no_images, 2, "'docs' holds no images"),
@@ -308,3 +339,12 @@ def test_bad_input(argv, setup, code, message, finished, tmp_path, monkeypatch, 
 
 def test_the_matrix_is_big_enough():
     assert len(CASES) >= 40 and len({c[0].split()[0] for c in CASES}) >= 7
+
+
+@pytest.mark.torch
+def test_skip_bad_that_skips_every_file_is_an_error(finished, tmp_path, capsys):
+    folder_of_empty_images(tmp_path, None)
+    assert main(["predict", str(finished), str(tmp_path / "e"), "--skip-bad"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("clsf: skipped") for line in err[:2])
+    assert err[-1].startswith("clsf: error: none of the 2 files could be read as an image")

@@ -208,6 +208,8 @@ def cmd_predict(args) -> int:
         print(f"{chr(13) if tty else ''}clsf: skipped {path} ({error})", file=sys.stderr)
 
     n = write(predict(model, files, args.batch_size, args.skip_bad, skip, progress), model.names, args.format, args.top_k)
+    if not n:
+        raise UserError(f"none of the {len(files)} files could be read as an image (all skipped); check the files.")
     print(f"{n} images predicted with {model.describe}" + (f"; {len(skipped)} skipped" if skipped else ""), file=sys.stderr)
     return 0
 

@@ -3,9 +3,12 @@ import). Each function saves to `out` and returns the path, or returns PNG bytes
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
+
+from clsf.errors import UserError
 
 
 def _plt():
@@ -31,6 +34,10 @@ def _save(fig, out: Path | None):
     try:
         fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".") or "png")
         tmp.replace(out)  # whole or not at all, like every file clsf writes
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk: said by whoever holds the run (its checkpoint intact)
+        raise UserError(f"cannot write {out} ({e.strerror or e}); choose another path.") from None
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)

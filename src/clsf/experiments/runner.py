@@ -51,12 +51,25 @@ def default_folder(cfg: Config, kind: str, plan: dict) -> Path:
     return Path(cfg.runs_dir) / f"{kind}-{rundir.slug(cfg.model.name)}-{rundir.slug(str(cfg.data.name))}-{plan_id(plan)}"
 
 
+def _read_plan(path: Path, folder: Path) -> dict:
+    try:
+        old = rundir.read_json(path)
+        if not isinstance(old, dict):
+            raise ValueError("not a mapping")
+        return old
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}); remove {folder} to start it again, or "
+                        "choose another --out.") from None
+
+
 @contextmanager
 def open_folder(folder: Path, plan: dict):
     """Hold the folder (a lock released by the OS if this process dies) with plan.json written, or
     checked to be the same plan when the folder is continued."""
     if folder.exists() and not (folder / "plan.json").is_file() and any(p.name != ".lock" for p in folder.iterdir()):
         raise UserError(f"{folder} exists and is not a clsf compare or sweep folder (no plan.json); choose another --out.")
+    if (folder / "plan.json").is_file():
+        _read_plan(folder / "plan.json", folder)  # a damaged plan is refused before anything is written
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -68,7 +81,7 @@ def open_folder(folder: Path, plan: dict):
             raise UserError(f"another clsf command is working in {folder}; wait for it to finish, or choose another --out.") from None
         path = folder / "plan.json"
         if path.is_file():
-            old = rundir.read_json(path)
+            old = _read_plan(path, folder)
             if plan_id(old) != plan_id(plan):
                 a, b = flatten({k: v for k, v in old.items() if k != "runs"}), flatten({k: v for k, v in plan.items() if k != "runs"})
                 diff = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]

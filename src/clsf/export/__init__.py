@@ -99,7 +99,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     cfg = run.validate(which)
     names, shape = run.class_names, run.image_shape
     out = Path(out) if out else run / "export" / fmt
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty; remove it or choose another --out.")
     trained_with, cfg.engine, filename = cfg.engine, writer, FILES[fmt]
     prep = load_data(cfg)
@@ -113,7 +113,10 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
 
     tmp = out.with_name(out.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise UserError(f"cannot write the export into {out.parent} ({e.strerror or e}); choose another --out.") from None
     try:
         raw = images.astype(np.float32)  # the exported model's input: raw pixels, 0-255
         engine.export(fmt, tmp / filename, a, b, probabilities, raw)
@@ -138,11 +141,14 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
                 "output": "probabilities" if probabilities else "logits",
                 "verified": {"runtime": runtime, "images": len(raw), "max_abs_diff": diff, "tolerance": TOLERANCE,
                              "same_prediction": float((got.argmax(1) == reference.argmax(1)).mean())}}
-        write_json(tmp / "clsf.json", info)
-        if out.exists():
-            out.rmdir()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)  # the folder appears whole, verified, or not at all
+        try:
+            write_json(tmp / "clsf.json", info)
+            if out.exists():
+                out.rmdir()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(out)  # the folder appears whole, verified, or not at all
+        except OSError as e:
+            raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     info["path"] = str(out / filename)

@@ -28,10 +28,15 @@ class Model:
     def __init__(self, source: str | Path, which: str | None = None):
         source = Path(source)
         if (source / "clsf.json").is_file():  # an export folder
-            from clsf.export import load_runtime
+            from clsf.export import FILES, load_runtime
 
-            info = read_json(source / "clsf.json")
-            self.names, self.shape = info["class_names"], tuple(info["input"]["shape"][1:])
+            try:
+                info = read_json(source / "clsf.json")
+                self.names, self.shape = list(info["class_names"]), tuple(int(v) for v in info["input"]["shape"][1:])
+                if info["format"] not in FILES or len(self.shape) != 3 or not self.names:
+                    raise ValueError("unknown format or shape")
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+                raise UserError(f"{source / 'clsf.json'} is damaged ({type(e).__name__}); export the run again.") from None
             try:
                 run, self.describe = load_runtime(info["format"], source / info["file"])
             except UserError:

@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 
 from clsf.run.rundir import write_text
+from clsf.errors import UserError
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 16px;color:#1b1f24}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #d0d7de;padding-bottom:4px}h3{font-size:15px}
@@ -98,14 +99,20 @@ class Page:
     def write(self, folder: Path) -> Path:
         """folder/report.html, folder/report.md and folder/report_files/*.png; returns the HTML path."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        text, pictures = self.to_markdown("report_files")
-        if pictures:
-            (folder / "report_files").mkdir(exist_ok=True)
-        for name, png in pictures.items():
-            tmp = folder / "report_files" / (name + ".part")
-            tmp.write_bytes(png)
-            tmp.replace(folder / "report_files" / name)
-        write_text(folder / "report.md", text)
-        write_text(folder / "report.html", self.to_html())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            text, pictures = self.to_markdown("report_files")
+            if pictures:
+                (folder / "report_files").mkdir(exist_ok=True)
+            for name, png in pictures.items():
+                tmp = folder / "report_files" / (name + ".part")
+                try:
+                    tmp.write_bytes(png)
+                    tmp.replace(folder / "report_files" / name)
+                finally:
+                    tmp.unlink(missing_ok=True)
+            write_text(folder / "report.md", text)
+            write_text(folder / "report.html", self.to_html())
+        except OSError as e:  # read-only, a file where the folder should be, a full disk
+            raise UserError(f"cannot write the report into {folder} ({e.strerror or e}); choose another --out.") from None
         return folder / "report.html"

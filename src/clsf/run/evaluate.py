@@ -36,6 +36,10 @@ def evaluate(run: str | Path, which: str | None = None, engine: str | None = Non
     if names is not None and prep.dataset.class_names != names:
         raise UserError(f"{prep.dataset.source} has classes {', '.join(prep.dataset.class_names)} but the run was trained "
                         f"on {', '.join(names)}; evaluate on data with the same classes.")
+    if prep.dataset.image_shape != run.image_shape:
+        shape = lambda s: "x".join(map(str, s))  # noqa: E731
+        raise UserError(f"{prep.dataset.source} holds {shape(prep.dataset.image_shape)} images but the run's model takes "
+                        f"{shape(run.image_shape)}; resize them (--image-size) or evaluate on data of that size.")
     part = prep.test if split == "test" else prep.val
     if part is None:
         raise UserError(f"{prep.dataset.source} has no {split} split to evaluate on; use --split "

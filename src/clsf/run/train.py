@@ -45,6 +45,9 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         if _finished(run, cfg, state, changed):
             return run.path
     prep = load_data(cfg)
+    if prep.test is None or not len(prep.test):  # the finish reports on it: refused before training, not after
+        raise UserError(f"{prep.dataset.source} has no test images to report on; add a test/ folder of the same "
+                        "classes (or a test split to the file) before training.")
     spec = build_spec(cfg, prep.dataset.image_shape, prep.dataset.num_classes, run)
     if state is not None:
         check_fingerprints(run, state, fingerprints(cfg, spec))  # before anything is written
@@ -215,8 +218,6 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     written last."""
     from clsf.plots import plot_confusion, plot_history
 
-    if prep.test is None:
-        raise UserError(f"{prep.dataset.source} has no test split to report on; add a test/ folder (training finished, checkpoints are in {run}).")
     logits = logits_of(engine, prep.test.x, cfg)  # (N, K) float32; every process takes part
     report = test_report(logits, prep.test.y, prep.dataset.class_names)
     if run is None:  # not the lead process: nothing to write
