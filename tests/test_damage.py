@@ -100,3 +100,17 @@ def test_a_changed_config_or_model_file_is_refused_on_resume(runs, tmp_path, cap
         assert main(["train", "--resume", str(run), "--quiet"]) == 2
         assert f"{name} changed since checkpoints/last was written" in capsys.readouterr().err
         assert _snapshot(run) == before
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(NEEDED | {"model.yaml"}))
+def test_export_refuses_a_damaged_run_and_writes_nothing(runs, tmp_path, capsys, name):
+    """Export reads a run through the same validation as evaluate; garbage in each file it needs."""
+    run = tmp_path / "run"
+    shutil.copytree(runs / "finished", run)
+    DAMAGE["garbage"](run / name)
+    before = _snapshot(tmp_path)
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "exported")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err and name.split("/")[-1] in err
+    assert _snapshot(tmp_path) == before

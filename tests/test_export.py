@@ -211,3 +211,11 @@ def test_an_onnx_file_with_a_custom_op_domain_is_refused(runs, tmp_path, capsys)
     capsys.readouterr()
     assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
     assert "holds the operation com.example.evil.RunShell" in capsys.readouterr().err
+
+
+@pytest.mark.tf
+def test_a_garbage_keras_file_is_named_as_such(runs, tmp_path, capsys):
+    path = _crafted_folder(runs, tmp_path, "keras", "model.keras")
+    path.write_bytes(b"not a zip at all")
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    assert "is not a .keras file (a zip archive)" in capsys.readouterr().err

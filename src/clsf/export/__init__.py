@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import importlib.util
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,8 @@ def load_runtime(fmt: str, path: Path):
     from clsf.models.keras import activity_penalty_class
 
     activity_penalty_class()  # clsf's one custom layer, registered so a model using it reloads
+    if not zipfile.is_zipfile(path):  # Keras' own message for this is "File not found"
+        raise UserError(f"{path} is not a .keras file (a zip archive); export the run again.")
     model = keras.saving.load_model(path, safe_mode=True)  # safe_mode: no Python code from the file
     return lambda x: model(x, training=False).numpy(), f"keras {keras.__version__} (safe_mode)"
 
