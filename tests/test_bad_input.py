@@ -295,6 +295,8 @@ CASES = [
     ("evaluate {run} --data synthetic:train=30,test=20,size=9x9x3,classes=3", nothing, 2,
      "holds 9x9x3 images but the run's model takes 10x10x3"),
     ("report {run} --out f", existing_file, 2, "cannot write the report into f"),
+    ("data show --data " + DATA + " --out f/x.png", existing_file, 2, "cannot write f/x.png"),
+    ("models summary seed-cnn --framework torch --diagram f/d.png", existing_file, 2, "cannot write f/d.png"),
     ("export {run} --format onnx --out f", existing_file, 2, "f exists and is not empty"),
     ("compare --engines torch --data " + DATA + " --out c", compare_with_damaged_plan, 2, "plan.json is damaged"),
     ("predict {run} x.png --top-k 0", nothing, 2, "--top-k 0 must be at least 1"),

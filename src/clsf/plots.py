@@ -3,6 +3,7 @@ import). Each function saves to `out` and returns the path, or returns PNG bytes
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from pathlib import Path
 
@@ -20,19 +21,22 @@ def _plt():
     return plt
 
 
-def _save(fig, out: Path | None):
+def save_figure(fig, out: Path | None, dpi: int = 100):
+    """A figure to `out` whole (a temporary name, then a rename), or its PNG bytes when `out` is None;
+    a path that cannot be written is one line (a full disk is left to whoever holds the run)."""
     import io
 
     plt = _plt()
     if out is None:
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
+        fig.savefig(buf, format="png", dpi=dpi)
         plt.close(fig)
         return buf.getvalue()
     out = Path(out)
     tmp = out.with_name(out.name + ".part")
     try:
-        fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".") or "png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png")
         tmp.replace(out)  # whole or not at all, like every file clsf writes
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -40,7 +44,8 @@ def _save(fig, out: Path | None):
         raise UserError(f"cannot write {out} ({e.strerror or e}); choose another path.") from None
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # no .part left behind (and none to remove where none was made)
+            tmp.unlink(missing_ok=True)
     return out
 
 
@@ -60,7 +65,7 @@ def plot_history(rows: list[dict], out: Path | None, title: str = ""):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_columns(rows: list[dict], groups: list[list[str]], out: Path | None, title: str = ""):
@@ -79,7 +84,7 @@ def plot_columns(rows: list[dict], groups: list[list[str]], out: Path | None, ti
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_confusion(cm: np.ndarray, class_names: list[str], out: Path | None, title: str = ""):
@@ -101,7 +106,7 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], out: Path | None, tit
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _curve(rows: list[dict], metric: str) -> tuple[list[int], list[float]]:
@@ -130,7 +135,7 @@ def plot_runs(runs: list[tuple[str, list[dict]]], out: Path | None = None, title
         axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_bands(groups: dict[str, list[list[dict]]], out: Path | None = None, title: str = ""):
@@ -159,7 +164,7 @@ def plot_bands(groups: dict[str, list[list[dict]]], out: Path | None = None, tit
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_sweep(grid: dict[str, list], points: list[tuple[dict, list[float]]], out: Path | None = None, title: str = ""):
@@ -184,7 +189,7 @@ def plot_sweep(grid: dict[str, list], points: list[tuple[dict, list[float]]], ou
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_mistakes(images: np.ndarray, true: list[str], pred: list[str], conf: np.ndarray, out: Path | None = None,
@@ -203,4 +208,4 @@ def plot_mistakes(images: np.ndarray, true: list[str], pred: list[str], conf: np
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)

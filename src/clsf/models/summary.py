@@ -149,8 +149,6 @@ def draw_diagram(spec: ModelSpec, out: Path) -> Path:
         ax.add_patch(FancyArrowPatch((5, bottom), (5, nxt_top), arrowstyle="->", mutation_scale=10))
     ax.set_title(f"{spec.name}", fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    from clsf.plots import save_figure
+
+    return save_figure(fig, Path(out), dpi=110)

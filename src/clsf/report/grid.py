@@ -28,8 +28,6 @@ def save_sample_grid(x: np.ndarray, y: np.ndarray, class_names: list[str], out: 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    from clsf.plots import save_figure
+
+    return save_figure(fig, Path(out))
