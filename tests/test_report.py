@@ -185,3 +185,14 @@ def test_reports_open_in_a_real_browser(runs, tmp_path):
     finally:
         browser.close()
         pw.stop()
+
+
+def test_markdown_keeps_names_as_text():
+    """report.md is rendered by viewers that pass raw HTML through: a run or class name stays text."""
+    from clsf.report.page import Page
+
+    page = Page("run <script>alert(1)</script>")
+    page.heading("<b>classes</b>")
+    page.table(["name"], [["<img src=x onerror=alert(1)>"]])
+    md, _ = page.to_markdown("files")
+    assert "<script>" not in md and "<img" not in md and "<b>" not in md and "&lt;script&gt;" in md

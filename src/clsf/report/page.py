@@ -76,22 +76,23 @@ class Page:
 
     def to_markdown(self, files: str) -> tuple[str, dict[str, bytes]]:
         """The markdown text and the pictures it links ({file name: png}) under `files`/."""
-        out, pictures = [f"# {self.title}", ""], {}
+        text = lambda t: html.escape(str(t), quote=False)  # noqa: E731 - markdown renders raw HTML: names stay text
+        out, pictures = [f"# {text(self.title)}", ""], {}
         for b in self.blocks:
             if b[0] == "h":
-                out += ["#" * b[1] + " " + b[2], ""]
+                out += ["#" * b[1] + " " + text(b[2]), ""]
             elif b[0] == "p":
-                out += [f"**{b[1]}**" if b[2] else b[1], ""]
+                out += [f"**{text(b[1])}**" if b[2] else text(b[1]), ""]
             elif b[0] == "table":
                 _, header, rows, caption = b
-                cell = lambda c: c.replace("|", "\\|")  # noqa: E731
-                out += ([f"*{caption}*", ""] if caption else []) + ["| " + " | ".join(map(cell, header)) + " |",
+                cell = lambda c: text(c).replace("|", "\\|")  # noqa: E731
+                out += ([f"*{text(caption)}*", ""] if caption else []) + ["| " + " | ".join(map(cell, header)) + " |",
                                                                    "|" + "|".join("---" for _ in header) + "|"]
                 out += ["| " + " | ".join(map(cell, r)) + " |" for r in rows] + [""]
             elif b[0] == "img":
                 _, name, png, caption = b
                 pictures[f"{name}.png"] = png
-                out += [f"![{caption or name}]({files}/{name}.png)", ""] + ([f"*{caption}*", ""] if caption else [])
+                out += [f"![{text(caption or name)}]({files}/{name}.png)", ""] + ([f"*{text(caption)}*", ""] if caption else [])
             elif b[0] == "pre":
                 out += ["```", b[1].rstrip("\n"), "```", ""]
         return "\n".join(out), pictures
