@@ -242,17 +242,16 @@ class RunDir:
                 self.model_spec()
             except (UserError, ValueError, TypeError, AttributeError, KeyError) as e:
                 raise self.damaged(self.MODEL, str(e).split(";")[0][:120] or type(e).__name__) from None
-        if self.env().get("kind") != "gan":
+        gan = self.env().get("kind") == "gan"  # env.json read once here; a GAN's weights are its own files
+        if not gan:
             self._data()
         if which is not None:
             self.meta(which)
-            weights = self.checkpoint(which) / "weights.npz"
-            if weights.exists() or self.env().get("kind") != "gan":
+            if not gan or (self.checkpoint(which) / "weights.npz").exists():
                 _check_npz(self, f"checkpoints/{which}/weights.npz")
         self.metrics()
         self.final()
-        if (self.path / self.PREDICTIONS).exists():
-            _check_npz(self, self.PREDICTIONS)
+        self.predictions()  # where it exists: the one reader, which names the file if it is damaged
         return cfg
 
     # -- config, model file, environment

@@ -49,8 +49,9 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         raise UserError(f"{prep.dataset.source} has no test images to report on; add a test/ folder of the same "
                         "classes (or a test split to the file) before training.")
     spec = build_spec(cfg, prep.dataset.image_shape, prep.dataset.num_classes, run)
+    fingerprint = fingerprints(cfg, spec)
     if state is not None:
-        check_fingerprints(run, state, fingerprints(cfg, spec))  # before anything is written
+        check_fingerprints(run, state, fingerprint)  # before anything is written
     cls = engine_class(cfg.engine)
     world = cls.detect_world()  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
     steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
@@ -62,7 +63,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         run, state = _start(cfg, engine, prep, lead)
     else:
         state = _restore(run, engine, state, world.size, steps_per_epoch, changed, quiet, weights_only)
-    state.epochs, state.replicas, state.fingerprints = cfg.epochs, world.size, fingerprints(cfg, spec)
+    state.epochs, state.replicas, state.fingerprints = cfg.epochs, world.size, fingerprint
     run = run if lead else None  # processes other than the lead write nothing
     checks = Checks(spec, prep.dataset.num_classes, quiet, silent=not lead)
     with _lock(run), _disk_space(run):  # one process trains a run; a full disk: one line, the last checkpoint intact
