@@ -118,6 +118,11 @@ def npz_labels_out_of_range(t, run):
     np.savez(t / "d.npz", x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.array([0, 1, 2, 99]))
 
 
+def npz_no_training_images(t, run):
+    np.savez(t / "d.npz", x_train=np.zeros((0, 8, 8, 3), np.uint8), y_train=np.zeros(0, np.int64),
+             x_test=np.zeros((2, 8, 8, 3), np.uint8), y_test=np.array([0, 1]))
+
+
 def npz_count_mismatch(t, run):
     np.savez(t / "d.npz", x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.array([0, 1, 1]))
 
@@ -272,6 +277,7 @@ CASES = [
     ("data info --data cifar-10-batches-py", crafted_cifar, 2, "refusing to load this pickle"),
     ("data info --data d.npz", npz_labels_out_of_range, 2, "renumber the labels to 0..K-1"),
     ("data info --data d.npz", npz_count_mismatch, 2, "4 images but 3 labels"),
+    ("train --data d.npz --epochs 1", npz_no_training_images, 2, "has no training images; add a train/ folder"),
     ("data info --data mnist --data-dir .", truncated_idx, 2, "IDX header is truncated"),
     # run directories and checkpoints
     ("evaluate .", nothing, 2, "is not a clsf run directory"),

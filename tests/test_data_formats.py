@@ -28,6 +28,16 @@ def test_cifar_folder_round_trip(tmp_path):
     assert ds.class_names[0] == "airplane" and ds.num_classes == 10 and len(ds.checksum) == 64
 
 
+@pytest.mark.parametrize("meta", [7, {b"label_names": 3}, {b"label_names": b"cat"}, {"other": []}, [1, 2]])
+def test_cifar_meta_without_a_list_of_names_is_one_line(tmp_path, meta):
+    import pickle
+
+    make_cifar_folder(tmp_path / "cifar-10-batches-py")
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    with pytest.raises(UserError, match="batches.meta: not a CIFAR meta file.*delete it"):
+        load_cifar10(tmp_path)
+
+
 def test_cifar_tarball_by_path_and_by_name(tmp_path, monkeypatch):
     arrays = make_cifar_folder(tmp_path / "src" / "cifar-10-batches-py")
     tarball = tmp_path / "data" / "cifar-10-python.tar.gz"

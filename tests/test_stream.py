@@ -12,6 +12,7 @@ from PIL import Image
 from clsf import build_config, train
 from clsf.data import load_dataset
 from clsf.data.stream import Files
+from clsf.errors import UserError
 
 
 def make_folder(root, n_train=24, n_test=8, size=(12, 12), seed=0):
@@ -95,3 +96,16 @@ def test_streaming_bad_input_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "streams image folders" in r.stderr
     r = _clsf("--data", str(root), "--runs-dir", str(tmp_path / "runs"), "data.stream=true", "data.image_size=[8, 8]")
     assert r.returncode == 2 and "data.image_size" in r.stderr
+
+
+def test_skip_bad_when_streaming_leaves_out_bad_and_odd_sized_files_before_training(tmp_path, capsys):
+    root = make_folder(tmp_path / "imgs", n_train=4, n_test=2)
+    (root / "train" / "ant" / "zz-broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    Image.fromarray(np.zeros((20, 12, 3), np.uint8)).save(root / "train" / "bee" / "zz-odd.png")
+    with pytest.raises(UserError, match="zz-broken.jpg|zz-odd.png"):
+        load_dataset(str(root), stream=True).__getitem__("train").x.load()
+    ds = load_dataset(str(root), stream=True, skip_bad=True)
+    assert len(ds["train"]) == 12 and len(ds["test"]) == 6 and ds.notes["skipped_bad_images"] == 2
+    assert ds["train"].x.load().shape == (12, 12, 12, 3)  # every file left decodes, at one size
+    err = capsys.readouterr().err
+    assert "zz-broken.jpg" in err and "zz-odd.png" in err and "20x12" in err

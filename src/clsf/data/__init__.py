@@ -79,8 +79,9 @@ def prepare(ds: Dataset, val_split: float = 0.2, seed: int = 0, train_subset: in
             test_subset: int | None = None) -> Prepared:
     from clsf.data.split import subset, train_val_split
 
-    if "train" not in ds.splits:
-        raise UserError(f"{ds.source}: has no training split; add a train/ folder (or the training files).")
+    if "train" not in ds.splits or len(ds["train"]) == 0:
+        raise UserError(f"{ds.source}: has no training images; add a train/ folder (or the training files) "
+                        "with at least one image per class.")
     train, val = train_val_split(ds["train"], val_split, seed)
     train = subset(train, train_subset, seed, "train")
     test = subset(ds.splits["test"], test_subset, seed, "test") if "test" in ds.splits else None

@@ -50,9 +50,20 @@ def _decode_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
+def _label_names(raw: bytes, where: str) -> list[str]:
+    meta = safe_load(raw, where)
+    try:
+        names = _get(meta, "label_names")
+        if isinstance(names, (str, bytes)):
+            raise TypeError("a single string")
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        raise UserError(f"{where}: not a CIFAR meta file (no list of label_names: {type(e).__name__}); "
+                        "use the original batches.meta, or delete it to number the classes.") from None
+
+
 def _read_members(members: dict[str, bytes], where: str) -> Dataset:
-    meta = safe_load(members["batches.meta"], f"{where}/batches.meta") if "batches.meta" in members else None
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names")] if meta else None
+    names = _label_names(members["batches.meta"], f"{where}/batches.meta") if "batches.meta" in members else None
     splits = {}
     for split, files in (("train", TRAIN_FILES), ("test", TEST_FILES)):
         present = [f for f in files if f in members]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,8 @@ class Files:
             raw = Path(path).read_bytes()
             a = image_to_array(decode_image(raw, path, self.image_shape[2]), self.image_shape[2], None)
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot read image '{path}' while streaming ({e}); remove or replace it.") from None
+            raise UserError(f"cannot read image '{path}' while streaming ({e}); remove or replace it, or pass "
+                            "--skip-bad (which checks every file once before training).") from None
         if a.shape != self.image_shape:
             raise UserError(f"image '{path}' is {a.shape[0]}x{a.shape[1]} but the folder's first image is "
                             f"{self.image_shape[0]}x{self.image_shape[1]}; streaming needs one size — resize the "
@@ -88,14 +90,19 @@ def _first_shape(path: Path, channels: int | None) -> tuple[int, int, int]:
     return img.size[1], img.size[0], channels
 
 
-def load_stream(root: Path, channels: int | None = None, listing: list[tuple[str, Path]] | None = None) -> Dataset:
+def load_stream(root: Path, channels: int | None = None, listing: list[tuple[str, Path]] | None = None,
+                skip_bad: bool = False) -> Dataset:
     """An image folder (a directory: <root>/<class>/<image>, optionally under train/ and test/) as
     files; channels, when not given, from the first image (1 if it is grayscale). `listing`: the
-    folder's files, when the caller has listed them already."""
+    folder's files, when the caller has listed them already. skip_bad: every file is decoded once
+    now and the ones that fail (or have another size than the rest) are left out and counted."""
     from clsf.data.folder import _assign, _list_directory
 
     if listing is None:
         listing = _list_directory(root)
+    bad = 0
+    if skip_bad:
+        listing, bad = _readable(listing, channels)
     if not listing:
         raise UserError(f"{root}: no images found; point --data at a folder laid out as <root>/<class>/<image>.")
     entries, classes = _assign([rel for rel, _ in listing], str(root))
@@ -111,7 +118,31 @@ def load_stream(root: Path, channels: int | None = None, listing: list[tuple[str
         rows = [(str(by_rel[rel]), index[cls]) for s, cls, rel in entries if s == split]
         if rows:
             splits[split] = Split(Files(np.array([p for p, _ in rows]), shape), np.array([c for _, c in rows], np.int64))
-    return Dataset(root.name, splits, classes, str(root), "files:" + h.hexdigest(), {"streamed": True})
+    notes = {"streamed": True, **({"skipped_bad_images": bad} if bad else {})}
+    return Dataset(root.name, splits, classes, str(root), "files:" + h.hexdigest(), notes)
+
+
+def _readable(listing: list[tuple[str, Path]], channels: int | None) -> tuple[list[tuple[str, Path]], int]:
+    """The files of a listing that decode, at the size of the first one that does; and how many did not.
+    A full decode, not a header check: a truncated JPEG has a good header."""
+    from clsf.data.folder import decode_image
+
+    good, shape = [], None
+    for rel, p in listing:
+        try:
+            size = decode_image(p.read_bytes(), str(p), channels).size
+        except (OSError, ValueError) as e:
+            print(f"clsf: skipping '{p}' ({e})", file=sys.stderr)
+            continue
+        if shape is None:
+            shape = size
+        if size != shape:
+            print(f"clsf: skipping '{p}' ({size[1]}x{size[0]}, not {shape[1]}x{shape[0]} like the first readable image)", file=sys.stderr)
+            continue
+        good.append((rel, p))
+    if listing and not good:
+        raise UserError(f"none of the {len(listing)} images could be decoded; check the folder given to --data.")
+    return good, len(listing) - len(good)
 
 
 def load_folder(path: Path, stream: bool | None, channels: int | None, image_size, skip_bad: bool) -> Dataset:
@@ -128,7 +159,7 @@ def load_folder(path: Path, stream: bool | None, channels: int | None, image_siz
             print(f"clsf: {path} holds {len(listing)} images, {mb:,.0f} MiB decoded (more than {STREAM_ABOVE_MB} MiB): "
                   "streaming them from disk (data.stream=false loads them in memory).", flush=True)
     if stream:
-        return load_stream(path, channels, listing)
+        return load_stream(path, channels, listing, skip_bad)
     return load_image_folder(path, channels, image_size, skip_bad)
 
 
