@@ -169,6 +169,8 @@ def test_compare_refuses_another_plan_and_a_busy_folder(tmp_path, capsys):
     (["sweep", "--grid", "engine=keras,torch"], "use clsf compare"),
     (["sweep", "--grid", "batch_size=16,0"], "grid point {'batch_size': 0}: batch_size=0 must be at least 1"),
     (["sweep"], "a sweep needs --grid"),
+    (["sweep", "--grid", "model.name=seed-cnn,no-such-model"], "grid point {'model.name': 'no-such-model'}: unknown model"),
+    (["sweep", "--grid", "model.args.dense=8,100000000"], "grid point {'model.args.dense': 100000000}: model 'seed-cnn' would need"),
     (["report", "no/such/run"], "does not exist"),
 ])
 def test_bad_experiment_input_is_one_line_exit_2(args, message, tmp_path):

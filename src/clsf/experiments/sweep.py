@@ -73,7 +73,7 @@ def plan_sweep(cfg: Config, grid: dict[str, list], seeds: list[int]) -> tuple[di
     validate(base)
     plan = {"kind": "sweep", "model": base.model.name, "data": base.data.name, "engine": base.engine,
             "grid": swept, "swept": list(swept), "seeds": seeds, "base": runner.base_config(base), "runs": []}
-    jobs = []
+    jobs, points = [], []
     for index, values in enumerate(itertools.product(*swept.values())):
         point = dict(zip(swept, values))
         c = copy.deepcopy(base)
@@ -84,14 +84,38 @@ def plan_sweep(cfg: Config, grid: dict[str, list], seeds: list[int]) -> tuple[di
         except UserError as e:
             raise UserError(f"grid point {point}: {e}") from None
         flat = flatten(c.to_dict())
-        point = {k: flat[k] for k in point}  # as the config holds it: '1e-3' (a YAML string) becomes 0.001
+        point = {k: flat[k] for k in point}
+        points.append((point, c))  # as the config holds it: '1e-3' (a YAML string) becomes 0.001
         for s in seeds:
             name = _name(point, s, index)
             plan["runs"].append({"name": name, "seed": s, "point": point})
             r = copy.deepcopy(c)
             r.seed, r.run_name = s, name
             jobs.append((name, r))
+    if any(k.startswith("model.") or k in SHAPE_KEYS for k in swept):
+        _check_models(base, points)
     return plan, jobs
+
+
+SHAPE_KEYS = ("batch_size", "data.image_size", "data.channels")  # what a model's build and memory bound read
+
+
+def _check_models(base: Config, points: list[tuple[dict, Config]]) -> None:
+    """Build every point's model spec (no framework) against the data's shape: a model a point
+    cannot build, or one too big for this machine, is refused before the first point trains."""
+    from clsf.data import load_dataset
+    from clsf.run.setup import build_spec
+
+    d = base.data
+    ds = load_dataset(d.name, d.data_dir, d.channels, d.image_size, d.skip_bad, d.stream)
+    for point, c in points:
+        h, w, ch = ds.image_shape
+        if c.data.image_size:
+            h, w = c.data.image_size
+        try:
+            build_spec(c, (h, w, c.data.channels or ch), ds.num_classes)
+        except UserError as e:
+            raise UserError(f"grid point {point}: {e}") from None
 
 
 def sweep(cfg: Config, grid: dict[str, list], seeds: list[int], out: str | Path | None = None) -> Path:
