@@ -42,22 +42,30 @@ def make_optimizer(o: OptimConfig, learning_rate):
 
 
 def schedule(cfg: Config, steps_per_epoch: int):
-    """clsf's schedule (`lr_at`, a pure function of the step) tabulated for the run, so the graph
-    looks the rate up from the optimizer's own step counter: no Python per step, and a restored
-    step counter restores the rate."""
+    """clsf's schedule (`lr_at`, a pure function of the global step) as a Keras schedule the graph
+    reads from the optimizer's own step counter: no Python per step, and a restored step counter
+    restores the rate. It holds one epoch's rates at a time (a variable of steps_per_epoch float32,
+    computed in float64 like the torch engine's), refilled by `fill(step)` as an epoch starts — so
+    memory does not grow with the number of epochs. A step past the window takes its last rate."""
     import keras
 
-    table = np.array([lr_at(s, steps_per_epoch, cfg.epochs, cfg.optim) for s in range(steps_per_epoch * cfg.epochs)],
-                     np.float32)
+    n = max(1, steps_per_epoch)
+    table = keras.Variable(np.zeros(n, np.float32), trainable=False, name="lr_window")  # (n,) rates, 1/step
+    start = keras.Variable(0, dtype="int64", trainable=False, name="lr_window_start")  # global step of table[0]
 
-    class Tabulated(keras.optimizers.schedules.LearningRateSchedule):
+    class EpochWindow(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
-            return keras.ops.take(table, keras.ops.minimum(step, len(table) - 1))
+            i = keras.ops.clip(keras.ops.cast(step, "int64") - start, 0, n - 1)
+            return keras.ops.take(table, i)
+
+        def fill(self, step: int) -> None:
+            start.assign(step)
+            table.assign(np.array([lr_at(step + i, steps_per_epoch, cfg.epochs, cfg.optim) for i in range(n)], np.float32))
 
         def get_config(self):
             return {}
 
-    return Tabulated()
+    return EpochWindow()
 
 
 def make_strategy(cfg: Config, world: World):
@@ -127,7 +135,8 @@ class KerasBase(Engine):
         finally:
             keras.mixed_precision.set_global_policy("float32")
         with self.strategy.scope():
-            self.optimizer = make_optimizer(cfg.optim, schedule(cfg, steps_per_epoch))
+            self.schedule = schedule(cfg, steps_per_epoch)
+            self.optimizer = make_optimizer(cfg.optim, self.schedule)
             if cfg.precision == "fp16":
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
@@ -158,6 +167,11 @@ class KerasBase(Engine):
         self.new_train_step()
 
     def new_train_step(self) -> None: ...  # each engine: (re)build the step that training calls
+
+    def start_epoch(self) -> None:
+        """The learning rates of the steps ahead, from where the step counter stands (epoch start or a
+        mid-epoch resume point)."""
+        self.schedule.fill(self.global_step())
 
     def replica_batches(self, x, y, epoch: int, first_step: int):
         """Under tf.distribute: the epoch's batches as each replica's share, fed per input pipeline

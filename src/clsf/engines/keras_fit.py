@@ -43,6 +43,7 @@ class KerasFitEngine(KerasBase):
         self.model.make_train_function(force=True)  # fit traces it again on its next call
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
+        self.start_epoch()
         import keras
 
         from clsf.data.tf_pipeline import make_dataset

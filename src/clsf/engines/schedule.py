@@ -1,7 +1,7 @@
 """Learning rate as a pure function of the global step, so a resumed run picks the schedule up
 exactly where it stopped (the step is all the state there is). The torch engine sets it before
-each step; the TensorFlow engines tabulate it once and look it up from the optimizer's own step
-counter inside the graph (keras_common.schedule)."""
+each step; the TensorFlow engines tabulate it one epoch at a time and look it up from the
+optimizer's own step counter inside the graph (keras_common.schedule)."""
 
 from __future__ import annotations
 

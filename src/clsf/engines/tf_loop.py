@@ -82,6 +82,7 @@ class TFLoopEngine(KerasBase):
         return train_step
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:
+        self.start_epoch()
         from clsf.data.tf_pipeline import make_dataset
 
         if self.world.size > 1:  # each replica's share of every global batch, summed back
