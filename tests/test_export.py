@@ -79,6 +79,33 @@ def test_a_wrong_export_is_refused_and_nothing_is_written(runs, tmp_path, monkey
     assert not out.exists() and not list(tmp_path.glob("*.part"))
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_full_disk_during_export_is_exit_5_with_nothing_left(runs, tmp_path, monkeypatch, capsys, fmt):
+    """TorchScript is serialised in memory and written by Python (torch's own C++ writer aborted the
+    process on a full disk); the disk fills halfway through the model file."""
+    import errno
+    import pathlib
+
+    real_write, real_open = pathlib.Path.write_bytes, open
+
+    def half_then_full(self, data):
+        real_write(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_open(file, mode="r", *a, **k):
+        if "w" in str(mode) and str(file).endswith("model.onnx"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", half_then_full)
+    monkeypatch.setattr("builtins.open", full_open)
+    out = tmp_path / fmt
+    assert main(["export", str(runs / "torch"), "--format", fmt, "--out", str(out)]) == 5
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is full; free space and export again (nothing was written)" in err
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
 def test_export_and_predict_bad_input(runs, tmp_path, capsys):
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 2  # not a run
     assert "is not a clsf run directory" in capsys.readouterr().err

@@ -224,8 +224,10 @@ class TorchEngine(Engine):
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # notes about optional torchvision ops
         with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # exporter progress
             warnings.simplefilter("ignore")  # tracer notes about Python-side shape arithmetic: shapes are fixed here
-            if fmt == "torchscript":
-                torch.jit.trace(module, x).save(str(path))
+            if fmt == "torchscript":  # serialised in memory, written by Python: a full disk is an OSError,
+                buf = io.BytesIO()   # not an abort inside torch's C++ writer
+                torch.jit.save(torch.jit.trace(module, x), buf)
+                Path(path).write_bytes(buf.getvalue())
                 return
             for pkg in ("onnx", "onnxscript"):
                 if importlib.util.find_spec(pkg) is None:

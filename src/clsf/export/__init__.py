@@ -14,6 +14,7 @@ and clsf.json (class names, input and output, the verification), which `clsf pre
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata as md
 import importlib.util
 import shutil
@@ -25,7 +26,7 @@ import numpy as np
 from clsf.engines import engine_for_format, entry
 from clsf.engines.base import softmax
 from clsf.export import safety
-from clsf.errors import ClsfError, UserError
+from clsf.errors import ClsfError, DiskFull, UserError
 from clsf.run.rundir import RunDir, write_json
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "savedmodel": "saved_model", "keras": "model.keras"}
@@ -122,7 +123,12 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
         raise UserError(f"cannot write the export into {out.parent} ({e.strerror or e}); choose another --out.") from None
     try:
         raw = images.astype(np.float32)  # the exported model's input: raw pixels, 0-255
-        engine.export(fmt, tmp / filename, a, b, probabilities, raw)
+        try:
+            engine.export(fmt, tmp / filename, a, b, probabilities, raw)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise DiskFull(f"the disk under {out.parent} is full; free space and export again (nothing was written).") from None
+            raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
         try:
             predict, runtime = load_runtime(fmt, tmp / filename)
             got = np.concatenate([predict(raw[i:i + 64]) for i in range(0, len(raw), 64)])
