@@ -2,7 +2,6 @@
 directories, checkpoints, images to predict, exports and reports. Every case: one line naming the
 problem and the fix, the documented exit code, no traceback, and no existing file changed."""
 
-import io
 import os
 import pickle
 import shutil

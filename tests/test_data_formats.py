@@ -2,7 +2,6 @@
 
 import gzip
 import pickle
-import tarfile
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from clsf.data import load_dataset, prepare
 from clsf.data.cifar import load_cifar10
 from clsf.errors import UserError
-from helpers import SHARED, make_cifar_folder, make_image_tree, png_bytes, tar_dir, write_cifar_batch, zip_dir
+from helpers import SHARED, make_cifar_folder, make_image_tree, png_bytes, tar_dir, zip_dir
 
 
 def _concat(arrays, names):
@@ -30,8 +29,6 @@ def test_cifar_folder_round_trip(tmp_path):
 
 @pytest.mark.parametrize("meta", [7, {b"label_names": 3}, {b"label_names": b"cat"}, {"other": []}, [1, 2]])
 def test_cifar_meta_without_a_list_of_names_is_one_line(tmp_path, meta):
-    import pickle
-
     make_cifar_folder(tmp_path / "cifar-10-batches-py")
     (tmp_path / "cifar-10-batches-py" / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     with pytest.raises(UserError, match="batches.meta: not a CIFAR meta file.*delete it"):

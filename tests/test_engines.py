@@ -1,11 +1,8 @@
 """The three engines behind one contract, on tiny synthetic data."""
 
 import json
-import math
 
-import numpy as np
 import pytest
-import yaml
 
 from clsf.config import build_config
 from clsf.errors import NonFiniteLoss

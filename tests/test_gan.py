@@ -2,7 +2,6 @@
 that transfers between frameworks, and sample quality measured with a classifier."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Model-tracked losses (the seeds' add_loss layer and kernel regularisers): every engine adds them
 to the training loss, reports the same total, and they reach the gradient."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

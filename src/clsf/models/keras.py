@@ -72,7 +72,6 @@ def activity_penalty_class():
 
 
 def _apply(layer, x, prefix: str, spec: ModelSpec):
-    import keras
     from keras import layers as L
 
     name = prefix + layer.name
