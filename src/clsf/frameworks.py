@@ -10,10 +10,10 @@ import os
 from clsf.errors import UserError
 
 
-def require(module: str) -> None:
+def require(module: str, extra: str | None = None) -> None:
     """A clear message instead of an ImportError when a framework's extra is not installed."""
     if importlib.util.find_spec(module) is None:
-        extra = "tf" if module in ("tensorflow", "keras") else module  # the extras are named tf and torch
+        extra = extra or {"tensorflow": "tf"}.get(module, module)  # the extras: tf, torch, jax, keras
         raise UserError(f"{module} is not installed; install it with pip install 'clsf[{extra}]'.")
 
 
@@ -48,3 +48,30 @@ def import_tf():
     import tensorflow as tf
 
     return tf
+
+
+KERAS_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # Keras backend -> the package it needs
+
+
+def import_keras(backend: str | None = None):
+    """Keras on `backend` (None: the backend Keras already runs on in this process, else TensorFlow).
+    Keras reads KERAS_BACKEND once, at its first import, so a process holds one backend: asking for
+    another after that is refused in one line (each engine runs in its own process for this)."""
+    import sys
+
+    have = sys.modules.get("keras")
+    if have is not None:
+        current = have.backend.backend()
+        if backend is not None and current != backend:
+            raise UserError(f"this process already runs Keras on the {current} backend and Keras cannot switch to "
+                            f"{backend}; run the engine in a process of its own (the clsf command, compare and sweep do).")
+        return have
+    backend = backend or "tensorflow"
+    require(KERAS_BACKENDS[backend])
+    require("keras", {"tensorflow": "tf", "jax": "jax"}.get(backend, "keras"))
+    os.environ["KERAS_BACKEND"] = backend  # before the import: a KERAS_BACKEND the user exported must not win
+    if backend == "tensorflow":
+        import_tf()
+    with _quiet_stderr() if backend == "jax" else contextlib.nullcontext():  # XLA's start-up notices
+        import keras
+    return keras

@@ -1,6 +1,7 @@
-"""What the `keras` and `tf` engines share: the model built from the spec, the optimizer with
-clsf's unified hyperparameters, the learning-rate schedule, the loss on logits, prediction in
-batches, trace counting and checkpoint state.
+"""What the Keras engines share: the optimizer with clsf's unified hyperparameters, the
+learning-rate schedule, the loss on logits and checkpoint state (backend-free: `keras`, `tf` and
+the Keras engines on JAX and PyTorch, keras_backends.py); and, for the two TensorFlow engines,
+KerasBase: the model under tf.distribute, prediction in batches and trace counting.
 
 The optimizers are Keras' own (the torch engine copies their rules, see torch_optim.py):
   sgd      v = momentum*v - lr*g; w += v   (momentum 0.9 by default, optim.momentum; nesterov optional)
@@ -23,7 +24,7 @@ from clsf.distributed import World, tf_world
 from clsf.engines.base import Engine, check_precision, damaged_state, frozen_layers, missing_state
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
-from clsf.frameworks import import_tf
+from clsf.frameworks import import_keras
 from clsf.models.spec import ModelSpec, output_shape
 
 
@@ -50,17 +51,26 @@ def schedule(cfg: Config, steps_per_epoch: int):
     import keras
 
     n = max(1, steps_per_epoch)
-    table = keras.Variable(np.zeros(n, np.float32), trainable=False, name="lr_window")  # (n,) rates, 1/step
-    start = keras.Variable(0, dtype="int64", trainable=False, name="lr_window_start")  # global step of table[0]
 
     class EpochWindow(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            i = keras.ops.clip(keras.ops.cast(step, "int64") - start, 0, n - 1)
-            return keras.ops.take(table, i)
+        def attach(self, optimizer=None) -> None:
+            """Make the window's variables: free ones (TensorFlow's graphs read a variable where it
+            lives), or the optimizer's own (`optimizer`, built): JAX's compiled step sees only the
+            state it is handed — the model's and the optimizer's variables — and would keep a
+            free variable's first value as a constant."""
+            new = optimizer.add_variable if optimizer is not None else (
+                lambda shape, dtype, name: keras.Variable(np.zeros(shape, dtype), trainable=False, name=name))
+            self.table = new(shape=(n,), dtype="float32", name="lr_window")  # (n,) rates, one per step
+            self.start = new(shape=(), dtype="int32" if optimizer is not None else "int64", name="lr_window_start")
+
+        def __call__(self, step):  # step: the optimizer's counter; table[0] is global step `start`
+            i = keras.ops.clip(keras.ops.cast(step, self.start.dtype) - self.start, 0, n - 1)
+            return keras.ops.take(self.table, i)
 
         def fill(self, step: int) -> None:
-            start.assign(step)
-            table.assign(np.array([lr_at(step + i, steps_per_epoch, cfg.epochs, cfg.optim) for i in range(n)], np.float32))
+            self.start.assign(step)
+            self.table.assign(np.array([lr_at(step + i, steps_per_epoch, cfg.epochs, cfg.optim) for i in range(n)],
+                                       np.float32))
 
         def get_config(self):
             return {}
@@ -93,13 +103,12 @@ def make_strategy(cfg: Config, world: World):
 def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False):
     """Cross-entropy on logits (the model outputs logits; softmax lives inside the loss)."""
     import keras
-    import tensorflow as tf
 
     reduction = None if per_image else "sum_over_batch_size"  # per_image: (B,) losses, the caller weights them
     if not label_smoothing:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
     cce = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=reduction)
-    return lambda y, logits: cce(tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), num_classes), logits)
+    return lambda y, logits: cce(keras.ops.one_hot(keras.ops.reshape(y, [-1]), num_classes), logits)
 
 
 class KerasBase(Engine):
@@ -113,8 +122,8 @@ class KerasBase(Engine):
 
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
         super().__init__(cfg, spec, steps_per_epoch)
-        tf = import_tf()
-        import keras
+        keras = import_keras("tensorflow")
+        import tensorflow as tf
 
         from clsf.models.keras import build_keras
 
@@ -136,6 +145,7 @@ class KerasBase(Engine):
             keras.mixed_precision.set_global_policy("float32")
         with self.strategy.scope():
             self.schedule = schedule(cfg, steps_per_epoch)
+            self.schedule.attach()
             self.optimizer = make_optimizer(cfg.optim, self.schedule)
             if cfg.precision == "fp16":
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
@@ -247,34 +257,45 @@ class KerasBase(Engine):
         else:
             model.export(str(path), format="tf_saved_model", verbose=False)
 
-    # -- checkpoints: neutral weights + every model/optimizer variable (dropout RNG state included)
     def save(self, folder: Path) -> None:
-        from clsf.models.transfer import keras_weights, save_npz
-
-        save_npz(folder / "weights.npz", keras_weights(self.model, self.spec))
-        state = {f"model/{i}": v.numpy() for i, v in enumerate(self.model.variables)}
-        state.update({f"optim/{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
-        np.savez(folder / "state.npz", **state)
+        save_state(self.model, self.optimizer, self.spec, folder)
 
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
-        from clsf.models.transfer import load_npz, set_keras_weights
+        load_state(self.model, self.optimizer, self.spec, folder, training_state, only)
 
-        if not training_state:
-            set_keras_weights(self.model, self.spec, load_npz(folder / "weights.npz"), only)
-            return
-        if not (folder / "state.npz").exists():
-            raise missing_state(folder, "state.npz")
-        variables = [("model", i, v) for i, v in enumerate(self.model.variables)]
-        variables += [("optim", i, v) for i, v in enumerate(self.optimizer.variables)]
-        try:
-            with np.load(folder / "state.npz", allow_pickle=False) as z:
-                if len(z.files) != len(variables):
-                    raise UserError(f"{folder} holds {len(z.files)} model/optimizer variables but this model and optimizer "
-                                    f"have {len(variables)}; it was written by another model, optimizer or clsf version.")
-                values = [z[f"{part}/{i}"] for part, i, _ in variables]
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            raise damaged_state(folder, "state.npz", f"{type(e).__name__}: {e}") from None
-        for (_, _, v), value in zip(variables, values):
-            if tuple(v.shape) != value.shape:
-                raise damaged_state(folder, "state.npz", f"a variable of shape {value.shape} where {tuple(v.shape)} belongs")
-            v.assign(value)
+
+# -- checkpoints: neutral weights + every model/optimizer variable (dropout's seed state included),
+#    the same files on every Keras backend
+def save_state(model, optimizer, spec: ModelSpec, folder: Path) -> None:
+    from clsf.models.transfer import keras_weights, save_npz
+
+    save_npz(folder / "weights.npz", keras_weights(model, spec))
+    state = {f"model/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
+    state.update({f"optim/{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    np.savez(folder / "state.npz", **state)
+
+
+def load_state(model, optimizer, spec: ModelSpec, folder: Path, training_state: bool = True,
+               only: set[str] | None = None) -> None:
+    """Weights (only those, without training_state), or every variable."""
+    from clsf.models.transfer import load_npz, set_keras_weights
+
+    if not training_state:
+        set_keras_weights(model, spec, load_npz(folder / "weights.npz"), only)
+        return
+    if not (folder / "state.npz").exists():
+        raise missing_state(folder, "state.npz")
+    variables = [("model", i, v) for i, v in enumerate(model.variables)]
+    variables += [("optim", i, v) for i, v in enumerate(optimizer.variables)]
+    try:
+        with np.load(folder / "state.npz", allow_pickle=False) as z:
+            if len(z.files) != len(variables):
+                raise UserError(f"{folder} holds {len(z.files)} model/optimizer variables but this model and optimizer "
+                                f"have {len(variables)}; it was written by another model, optimizer, engine or clsf version.")
+            values = [z[f"{part}/{i}"] for part, i, _ in variables]
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise damaged_state(folder, "state.npz", f"{type(e).__name__}: {e}") from None
+    for (_, _, v), value in zip(variables, values):
+        if tuple(v.shape) != value.shape:
+            raise damaged_state(folder, "state.npz", f"a variable of shape {value.shape} where {tuple(v.shape)} belongs")
+        v.assign(value.astype(v.dtype) if value.dtype != np.dtype(v.dtype) else value)

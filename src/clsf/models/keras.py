@@ -5,6 +5,8 @@ Initialisation follows `spec.init` (see `initializers`); the torch builder appli
 
 from __future__ import annotations
 
+import zlib
+
 from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
                               Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
                               Residual, validate)
@@ -114,7 +116,8 @@ def _apply(layer, x, prefix: str, spec: ModelSpec):
     if t is Reshape:
         return L.Reshape(layer.shape, name=name)(x)
     if t is Dropout:
-        return L.Dropout(layer.rate, name=name)(x)
+        seed = None if _DROPOUT_SEED[0] is None else (_DROPOUT_SEED[0] ^ zlib.crc32(name.encode())) % 2**31
+        return L.Dropout(layer.rate, seed=seed, name=name)(x)
     if t is BatchNorm:
         return L.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon, name=name)(x)
     if t is Activation:
@@ -122,15 +125,24 @@ def _apply(layer, x, prefix: str, spec: ModelSpec):
     raise TypeError(f"no Keras builder for {t.__name__}")
 
 
-def build_keras(spec: ModelSpec):
-    from clsf.frameworks import import_tf
+_DROPOUT_SEED: list[int | None] = [None]  # while build_keras runs: its dropout_seed
 
-    import_tf()
-    import keras
+
+def build_keras(spec: ModelSpec, dropout_seed: int | None = None):
+    """dropout_seed: each Dropout layer draws its masks from its own seed state (a model variable,
+    so checkpoints carry it), derived from this and the layer's name; None leaves Keras' default
+    (TensorFlow: the layer's seed state as well; torch backend: torch's global generator)."""
+    from clsf.frameworks import import_keras
+
+    keras = import_keras()  # on the backend this process runs Keras on (TensorFlow if none yet)
 
     validate(spec)
     inputs = keras.Input(shape=tuple(spec.input_shape), name="input")
     x = inputs
-    for layer in spec.layers:
-        x = _apply(layer, x, "", spec)
+    _DROPOUT_SEED[0] = dropout_seed
+    try:
+        for layer in spec.layers:
+            x = _apply(layer, x, "", spec)
+    finally:
+        _DROPOUT_SEED[0] = None
     return keras.Model(inputs, x, name=spec.name)

@@ -80,7 +80,8 @@ def environment(engine: str, device: str, facts: dict | None = None) -> dict:
     import importlib.metadata as md
 
     versions = {}
-    for pkg in ("clsf", "numpy", "tensorflow-cpu", "tensorflow", "keras", "torch", "pillow", "matplotlib", "pyyaml"):
+    for pkg in ("clsf", "numpy", "tensorflow-cpu", "tensorflow", "keras", "torch", "jax", "jaxlib", "pillow", "matplotlib",
+                "pyyaml"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
