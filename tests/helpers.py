@@ -12,15 +12,19 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # the real datasets, for slow tests
 TINY = ["model.args.widths=[4, 4]", "model.args.dense=8"]  # seed-cnn a few channels wide: fast on 2 cores
-MARKS = {"tensorflow": pytest.mark.tf, "torch": pytest.mark.torch}  # an engine's framework -> its test mark
+MARKS = {"tensorflow": pytest.mark.tf, "torch": pytest.mark.torch, "jax": pytest.mark.jax}  # framework -> mark
 
 
 def engine_params(names=None) -> list:
-    """Every registered engine (or `names`) as a pytest parameter marked with its framework."""
+    """Every registered engine that runs inside the test process (or `names`) as a pytest parameter
+    marked with its framework. Keras on a backend other than TensorFlow needs a process of its own
+    (Keras holds one backend per process, and the tests import it on TensorFlow): those engines keep
+    the same contract in test_keras_backends.py, which checks that the two lists cover the registry."""
     from clsf.engines import ENGINES
 
     return [pytest.param(e.name, marks=MARKS[e.requires]) if e.requires in MARKS else e.name
-            for e in ENGINES.values() if names is None or e.name in names]
+            for e in ENGINES.values() if (names is None and e.keras_backend in (None, "tensorflow"))
+            or (names is not None and e.name in names)]
 
 
 def tiny_config(engine: str, runs_dir, data: str, *overrides, epochs: int = 2, small=TINY, **flags):

@@ -73,7 +73,9 @@ class OptimConfig:
 
 @dataclass
 class TFConfig:
-    mode: str = "graph"  # the keras/tf train step: "eager" (plain Python) | "graph" (tf.function) | "xla" (jit_compile)
+    # the Keras/tf train step: "eager" (plain Python) | "graph" (tf.function; keras-jax: jax.jit; keras-torch:
+    # eager, the backend's default) | "xla" (jit_compile: XLA; keras-torch: torch.compile)
+    mode: str = "graph"
 
 
 @dataclass

@@ -28,23 +28,29 @@ class EngineEntry:
     requires: str  # the package the engine needs; refused in one line naming the extra when missing
     exports: tuple[str, ...] = ()  # `clsf export` formats this engine's framework writes
     launcher: str | None = None  # how `--nproc N` starts it: "torchrun", "tf_config"; None: one process only
+    keras_backend: str | None = None  # the Keras backend it runs Keras on: one per process (None: no Keras)
 
 
 ENGINES: dict[str, EngineEntry] = {}
 
 
 def register(name: str, target: str, summary: str, requires: str, exports: tuple[str, ...] = (),
-             launcher: str | None = None) -> None:
+             launcher: str | None = None, keras_backend: str | None = None) -> None:
     """Add (or replace) an engine; `target` is "module:Class" of a `clsf.engines.base.Engine`."""
-    ENGINES[name] = EngineEntry(name, target, summary, requires, exports, launcher)
+    ENGINES[name] = EngineEntry(name, target, summary, requires, exports, launcher, keras_backend)
 
 
 # exports of TensorFlow's formats go through `tf`: its model is not compiled (fit's compiled model,
 # with clsf's counting train_step attached, does not deserialize from a .keras file)
-register("keras", "clsf.engines.keras_fit:KerasFitEngine", "Keras compile + fit", "tensorflow")
+register("keras", "clsf.engines.keras_fit:KerasFitEngine", "Keras compile + fit (TensorFlow backend)", "tensorflow",
+         keras_backend="tensorflow")
 register("tf", "clsf.engines.tf_loop:TFLoopEngine", "TensorFlow loop: tf.data + GradientTape + tf.function",
-         "tensorflow", ("savedmodel", "keras"), "tf_config")
+         "tensorflow", ("savedmodel", "keras"), "tf_config", keras_backend="tensorflow")
 register("torch", "clsf.engines.torch_loop:TorchEngine", "PyTorch loop", "torch", ("onnx", "torchscript"), "torchrun")
+register("keras-jax", "clsf.engines.keras_backends:KerasJaxEngine", "Keras compile + fit on the JAX backend", "jax",
+         keras_backend="jax")
+register("keras-torch", "clsf.engines.keras_backends:KerasTorchEngine", "Keras compile + fit on the PyTorch backend",
+         "torch", keras_backend="torch")
 
 
 def names() -> list[str]:
