@@ -18,6 +18,11 @@ test_parity_has_teeth moves the weights by 1e-2 or more.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,28 +60,34 @@ def overrides(model: str, optimizer: str, schedule: str, regularised: bool) -> l
             + ["data.hflip=true", "data.crop_padding=1"])
 
 
-def train_engines(engines, extra: list[str], epochs: int = EPOCHS, x=X, y=Y) -> dict:
-    """Build each engine from one config, give every engine the first one's initial weights, run
-    `epochs` epochs of its own train_epoch; return {engine: (neutral weights, [epoch losses])}."""
+def train_case(name: str, extra: list[str], epochs: int, x, y, initial: dict | None = None, keep_initial=None):
+    """One engine built from the config, given `initial` weights (else its own, handed to
+    keep_initial), through `epochs` epochs of its own train_epoch: (neutral weights, [epoch losses])."""
     from clsf.engines import create_engine
     from clsf.run.setup import build_spec
 
-    out, initial = {}, None
+    cfg = build_config(flags={"engine": name, "epochs": epochs, "batch_size": B, "device": "cpu"}, overrides=extra)
+    spec = build_spec(cfg, x.shape[1:], K)
+    engine = create_engine(cfg, spec, -(-len(y) // B))
+    if initial is None:
+        keep_initial(neutral(engine))
+    else:
+        set_neutral(engine, initial)
+    losses = []
+    for epoch in range(epochs):
+        meter = Meter(epoch, engine.global_step(), len(y), B)
+        engine.train_epoch(x, y, epoch, meter)
+        losses.append(meter.loss)
+    assert engine.global_step() == epochs * -(-len(y) // B)
+    return neutral(engine), losses
+
+
+def train_engines(engines, extra: list[str], epochs: int = EPOCHS, x=X, y=Y) -> dict:
+    """Every engine from one config and the first one's initial weights: {engine: (weights, losses)};
+    the first engine's initial weights under "initial"."""
+    out = {}
     for name in engines:
-        cfg = build_config(flags={"engine": name, "epochs": epochs, "batch_size": B, "device": "cpu"}, overrides=extra)
-        spec = build_spec(cfg, x.shape[1:], K)
-        engine = create_engine(cfg, spec, -(-len(y) // B))
-        if initial is None:
-            initial = neutral(engine)
-        else:
-            set_neutral(engine, initial)
-        losses = []
-        for epoch in range(epochs):
-            meter = Meter(epoch, engine.global_step(), len(y), B)
-            engine.train_epoch(x, y, epoch, meter)
-            losses.append(meter.loss)
-        assert engine.global_step() == epochs * -(-len(y) // B)
-        out[name] = (neutral(engine), losses)
+        out[name] = train_case(name, extra, epochs, x, y, out.get("initial"), lambda w: out.update(initial=w))
     return out
 
 
@@ -107,27 +118,41 @@ def assert_same_weights(a: dict, b: dict, rel: float = 0.0, abs_: float = 0.0) -
                 f"{layer}/{key}: ||difference|| {err:.3g} vs ||weights|| {np.linalg.norm(u):.3g}"
 
 
-def check(model: str, optimizer: str, schedule: str, regularised: bool, engines=("keras", "torch")) -> None:
+def plan(model: str, optimizer: str, schedule: str, regularised: bool) -> list[dict]:
+    """The runs one case compares: the config, epochs and images, and the tolerance on weights."""
     extra = overrides(model, optimizer, schedule, regularised)
-    runs = [(train_engines(engines, extra), 1e-4)]
-    if model == "resnet-s":
-        # Batch norm's backward pass subtracts means (cancellation), and a stem conv feeding it gets
-        # gradients whose float noise Adam's normalised early steps can turn into a visible step,
-        # so after 24 steps the trajectories may part by up to a few 1e-2 (measured up to 4e-2).
-        # The rules themselves are held to 1e-4 on the first step: moving statistics, scale/shift
-        # and every optimizer update, where nothing has had time to amplify.
-        # After 24 steps the whole weight vector is compared (a zero-initialised shift has too small
-        # a norm to be its own yardstick).
-        runs = [(train_engines(engines, extra, epochs=1, x=X[:B], y=Y[:B]), 1e-5), (runs[0][0], 1e-1)]
-    for i, (got, rel) in enumerate(runs):
-        ref = got["keras"][0]
+    if model != "resnet-s":
+        return [{"overrides": extra, "epochs": EPOCHS, "n": N, "rel": 1e-4, "whole": False}]
+    # Batch norm's backward pass subtracts means (cancellation), and a stem conv feeding it gets
+    # gradients whose float noise Adam's normalised early steps can turn into a visible step,
+    # so after 24 steps the trajectories may part by up to a few 1e-2 (measured up to 4e-2).
+    # The rules themselves are held to 1e-5 on the first step: moving statistics, scale/shift
+    # and every optimizer update, where nothing has had time to amplify.
+    # After 24 steps the whole weight vector is compared (a zero-initialised shift has too small
+    # a norm to be its own yardstick).
+    return [{"overrides": extra, "epochs": 1, "n": B, "rel": 1e-5, "whole": False},
+            {"overrides": extra, "epochs": EPOCHS, "n": N, "rel": 1e-1, "whole": True}]
+
+
+# keras' runs of every case this session checked: the reference the Keras-backend rows compare with
+KERAS_RUNS: dict[str, tuple[dict, dict, dict]] = {}  # key -> (run plan, initial weights, keras' weights)
+
+
+def compare(ref: dict, got: dict, run: dict) -> None:
+    if run["whole"]:
+        assert_same_weights(whole(ref), whole(got), rel=run["rel"])
+    else:
+        assert_same_weights(ref, got, rel=run["rel"])
+
+
+def check(model: str, optimizer: str, schedule: str, regularised: bool, engines=("keras", "torch")) -> None:
+    for i, run in enumerate(plan(model, optimizer, schedule, regularised)):
+        got = train_engines(engines, run["overrides"], run["epochs"], X[:run["n"]], Y[:run["n"]])
+        KERAS_RUNS[f"{model}-{optimizer}-{schedule}-{int(regularised)}-{i}"] = (run, got["initial"], got["keras"][0])
         if "tf" in got:
-            assert_same_weights(ref, got["tf"][0], abs_=1e-6)
+            assert_same_weights(got["keras"][0], got["tf"][0], abs_=1e-6)
         if "torch" in got:
-            if i == 1:
-                assert_same_weights(whole(ref), whole(got["torch"][0]), rel=rel)
-            else:
-                assert_same_weights(ref, got["torch"][0], rel=rel)
+            compare(got["keras"][0], got["torch"][0], run)
 
 
 def whole(weights: dict) -> dict:
@@ -232,3 +257,82 @@ def test_loss_curves_agree_with_dropout_and_augmentation_on():
     spread = np.maximum(k.std(0), t.std(0)) + 0.01
     assert np.all(np.abs(k.mean(0) - t.mean(0)) <= 3 * spread), (k.mean(0), t.mean(0), spread)
     assert k.mean(0)[-1] < k.mean(0)[0] and t.mean(0)[-1] < t.mean(0)[0]  # both learn
+
+
+# -- Keras on its other backends: the same cases, each backend in a process of its own ----------------
+# Tolerances: those of keras vs torch above, for the same reason. The JAX backend compiles the step
+# with XLA and the torch backend runs torch's kernels, so their convolutions sum in other orders than
+# TensorFlow's (measured first-step differences ~1e-7 relative, as for the torch engine); the
+# optimizer, schedule, loss and batch-norm code is Keras' own on every backend.
+BACKENDS = ("keras-jax", "keras-torch")
+WORKER = Path(__file__).parent / "keras_backend_worker.py"
+
+
+SABOTAGED = {"adam-eps": "seed-cnn-adam-constant-0-0", "bn-defaults": "resnet-s-sgd-cosine-1-0"}  # a rule broken on purpose
+# the default suite's rows: every optimizer once, every schedule once, the batch-norm model; the
+# rules are Keras' own Python on every backend, what a backend changes is the arithmetic (-m slow: all)
+DEFAULT_ROWS = ({f"seed-cnn-{o}-onecycle-1-0" for o in OPTIMIZERS} | {f"seed-cnn-sgd-{s}-0-0" for s in SCHEDULE_ARGS}
+                | {f"resnet-s-adam-cosine-1-{i}" for i in (0, 1)})
+
+
+def run_backends(engines, runs: dict, tmp_path) -> dict:
+    """Each engine in its own process (one thread each, side by side) over `runs` (key -> (plan,
+    initial weights, _)), and the SABOTAGED cases once more with their rule broken: {engine: {key: weights}}."""
+    from clsf.models.transfer import load_npz, save_npz
+
+    cases = []
+    for key, (run, initial, _) in runs.items():
+        save_npz(tmp_path / f"{key}-init.npz", initial)
+        case = {"key": key, "overrides": run["overrides"], "epochs": run["epochs"], "n": run["n"],
+                "init": str(tmp_path / f"{key}-init.npz")}
+        cases.append(case)
+        cases += [{**case, "key": f"{key}+{what}", "sabotage": what} for what, k in SABOTAGED.items() if k == key]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    procs = {}
+    for engine in engines:
+        (tmp_path / engine).mkdir()
+        procs[engine] = subprocess.Popen([sys.executable, str(WORKER), engine, str(tmp_path / "cases.json"),
+                                          str(tmp_path / engine)], env=env, stderr=subprocess.PIPE, text=True)
+    for engine, p in procs.items():
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    return {e: {c["key"]: load_npz(tmp_path / e / f"{c['key']}.npz") for c in cases} for e in engines}
+
+
+def backend_rows(tmp_path, keys=None) -> None:
+    """keras-jax and keras-torch against keras over the KERAS_RUNS named by `keys` (all: None)."""
+    if not KERAS_RUNS:  # run on its own: the rows' cases first
+        for model, optimizer, schedule in (("seed-cnn", "adam", "onecycle"), ("resnet-s", "sgd", "cosine")):
+            check(model, optimizer, schedule, True, engines=("keras",))
+        for optimizer in ("adam", "sgd"):
+            check("seed-cnn", optimizer, "constant", False, engines=("keras",))
+    runs = {k: v for k, v in KERAS_RUNS.items() if keys is None or k in keys or k in SABOTAGED.values()}
+    got = run_backends(BACKENDS, runs, tmp_path)
+    for engine in BACKENDS:
+        for key, (run, _, ref) in runs.items():
+            try:
+                compare(ref, got[engine][key], run)
+            except AssertionError as e:
+                raise AssertionError(f"{engine}, case {key}: {e}") from None
+    for what, key in SABOTAGED.items():  # the teeth: the same comparison fails with the rule broken
+        if key in runs:
+            with pytest.raises(AssertionError, match="difference"):
+                compare(runs[key][2], got["keras-jax"][f"{key}+{what}"], runs[key][0])
+    assert all(key in runs for key in SABOTAGED.values())
+
+
+@pytest.mark.jax
+def test_keras_on_jax_and_on_torch_reach_the_weights_of_keras_on_tensorflow(tmp_path):
+    """From keras' initial weights, through keras-jax and keras-torch: every optimizer, every
+    schedule, with and without decay+clip+smoothing, on seed-cnn and the batch-norm model; with
+    teeth (Adam's epsilon moved, Keras' batch-norm defaults) in the JAX process."""
+    backend_rows(tmp_path, DEFAULT_ROWS)
+
+
+@pytest.mark.slow
+@pytest.mark.jax
+def test_keras_backends_every_case_every_model(tmp_path):
+    """After the slow batch-norm cases above: the same comparison over every case run."""
+    backend_rows(tmp_path)
