@@ -1,4 +1,4 @@
-"""Acceptance benchmark: the default recipe on real CIFAR-10 through all three engines and several seeds.
+"""Acceptance benchmark: the default recipe on real CIFAR-10 through every engine and several seeds.
 
     python bench/engines.py --data ../shared/data/cifar10-jpeg.tar.gz [--epochs 5] [--seeds 0,1,2] \
         [--folder /tmp/clsf-bench/compare] [--out bench/results/cifar10-engines.md] [--figure docs/compare-cifar10.png]
@@ -69,7 +69,8 @@ def main() -> int:
         f"# {args.model} on {Path(args.data).name}: {len(plan['engines'])} engines x {len(plan['seeds'])} seeds, {args.epochs} epochs, default recipe",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}; python {platform.python_version()}, "
-        f"tensorflow {pk.get('tensorflow-cpu') or pk.get('tensorflow')}, keras {pk.get('keras')}, torch {pk.get('torch')}. "
+        f"tensorflow {pk.get('tensorflow-cpu') or pk.get('tensorflow')}, keras {pk.get('keras')}, torch {pk.get('torch')}"
+        f"{', jax ' + pk['jax'] if 'jax' in pk else ''}. "
         f"Measured {time.strftime('%Y-%m-%d')} with `clsf compare` (every run its own process, one at a time).",
         "",
         f"**{summary['verdict']}.**",

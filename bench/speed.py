@@ -44,6 +44,12 @@ CONFIGS = [
     ("torch", "clsf", "torch", 32, []), ("torch", "clsf", "torch", 128, []),
     ("torch compile", "clsf", "torch", 32, ["torch.compile=true"]),
     ("torch NCHW", "clsf", "torch", 32, ["torch.channels_last=false"]),
+    # Keras' other backends (each its own process, as always here): fit compiled and not
+    ("keras xla", "clsf", "keras", 32, ["tf.mode=xla"]),
+    ("keras-jax", "clsf", "keras-jax", 32, []), ("keras-jax", "clsf", "keras-jax", 128, []),
+    ("keras-jax no jit", "clsf", "keras-jax", 32, ["tf.mode=eager"]),
+    ("keras-torch", "clsf", "keras-torch", 32, []), ("keras-torch", "clsf", "keras-torch", 128, []),
+    ("keras-torch jit", "clsf", "keras-torch", 32, ["tf.mode=xla"]),
     ("reference keras", "reference", "keras", 32, []), ("reference keras", "reference", "keras", 128, []),
     ("reference tf", "reference", "tf", 32, []), ("reference tf", "reference", "tf", 128, []),
     ("reference torch", "reference", "torch", 32, []), ("reference torch", "reference", "torch", 128, []),
@@ -150,7 +156,7 @@ def cpu_model() -> str:
 
 def versions() -> dict:
     code = ("import json, numpy, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
-            "('numpy', 'torch', 'tensorflow-cpu', 'keras') if any(d.metadata['Name'] == p for d in m.distributions())}))")
+            "('numpy', 'torch', 'tensorflow-cpu', 'keras', 'jax') if any(d.metadata['Name'] == p for d in m.distributions())}))")
     return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
