@@ -79,3 +79,15 @@ def test_a_process_with_keras_on_tensorflow_refuses_another_backend_in_one_line(
                  "--epochs", "1", "--runs-dir", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "cannot switch to jax" in err and "process of its own" in err
+
+
+def test_a_missing_backend_is_refused_naming_the_extra(monkeypatch):
+    import importlib.util
+
+    from clsf.engines import engine_class
+    from clsf.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a))
+    with pytest.raises(UserError, match=r"jax is not installed; install it with pip install 'clsf\[jax\]'"):
+        engine_class("keras-jax")
