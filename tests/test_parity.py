@@ -334,5 +334,9 @@ def test_keras_on_jax_and_on_torch_reach_the_weights_of_keras_on_tensorflow(tmp_
 @pytest.mark.slow
 @pytest.mark.jax
 def test_keras_backends_every_case_every_model(tmp_path):
-    """After the slow batch-norm cases above: the same comparison over every case run."""
+    """Every case on both models (keras' runs made here where the tests above did not make them)."""
+    for model in MODELS:
+        for o, sch, r in CASES:
+            if f"{model}-{o}-{sch}-{int(r)}-0" not in KERAS_RUNS:
+                check(model, o, sch, r, engines=("keras",))
     backend_rows(tmp_path)
