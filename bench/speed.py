@@ -249,11 +249,12 @@ def main() -> int:
         evs = "1.00x" if r["kind"] == "reference" else (f"{r['eval_vs_reference']:.2f}x" if r["eval_vs_reference"] else "-")
         lines.append(f"| {r['label']} | {r['batch']} | {fmt(r['train_ips'])} | {fmt(tuple(100 * v for v in r['efficiency']), 0, '%')} "
                      f"| {vs} | {fmt(r['eval_ips'])} | {evs} | {r['peak_mb']:,.0f} |")
+    prep = [r["prep_s"] for r in rows if r["kind"] == "reference"]  # none when --only leaves the references out
     lines += ["", "Loading the data (one process each): "
               f"cold {load['cold']['seconds']:.1f} s (decode {load['cold']['images']:,} images into an empty cache), "
-              f"cached {load['cached']['seconds']:.2f} s. The reference loops' own conversion to float64 "
-              f"(`x / 255.0`, once per run) took a median {statistics.median(r['prep_s'] for r in rows if r['kind'] == 'reference'):.2f} s "
-              f"for {args.images + WARM + 10000:,} images."]
+              f"cached {load['cached']['seconds']:.2f} s."
+              + (f" The reference loops' own conversion to float64 (`x / 255.0`, once per run) took a median "
+                 f"{statistics.median(prep):.2f} s for {args.images + WARM + 10000:,} images." if prep else "")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-")[:40]
