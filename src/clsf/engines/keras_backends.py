@@ -27,8 +27,8 @@ import numpy as np
 
 from clsf.config import Config
 from clsf.distributed import World
-from clsf.engines.base import Engine, Meter, check_precision, frozen_layers
-from clsf.engines.keras_common import MIXED, load_state, make_loss, make_optimizer, save_state, schedule
+from clsf.engines.base import Engine, Meter, check_precision
+from clsf.engines.keras_common import MIXED, freeze_trunk, load_state, make_loss, make_optimizer, save_state, schedule
 from clsf.errors import UserError
 from clsf.frameworks import import_keras
 from clsf.models.spec import ModelSpec, output_shape
@@ -63,10 +63,10 @@ class KerasBackendEngine(Engine):
                 raise UserError(f"unfreeze_after is not available with {self.name}: Keras' {self.backend} trainer updates "
                                 "exactly the variables its optimizer was built with, so a frozen trunk cannot join later; "
                                 "use freeze=trunk alone here, or --engine keras, keras-torch, tf or torch to unfreeze.")
-            self.freeze_trunk(True)  # the optimizer is built over the head alone
+            freeze_trunk(self.model, cfg, spec, True)  # the optimizer is built over the head alone
         self.optimizer.build(self.model.trainable_variables)  # else: slots for every variable, frozen or not
         self.schedule.attach(getattr(self.optimizer, "inner_optimizer", self.optimizer))  # state JAX's step is handed
-        self.freeze_trunk(True)
+        freeze_trunk(self.model, cfg, spec, True)
         self.traces = {"train_step": 0}
         mode = cfg.tf.mode  # eager: no compilation; xla: compiled; graph (default): the backend's default
         self.jit = {"eager": False, "xla": True}.get(mode, "auto")
@@ -96,13 +96,9 @@ class KerasBackendEngine(Engine):
             self.model.jax_state_sync()
 
     # -- training ----------------------------------------------------------------------------
-    def freeze_trunk(self, frozen: bool) -> None:
-        for name in frozen_layers(self.cfg, self.spec):
-            self.model.get_layer(name).trainable = not frozen
-
     def unfreeze(self) -> None:
         self.sync()
-        self.freeze_trunk(False)
+        freeze_trunk(self.model, self.cfg, self.spec, False)
         self.model.make_train_function(force=True)  # the step is built again for the new trainable set
 
     def train_epoch(self, x, y, epoch, meter: Meter, first_step: int = 0) -> None:

@@ -165,10 +165,7 @@ class KerasBase(Engine):
         self.predict_step = predict_step
 
     def freeze_trunk(self, frozen: bool) -> None:
-        """freeze=trunk: every layer but the head keeps its weights; Keras runs a batch norm that is
-        not trainable in inference mode (moving statistics used, not updated)."""
-        for name in frozen_layers(self.cfg, self.spec):
-            self.model.get_layer(name).trainable = not frozen
+        freeze_trunk(self.model, self.cfg, self.spec, frozen)
 
     def unfreeze(self) -> None:
         """The trunk trains from the next step. A traced step holds the trainable variables it was
@@ -262,6 +259,13 @@ class KerasBase(Engine):
 
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
         load_state(self.model, self.optimizer, self.spec, folder, training_state, only)
+
+
+def freeze_trunk(model, cfg: Config, spec: ModelSpec, frozen: bool) -> None:
+    """freeze=trunk: every layer but the head keeps its weights; Keras runs a batch norm that is
+    not trainable in inference mode (moving statistics used, not updated). Every Keras engine."""
+    for name in frozen_layers(cfg, spec):
+        model.get_layer(name).trainable = not frozen
 
 
 # -- checkpoints: neutral weights + every model/optimizer variable (dropout's seed state included),
