@@ -142,7 +142,7 @@ def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path,
     _, err = launcher.communicate(timeout=120)
     assert time.monotonic() - killed < 60
     assert launcher.returncode == 6, err[-2000:]
-    assert "process 1 of 2 was killed by SIGKILL" in err and "clsf train --resume" in err
+    assert "process 1 of 2 was killed by SIGKILL" in err and "clsf train --resume" in err, err[-3000:]
     assert not (run / "final.json").exists()
     done = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())["epoch"]
 
@@ -153,6 +153,31 @@ def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path,
     assert json.loads((run / "final.json").read_text())["epochs"] == done + 1
     resumes = json.loads((run / "env.json").read_text())["resumes"]
     assert resumes[-1]["changed"]["replicas"] == [2, 1]
+
+
+@pytest.mark.parametrize("survivor", [6, -signal.SIGTERM])
+def test_the_launcher_names_the_killed_process_not_a_survivor_stopped_in_the_same_second(monkeypatch, survivor):
+    # CI once blamed process 0: it had printed its lost-peer line and was still exiting when the agent
+    # sent it SIGTERM, and torch stamps failures in whole seconds, so the two tied
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+    import torch.distributed.launcher.api as api
+
+    from clsf.distributed import launch
+
+    def failure(rank, code):
+        f = ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=code, error_file="/nonexistent")
+        f.timestamp = 1700000000
+        return f
+
+    def fake_launch(config, entrypoint):
+        def run(*args):
+            raise ChildFailedError("clsf", {0: failure(0, survivor), 1: failure(1, -signal.SIGKILL)})
+        return run
+
+    monkeypatch.setattr(api, "elastic_launch", fake_launch)
+    with pytest.raises(Exception) as e:
+        launch.run_torch(["train"], 2)
+    assert "process 1 of 2 was killed by SIGKILL" in str(e.value)
 
 
 def test_nproc_refuses_nonsense_before_starting_anything(tmp_path):

@@ -63,9 +63,12 @@ def run_torch(argv: list[str], nproc: int) -> None:
     try:
         elastic_launch(config, sys.executable)("-m", "clsf", *argv)
     except ChildFailedError as e:
-        # the cause: the first to fail other than by losing its peers (exit 6 follows from another's
-        # failure, and can be stamped before the agent notices a killed process)
-        rank, failure = min(e.failures.items(), key=lambda kv: (kv[1].exitcode == PeerLost.exit_code, kv[1].timestamp))
+        # the cause: the first to fail other than as a consequence. Exit 6 (a lost peer) follows from
+        # another's failure, and SIGTERM is what the agent sends the survivors; the timestamps are whole
+        # seconds, so a survivor terminated in the same second as the killed process ties with it (seen in CI)
+        def consequence(failure) -> tuple:
+            return failure.exitcode == PeerLost.exit_code, failure.exitcode == -signal.SIGTERM, failure.timestamp
+        rank, failure = min(e.failures.items(), key=lambda kv: consequence(kv[1]))
         raise _failed(rank, nproc, failure.exitcode) from None
 
 
