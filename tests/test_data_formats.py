@@ -8,6 +8,7 @@ import pytest
 
 from clsf.data import load_dataset, prepare
 from clsf.data.cifar import load_cifar10
+from clsf.data.folder import load_image_folder, mixed_order
 from clsf.errors import UserError
 from helpers import SHARED, make_cifar_folder, make_image_tree, png_bytes, tar_dir, zip_dir
 
@@ -101,8 +102,25 @@ def test_image_folder_round_trip(tmp_path, kind):
     ds = load_dataset(str(src))
     assert ds.class_names == ["bird", "cat", "dog"]
     for split in ("train", "test"):
-        np.testing.assert_array_equal(ds[split].x, expected[split][0])
-        np.testing.assert_array_equal(ds[split].y, expected[split][1])
+        order = mixed_order(len(expected[split][1]), split)
+        np.testing.assert_array_equal(ds[split].x, expected[split][0][order])
+        np.testing.assert_array_equal(ds[split].y, expected[split][1][order])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_folder_loads_class_mixed_so_the_last_fifth_holds_every_class(tmp_path, stream):
+    # files are listed sorted, so by class; Keras' validation_split=0.2 takes the last 20% of the arrays,
+    # which for class-sorted arrays would be two classes never trained on
+    classes = tuple(f"c{i}" for i in range(10))
+    make_image_tree(tmp_path / "ten", classes=classes, per_class=20, splits=("train",))
+    ds = load_dataset(str(tmp_path / "ten"), stream=stream)
+    y = ds["train"].y
+    assert sorted(np.bincount(y)) == [20] * 10
+    assert set(y[-40:]) == set(range(10)) and set(y[:160]) == set(range(10))
+    assert ds.notes["order"].startswith("class-mixed")
+    fresh = load_image_folder(tmp_path / "ten", use_cache=False)
+    for again in (load_dataset(str(tmp_path / "ten"), stream=stream), fresh):  # from the cache, and decoded anew
+        np.testing.assert_array_equal(again["train"].y, y)
 
 
 def test_image_folder_without_splits_and_cache_follows_content(tmp_path):
@@ -127,7 +145,8 @@ def test_grayscale_rgba_and_mixed_sizes(tmp_path):
     (root / "b" / "rgba.png").write_bytes(png_bytes(rgba, "RGBA"))
     ds = load_dataset(str(root))  # mixed modes -> RGB
     assert ds.image_shape == (8, 8, 3)
-    assert ds["train"].x[1, 0, 0].tolist() == [200, 0, 0]
+    rgba_at = int(np.flatnonzero(ds["train"].y == 1)[0])  # class b's one image, wherever mixed_order put it
+    assert ds["train"].x[rgba_at, 0, 0].tolist() == [200, 0, 0]
     assert load_dataset(str(root), channels=1).image_shape == (8, 8, 1)
     (root / "b" / "big.png").write_bytes(png_bytes(np.zeros((16, 12, 3), np.uint8)))
     with pytest.raises(UserError, match="different sizes.*--image-size"):

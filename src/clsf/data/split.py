@@ -1,7 +1,8 @@
 """Deterministic, seeded, stratified splits and subsets.
 
-Stratified because real sources are often class-sorted (the CIFAR JPEG folders are): taking the
-last 20% of such a file as validation, as hand-written scripts do, would validate on one class.
+Stratified because real sources are often class-sorted (clsf loads image folders class-mixed, but a
+user's .npz may not be): taking the last 20% of such a file as validation, as hand-written scripts do,
+would validate on one or two classes and never train on them.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def load_stream(root: Path, channels: int | None = None, listing: list[tuple[str
     files; channels, when not given, from the first image (1 if it is grayscale). `listing`: the
     folder's files, when the caller has listed them already. skip_bad: every file is decoded once
     now and the ones that fail (or have another size than the rest) are left out and counted."""
-    from clsf.data.folder import _assign, _list_directory
+    from clsf.data.folder import ORDER_NOTE, _assign, _list_directory, mixed_order
 
     if listing is None:
         listing = _list_directory(root)
@@ -117,8 +117,9 @@ def load_stream(root: Path, channels: int | None = None, listing: list[tuple[str
     for split in ("train", "test"):
         rows = [(str(by_rel[rel]), index[cls]) for s, cls, rel in entries if s == split]
         if rows:
+            rows = [rows[i] for i in mixed_order(len(rows), split)]  # the order an in-memory load has
             splits[split] = Split(Files(np.array([p for p, _ in rows]), shape), np.array([c for _, c in rows], np.int64))
-    notes = {"streamed": True, **({"skipped_bad_images": bad} if bad else {})}
+    notes = {"streamed": True, "order": ORDER_NOTE, **({"skipped_bad_images": bad} if bad else {})}
     return Dataset(root.name, splits, classes, str(root), "files:" + h.hexdigest(), notes)
 
 
