@@ -125,16 +125,55 @@ def test_class_sorted_data_gives_mixed_batches(framework):
     assert len(np.unique(first)) >= 8
 
 
+def _train_epoch_numpy(seed, epoch, pre):
+    from clsf.data.numpy_pipeline import NumpyBatches
+
+    b = NumpyBatches(X, Y, 4, pre, training=True, seed=seed, epoch=epoch)
+    return [b[i] for i in range(len(b))]
+
+
 @pytest.mark.tf
 @pytest.mark.torch
-def test_tf_and_torch_train_on_the_same_batches():
-    """One numpy plan: the same order, crops and flips in both pipelines (engine parity rests on it)."""
+@pytest.mark.parametrize("alternate", [False, True], ids=["random-flips", "alternating-flips"])
+def test_every_pipeline_trains_on_the_same_batches(alternate):
+    """One numpy plan: the same order, crops and flips in the tf.data, torch and numpy (Keras on JAX
+    or torch) pipelines; engine parity rests on it."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("torch")
-    pre = Preprocess("-1-1", crop_padding=2, hflip=True)
-    for (xt, yt), (xp, yp) in zip(_train_epoch_tf(3, 1, pre), _train_epoch_torch(3, 1, pre)):
-        np.testing.assert_array_equal(yt, yp)
-        np.testing.assert_allclose(xt, xp.transpose(0, 2, 3, 1), atol=1e-6)
+    pre = Preprocess("-1-1", crop_padding=2, hflip=True, hflip_alternate=alternate)
+    for epoch in (1, 2):
+        tf_, torch_, np_ = _train_epoch_tf(3, epoch, pre), _train_epoch_torch(3, epoch, pre), _train_epoch_numpy(3, epoch, pre)
+        for (xt, yt), (xp, yp), (xn, yn) in zip(tf_, torch_, np_, strict=True):
+            np.testing.assert_array_equal(yt, yp)
+            np.testing.assert_array_equal(yt, yn)
+            np.testing.assert_allclose(xt, xp.transpose(0, 2, 3, 1), atol=1e-6)
+            np.testing.assert_allclose(xt, xn, atol=1e-6)
+
+
+def test_alternating_flips_mirror_each_image_in_exactly_one_of_two_epochs():
+    from clsf.data.order import epoch_plan
+
+    n = 1000
+    pre = Preprocess(crop_padding=2, hflip=True, hflip_alternate=True)
+
+    def by_image(plan):  # (N,) bool indexed by image, not by position in the epoch's order
+        out = np.empty(n, bool)
+        out[plan.order] = plan.flip
+        return out
+
+    flips = [by_image(epoch_plan(n, pre, 7, e)) for e in range(4)]
+    assert 0.45 < flips[0].mean() < 0.55  # random in the first epoch
+    for a, b in zip(flips, flips[1:]):
+        assert (a ^ b).all()  # then negated every epoch: each image is seen both ways in any two epochs
+    a, b = (epoch_plan(n, pre, 7, e) for e in (1, 2))
+    assert not np.array_equal(a.order, b.order) and not np.array_equal(a.oy, b.oy)  # order and crops stay random
+    # turning it off: flips drawn anew, so about half the images keep last epoch's flip
+    plain = Preprocess(crop_padding=2, hflip=True)
+    same = (by_image(epoch_plan(n, plain, 7, 0)) == by_image(epoch_plan(n, plain, 7, 1))).mean()
+    assert 0.4 < same < 0.6
+    assert not epoch_plan(n, Preprocess(crop_padding=2), 7, 0).flip.any()  # no hflip: no flips
+    with pytest.raises(UserError, match="data.hflip=true too"):
+        Preprocess(hflip_alternate=True).validate()
 
 
 @pytest.mark.torch

@@ -39,7 +39,8 @@ class DataConfig:
     mean: list[float] | None = None  # per channel on the 0..1 scale; filled from train when standardizing
     std: list[float] | None = None
     crop_padding: int = 0  # pixels of zero padding for random crops; 0 = off
-    hflip: bool = False
+    hflip: bool = False  # mirror each training image with probability 0.5, drawn per epoch
+    hflip_alternate: bool = False  # with hflip: each image's flip alternates between epochs (random in the first)
     stream: bool | None = None  # image folders: decode from disk per batch; None = when decoded they'd exceed 4 GiB
     workers: int | None = None  # streaming: torch DataLoader decoding processes; None = 0 on <= 2 cores, else min(4, cores / 2)
 

@@ -4,7 +4,7 @@ The plan is a pure function of (seed, epoch): a uniform permutation of the split
 per image in that order, the crop offsets and the flip. The tf.data and torch pipelines only
 gather from it, so all three engines see the same batches with the same crops and flips — the
 engine parity test and `clsf compare` rest on that — and epoch k of a resumed run is epoch k of an
-uninterrupted one.
+uninterrupted one. With alternating flips the flip is a function of (seed, image, epoch parity).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from clsf.data.transforms import Preprocess
+
+
+ALTERNATE_STREAM = 1 << 30  # a second random stream of the run's seed, apart from any epoch's
 
 
 @dataclass
@@ -31,4 +34,7 @@ def epoch_plan(n: int, pre: Preprocess, seed: int, epoch: int) -> EpochPlan:
     oy = rng.integers(0, span, n, dtype=np.int32)
     ox = rng.integers(0, span, n, dtype=np.int32)
     flip = rng.random(n) < (0.5 if pre.hflip else 0.0)
+    if pre.hflip_alternate:  # per image, not per position: drawn once for the run, negated in odd epochs
+        first = np.random.default_rng([seed, ALTERNATE_STREAM]).random(n) < 0.5  # (N,) indexed by image
+        flip = first[order] ^ bool(epoch % 2)
     return EpochPlan(order, oy, ox, flip)

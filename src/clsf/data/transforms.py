@@ -3,6 +3,8 @@
 Order, in every pipeline: uint8 image -> float32 0..255 -> (train only) zero-pad by `crop_padding`
 pixels and take a random HxW crop -> (train only) horizontal flip with probability 0.5 ->
 normalise. Padding happens before normalisation, so padded pixels are black in every scale.
+With `hflip_alternate` the flip is not drawn anew each epoch: an image flipped in one epoch is not
+flipped in the next (airbench's derandomised flips: every image is seen both ways in any two epochs).
 
 Scales:  "0-1"          x / 255
          "-1-1"         x / 127.5 - 1
@@ -31,11 +33,12 @@ class Preprocess:
     std: list[float] | None = None
     crop_padding: int = 0  # pixels; 0 turns random crop off
     hflip: bool = False
+    hflip_alternate: bool = False  # derandomised flips (airbench): each image's flip alternates by epoch
 
     @classmethod
     def of(cls, d) -> "Preprocess":
         """From a config's `data` section (clsf.config.DataConfig)."""
-        return cls(d.scale, d.mean, d.std, d.crop_padding, d.hflip)
+        return cls(d.scale, d.mean, d.std, d.crop_padding, d.hflip, d.hflip_alternate)
 
     def validate(self) -> None:
         if self.scale not in SCALES:
@@ -44,6 +47,8 @@ class Preprocess:
             raise UserError(f"data.crop_padding={self.crop_padding} must be >= 0 (pixels).")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise UserError("data.std values must be > 0.")
+        if self.hflip_alternate and not self.hflip:
+            raise UserError("data.hflip_alternate=true alternates the flips that data.hflip=true makes; set data.hflip=true too.")
 
     @property
     def augments(self) -> bool:
