@@ -286,7 +286,7 @@ CASES = [
     ("train --resume {run} --batch-size 64", nothing, 2, "--batch-size cannot change when resuming"),
     ("train --resume {run} --config c.yaml", nothing, 2, "--config cannot be combined with --resume"),
     ("train --resume {run} --epochs 2", crafted_state, 2, "holds more than tensors and was not loaded"),
-    ("train --resume {run}", nothing, 0, "is finished (1 epochs"),
+    ("train --resume {run}", nothing, 0, "is finished (1 epoch,"),
     (T + " --runs-dir runs/sub", runs_dir_is_a_file, 2, "cannot create run directory"),
     (T + " --runs-dir /proc/self/clsf-runs", nothing, 2, "cannot create run directory"),  # read-only, even for root
     (T + " model.args.widths=[4,4] model.args.dense=8 init_from=wide", other_model_run, 2, "do not fit model 'seed-cnn'"),

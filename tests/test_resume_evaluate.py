@@ -51,7 +51,7 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
     run = _run("torch", tmp_path, epochs=1)
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     assert main(["train", "--resume", str(run)]) == 0
-    assert "is finished (1 epochs" in capsys.readouterr().out
+    assert "is finished (1 epoch," in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
     assert main(["train", "--resume", str(run), "--epochs", "0"]) == 2  # validated like any value
 

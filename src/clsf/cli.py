@@ -2,7 +2,7 @@
 
 Each subcommand is a parser function beside its command function. Every ClsfError becomes one line
 on stderr and its exit code (clsf.errors.EXIT_CODES: 2 bad input, 3 non-finite loss, 5 disk full,
-6 a lost peer, 130 interrupted).
+6 a lost peer, 130 interrupted); output cut off by its reader (`| head`) ends quietly with 141.
 """
 
 from __future__ import annotations
@@ -444,10 +444,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # what --nproc runs again in each process
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        sys.stdout.flush()  # here, so that a reader gone early is met below and not at the interpreter's exit
+        return code
     except ClsfError as e:
         print(f"clsf: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("clsf: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`clsf evaluate RUN | head -1`): not an error to report
+        import os
+
+        # stdout now goes nowhere, so the interpreter's last flush of it cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a writer stopped by SIGPIPE (128 + 13)

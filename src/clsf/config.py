@@ -195,6 +195,10 @@ def apply(cfg: Config, updates: dict, prefix: str = "") -> Config:
             continue
         names = {f.name: f for f in dataclasses.fields(cfg)}
         if key not in names:
+            if prefix == "":  # a section's key given without its section: train_subset -> data.train_subset
+                owners = [s for s in _SECTIONS if key in {f.name for f in dataclasses.fields(getattr(cfg, s))}]
+                if owners:
+                    raise UserError(f"unknown config key '{key}'; did you mean '{owners[0]}.{key}'?")
             raise _unknown(full, [prefix + n for n in names])
         setattr(cfg, key, _coerce(full, value, names[key].type))
     return cfg

@@ -15,7 +15,8 @@ EXIT_CODES = {0: "success", 2: "bad input (the message names it and the fix)",
               4: "some runs of a compare or sweep failed; the rest finished (see the folder's logs/)",
               5: "the disk is full (checkpoints/last is intact; free space and resume)",
               6: "another process of a multi-process run died or timed out (checkpoints/last is intact; resume)",
-              130: "interrupted (resume with clsf train --resume RUN_DIR)"}
+              130: "interrupted (resume with clsf train --resume RUN_DIR)",
+              141: "the output's reader closed it early (e.g. `| head`); nothing else went wrong"}
 
 
 class ClsfError(Exception):

@@ -31,6 +31,7 @@ from clsf.errors import NonFiniteLoss, UserError
 from clsf.run import callbacks as cb
 from clsf.run.rundir import RunDir, environment, write_text
 from clsf.run.state import RunState
+from clsf.words import count
 
 QUALITY_IMAGES = 1000
 COLUMNS = ["epoch", "d_loss", "g_loss", "d_acc_real", "d_acc_fake", "confident", "class_entropy", "frechet",
@@ -101,7 +102,7 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
     if resume is not None:
         run, cfg, state = _resume(resume)
         if run.final() is not None:
-            print(f"{run} is finished ({state.epoch} epochs); nothing to do.")
+            print(f"{run} is finished ({count(state.epoch, 'epoch')}); nothing to do.")
             return run.path
     x, real, image_shape = _data(cfg)
     model = GANS[cfg.engine](cfg, image_shape)

@@ -50,6 +50,12 @@ class Model:
             return
         from clsf.run.setup import checkpoint_engine
 
+        if source.is_file() and (source.parent / "clsf.json").is_file():  # a file inside an export folder
+            raise UserError(f"{source} is a file of the export folder {source.parent}; pass the folder: "
+                            f"clsf predict {source.parent} IMAGES.")
+        if not RunDir.is_run(source):
+            raise UserError(f"{source} is not a clsf run directory (no {RunDir.CONFIG}) nor an export folder (no clsf.json); "
+                            "pass the folder `clsf train` printed or the one `clsf export` wrote.")
         run = RunDir.open(source, None)
         which = run.model_checkpoint(which)  # the run's model unless another checkpoint is asked for
         cfg = run.validate(which)

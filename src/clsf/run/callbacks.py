@@ -18,6 +18,7 @@ import time
 from clsf.engines.base import Meter
 from clsf.run.rundir import RunDir
 from clsf.run.state import RunState
+from clsf.words import count
 
 
 class Callback:
@@ -112,7 +113,7 @@ class EarlyStop(Callback):
             state.request_stop("early")
             if not self.quiet:
                 b = state.best
-                print(f"early stop: val_loss has not improved for {b['bad_epochs']} epochs "
+                print(f"early stop: val_loss has not improved for {count(b['bad_epochs'], 'epoch')} "
                       f"(best {b['val_loss']:.4f} at epoch {b['epoch']})")
 
 

@@ -21,6 +21,7 @@ from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.run.rundir import RunDir
 from clsf.run.state import RunState
+from clsf.words import count
 
 CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience", "save_every_steps", "save_every_minutes",
               "dist_timeout_s")
@@ -54,7 +55,7 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
         apply(cfg, nest(key, new))
     validate(cfg)
     if cfg.epochs < meta["epoch"]:
-        raise UserError(f"--epochs {cfg.epochs} is fewer than the {meta['epoch']} epochs this run has trained; "
+        raise UserError(f"--epochs {cfg.epochs} is fewer than the {count(meta['epoch'], 'epoch')} this run has trained; "
                         f"give at least {meta['epoch']}.")
     if "epochs" in changed and cfg.optim.schedule in ("cosine", "onecycle"):  # a warning, shown even with --quiet
         _warn_reshaped_schedule(cfg, changed["epochs"][0], meta)

@@ -24,6 +24,7 @@ from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
 from clsf.run.state import RunState
+from clsf.words import count
 
 MISTAKES = 48  # misclassified test images kept in predictions.npz for the report
 
@@ -71,7 +72,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             _write_setup(run, cfg, spec, engine, prep, changed, state)
         if not quiet:
             print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({len(prep.train)} train / "
-                  f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {cfg.epochs} epochs")
+                  f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {count(cfg.epochs, 'epoch')}")
         callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps)
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
         if state.stop not in (None, "early"):
@@ -88,7 +89,7 @@ def _finished(run: RunDir, cfg: Config, state: RunState, changed: dict) -> bool:
     if state.epoch >= cfg.epochs or (state.stopped_early and "epochs" not in changed):
         final = run.final()
         if final is not None:
-            print(f"{run} is finished ({state.epoch} epochs, test_acc {final['test_acc']:.4f}); nothing to do — "
+            print(f"{run} is finished ({count(state.epoch, 'epoch')}, test_acc {final['test_acc']:.4f}); nothing to do — "
                   f"to train further, resume with --epochs above {state.epoch}.")
             return True
     return False
@@ -248,7 +249,7 @@ def _summary(run: RunDir, cfg: Config, engine, prep: Prepared, rows: list[dict],
     total_s = sum(r["seconds"] for r in rows)
     lines = [f"run        {run}", f"engine     {cfg.engine} ({engine.device})", f"model      {cfg.model.name}",
              f"data       {prep.dataset.source} ({len(prep.train)} train / {len(prep.val) if prep.val else 0} val / {len(prep.test)} test)",
-             f"recipe     {cfg.optim.name} lr {cfg.optim.lr} ({cfg.optim.schedule}), batch {cfg.batch_size}, {len(rows)} epochs, seed {cfg.seed}",
+             f"recipe     {cfg.optim.name} lr {cfg.optim.lr} ({cfg.optim.schedule}), batch {cfg.batch_size}, {count(len(rows), 'epoch')}, seed {cfg.seed}",
              f"train time {total_s:.1f}s ({np.mean([r['images_per_s'] for r in rows]):.0f} images/s)",
              f"test       loss {final['test_loss']:.4f}  acc {final['test_acc']:.4f}", "",
              "per-class test accuracy:"]

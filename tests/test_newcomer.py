@@ -1,0 +1,52 @@
+"""Small frictions a newcomer met, each fixed and held here: a pipe closed by its reader, a config key
+without its section, counted nouns, predict pointed at the wrong thing."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clsf.cli import main
+from clsf.config import build_config
+from clsf.errors import UserError
+
+CLOSED_STDOUT = "import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); from clsf.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("argv", [["engines"], ["models", "list"]])
+def test_a_reader_that_leaves_early_ends_the_command_quietly_with_141(argv):
+    # `clsf engines | head -1`: stdout's reader is gone before clsf writes; once, a BrokenPipeError traceback
+    r = subprocess.run([sys.executable, "-c", CLOSED_STDOUT, *argv], capture_output=True, text=True)
+    assert r.returncode == 141 and r.stderr == "", r.stderr
+
+
+def test_a_shell_pipe_into_head_prints_one_line_and_no_traceback(tmp_path):
+    r = subprocess.run(f"'{sys.executable}' -m clsf models list | head -1", shell=True, capture_output=True, text=True)
+    assert len(r.stdout.splitlines()) == 1 and "Traceback" not in r.stderr and "Exception" not in r.stderr
+
+
+@pytest.mark.parametrize("key,section", [("train_subset", "data"), ("lr", "optim"), ("hflip", "data"), ("mode", "tf")])
+def test_a_key_given_without_its_section_is_pointed_at_it(key, section):
+    with pytest.raises(UserError, match=f"did you mean '{section}.{key}'"):
+        build_config(overrides=[f"{key}=1"])
+
+
+def test_counted_nouns():
+    from clsf.words import count
+
+    assert [count(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert count(1, "class", "classes") == "1 class" and count(3, "class", "classes") == "3 classes"
+
+
+def test_predict_pointed_at_an_export_file_or_elsewhere_says_what_to_pass(tmp_path, capsys):
+    export = tmp_path / "exp"
+    export.mkdir()
+    (export / "clsf.json").write_text("{}")
+    (export / "model.onnx").write_bytes(b"x")
+    (tmp_path / "img.png").write_bytes(b"x")
+    assert main(["predict", str(export / "model.onnx"), str(tmp_path / "img.png")]) == 2
+    assert f"pass the folder: clsf predict {export} IMAGES" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), str(tmp_path / "img.png")]) == 2
+    err = capsys.readouterr().err
+    assert "not a clsf run directory" in err and "nor an export folder" in err and "clsf export" in err
