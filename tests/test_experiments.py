@@ -28,7 +28,7 @@ def test_compare_shares_initial_weights_and_continues_a_stopped_folder(tmp_path,
     out = tmp_path / "cmp"
     assert _compare(out) == 0
     said = capsys.readouterr().out
-    assert "engines agree" in said or "engines differ" in said
+    assert "engines agree" in said or "cannot decide" in said  # one seed: never "differ"
     summary = json.loads((out / "summary.json").read_text())
     # keras' initial weights went to torch: the same function before any training
     assert summary["step0_max_abs_logit_diff"]["torch"] < 1e-5
@@ -191,7 +191,7 @@ def test_sweep_runs_the_grid_sorts_by_accuracy_and_skips_finished_points(tmp_pat
     plan = json.loads((out / "plan.json").read_text())
     assert plan["swept"] == ["batch_size", "optim.name"] and plan["base"]["optim"]["lr"] == 0.01  # one value: fixed
     names = [r["name"] for r in plan["runs"]]
-    assert names[0] == "batch_size=16,optim.name=sgd,seed=0" and len(names) == 4
+    assert names[0] == "bs16-sgd-s0" and len(names) == 4
     for name, point in ((r["name"], r["point"]) for r in plan["runs"]):
         cfg = (out / "runs" / name / "config.yaml").read_text()
         assert f"batch_size: {point['batch_size']}" in cfg and f"name: {point['optim.name']}" in cfg
@@ -210,8 +210,8 @@ def test_a_failed_run_does_not_stop_the_others_and_exits_4(tmp_path, capsys):
     assert main(["sweep", "--engine", "torch", "--data", DATA, "--epochs", "1", "--out", str(out), "--optimizer", "sgd",
                  "--grid", "optim.lr=0.01,1e30", *TINY]) == 4
     err = capsys.readouterr().err
-    assert "[optim.lr=1e+30,seed=0] failed: the training loss became" in err and "1 sweep run(s) failed" in err
-    assert (out / "runs" / "optim.lr=0.01,seed=0" / "final.json").is_file()
+    assert "[lr1e+30-s0] failed: the training loss became" in err and "1 sweep run(s) failed" in err
+    assert (out / "runs" / "lr0.01-s0" / "final.json").is_file()
     assert "1/1" in (out / "report.md").read_text()  # the finished point is reported
 
 
@@ -234,7 +234,8 @@ def _record(tmp_path, engine, seed, acc):
     ({"keras": [0.680, 0.690, 0.670], "torch": [0.676, 0.686, 0.666]}, "engines agree: spread of mean test accuracy 0.40 points"),
     ({"keras": [0.680, 0.690, 0.670], "torch": [0.600, 0.610, 0.590]}, "engines differ: spread of mean test accuracy 8.00 points"),
     ({"keras": [0.60, 0.70, 0.50], "torch": [0.58, 0.68, 0.48]}, "engines agree: spread of mean test accuracy 2.00 points, seed-to-seed std 10.00"),
-    ({"keras": [0.68], "torch": [0.60]}, "engines differ: spread of mean test accuracy 8.00 points, one seed"),
+    ({"keras": [0.68], "torch": [0.60]}, "cannot decide: spread of test accuracy 8.00 points with one seed per engine"),
+    ({"keras": [0.680], "torch": [0.675]}, "engines agree: spread of mean test accuracy 0.50 points, one seed"),
 ])
 def test_compare_verdict(tmp_path, accs, verdict):
     seeds = list(range(len(accs["keras"])))
@@ -255,3 +256,21 @@ def test_plan_ids_follow_the_plan():
     assert plan_id(a) != plan_id(plan_compare(Config(epochs=6), ["keras", "torch"], [0, 1], False))
     assert plan_id(a) != plan_id(plan_compare(Config(), ["torch", "keras"], [0, 1], False))
     assert rundir.slug("../shared/data/cifar10-jpeg.tar.gz") == "cifar10-jpeg.tar.gz"
+
+
+def test_sweep_runs_have_short_readable_names_that_never_clash(monkeypatch):
+    from clsf.config import build_config
+    from clsf.experiments import sweep
+
+    cfg = build_config(overrides=[f"data.name={DATA}"])
+    grid = {"batch_size": [16, 32], "optim.name": ["sgd", "adam"], "optim.lr": [0.01], "model.args.dropout": [0.0, 0.5]}
+    plan, jobs = sweep.plan_sweep(cfg, grid, [0, 1])
+    names = [r["name"] for r in plan["runs"]]
+    assert names[:3] == ["bs16-sgd-drop0.0-s0", "bs16-sgd-drop0.0-s1", "bs16-sgd-drop0.5-s0"]
+    assert [n for n, _ in jobs] == names and len(set(names)) == 16
+    assert all(c.run_name == n and c.optim.lr == 0.01 for n, c in jobs)  # the full keys live in each run's config
+    # two points that would shorten alike are numbered instead
+    monkeypatch.setattr(sweep, "_name", lambda point, seed, index: f"same-s{seed}")
+    plan, jobs = sweep.plan_sweep(cfg, grid, [0, 1])
+    assert [r["name"] for r in plan["runs"]][:3] == ["point000-s0", "point000-s1", "point001-s0"]
+    assert len({n for n, _ in jobs}) == 16 and all(c.run_name == n for n, c in jobs)

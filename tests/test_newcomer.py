@@ -50,3 +50,14 @@ def test_predict_pointed_at_an_export_file_or_elsewhere_says_what_to_pass(tmp_pa
     assert main(["predict", str(tmp_path), str(tmp_path / "img.png")]) == 2
     err = capsys.readouterr().err
     assert "not a clsf run directory" in err and "nor an export folder" in err and "clsf export" in err
+
+
+@pytest.mark.parametrize("data,expected", [("../shared/data/cifar10-jpeg.tar.gz", "cifar10-jpeg"), ("/x/pets.zip", "pets"),
+                                           ("mnist.npz", "mnist"), ("cifar10", "cifar10"), ("/data/imgs/", "imgs"),
+                                           (".zip", ".zip")])
+def test_run_folders_are_named_after_the_data_without_an_archive_suffix(tmp_path, data, expected):
+    from clsf.run.rundir import RunDir, data_slug
+
+    assert data_slug(data) == expected
+    run = RunDir.create(str(tmp_path), "seed-cnn", "torch", data)
+    assert run.name.endswith(f"-seed-cnn-torch-{expected}")

@@ -48,7 +48,7 @@ def base_config(cfg: Config) -> dict:
 
 
 def default_folder(cfg: Config, kind: str, plan: dict) -> Path:
-    return Path(cfg.runs_dir) / f"{kind}-{rundir.slug(cfg.model.name)}-{rundir.slug(str(cfg.data.name))}-{plan_id(plan)}"
+    return Path(cfg.runs_dir) / f"{kind}-{rundir.slug(cfg.model.name)}-{rundir.data_slug(str(cfg.data.name))}-{plan_id(plan)}"
 
 
 def _read_plan(path: Path, folder: Path) -> dict:

@@ -58,10 +58,21 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     return grid
 
 
+SHORT = {"batch_size": "bs", "epochs": "ep", "lr": "lr", "weight_decay": "wd", "label_smoothing": "ls",
+         "dropout": "drop", "momentum": "mom", "crop_padding": "crop", "warmup_epochs": "warm"}
+
+
 def _name(point: dict, seed: int, index: int) -> str:
-    text = ",".join(f"{k}={v}" for k, v in point.items())
-    text = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text)
-    return f"{text},seed={seed}" if text and len(text) <= 120 else f"point{index:03d},seed={seed}"
+    """A short folder name for a grid point: bs32-sgd-s0 (the full keys are in its config.yaml and
+    the folder's plan.json). A key without a short form shows its value alone when it names a choice
+    (optim.name, model.name, schedules), else its last dotted part: "blocks2"."""
+    parts = []
+    for k, v in point.items():
+        last = k.rsplit(".", 1)[-1]
+        short = SHORT.get(last, "" if last in ("name", "schedule", "precision", "mode") else last)
+        parts.append(f"{short}{v}")
+    text = re.sub(r"[^A-Za-z0-9_.+-]+", "_", "-".join(parts))
+    return f"{text}-s{seed}" if text and len(text) <= 80 else f"point{index:03d}-s{seed}"
 
 
 def plan_sweep(cfg: Config, grid: dict[str, list], seeds: list[int]) -> tuple[dict, list[tuple[str, Config]]]:
@@ -92,6 +103,12 @@ def plan_sweep(cfg: Config, grid: dict[str, list], seeds: list[int]) -> tuple[di
             r = copy.deepcopy(c)
             r.seed, r.run_name = s, name
             jobs.append((name, r))
+    names = [r["name"] for r in plan["runs"]]
+    if len(set(names)) < len(names):  # two points that shorten alike (e.g. model.name and optim.name): number them
+        points_per_seed = len(seeds)
+        for i, (r, (_, c)) in enumerate(zip(plan["runs"], jobs)):
+            r["name"] = c.run_name = f"point{i // points_per_seed:03d}-s{r['seed']}"
+        jobs = [(c.run_name, c) for _, c in jobs]
     if any(k.startswith("model.") or k in SHAPE_KEYS for k in swept):
         _check_models(base, points)
     return plan, jobs

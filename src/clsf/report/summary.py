@@ -54,9 +54,12 @@ def compare_summary(plan: dict, records: dict[str, RunRecord]) -> dict:
         verdict = f"incomplete: {total} of {len(engines) * len(seeds)} runs finished; run the same command again to finish the rest"
     elif spread is None:
         verdict = "one engine only: nothing to compare"
+    elif seed_std is None and spread > AGREE_POINTS:  # one seed: no measure of the noise to hold the spread against
+        verdict = (f"cannot decide: spread of test accuracy {spread:.2f} points with one seed per engine, so no "
+                   "seed-to-seed std to judge it by; run with --seeds 0,1,2")
     else:
         std_text = f"seed-to-seed std {seed_std:.2f} points" if seed_std is not None else "one seed, so no seed-to-seed std"
-        agree = spread <= AGREE_POINTS or (seed_std is not None and spread <= 2 * seed_std)
+        agree = spread <= AGREE_POINTS or spread <= 2 * seed_std
         verdict = (f"engines {'agree' if agree else 'differ'}: spread of mean test accuracy {spread:.2f} points, {std_text}")
     return {"engines": per_engine, "spread_points": spread, "seed_std_points": seed_std, "step0_max_abs_logit_diff": step0,
             "independent_init": plan.get("independent_init", False), "verdict": verdict}

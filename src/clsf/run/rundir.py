@@ -46,6 +46,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name if os.sep in text or "/" in text else text).strip("_")[:40]
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip", ".npz")
+
+
+def data_slug(data: str) -> str:
+    """A dataset's part of a run's name: the file's stem, so a run folder never looks like an archive
+    (cifar10-jpeg.tar.gz -> cifar10-jpeg)."""
+    text = slug(data)
+    for suffix in ARCHIVE_SUFFIXES:
+        if text.lower().endswith(suffix) and len(text) > len(suffix):
+            return text[: -len(suffix)]
+    return text
+
+
 def write_text(path: Path, text: str) -> None:
     """Write whole or not at all: a temporary name, then an atomic rename."""
     tmp = path.with_name(path.name + ".part")
@@ -208,7 +221,7 @@ class RunDir:
     @classmethod
     def create(cls, runs_dir: str, model: str, engine: str, data: str, name: str | None = None) -> RunDir:
         base = Path(runs_dir)
-        stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(model)}-{engine}-{slug(data)}"
+        stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(model)}-{engine}-{data_slug(data)}"
         path, i = base / stem, 1
         while path.exists():  # never reuse (and so never overwrite) an existing run
             i += 1
