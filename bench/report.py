@@ -76,7 +76,7 @@ def main() -> int:
         one = [timed([str(runs[0]), "--out", str(Path(tmp) / "one")]) for _ in range(args.repeat)]
         size = (Path(tmp) / "many" / "report.html").stat().st_size
     stats = lambda t: f"{min(t):.2f} | {statistics.median(t):.2f} | {max(t):.2f}"  # noqa: E731
-    lines = [f"# clsf report: time to write report.html + report.md", "",
+    lines = ["# clsf report: time to write report.html + report.md", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}. "
              f"Measured {time.strftime('%Y-%m-%d')}, {args.repeat} repeats, each a fresh `clsf report` process "
              f"(imports included).", "",

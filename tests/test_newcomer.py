@@ -1,7 +1,6 @@
 """Small frictions a newcomer met, each fixed and held here: a pipe closed by its reader, a config key
 without its section, counted nouns, predict pointed at the wrong thing."""
 
-import os
 import subprocess
 import sys
 
