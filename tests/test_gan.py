@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from clsf.cli import main
-from clsf.gan.steps import GANS
-from clsf.gan.train import frechet
+from clsf.gans.steps import GANS
+from clsf.gans.train import frechet
 from helpers import engine_params
 
 DATA = "synthetic:train=96,test=64,size=28x28x1,classes=4"
@@ -66,7 +66,7 @@ def test_gan_resume_refuses_a_classifier_run(tiny_run, capsys):
 @pytest.mark.torch
 def test_the_generator_transfers_between_frameworks(tmp_path):
     from clsf.config import build_config
-    from clsf.gan.steps import TFGAN, TorchGAN
+    from clsf.gans.steps import TFGAN, TorchGAN
     from clsf.models.transfer import load_npz, set_keras_weights
 
     assert _gan(tmp_path, "g", "torch", "--epochs", "1") == 0

@@ -136,7 +136,7 @@ def cmd_train(args) -> int:
 
 def cmd_gan(args) -> int:
     from clsf.config import build_config
-    from clsf.gan.train import gan
+    from clsf.gans.train import gan
 
     if args.resume:
         gan(resume=args.resume, quiet=args.quiet)
@@ -191,7 +191,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from clsf.predict import Model, check_options, expand, predict, write
+    from clsf.inference import Model, check_options, expand, predict_batches, write
 
     check_options(args.batch_size, args.top_k)
     files = expand(args.paths)
@@ -207,7 +207,7 @@ def cmd_predict(args) -> int:
         skipped.append(path)
         print(f"{chr(13) if tty else ''}clsf: skipped {path} ({error})", file=sys.stderr)
 
-    n = write(predict(model, files, args.batch_size, args.skip_bad, skip, progress), model.names, args.format, args.top_k)
+    n = write(predict_batches(model, files, args.batch_size, args.skip_bad, skip, progress), model.names, args.format, args.top_k)
     if not n:
         raise UserError(f"none of the {len(files)} files could be read as an image (all skipped); check the files.")
     print(f"{n} images predicted with {model.describe}" + (f"; {len(skipped)} skipped" if skipped else ""), file=sys.stderr)
@@ -215,7 +215,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from clsf.export import export
+    from clsf.exports import export
 
     info = export(args.run, args.format, args.out, args.probabilities, args.checkpoint)
     v = info["verified"]
@@ -341,7 +341,7 @@ def _train_parser(sub) -> None:
 
 
 def _gan_parser(sub) -> None:
-    from clsf.gan.steps import GANS
+    from clsf.gans.steps import GANS
 
     p = sub.add_parser("gan", help="train the seeds' MNIST GAN (tf or torch) into a run directory, samples scored by a classifier",
                        description="Train the seeds' generator/discriminator pair for whole epochs. Settings under gan.* "

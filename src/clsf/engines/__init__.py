@@ -54,6 +54,7 @@ register("keras-torch", "clsf.engines.keras_backends:KerasTorchEngine", "Keras c
 
 
 def names() -> list[str]:
+    """The registered engines' names, in registry order (`clsf engines` describes each)."""
     return list(ENGINES)
 
 

@@ -86,6 +86,8 @@ def summary_rows(spec: ModelSpec, framework: str):
 
 
 def format_summary(spec: ModelSpec, framework: str) -> str:
+    """A layer table (name, type, output shape, parameters) of `spec` as `framework` ("keras" or
+    "torch") builds it, with the total: what `clsf models summary` prints."""
     rows = summary_rows(spec, framework)
     shape = lambda s: "(" + ", ".join("None" if d is None else str(d) for d in s) + ")"
     table = [("layer", "type", "output shape", "params")] + [(n, t, shape(s), f"{p:,}") for n, t, s, p, _ in rows]

@@ -129,6 +129,7 @@ def gan_discriminator(num_classes: int = 1, input_shape=(28, 28, 1)) -> ModelSpe
 
 
 def names() -> list[str]:
+    """The zoo's model names, in registry order (`clsf models list` adds parameter counts)."""
     return list(REGISTRY)
 
 

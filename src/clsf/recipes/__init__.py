@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def names() -> list[str]:
+    """The named recipes (`--recipe NAME`), sorted; `clsf recipes NAME` prints one's config keys."""
     return sorted(p.stem for p in HERE.glob("*.yaml"))
 
 

@@ -9,6 +9,8 @@ import numpy as np
 
 def save_sample_grid(x: np.ndarray, y: np.ndarray, class_names: list[str], out: Path,
                      rows: int = 4, cols: int = 8, seed: int = 0, title: str | None = None) -> Path:
+    """A rows x cols grid of images (a seeded draw from x (N, H, W, C) uint8), each titled with its
+    class name, saved as a PNG at `out`; what `clsf data show` draws. Returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -25,7 +25,7 @@ import numpy as np
 
 from clsf.engines import engine_for_format, entry
 from clsf.engines.base import softmax
-from clsf.export import safety
+from clsf.exports import safety
 from clsf.errors import ClsfError, DiskFull, UserError
 from clsf.run.rundir import RunDir, write_json
 

@@ -96,7 +96,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool = False) -> Path:
     """Train (or resume) a GAN run; return its directory."""
-    from clsf.gan.steps import GANS
+    from clsf.gans.steps import GANS
 
     run = state = None
     if resume is not None:

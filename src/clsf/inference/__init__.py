@@ -28,7 +28,7 @@ class Model:
     def __init__(self, source: str | Path, which: str | None = None):
         source = Path(source)
         if (source / "clsf.json").is_file():  # an export folder
-            from clsf.export import FILES, load_runtime
+            from clsf.exports import FILES, load_runtime
 
             try:
                 info = read_json(source / "clsf.json")
@@ -99,8 +99,27 @@ def expand(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def predict(model: Model, files: list[Path], batch_size: int = 256, skip_bad: bool = False,
-            on_skip=None, on_batch=None) -> Iterator[tuple[Path, np.ndarray]]:
+def predict(source: str | Path, paths: list[str] | str, top_k: int = 3, batch_size: int = 256,
+            skip_bad: bool = False, checkpoint: str | None = None) -> list[dict]:
+    """What `clsf predict` prints, as data: for each image (files, folders searched recursively, globs),
+    {"path": str, "top": [{"class": name, "p": probability}, ...]} with the `top_k` most probable
+    classes, from a run directory (its checkpoint, or `checkpoint` "last"/"best") or an export folder.
+
+        clsf.predict("runs/20261202-...-seed-cnn-torch-cifar10", ["photos/"], top_k=1)
+    """
+    check_options(batch_size, top_k)
+    files = expand([paths] if isinstance(paths, (str, Path)) else list(paths))
+    model = Model(source, checkpoint)
+    k = max(1, min(top_k, len(model.names)))
+    out = []
+    for path, p in predict_batches(model, files, batch_size, skip_bad):
+        top = np.argsort(-p, kind="stable")[:k]
+        out.append({"path": str(path), "top": [{"class": model.names[i], "p": float(p[i])} for i in top]})
+    return out
+
+
+def predict_batches(model: Model, files: list[Path], batch_size: int = 256, skip_bad: bool = False,
+                    on_skip=None, on_batch=None) -> Iterator[tuple[Path, np.ndarray]]:
     """Yield (file, class probabilities) in file order, `batch_size` images at a time."""
     h, w, c = model.shape
     for start in range(0, len(files), batch_size):
