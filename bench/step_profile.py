@@ -1,6 +1,7 @@
 """Profile: where one training step of `seed-cnn` goes, per engine, and so what bounds it.
 
     python bench/step_profile.py --data ../shared/data/cifar10-jpeg.tar.gz [--batch 32] [--steps 200]
+                                 [--engines keras,tf,torch,keras-jax,keras-torch]
 
 Each engine runs in its own process. The step is taken apart by ablation, every part timed on the
 same batches already in memory, each the median of 5 passes over `--steps` steps:
@@ -159,12 +160,83 @@ def profile_tf(name: str, x, y, batch: int, steps: int) -> dict:
                                                      tf.config.threading.get_inter_op_parallelism_threads()]}
 
 
+def profile_keras_backend(name: str, x, y, batch: int, steps: int) -> dict:
+    """keras-jax / keras-torch: the same parts, through the backend's own machinery. The step is
+    Keras' train_step as fit runs it: on JAX jitted over the (trainable, non-trainable, optimizer,
+    metrics) state arrays, on torch called eagerly (zero_grad, forward, loss, backward, update)."""
+    import numpy as np
+
+    from clsf.data.numpy_pipeline import NumpyBatches
+    from clsf.engines.base import Meter
+
+    _, engine = engine_for(name, batch, steps)  # imports Keras on its backend first
+    import keras
+
+    n = batch * steps
+    feed = NumpyBatches(x[:n], y[:n], batch, engine.pre, True, 0, 0)
+    model, loss_fn = engine.model, engine.model.loss
+    model.make_train_function()
+    as_tensors = [(keras.ops.convert_to_tensor(xb), keras.ops.convert_to_tensor(yb)) for xb, yb in
+                  (feed[i] for i in range(len(feed)))]  # on the backend's device, as fit hands them on
+    if name == "keras-jax":
+        import jax
+
+        state = [[v.value for v in vs] for vs in (model.trainable_variables, model.non_trainable_variables,
+                                                  engine.optimizer.variables, model.metrics_variables)]
+
+        @jax.jit
+        def fwd(tv, ntv, xb):
+            return model.stateless_call(tv, ntv, xb, training=True)[0]
+
+        @jax.jit
+        @jax.grad
+        def grads(tv, ntv, xb, yb):
+            return loss_fn(yb, model.stateless_call(tv, ntv, xb, training=True)[0])
+
+        train_step = jax.jit(model.train_step)  # what fit's make_train_function compiles
+
+        def forward(xb, yb):
+            fwd(state[0], state[1], xb).block_until_ready()
+
+        def fwd_bwd(xb, yb):
+            jax.block_until_ready(grads(state[0], state[1], xb, yb))
+
+        def step(xb, yb):
+            logs, new = train_step(tuple(state), (xb, yb))
+            jax.block_until_ready(logs)
+            state[:] = list(new)
+    else:
+        import torch
+
+        def forward(xb, yb):
+            with torch.no_grad():
+                model(xb, training=True)
+
+        def fwd_bwd(xb, yb):
+            for v in model.trainable_variables:
+                v.value.grad = None
+            loss_fn(yb, model(xb, training=True)).backward()
+
+        def step(xb, yb):
+            model.train_step((xb, yb))
+
+    parts = {"data": timed(lambda: [feed[i] for i in range(len(feed))], 1) / steps,
+             "forward": timed(cycle(forward, as_tensors), steps), "forward+backward": timed(cycle(fwd_bwd, as_tensors), steps),
+             "step": timed(cycle(step, as_tensors), steps)}
+    if name == "keras-jax":  # the timed steps moved the state arrays on; the epoch below starts from the variables
+        for var, value in zip(model.trainable_variables, state[0]):
+            var.assign(np.asarray(value))
+    parts["epoch"] = timed(lambda: engine.train_epoch(x[:n], y[:n], 0, Meter(0, 0, n, batch)), 1) / steps
+    return {"parts": parts, "ops": None, "threads": None}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--out", default=str(HERE / "results" / "step-profile.md"))
+    ap.add_argument("--engines", default="keras,tf,torch,keras-jax,keras-torch")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -173,8 +245,12 @@ def main() -> int:
         job = json.loads(args.worker)
         with np.load(job["arrays"]) as z:
             x, y = z["x"], z["y"]
-        out = profile_torch(x, y, args.batch, args.steps) if job["engine"] == "torch" else \
-            profile_tf(job["engine"], x, y, args.batch, args.steps)
+        if job["engine"] == "torch":
+            out = profile_torch(x, y, args.batch, args.steps)
+        elif job["engine"] in ("keras-jax", "keras-torch"):
+            out = profile_keras_backend(job["engine"], x, y, args.batch, args.steps)
+        else:
+            out = profile_tf(job["engine"], x, y, args.batch, args.steps)
         print(json.dumps(out))
         return 0
     if not args.data:
@@ -191,7 +267,7 @@ def main() -> int:
         arrays = Path(tmp) / "a.npz"
         n = args.batch * args.steps
         np.savez(arrays, x=ds["train"].x[:n], y=ds["train"].y[:n])
-        for engine in ("keras", "tf", "torch"):
+        for engine in args.engines.split(","):
             print(f"profiling {engine}", flush=True)
             r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps), "--worker",
                                 json.dumps({"engine": engine, "arrays": str(arrays)})], capture_output=True, text=True,
@@ -217,9 +293,13 @@ def main() -> int:
         loop = p["epoch"] - p["step"] - p["data"]
         lines.append(f"| {engine} | {p['data'] * 1e3:.2f} | {p['forward'] * 1e3:.2f} | {bwd * 1e3:.2f} | {opt * 1e3:.2f} | "
                      f"{loop * 1e3:.2f} | {p['epoch'] * 1e3:.2f} | {flops / p['step'] / 1e9:.0f} ({flops / p['step'] / 1e9 / sgemm:.0%}) |")
-    ops = results["torch"]["ops"]
-    lines += ["", "torch, by operator (share of the step's CPU time, torch.profiler): "
-              + ", ".join(f"{k} {v:.0%}" for k, v in ops.items()) + "."]
+    if "torch" in results:
+        ops = results["torch"]["ops"]
+        lines += ["", "torch, by operator (share of the step's CPU time, torch.profiler): "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in ops.items()) + "."]
+    lines += ["", "keras-jax and keras-torch: forward and forward+backward through the backend (jax.jit of "
+              "`stateless_call` and `jax.grad`; torch autograd), the step is Keras' own `train_step` as fit runs it "
+              "(on JAX jitted over the state arrays, on torch eager), the epoch is the engine's `fit`."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -343,8 +343,8 @@ def _train_parser(sub) -> None:
 def _gan_parser(sub) -> None:
     from clsf.gans.steps import GANS
 
-    p = sub.add_parser("gan", help="train the seeds' MNIST GAN (tf or torch) into a run directory, samples scored by a classifier",
-                       description="Train the seeds' generator/discriminator pair for whole epochs. Settings under gan.* "
+    p = sub.add_parser("gan", help="train the MNIST GAN pair (tf or torch) into a run directory, samples scored by a classifier",
+                       description="Train the gan-generator/gan-discriminator pair for whole epochs. Settings under gan.* "
                                    "(gan.d_lr, gan.g_lr, gan.beta1, gan.label_noise, gan.sample_every); --judge RUN scores the samples.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--engine", choices=tuple(GANS), default="torch")

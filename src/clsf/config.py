@@ -1,6 +1,6 @@
 """Run configuration: dataclasses, YAML files, `key=value` overrides, validation with clear errors.
 
-The defaults are the seeds' recipe: batch 32, RMSprop at 1e-3, 5 epochs, validation split 0.2.
+The defaults are the classic Keras CIFAR-10 tutorial's settings: batch 32, RMSprop at 1e-3, 5 epochs, validation split 0.2.
 A run directory's `config.yaml` is the fully resolved config (dataset statistics filled in) and
 can be passed back with `--config` to repeat the run.
 """
@@ -88,10 +88,10 @@ class TorchConfig:
 @dataclass
 class GanConfig:
     latent: int = 128  # generator input size
-    d_lr: float = 3e-4  # Adam, discriminator (the seeds' rates)
+    d_lr: float = 3e-4  # Adam, discriminator (the classic Keras MNIST GAN's rates)
     g_lr: float = 4e-4  # Adam, generator
-    beta1: float = 0.5  # Adam's first-moment decay, both optimizers: the seeds ran Keras' 0.9, which collapses (README)
-    label_noise: float = 0.05  # uniform noise added to the discriminator's labels (the seeds' trick)
+    beta1: float = 0.5  # Adam's first-moment decay, both optimizers: Keras' default 0.9 collapses here (docs/gan.md)
+    label_noise: float = 0.05  # uniform noise added to the discriminator's labels (a classic GAN trick)
     sample_every: int = 200  # steps between sample grids from the fixed latent batch
     judge: str | None = None  # a clsf classifier run (same images) that scores the samples
 

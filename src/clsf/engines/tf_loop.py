@@ -44,7 +44,7 @@ class TFLoopEngine(KerasBase):
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.int32))
             return loss, correct
 
-        mode = self.cfg.tf.mode  # eager: the step runs as plain Python, op by op (the seeds' first loop)
+        mode = self.cfg.tf.mode  # eager: the step runs as plain Python, op by op (a hand-written loop's first form)
         if self.world.size > 1:
             self.train_step = self.replicated_step()
             return

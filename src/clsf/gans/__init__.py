@@ -1,1 +1,1 @@
-"""GAN training: the seeds' MNIST generator/discriminator pair, one step per framework (steps.py), one loop (train.py)."""
+"""GAN training: the classic MNIST generator/discriminator pair, one step per framework (steps.py), one loop (train.py)."""

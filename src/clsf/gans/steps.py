@@ -1,4 +1,4 @@
-"""One GAN step per framework, the seeds' recipe: the discriminator learns fake=1 / real=0 on a
+"""One GAN step per framework, the classic recipe: the discriminator learns fake=1 / real=0 on a
 batch of generated and real images (labels with a little uniform noise), then the generator learns
 to make the discriminator say "real" (0). Binary cross-entropy on logits, separate Adam optimizers.
 

@@ -1,4 +1,4 @@
-"""`clsf gan`: the seeds' MNIST GAN trained for whole epochs into a run directory like a classifier's:
+"""`clsf gan`: the classic MNIST GAN trained for whole epochs into a run directory like a classifier's:
 
   config.yaml, env.json, metrics.csv (d_loss, g_loss, d_acc_real, d_acc_fake, and the sample
   quality when a judge is given), tb/, checkpoints/last (generator.npz and discriminator.npz in the

@@ -52,7 +52,7 @@ _PENALTY = []
 
 
 def activity_penalty_class():
-    """The seeds' add_loss layer as a Keras layer (made once, registered so .keras files reload)."""
+    """The add_loss example layer as a Keras layer (made once, registered so .keras files reload)."""
     if not _PENALTY:
         import keras
 

@@ -59,7 +59,7 @@ class Dense:
 
 @dataclass(frozen=True)
 class ActivityPenalty:
-    """The seeds' add_loss layer: passes its input through and adds rate * sum(input) to the loss."""
+    """The add_loss example layer: passes its input through and adds rate * sum(input) to the loss."""
 
     name: str
     rate: float

@@ -59,7 +59,7 @@ class Op(nn.Module):
 
 
 class ActivityPenaltyModule(nn.Module):
-    """The seeds' add_loss layer: identity, remembering rate * sum(input) of this forward pass."""
+    """The add_loss example layer: identity, remembering rate * sum(input) of this forward pass."""
 
     def __init__(self, rate: float):
         super().__init__()

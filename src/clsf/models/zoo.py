@@ -30,7 +30,7 @@ def register(name: str, summary: str):
     return deco
 
 
-@register("seed-cnn", "the seeds' CIFAR CNN: conv32-pool-conv64-pool-dense100-dropout-dense (430,102 params at 32x32x3->10)")
+@register("seed-cnn", "the classic Keras CIFAR-10 tutorial's CNN: conv32-pool-conv64-pool-dense100-dropout-dense (430,102 params at 32x32x3->10)")
 def seed_cnn(num_classes: int = 10, input_shape=(32, 32, 3), widths=(32, 64), dense: int = 100,
              activation: str = "relu", dropout: float = 0.2, output_activation: str = "linear") -> ModelSpec:
     layers = []
