@@ -5,6 +5,7 @@ import pytest
 
 from clsf.cli import main
 from clsf.config import Config, build_config
+from clsf.errors import UserError
 from clsf.recipes import names
 
 TINY = "synthetic:train=96,test=32,size=32x32x3,classes=3"
@@ -65,3 +66,32 @@ def test_flip_averaged_evaluation_sees_an_image_and_its_mirror_alike(tmp_path):
 def test_a_recipe_cannot_change_a_resumed_run(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path), "--recipe", "fast-cifar"]) == 2
     assert "--recipe cannot be combined with --resume" in capsys.readouterr().err
+
+
+class _CentrePixel:
+    """A stand-in engine whose one logit is the red value of the pixel right of each image's centre:
+    it shows which pixels each test-time view (mirror, shifts) puts there."""
+
+    def predict_logits(self, x):
+        h, w = x.shape[1:3]
+        return x[:, h // 2, w // 2 + 1, :1].astype(np.float64)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_shifted_views_average_the_diagonal_neighbours_half_and_half(flip):
+    from clsf.config import build_config
+    from clsf.run.loop import logits_of
+
+    x = np.random.default_rng(1).integers(0, 256, (5, 9, 9, 3), dtype=np.uint8)
+    c, s = 4, 2
+    cfg = build_config(overrides=[f"tta_flip={str(flip).lower()}", f"tta_shift={s}"])
+    xf = x[..., 0].astype(np.float64)  # (N, H, W): the red channel the stand-in reads
+    # what a view whose centre sits at x's (i, j) shows the stand-in: (i, j+1), and mirrored (i, j-1)
+    seen = lambda i, j: (xf[:, i, j + 1] + xf[:, i, j - 1]) / 2 if flip else xf[:, i, j + 1]
+    expected = 0.5 * seen(c, c) + 0.25 * (seen(c - s, c - s) + seen(c + s, c + s))
+    got = logits_of(_CentrePixel(), x, cfg)[:, 0]
+    np.testing.assert_allclose(got, expected)
+    off = build_config(overrides=[f"tta_flip={str(flip).lower()}"])
+    assert not np.allclose(logits_of(_CentrePixel(), x, off)[:, 0], got)  # turning it on changes the logits
+    with pytest.raises(UserError, match=r"tta_shift=9 must be in \[0, 8\]"):
+        build_config(overrides=["tta_shift=9"])

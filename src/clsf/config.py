@@ -103,6 +103,7 @@ class Config:
     batch_size: int = 32
     eval_batch_size: int = 1000  # images per evaluation call; never a whole split at once
     tta_flip: bool = False  # evaluation averages each image's logits with its mirror image's (val, test, evaluate)
+    tta_shift: int = 0  # pixels; > 0: also averages views translated diagonally by +-tta_shift (airbench's TTA)
     seed: int = 0
     device: str = "auto"  # torch: "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": mixed precision on a GPU (weights stay float32)
@@ -397,6 +398,7 @@ def validate(cfg: Config) -> Config:
                                           "or load it in memory to use data.image_size (data.stream=false).")
     need(0 <= d.val_split < 1, f"data.val_split={d.val_split} must be in [0, 1) (a fraction of the training split).")
     need(all(v is None or v >= 1 for v in (d.train_subset, d.test_subset)), "data.train_subset/test_subset must be >= 1 (or null for all).")
+    need(0 <= cfg.tta_shift <= 8, f"tta_shift={cfg.tta_shift} must be in [0, 8] pixels (airbench shifts by 1).")
     need(d.crop_padding <= MAX_CROP_PADDING, f"data.crop_padding={d.crop_padding} must be at most {MAX_CROP_PADDING} pixels.")
     g = cfg.gan
     need(1 <= g.latent <= 4096, f"gan.latent={g.latent} must be in [1, 4096].")

@@ -98,8 +98,9 @@ def _finished(run: RunDir, cfg: Config, state: RunState, changed: dict) -> bool:
 def _check_streaming(cfg: Config, prep: Prepared, cls, replicas: int) -> None:
     if not isinstance(prep.train.x, Files):  # streamed from disk (clsf.data.stream): what that path does not do
         return
-    if cfg.tta_flip:
-        raise UserError("tta_flip is not available for streamed images (data.stream); leave it out, or load them in memory.")
+    if cfg.tta_flip or cfg.tta_shift:
+        raise UserError("tta_flip and tta_shift are not available for streamed images (data.stream); leave them out, "
+                        "or load the images in memory.")
     if replicas > 1 and not cls.streams_across_replicas:
         raise UserError(f"streamed images (data.stream) train on one replica with the {cfg.engine} engine; use an "
                         "engine that streams to several (torch), or load the images in memory.")
