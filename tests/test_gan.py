@@ -115,3 +115,15 @@ def test_the_frechet_distance_falls_on_real_mnist(tmp_path, engine):
     final = json.loads((tmp_path / "gan" / "final.json").read_text())
     assert final["frechet"] < 0.5 * final["initial"]["frechet"], (final["initial"]["frechet"], final["frechet"])
     assert final["class_entropy"] > 1.0  # several digits drawn, not one mode
+
+
+@pytest.mark.torch
+def test_a_gan_says_what_it_trains_and_shows_a_bar_on_a_terminal(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert main(["gan", "--engine", "torch", "--data", DATA, "--batch-size", "32", "--runs-dir", str(tmp_path),
+                 "--run-name", "g", "--epochs", "1", "gan.latent=16"]) == 0
+    out = capsys.readouterr().out
+    assert "GAN on 96 images (3 steps an epoch), engine torch on cpu, 1 epoch" in out.splitlines()[0]
+    assert "3/3 d_loss" in out and "ETA 0:00" in out and "epoch 1/1" in out

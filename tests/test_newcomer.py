@@ -60,3 +60,48 @@ def test_run_folders_are_named_after_the_data_without_an_archive_suffix(tmp_path
     assert data_slug(data) == expected
     run = RunDir.create(str(tmp_path), "seed-cnn", "torch", data)
     assert run.name.endswith(f"-seed-cnn-torch-{expected}")
+
+
+class _Terminal:
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_the_epoch_bar_shows_rate_and_time_left_on_a_terminal_only(monkeypatch):
+    import io
+
+    from clsf.run import progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    term = _Terminal()
+    bar = progress.Bar(True, 0, 3, out=term)
+    now[0] += 10.0  # 50 of 200 steps in 10 s: 5 it/s, 150 left -> 30 s
+    bar(49, 200, loss=1.5, acc=0.25)
+    assert "epoch 1/3" in term.text and "50/200 loss 1.5000 acc 0.2500 5.0 it/s ETA 0:30" in term.text
+    pipe = io.StringIO()  # a log or a pipe: nothing
+    progress.Bar(True, 0, 3, out=pipe)(49, 200, loss=1.0)
+    assert pipe.getvalue() == ""
+    assert [progress.clock(s) for s in (5, 65, 3725)] == ["0:05", "1:05", "1:02:05"]
+
+
+def test_a_compare_or_sweep_says_time_left_from_the_runs_it_trained(monkeypatch):
+    from clsf.run import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    clock = progress.RunsClock(4)
+    assert clock.line(4) == "elapsed 0:00"  # nothing trained yet: no guess
+    clock.done(1.0, trained=False)  # a run finished earlier, skipped: costs nothing, says nothing
+    now[0] = 60.0
+    clock.done(59.0, trained=True)
+    assert clock.line(2) == "elapsed 1:00, about 1:58 left"

@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -178,11 +179,18 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
 
 def train_all(folder: Path, jobs: list[tuple[str, Config]], kind: str) -> list[str]:
     """Train every job in order; return the names of runs that failed (others go on)."""
-    failed = []
+    from clsf.run.progress import RunsClock
+
+    failed, clock = [], RunsClock(len(jobs))
     try:
         for i, (name, cfg) in enumerate(jobs):
-            if train_run(folder, name, cfg, f"[{i + 1}/{len(jobs)}]") == "failed":
+            before, t0 = state(folder / "runs" / name), time.perf_counter()
+            outcome = train_run(folder, name, cfg, f"[{i + 1}/{len(jobs)}]")
+            if outcome == "failed":
                 failed.append(name)
+            clock.done(time.perf_counter() - t0, trained=before != "finished")
+            if i + 1 < len(jobs) and before != "finished":
+                print(f"[{i + 1}/{len(jobs)}] {name}: {outcome}; {clock.line(len(jobs) - i - 1)}", flush=True)
     except KeyboardInterrupt:
         done = sum(state(folder / "runs" / n) == "finished" for n, _ in jobs)
         print(f"\nclsf: {kind} stopped with {done} of {len(jobs)} runs finished; run the same command again "

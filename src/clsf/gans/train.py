@@ -29,6 +29,7 @@ from clsf.data.split import subset
 from clsf.data.transforms import Preprocess
 from clsf.errors import NonFiniteLoss, UserError
 from clsf.run import callbacks as cb
+from clsf.run.progress import Bar
 from clsf.run.rundir import RunDir, environment, write_text
 from clsf.run.state import RunState
 from clsf.words import count
@@ -124,11 +125,18 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
     callbacks = cb.Callbacks([cb.Interrupt(), _EpochLine(cfg.epochs, quiet), cb.Checkpoints(run, model, None, None),
                               cb.Logs(run, COLUMNS), _QualityLog(run)])
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    if not quiet:
+        print(f"{run}: GAN on {len(x)} images ({steps_per_epoch} steps an epoch), engine {cfg.engine} on {model.device}, "
+              f"{count(cfg.epochs, 'epoch')}" + (f", from epoch {state.epoch + 1}" if state.epoch else ""), flush=True)
     with run.lock(), run.disk_space():  # one process trains a run
         try:
             callbacks.on_train_start(state)
             while not state.done:
-                row = _epoch(model, x, state, cfg, steps_per_epoch, judge, fixed, probe, run)
+                bar = Bar(not quiet, state.epoch, cfg.epochs)
+                try:
+                    row = _epoch(model, x, state, cfg, steps_per_epoch, judge, fixed, probe, run, bar)
+                finally:
+                    bar.close()
                 if state.stop == "interrupt":
                     raise KeyboardInterrupt
                 callbacks.on_epoch_end(state, row, state.end_epoch(row))
@@ -163,7 +171,7 @@ def _data(cfg: Config) -> tuple[np.ndarray, np.ndarray, tuple]:
 
 
 def _epoch(model, x: np.ndarray, state: RunState, cfg: Config, steps_per_epoch: int, judge, fixed, probe,
-           run: RunDir) -> dict:
+           run: RunDir, bar=None) -> dict:
     """One epoch of (discriminator, generator) steps; sample grids every gan.sample_every steps."""
     epoch = state.epoch
     rng = np.random.default_rng([cfg.seed, epoch, 7])  # latents and label noise: a function of (seed, epoch)
@@ -180,6 +188,8 @@ def _epoch(model, x: np.ndarray, state: RunState, cfg: Config, steps_per_epoch: 
                                 fix="gan.d_lr and gan.g_lr")
         sums += np.array(out) * b
         state.global_step = epoch * steps_per_epoch + s + 1
+        if bar is not None:
+            bar(s, steps_per_epoch, d_loss=out[0], g_loss=out[1])
         if state.global_step % cfg.gan.sample_every == 0:
             _save_png(_grid(model.generate(fixed)), run.sample_grid(state.global_step))
             if judge:  # the quality curve between epochs, at every sample grid

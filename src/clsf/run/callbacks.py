@@ -222,7 +222,7 @@ class Progress(Callback):
         self.bar = Bar(True, state.epoch, self.epochs)
 
     def on_step(self, state, meter, step):
-        self.bar(step, meter.n_steps, meter.loss, meter.acc)
+        self.bar(step, meter.n_steps, loss=meter.loss, acc=meter.acc)
 
     def on_epoch_end(self, state, row, improved):
         self.bar.close()

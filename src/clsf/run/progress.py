@@ -1,4 +1,6 @@
-"""A one-line progress bar for every engine (on a terminal only)."""
+"""One-line progress for long work, on a terminal only: a bar with rate and time left for an epoch
+(training, the GAN), and elapsed / left for a compare or sweep. Off a terminal (a log, a pipe, CI)
+nothing here prints: the callers' one line per epoch or per run is the record."""
 
 from __future__ import annotations
 
@@ -6,14 +8,23 @@ import sys
 import time
 
 
+def clock(seconds: float) -> str:
+    """1:05 (m:ss), 1:02:05 (h:mm:ss)."""
+    s = int(round(seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
 class Bar:
-    def __init__(self, enabled: bool, epoch: int, epochs: int):
-        self.enabled = enabled and sys.stdout.isatty()
+    def __init__(self, enabled: bool, epoch: int, epochs: int, out=None):
+        self.out = out or sys.stdout
+        self.enabled = enabled and self.out.isatty()
         self.prefix = f"epoch {epoch + 1}/{epochs}"
         self.start = time.perf_counter()
         self.last = 0.0
 
-    def __call__(self, step: int, n_steps: int, loss: float, acc: float) -> None:
+    def __call__(self, step: int, n_steps: int, **values: float) -> None:
+        """Step `step` (0-based) of `n_steps` done; `values` (loss=..., acc=...) shown as they are."""
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -23,11 +34,31 @@ class Bar:
         width = 24
         done = int(width * (step + 1) / n_steps)
         bar = "=" * done + (">" if done < width else "") + " " * (width - done - 1)
-        rate = (step + 1) / max(now - self.start, 1e-9)
-        sys.stdout.write(f"\r{self.prefix} [{bar}] {step + 1}/{n_steps} loss {loss:.4f} acc {acc:.4f} {rate:.1f} it/s ")
-        sys.stdout.flush()
+        rate = (step + 1) / max(now - self.start, 1e-9)  # steps per second, this epoch so far
+        shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+        self.out.write(f"\r{self.prefix} [{bar}] {step + 1}/{n_steps} {shown} {rate:.1f} it/s "
+                       f"ETA {clock((n_steps - step - 1) / rate)} ")
+        self.out.flush()
 
     def close(self) -> None:
         if self.enabled:
-            sys.stdout.write("\r\033[K")
-            sys.stdout.flush()
+            self.out.write("\r\033[K")
+            self.out.flush()
+
+
+class RunsClock:
+    """Elapsed and time left of a compare or sweep: left = the mean time of the runs trained so far
+    in this command (skipped ones cost nothing) times the runs still to train."""
+
+    def __init__(self, total: int):
+        self.total, self.start, self.trained = total, time.perf_counter(), []
+
+    def done(self, seconds: float, trained: bool) -> None:
+        if trained:
+            self.trained.append(seconds)
+
+    def line(self, left: int) -> str:
+        elapsed = time.perf_counter() - self.start
+        if not self.trained or not left:
+            return f"elapsed {clock(elapsed)}"
+        return f"elapsed {clock(elapsed)}, about {clock(left * sum(self.trained) / len(self.trained))} left"
