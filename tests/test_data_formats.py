@@ -242,3 +242,19 @@ def test_fashion_mnist_by_name_has_its_class_names(tmp_path):
     assert ds.class_names[9] == "ankle boot" and len(ds["train"]) == 10
     with pytest.raises(UserError, match="mnist not found"):
         load_dataset("mnist", data_dir=tmp_path / "empty")
+
+
+def test_a_relative_data_path_is_found_under_clsf_data_and_data_dir_from_any_folder(tmp_path, monkeypatch):
+    store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    make_image_tree(store / "pets", classes=("cat", "dog"))
+    tar_dir(store / "pets", store / "pets.tar.gz")
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("CLSF_DATA", raising=False)
+    with pytest.raises(UserError, match="does not exist.*--data-dir and \\$CLSF_DATA"):
+        load_dataset("pets.tar.gz")
+    assert load_dataset("pets.tar.gz", data_dir=store).class_names == ["cat", "dog"]
+    monkeypatch.setenv("CLSF_DATA", str(store))
+    ds = load_dataset("pets.tar.gz")
+    assert ds.class_names == ["cat", "dog"] and ds.source == str(store / "pets.tar.gz")
+    assert load_dataset("pets").num_classes == 2  # a folder too

@@ -45,10 +45,15 @@ def load_dataset(data: str, data_dir=None, channels: int | None = None, image_si
         return synthetic.make_synthetic(data)
 
     path = Path(data).expanduser()
+    if not path.exists() and not path.is_absolute():  # a relative path: also under --data-dir and $CLSF_DATA
+        from clsf.data.paths import data_dirs
+
+        path = next((d / path for d in data_dirs(data_dir) if (d / path).exists()), path)
     if not path.exists():
         if "/" not in data and "\\" not in data and "." not in data:
             raise UserError(f"unknown dataset '{data}'; use one of {', '.join(NAMES)} or a path to your data.")
-        raise UserError(f"data path '{data}' does not exist; check the path (or use one of {', '.join(NAMES)}).")
+        raise UserError(f"data path '{data}' does not exist; check the path (or use one of {', '.join(NAMES)}; a "
+                        "relative path is also looked for under --data-dir and $CLSF_DATA).")
     if path.is_dir() or path.name.endswith((".zip", ".tar", ".tar.gz", ".tgz")):
         if cifar.looks_like_cifar(path):
             return cifar.load_cifar10_path(path)

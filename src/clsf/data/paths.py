@@ -2,7 +2,9 @@
 
 Search order for named datasets: `--data-dir`, then `$CLSF_DATA`, then the user cache
 (`$CLSF_CACHE`, else `$XDG_CACHE_HOME/clsf`, else `~/.cache/clsf`) under `data/`. Downloads go to the
-first of these that was given (the cache when none was).
+first of these that was given (the cache when none was). A relative path given to --data that does
+not exist in the current folder is looked for in the same places, so `--data cifar10-jpeg.tar.gz`
+with `CLSF_DATA=/data` works from any folder.
 """
 
 from __future__ import annotations
