@@ -215,6 +215,11 @@ def test_split_is_stratified_seeded_and_disjoint():
     assert not any(r.tobytes() in train_rows for r in p1.val.x)
     assert not np.array_equal(prepare(ds, 0.25, seed=6).val.x, p1.val.x)
     assert len(prepare(ds, 0.2, train_subset=40, test_subset=8).train) == 40
+    small = prepare(ds, 0.25, seed=5, val_subset=20, test_subset=8)
+    assert (len(small.val), len(small.test)) == (20, 8) and sorted(np.bincount(small.val.y)) == [5, 5, 5, 5]
+    val_rows = {r.tobytes() for r in p1.val.x}
+    assert all(r.tobytes() in val_rows for r in small.val.x)  # a subset of the same validation split
+    assert len(small.train) == len(p1.train)  # shrinking validation leaves training alone
     with pytest.raises(UserError, match="val_split"):
         prepare(ds, 1.5)
 

@@ -105,3 +105,19 @@ def test_a_compare_or_sweep_says_time_left_from_the_runs_it_trained(monkeypatch)
     now[0] = 60.0
     clock.done(59.0, trained=True)
     assert clock.line(2) == "elapsed 1:00, about 1:58 left"
+
+
+@pytest.mark.torch
+def test_short_runs_validate_and_test_on_subsets_and_the_header_says_so(tmp_path, capsys):
+    from clsf.cli import main as clsf_main
+
+    assert clsf_main(["train", "--engine", "torch", "--data", "synthetic:train=200,test=60,size=8x8x3,classes=4", "--epochs", "1",
+                      "--runs-dir", str(tmp_path), "--run-name", "r", "data.val_subset=12", "data.test_subset=16",
+                      "model.args.widths=[4, 4]", "model.args.dense=8"]) == 0
+    out = capsys.readouterr().out
+    assert "(160 train / 12 val / 16 test images)" in out
+    import json
+
+    assert json.loads((tmp_path / "r" / "final.json").read_text())["test_images"] == 16
+    with pytest.raises(UserError, match="val_subset"):
+        build_config(overrides=["data.val_subset=0"])

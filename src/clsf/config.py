@@ -31,7 +31,8 @@ class DataConfig:
     data_dir: str | None = None
     val_split: float = 0.2  # fraction of the training split held out, stratified and seeded
     train_subset: int | None = None  # images; None = all
-    test_subset: int | None = None
+    val_subset: int | None = None  # images of the validation split evaluated each epoch (stratified, seeded); None = all
+    test_subset: int | None = None  # images of the test split (stratified, seeded); None = all
     channels: int | None = None
     image_size: list[int] | None = None  # [H, W] for image folders of mixed sizes
     skip_bad: bool = False
@@ -397,7 +398,8 @@ def validate(cfg: Config) -> Config:
     need(not (d.stream and d.image_size), "data.stream=true reads images at their own size; resize the folder once, "
                                           "or load it in memory to use data.image_size (data.stream=false).")
     need(0 <= d.val_split < 1, f"data.val_split={d.val_split} must be in [0, 1) (a fraction of the training split).")
-    need(all(v is None or v >= 1 for v in (d.train_subset, d.test_subset)), "data.train_subset/test_subset must be >= 1 (or null for all).")
+    need(all(v is None or v >= 1 for v in (d.train_subset, d.val_subset, d.test_subset)),
+         "data.train_subset/val_subset/test_subset must be >= 1 (or null for all).")
     need(0 <= cfg.tta_shift <= 8, f"tta_shift={cfg.tta_shift} must be in [0, 8] pixels (airbench shifts by 1).")
     need(d.crop_padding <= MAX_CROP_PADDING, f"data.crop_padding={d.crop_padding} must be at most {MAX_CROP_PADDING} pixels.")
     g = cfg.gan

@@ -81,7 +81,7 @@ class Prepared:
 
 
 def prepare(ds: Dataset, val_split: float = 0.2, seed: int = 0, train_subset: int | None = None,
-            test_subset: int | None = None) -> Prepared:
+            test_subset: int | None = None, val_subset: int | None = None) -> Prepared:
     from clsf.data.split import subset, train_val_split
 
     if "train" not in ds.splits or len(ds["train"]) == 0:
@@ -89,5 +89,6 @@ def prepare(ds: Dataset, val_split: float = 0.2, seed: int = 0, train_subset: in
                         "with at least one image per class.")
     train, val = train_val_split(ds["train"], val_split, seed)
     train = subset(train, train_subset, seed, "train")
+    val = subset(val, val_subset, seed, "val") if val is not None else None
     test = subset(ds.splits["test"], test_subset, seed, "test") if "test" in ds.splits else None
     return Prepared(train, val, test, ds)

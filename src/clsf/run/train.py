@@ -72,7 +72,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             _write_setup(run, cfg, spec, engine, prep, changed, state)
         if not quiet:
             print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({len(prep.train)} train / "
-                  f"{len(prep.val) if prep.val else 0} val images), engine {cfg.engine} on {engine.device}, {count(cfg.epochs, 'epoch')}")
+                  f"{len(prep.val) if prep.val else 0} val / {len(prep.test) if prep.test else 0} test images), engine {cfg.engine} on {engine.device}, {count(cfg.epochs, 'epoch')}")
         callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps)
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
         if state.stop not in (None, "early"):
