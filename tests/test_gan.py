@@ -87,7 +87,14 @@ def test_samples_are_scored_by_a_judge(tmp_path):
     for q in (final, final["initial"]):
         assert 0 <= q["confident"] <= 1 and 0 <= q["class_entropy"] <= np.log(4) + 1e-9 and q["frechet"] > 0
     curve = (tmp_path / "scored" / "samples" / "quality.csv").read_text().splitlines()
-    assert curve[0] == "step,confident,class_entropy,frechet" and curve[1].startswith("2,")  # scored at every grid
+    assert curve[0] == "step,confident,class_entropy,frechet" and curve[2].startswith("2,")  # scored at every grid
+    assert curve[1] == f"0,{final['initial']['confident']},{final['initial']['class_entropy']},{final['initial']['frechet']}"
+    from PIL import Image
+
+    progress = np.asarray(Image.open(tmp_path / "scored" / "samples" / "progress.png"))
+    grids = sorted((tmp_path / "scored" / "samples").glob("step-*.png"))
+    assert progress.shape[0] > 84 * len(grids) and progress.shape[1] > 8 * 84  # a row of 3x samples per grid
+    assert (progress[:, :90] < 128).any()  # the step labels in the left margin
 
 
 def test_gan_bad_input(tmp_path, capsys):

@@ -196,3 +196,58 @@ def test_markdown_keeps_names_as_text():
     page.table(["name"], [["<img src=x onerror=alert(1)>"]])
     md, _ = page.to_markdown("files")
     assert "<script>" not in md and "<img" not in md and "<b>" not in md and "&lt;script&gt;" in md
+
+
+def _figure_of(monkeypatch):
+    """Make the plot functions hand back their figure (before it is closed) instead of a PNG."""
+    from clsf import plots
+
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, dpi=100: fig)
+    return plots
+
+
+def _rows(acc0: float, epochs: int = 3) -> list[dict]:
+    return [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_acc": acc0 + 0.01 * e} for e in range(1, epochs + 1)]
+
+
+def test_many_runs_each_get_a_legend_entry_and_a_line_of_their_own(monkeypatch):
+    plots = _figure_of(monkeypatch)
+    runs = [(f"run-{i:02d}", _rows(0.3 + 0.01 * i)) for i in range(15)]  # the 15-run report that had no legend
+    fig = plots.plot_runs(runs)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1 and [t.get_text() for t in legends[0].get_texts()] == [name for name, _ in runs]
+    styles = {(line.get_color(), line.get_linestyle()) for line in fig.axes[0].get_lines()}
+    assert len(styles) == 15  # colour and style: no two runs alike
+    assert fig.axes[0].get_ylabel() == "accuracy (val; train without a val split)"
+    fig.canvas.draw()  # labels fit inside the picture: nothing clipped
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    for ax in fig.axes:
+        label = ax.yaxis.get_label().get_window_extent(renderer)
+        assert box.x0 <= label.x0 and label.x1 <= box.x1 and box.y0 <= label.y0 and label.y1 <= box.y1
+
+
+def test_a_sweep_picture_shows_each_combination_instead_of_averaging_over_it(monkeypatch):
+    plots = _figure_of(monkeypatch)
+    grid = {"batch_size": [32, 64], "epochs": [1, 2]}
+    # at epochs=2 batch 64 is better, at epochs=1 batch 32: an average over epochs would hide it
+    accs = {(32, 1): [0.60, 0.62], (64, 1): [0.55, 0.57], (32, 2): [0.64, 0.66], (64, 2): [0.70, 0.72]}
+    points = [({"batch_size": b, "epochs": e}, a) for (b, e), a in accs.items()]
+    fig = plots.plot_sweep(grid, points)
+    ax = fig.axes[0]  # test_acc against batch_size
+    lines = {t.get_text(): line for t, line in zip(ax.get_legend().get_texts(), ax.get_lines())}
+    assert set(lines) == {"epochs=1", "epochs=2"}
+    assert list(lines["epochs=1"].get_ydata()) == pytest.approx([0.61, 0.56])
+    assert list(lines["epochs=2"].get_ydata()) == pytest.approx([0.65, 0.71])
+    dots = sum(len(c.get_offsets()) for c in ax.collections)
+    assert dots == 8  # every seed of every point
+
+
+def test_a_gan_grid_is_padded_and_readable(tmp_path):
+    from clsf.gans.train import _grid
+
+    images = np.random.default_rng(0).uniform(size=(64, 28, 28, 1))
+    grid = _grid(images)
+    assert grid.shape[:2] == (8 * 84 + 7 * 4, 8 * 84 + 7 * 4)  # 8x8 samples at 3x (84 px), 4 px apart
+    assert (grid[:, 84:88] == 255).all() and (grid[84:88, :] == 255).all()  # white gaps between neighbours
+    np.testing.assert_array_equal(grid[:3, :3, 0], np.full((3, 3), np.rint(images[0, 0, 0, 0] * 255)))  # pixels stay pixels

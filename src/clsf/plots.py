@@ -114,24 +114,31 @@ def _curve(rows: list[dict], metric: str) -> tuple[list[int], list[float]]:
     return [e for e, _ in pts], [v for _, v in pts]
 
 
+STYLES = ("-", "--", ":", "-.")  # with tab10's colours: 40 runs told apart without a colour ramp
+
+
 def plot_runs(runs: list[tuple[str, list[dict]]], out: Path | None = None, title: str = ""):
-    """Overlaid curves of several runs: accuracy (val, else train) and loss (val solid, train dotted)."""
+    """Overlaid curves of several runs: accuracy (val, else train) and loss (val solid, train dotted).
+    Every run gets a colour and a line style and a legend entry, beside the plots when there are many."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = plt.get_cmap("tab10" if len(runs) <= 10 else "viridis")
+    many = len(runs) > 8
+    fig, axes = plt.subplots(1, 2, figsize=(13 if many else 11, 4 + 0.12 * max(0, len(runs) - 24)))
+    colors = plt.get_cmap("tab10")
     for i, (label, rows) in enumerate(runs):
-        c = colors(i % 10) if len(runs) <= 10 else colors(i / max(len(runs) - 1, 1))
+        c, style = colors(i % 10), STYLES[(i // 10) % len(STYLES)]
         acc = "val_acc" if any(r.get("val_acc") is not None for r in rows) else "train_acc"
-        axes[0].plot(*_curve(rows, acc), "o-", color=c, ms=3, label=label)
-        axes[1].plot(*_curve(rows, "val_loss"), "o-", color=c, ms=3, label=label)
-        axes[1].plot(*_curve(rows, "train_loss"), ":", color=c)
-    axes[0].set_ylabel("val_acc (train_acc where there is no validation split)")
-    axes[1].set_ylabel("loss (val solid, train dotted)")
+        axes[0].plot(*_curve(rows, acc), style, marker="o", color=c, ms=3, label=label)
+        axes[1].plot(*_curve(rows, "val_loss"), style, marker="o", color=c, ms=3, label=label)
+        axes[1].plot(*_curve(rows, "train_loss"), ":", color=c, alpha=0.6)
+    axes[0].set_ylabel("accuracy (val; train without a val split)")
+    axes[1].set_ylabel("loss (val markers, train dotted)")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    if len(runs) <= 12:
+    if many:  # beside the plots, in columns, rather than over the curves
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 + len(runs) // 25, frameon=False)
+    else:
         axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -168,25 +175,34 @@ def plot_bands(groups: dict[str, list[list[dict]]], out: Path | None = None, tit
 
 
 def plot_sweep(grid: dict[str, list], points: list[tuple[dict, list[float]]], out: Path | None = None, title: str = ""):
-    """Test accuracy against each swept key (values in grid order): every run a dot, the mean over
-    the other keys a line. `points` holds (grid point {key: value}, [test_acc of each seed])."""
+    """Test accuracy against each swept key (values in grid order), one panel per key. Nothing is
+    averaged over the other keys: each combination of their values is its own line (its seeds'
+    mean) and colour, with every seed's dot in that colour, and the legend names it. `points` holds
+    (grid point {key: value}, [test_acc of each seed])."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(grid), figsize=(4.2 * len(grid), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(grid), figsize=(4.6 * len(grid) + 1.6, 3.8), squeeze=False)
     rng = np.random.default_rng(0)
+    colors = plt.get_cmap("tab10")
     for ax, key in zip(axes[0], grid):
         values = [repr(v) for v in grid[key]]
-        means = []
-        for x, value in enumerate(values):
-            accs = [a for p, seeds in points if repr(p[key]) == value for a in seeds]
-            ax.scatter(x + rng.uniform(-0.08, 0.08, len(accs)), accs, s=14, alpha=0.6, color="tab:blue")
-            means.append(np.mean(accs) if accs else np.nan)
-        ax.plot(range(len(values)), means, "s-", color="tab:orange", label="mean")
+        others = [k for k in grid if k != key]
+        groups = list(dict.fromkeys(tuple(repr(p[k]) for k in others) for p, _ in points))  # in grid order
+        for g, group in enumerate(groups):
+            c = colors(g % 10)
+            means = []
+            for x, value in enumerate(values):
+                accs = [a for p, seeds in points if repr(p[key]) == value and tuple(repr(p[k]) for k in others) == group
+                        for a in seeds]
+                ax.scatter(x + rng.uniform(-0.08, 0.08, len(accs)), accs, s=14, alpha=0.7, color=c)
+                means.append(np.mean(accs) if accs else np.nan)
+            label = ", ".join(f"{k}={v.strip(chr(39))}" for k, v in zip(others, group)) or "mean over seeds"
+            ax.plot(range(len(values)), means, STYLES[(g // 10) % len(STYLES)], marker="s", color=c, label=label)
         ax.set_xticks(range(len(values)), [v.strip("'") for v in values], rotation=20)
         ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set_xlabel(key)
-        ax.set_ylabel("test_acc")
+        ax.set_ylabel("test_acc (dots: seeds; lines: their mean)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        ax.legend(fontsize=7, title="the other keys" if others else None, title_fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, out)

@@ -78,12 +78,20 @@ class Judge:
                 "frechet": frechet(self.features(u8), self.real)}
 
 
+GRID_SCALE, GRID_GAP = 3, 4  # each 28x28 sample drawn 3x (84 px), 4 white pixels between samples
+
+
 def _grid(images01: np.ndarray, cols: int = 8) -> np.ndarray:
+    """(N, H, W, C) in 0..1 -> one uint8 picture: rows of `cols` samples, each enlarged GRID_SCALE
+    times (nearest neighbour, so pixels stay pixels) with GRID_GAP white pixels between them."""
     n, h, w, c = images01.shape
     rows = math.ceil(n / cols)
-    tiles = np.ones((rows * cols, h, w, c))
-    tiles[:n] = images01
-    grid = tiles.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+    big = np.repeat(np.repeat(images01, GRID_SCALE, 1), GRID_SCALE, 2)  # (N, 3H, 3W, C)
+    th, tw = h * GRID_SCALE, w * GRID_SCALE
+    grid = np.ones((rows * th + (rows - 1) * GRID_GAP, cols * tw + (cols - 1) * GRID_GAP, c))
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[r * (th + GRID_GAP): r * (th + GRID_GAP) + th, k * (tw + GRID_GAP): k * (tw + GRID_GAP) + tw] = big[i]
     return np.clip(np.rint(grid * 255), 0, 255).astype(np.uint8)
 
 
@@ -219,15 +227,17 @@ class _QualityLog(cb.Callback):
 
     def on_epoch_end(self, state, row, improved):
         quality = state.extra.get("quality")
-        if quality:
+        if quality:  # step 0: the untrained generator, the baseline every later row improves on
+            initial = [{"step": 0, **state.extra["initial"]}] if state.extra.get("initial") else []
             write_text(self.run.quality_csv, "step,confident,class_entropy,frechet\n" + "".join(
-                f"{q['step']},{q['confident']},{q['class_entropy']},{q['frechet']}\n" for q in quality))
+                f"{q['step']},{q['confident']},{q['class_entropy']},{q['frechet']}\n" for q in initial + quality))
 
 
 def _finish(run: RunDir, model, state: RunState, last_step: int, fixed: np.ndarray) -> None:
-    """The final grid, samples/progress.png (a row of every grid), and final.json last."""
+    """The final grid, samples/progress.png (the first row of every grid, labelled with its step),
+    and final.json last."""
     _save_png(_grid(model.generate(fixed)), run.sample_grid(last_step))
-    _save_png(np.concatenate([_first_row(p) for p in run.sample_grids()]), run.progress_png)
+    _save_png(_labelled_rows([(int(p.stem.split("-")[1]), _first_row(p)) for p in run.sample_grids()]), run.progress_png)
     run.write_final({"kind": "gan", "epochs": len(state.rows), "initial": state.extra.get("initial"), **state.rows[-1]})
 
 
@@ -236,4 +246,20 @@ def _first_row(path: Path) -> np.ndarray:
 
     a = np.asarray(Image.open(path))
     a = a[..., None] if a.ndim == 2 else a
-    return a[: a.shape[0] // 8]  # the first row of 8 samples
+    rows = 8  # a grid of 64 samples
+    return a[: (a.shape[0] + GRID_GAP) // rows - GRID_GAP]  # the first row
+
+
+def _labelled_rows(rows: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Rows of samples stacked with a white gap, each with "step N" written in a margin on its left."""
+    from PIL import Image, ImageDraw
+
+    margin, (h, w, c) = 90, rows[0][1].shape
+    out = Image.new("L" if c == 1 else "RGB", (margin + w, len(rows) * (h + GRID_GAP) - GRID_GAP), "white")
+    draw = ImageDraw.Draw(out)
+    for i, (step, row) in enumerate(rows):
+        y = i * (h + GRID_GAP)
+        out.paste(Image.fromarray(row[..., 0] if c == 1 else row), (margin, y))
+        draw.text((6, y + h // 2 - 6), f"step {step}", fill="black")
+    a = np.asarray(out)
+    return a[..., None] if a.ndim == 2 else a
