@@ -178,3 +178,26 @@ def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path, monkeypatc
     assert rows[1]["val_loss"] == rows[0]["val_loss"] == rows[2]["val_loss"]
     assert json.loads((run / "final.json").read_text())["epochs"] == 3
     assert rundir.checkpoint_meta(run, "best")["epoch"] == 1
+
+
+@pytest.mark.torch
+def test_tensorboard_reads_a_runs_scalars_pictures_and_settings(tmp_path):
+    """Read back by TensorBoard's own reader: per-epoch scalars, the confusion matrix and history
+    pictures, and the resolved config on the HParams dashboard (the tensorboard extra)."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    run = train(_cfg("torch", tmp_path, "optim.lr=0.002", epochs=2), quiet=True)
+    mux = EventMultiplexer({"run": str(run / "tb")}, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    mux.Reload()
+    tags = mux.Runs()["run"]
+    assert {"val_acc", "train_loss", "lr"} <= set(tags["scalars"])
+    assert [e.step for e in mux.Scalars("run", "val_acc")] == [1, 2]
+    assert {"confusion_matrix", "history"} <= set(tags["images"])
+    image = mux.Images("run", "confusion_matrix")[-1]
+    assert image.step == 2 and image.width > 100 and image.encoded_image_string[:4] == b"\x89PNG"
+    content = mux.PluginRunToTagToContent(hp_metadata.PLUGIN_NAME)["run"]
+    start = hp_metadata.parse_session_start_info_plugin_data(content[hp_metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["optim.lr"].number_value == pytest.approx(0.002)
+    assert start.hparams["engine"].string_value == "torch" and start.hparams["model.name"].string_value == "seed-cnn"

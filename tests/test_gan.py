@@ -134,3 +134,15 @@ def test_a_gan_says_what_it_trains_and_shows_a_bar_on_a_terminal(tmp_path, capsy
     out = capsys.readouterr().out
     assert "GAN on 96 images (3 steps an epoch), engine torch on cpu, 1 epoch" in out.splitlines()[0]
     assert "3/3 d_loss" in out and "ETA 0:00" in out and "epoch 1/1" in out
+
+
+@pytest.mark.torch
+def test_the_gan_sample_grids_are_in_tensorboard_at_their_steps(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    assert _gan(tmp_path, "g", "torch", "--epochs", "1") == 0  # 3 steps, a grid every 2 and at the end
+    mux = EventMultiplexer({"g": str(tmp_path / "g" / "tb")}, size_guidance={"images": 0})
+    mux.Reload()
+    assert [e.step for e in mux.Images("g", "samples")] == [2]
+    assert "d_loss" in mux.Runs()["g"]["scalars"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsf.config import Config
+from clsf.config import Config, flatten
 from clsf.data import load_dataset
 from clsf.data.order import epoch_plan
 from clsf.data.split import subset
@@ -31,6 +31,7 @@ from clsf.errors import NonFiniteLoss, UserError
 from clsf.run import callbacks as cb
 from clsf.run.progress import Bar
 from clsf.run.rundir import RunDir, environment, write_text
+from clsf.run.tensorboard import ScalarWriter
 from clsf.run.state import RunState
 from clsf.words import count
 
@@ -131,18 +132,19 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
     run.write_config(cfg)
     run.samples_dir.mkdir(exist_ok=True)
     callbacks = cb.Callbacks([cb.Interrupt(), _EpochLine(cfg.epochs, quiet), cb.Checkpoints(run, model, None, None),
-                              cb.Logs(run, COLUMNS), _QualityLog(run)])
+                              cb.Logs(run, COLUMNS, hparams=flatten(cfg.to_dict())), _QualityLog(run)])
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     if not quiet:
         print(f"{run}: GAN on {len(x)} images ({steps_per_epoch} steps an epoch), engine {cfg.engine} on {model.device}, "
               f"{count(cfg.epochs, 'epoch')}" + (f", from epoch {state.epoch + 1}" if state.epoch else ""), flush=True)
     with run.lock(), run.disk_space():  # one process trains a run
+        tb = ScalarWriter(run.tb_dir)  # the sample grids, beside the Logs callback's scalars
         try:
             callbacks.on_train_start(state)
             while not state.done:
                 bar = Bar(not quiet, state.epoch, cfg.epochs)
                 try:
-                    row = _epoch(model, x, state, cfg, steps_per_epoch, judge, fixed, probe, run, bar)
+                    row = _epoch(model, x, state, cfg, steps_per_epoch, judge, fixed, probe, run, bar, tb)
                 finally:
                     bar.close()
                 if state.stop == "interrupt":
@@ -153,6 +155,7 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
             raise
         finally:
             callbacks.on_train_end(state)
+            tb.close()
         _finish(run, model, state, cfg.epochs * steps_per_epoch, fixed)
     if not quiet:
         print(f"-> {run}")
@@ -179,7 +182,7 @@ def _data(cfg: Config) -> tuple[np.ndarray, np.ndarray, tuple]:
 
 
 def _epoch(model, x: np.ndarray, state: RunState, cfg: Config, steps_per_epoch: int, judge, fixed, probe,
-           run: RunDir, bar=None) -> dict:
+           run: RunDir, bar=None, tb=None) -> dict:
     """One epoch of (discriminator, generator) steps; sample grids every gan.sample_every steps."""
     epoch = state.epoch
     rng = np.random.default_rng([cfg.seed, epoch, 7])  # latents and label noise: a function of (seed, epoch)
@@ -200,6 +203,8 @@ def _epoch(model, x: np.ndarray, state: RunState, cfg: Config, steps_per_epoch: 
             bar(s, steps_per_epoch, d_loss=out[0], g_loss=out[1])
         if state.global_step % cfg.gan.sample_every == 0:
             _save_png(_grid(model.generate(fixed)), run.sample_grid(state.global_step))
+            if tb is not None:  # the same grid in TensorBoard, at its step
+                tb.images(state.global_step, {"samples": run.sample_grid(state.global_step).read_bytes()})
             if judge:  # the quality curve between epochs, at every sample grid
                 state.extra["quality"].append({"step": state.global_step, **judge.score(model.generate(probe))})
         if state.stop:  # Ctrl-C: the last epoch's checkpoint stands

@@ -166,13 +166,16 @@ class Logs(Callback):
     every epoch the checkpoint holds, so log lines a kill cut off come back and each epoch shows
     exactly once (TensorBoard purges what came after step 1)."""
 
-    def __init__(self, run: RunDir, columns: list[str] | None = None):
+    def __init__(self, run: RunDir, columns: list[str] | None = None, hparams: dict | None = None):
         self.run, self.tb, self.columns = run, None, columns  # columns: metrics.csv's, if not a classifier's
+        self.hparams = hparams  # the resolved config, flat: TensorBoard's HParams dashboard, once per run
 
     def on_train_start(self, state):
         from clsf.run.tensorboard import ScalarWriter
 
         self.tb = ScalarWriter(self.run.tb_dir, purge_step=1 if state.rows else None)
+        if self.hparams and not state.rows:
+            self.tb.hparams(self.hparams)
         if state.rows:
             self._write(state.rows)
             for row in state.rows:

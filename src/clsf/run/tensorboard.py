@@ -1,10 +1,13 @@
-"""A minimal TensorBoard event-file writer for scalars, with no framework import, so the torch
-engine writes the same files as the TF ones (and tensorboard itself need not be installed).
+"""A minimal TensorBoard event-file writer for scalars and images, with no framework import, so
+the torch engine writes the same files as the TF ones (and tensorboard itself need not be
+installed). Hyperparameters (TensorBoard's HParams dashboard) are written through tensorboard's
+own protos when the `tensorboard` extra is installed, and left out otherwise.
 
 Format: a sequence of records `uint64 length | uint32 masked_crc32c(length) | data |
 uint32 masked_crc32c(data)`, each data an `Event` protobuf, hand-encoded here:
 Event{1: wall_time double, 2: step int64, 3: file_version string, 5: summary}
-Summary{1: repeated Value}; Value{1: tag string, 2: simple_value float}.
+Summary{1: repeated Value}; Value{1: tag string, 2: simple_value float, 4: image};
+Image{1: height, 2: width, 3: colorspace (1 gray, 3 RGB, 4 RGBA), 4: encoded PNG bytes}.
 """
 
 from __future__ import annotations
@@ -55,8 +58,21 @@ def _field_bytes(num: int, payload: bytes) -> bytes:
     return _varint(num << 3 | 2) + _varint(len(payload)) + payload
 
 
+PNG_COLORSPACE = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> TensorBoard's colorspace (gray, RGB, gray+alpha, RGBA)
+
+
+def _image_value(tag: str, png: bytes) -> bytes:
+    """Value{tag, image} for a PNG, its size and colour type read from its IHDR chunk."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{tag}: not a PNG")
+    width, height = struct.unpack(">II", png[16:24])
+    image = (_varint(1 << 3) + _varint(height) + _varint(2 << 3) + _varint(width)
+             + _varint(3 << 3) + _varint(PNG_COLORSPACE.get(png[25], 3)) + _field_bytes(4, png))
+    return _field_bytes(1, _field_bytes(1, tag.encode()) + _field_bytes(4, image))
+
+
 def _event(step: int, *, version: str | None = None, scalars: dict[str, float] | None = None,
-           start: bool = False) -> bytes:
+           start: bool = False, images: dict[str, bytes] | None = None, summary: bytes | None = None) -> bytes:
     msg = _varint(1 << 3 | 1) + struct.pack("<d", time.time()) + _varint(2 << 3 | 0) + _varint(step)
     if version is not None:
         msg += _field_bytes(3, version.encode())
@@ -68,6 +84,10 @@ def _event(step: int, *, version: str | None = None, scalars: dict[str, float] |
             for tag, v in scalars.items()
         )
         msg += _field_bytes(5, values)
+    if images:
+        msg += _field_bytes(5, b"".join(_image_value(tag, png) for tag, png in images.items()))
+    if summary is not None:  # a Summary serialised elsewhere (tensorboard's hparams protos)
+        msg += _field_bytes(5, summary)
     return msg
 
 
@@ -94,6 +114,21 @@ class ScalarWriter:
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self._write(_event(step, scalars=values))
+
+    def images(self, step: int, pngs: dict[str, bytes]) -> None:
+        """PNG pictures (a confusion matrix, a GAN's samples) under their tags, at `step`."""
+        self._write(_event(step, images=pngs))
+
+    def hparams(self, values: dict) -> bool:
+        """The run's settings for TensorBoard's HParams dashboard, through tensorboard's own protos;
+        False (nothing written) where the tensorboard extra is not installed."""
+        try:
+            from tensorboard.plugins.hparams import summary_v2
+        except ImportError:
+            return False
+        kept = {k: v for k, v in values.items() if isinstance(v, (bool, int, float, str))}  # what the plugin takes
+        self._write(_event(0, summary=summary_v2.hparams_pb(kept).SerializeToString()))
+        return True
 
     def close(self) -> None:
         self._f.close()

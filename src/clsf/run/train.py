@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsf.config import Config
+from clsf.config import Config, flatten
 from clsf.data import Prepared
 from clsf.data.stream import Files, as_array
 from clsf.engines import engine_class
@@ -161,7 +161,8 @@ def _callbacks(cfg: Config, run: RunDir | None, engine, checks: Checks, quiet: b
     decide = [cb.Interrupt(), cb.PauseAfter(engine, stop_after, stop_after_steps),
               cb.EarlyStop(cfg.early_stop_patience, quiet), cb.Unfreeze(engine, cfg.unfreeze_after, checks, quiet)]
     show = [] if quiet else [cb.Progress(cfg.epochs)]
-    write = [] if run is None else [cb.Checkpoints(run, engine, cfg.save_every_steps, cfg.save_every_minutes), cb.Logs(run)]
+    write = [] if run is None else [cb.Checkpoints(run, engine, cfg.save_every_steps, cfg.save_every_minutes),
+                                    cb.Logs(run, hparams=flatten(cfg.to_dict()))]
     return cb.Callbacks(show + decide + write + [cb.MistakeChecks(checks, engine)])
 
 
@@ -220,6 +221,7 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     logits and the most confident mistakes in predictions.npz, pictures, summary.txt, and final.json
     written last."""
     from clsf.plots import plot_confusion, plot_history
+    from clsf.run.tensorboard import ScalarWriter
 
     logits = logits_of(engine, prep.test.x, cfg)  # (N, K) float32; every process takes part
     report = test_report(logits, prep.test.y, prep.dataset.class_names)
@@ -235,6 +237,11 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     title = f"{cfg.model.name} / {cfg.engine} / {prep.dataset.name}"
     plot_history(rows, run.history_png, title)
     plot_confusion(np.array(final["confusion"]), final["class_names"], run.confusion_png, title)
+    tb = ScalarWriter(run.tb_dir)  # the pictures in TensorBoard too, at the last epoch
+    try:
+        tb.images(len(rows), {"confusion_matrix": run.confusion_png.read_bytes(), "history": run.history_png.read_bytes()})
+    finally:
+        tb.close()
     tracing = engine.diagnostics(detail=True)  # the tf.function lesson, measured: traces and graph size per function
     if tracing:
         run.update_env(tracing=tracing)
