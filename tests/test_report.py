@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,12 @@ def test_a_gan_grid_is_padded_and_readable(tmp_path):
     assert grid.shape[:2] == (8 * 84 + 7 * 4, 8 * 84 + 7 * 4)  # 8x8 samples at 3x (84 px), 4 px apart
     assert (grid[:, 84:88] == 255).all() and (grid[84:88, :] == 255).all()  # white gaps between neighbours
     np.testing.assert_array_equal(grid[:3, :3, 0], np.full((3, 3), np.rint(images[0, 0, 0, 0] * 255)))  # pixels stay pixels
+
+
+def test_a_second_report_of_several_runs_does_not_replace_the_first(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(runs / "plain"), str(runs / "wide")]) == 0
+    assert main(["report", str(runs)]) == 0
+    said = capsys.readouterr().out
+    assert f"wrote {Path('clsf-report') / 'report.html'}" in said and f"wrote {Path('clsf-report-2') / 'report.html'}" in said
+    assert (tmp_path / "clsf-report" / "report.html").is_file() and (tmp_path / "clsf-report-2" / "report.html").is_file()

@@ -395,7 +395,7 @@ def _report_parser(sub) -> None:
                    help="one run (config, curves, confusion, mistakes), several runs or folders of runs (table, "
                         "differing config keys, overlaid curves), or a compare/sweep folder")
     p.add_argument("--out", metavar="FOLDER", help="where to write (default: into the run or compare/sweep folder; "
-                   "./clsf-report for several runs)")
+                   "./clsf-report, or the next free clsf-report-N, for several runs)")
     p.set_defaults(func=cmd_report)
 
 

@@ -198,7 +198,8 @@ def _labels(records: list[RunRecord]) -> None:
 
 def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path:
     """Write report.html and report.md; return the HTML path. One run or one compare/sweep folder
-    reports into itself unless `out` says otherwise; several runs go to `out` (default ./clsf-report)."""
+    reports into itself unless `out` says otherwise; several runs go to `out` (default ./clsf-report,
+    or the next free clsf-report-N: an earlier report is never replaced unasked)."""
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.exists():
@@ -218,4 +219,14 @@ def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path
     _labels(records)
     page = Page(f"{len(records)} runs")
     runs_section(page, records)
-    return page.write(out or "clsf-report")
+    return page.write(out or _fresh("clsf-report"))
+
+
+def _fresh(name: str) -> Path:
+    """./clsf-report, or clsf-report-2, -3, ... when it is taken: the default never replaces an earlier
+    report (an --out given on purpose does)."""
+    path, i = Path(name), 1
+    while path.exists():
+        i += 1
+        path = Path(f"{name}-{i}")
+    return path
