@@ -164,8 +164,6 @@ def profile_keras_backend(name: str, x, y, batch: int, steps: int) -> dict:
     """keras-jax / keras-torch: the same parts, through the backend's own machinery. The step is
     Keras' train_step as fit runs it: on JAX jitted over the (trainable, non-trainable, optimizer,
     metrics) state arrays, on torch called eagerly (zero_grad, forward, loss, backward, update)."""
-    import numpy as np
-
     from clsf.data.numpy_pipeline import NumpyBatches
     from clsf.engines.base import Meter
 
@@ -181,8 +179,11 @@ def profile_keras_backend(name: str, x, y, batch: int, steps: int) -> dict:
     if name == "keras-jax":
         import jax
 
-        state = [[v.value for v in vs] for vs in (model.trainable_variables, model.non_trainable_variables,
-                                                  engine.optimizer.variables, model.metrics_variables)]
+        import jax.numpy as jnp
+
+        # copies: the step donates its state (as fit does), and the variables' own arrays must survive it
+        state = [[jnp.array(v.value) for v in vs] for vs in (model.trainable_variables, model.non_trainable_variables,
+                                                             engine.optimizer.variables, model.metrics_variables)]
 
         @jax.jit
         def fwd(tv, ntv, xb):
@@ -193,7 +194,7 @@ def profile_keras_backend(name: str, x, y, batch: int, steps: int) -> dict:
         def grads(tv, ntv, xb, yb):
             return loss_fn(yb, model.stateless_call(tv, ntv, xb, training=True)[0])
 
-        train_step = jax.jit(model.train_step)  # what fit's make_train_function compiles
+        train_step = jax.jit(model.train_step, donate_argnums=0)  # as fit's make_train_function compiles it
 
         def forward(xb, yb):
             fwd(state[0], state[1], xb).block_until_ready()
@@ -223,9 +224,6 @@ def profile_keras_backend(name: str, x, y, batch: int, steps: int) -> dict:
     parts = {"data": timed(lambda: [feed[i] for i in range(len(feed))], 1) / steps,
              "forward": timed(cycle(forward, as_tensors), steps), "forward+backward": timed(cycle(fwd_bwd, as_tensors), steps),
              "step": timed(cycle(step, as_tensors), steps)}
-    if name == "keras-jax":  # the timed steps moved the state arrays on; the epoch below starts from the variables
-        for var, value in zip(model.trainable_variables, state[0]):
-            var.assign(np.asarray(value))
     parts["epoch"] = timed(lambda: engine.train_epoch(x[:n], y[:n], 0, Meter(0, 0, n, batch)), 1) / steps
     return {"parts": parts, "ops": None, "threads": None}
 
