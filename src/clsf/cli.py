@@ -246,6 +246,8 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every-minutes", type=float, metavar="M", help="also checkpoint inside an epoch every M minutes")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic kernels in every framework: a rerun gives byte-identical metrics (slower; see README)")
+    p.add_argument("--track", choices=("mlflow",), help="log the run to MLflow too (track_uri=...; default: a SQLite "
+                   "file beside the runs); needs the track extra")
 
 
 class _Parser(argparse.ArgumentParser):

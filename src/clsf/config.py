@@ -105,6 +105,9 @@ class Config:
     eval_batch_size: int = 1000  # images per evaluation call; never a whole split at once
     tta_flip: bool = False  # evaluation averages each image's logits with its mirror image's (val, test, evaluate)
     tta_shift: int = 0  # pixels; > 0: also averages views translated diagonally by +-tta_shift (airbench's TTA)
+    track: str | None = None  # "mlflow": params, per-epoch metrics, final metrics and artifacts to MLflow
+    track_uri: str | None = None  # MLflow tracking URI; None = $MLFLOW_TRACKING_URI, else sqlite:///<runs_dir>/mlflow.db
+    track_experiment: str | None = None  # MLflow experiment; None = "clsf" (compare and sweep: their folder's name)
     seed: int = 0
     device: str = "auto"  # torch: "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": mixed precision on a GPU (weights stay float32)
@@ -254,7 +257,7 @@ FLAGS = {
     "save_every_minutes": "save_every_minutes", "model": "model.name", "data": "data.name",
     "data_dir": "data.data_dir", "channels": "data.channels", "image_size": "data.image_size",
     "skip_bad": "data.skip_bad", "optimizer": "optim.name", "lr": "optim.lr", "latent": "gan.latent",
-    "judge": "gan.judge",
+    "judge": "gan.judge", "track": "track",
 }
 
 
@@ -400,6 +403,7 @@ def validate(cfg: Config) -> Config:
     need(0 <= d.val_split < 1, f"data.val_split={d.val_split} must be in [0, 1) (a fraction of the training split).")
     need(all(v is None or v >= 1 for v in (d.train_subset, d.val_subset, d.test_subset)),
          "data.train_subset/val_subset/test_subset must be >= 1 (or null for all).")
+    need(cfg.track in (None, "mlflow"), f"track '{cfg.track}' is not known; use mlflow (or leave it out).")
     need(0 <= cfg.tta_shift <= 8, f"tta_shift={cfg.tta_shift} must be in [0, 8] pixels (airbench shifts by 1).")
     need(d.crop_padding <= MAX_CROP_PADDING, f"data.crop_padding={d.crop_padding} must be at most {MAX_CROP_PADDING} pixels.")
     g = cfg.gan

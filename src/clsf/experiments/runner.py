@@ -16,6 +16,7 @@ folder keeps two commands from working in it at once.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import functools
 import hashlib
@@ -147,6 +148,10 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
         shutil.rmtree(run, ignore_errors=True)  # died before its first epoch: nothing to keep
         (folder / "configs").mkdir(exist_ok=True)
         config = folder / "configs" / f"{name}.yaml"
+        if cfg.track:  # the folder's runs: one MLflow experiment named after it, in one store
+            cfg = copy.deepcopy(cfg)
+            cfg.track_experiment = cfg.track_experiment or folder.name
+            cfg.track_uri = cfg.track_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder.resolve() / 'mlflow.db'}"
         rundir.write_text(config, cfg.to_yaml())
         argv = ["train", "--config", str(config)]
         print(f"{progress} {name}: training")

@@ -160,5 +160,8 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
             raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    from clsf.run.tracking import log_export
+
+    log_export(run, out)  # a run tracked in MLflow: the verified export joins its artifacts
     info["path"] = str(out / filename)
     return info

@@ -24,7 +24,7 @@ from clsf.run.state import RunState
 from clsf.words import count
 
 CHANGEABLE = ("epochs", "device", "eval_batch_size", "early_stop_patience", "save_every_steps", "save_every_minutes",
-              "dist_timeout_s")
+              "dist_timeout_s", "track", "track_uri", "track_experiment")
 
 
 def _get(cfg: Config, key: str):

@@ -467,6 +467,14 @@ class RunDir:
     def write_summary(self, text: str) -> None:
         write_text(self.path / self.SUMMARY, text)
 
+    TRACKING = "tracking.json"  # track=mlflow: where this run is tracked (uri, run_id, experiment)
+
+    def tracking(self) -> dict | None:
+        return self._json(self.TRACKING, ("uri", "run_id"))
+
+    def write_tracking(self, where: dict) -> None:
+        write_json(self.path / self.TRACKING, where)
+
     @property
     def history_png(self) -> Path:
         return self.path / self.HISTORY

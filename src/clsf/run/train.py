@@ -24,6 +24,7 @@ from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
 from clsf.run.state import RunState
+from clsf.run.tracking import MlflowTracking, require_mlflow
 from clsf.words import count
 
 MISTAKES = 48  # misclassified test images kept in predictions.npz for the report
@@ -45,6 +46,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         run, cfg, changed, state = resume_config(resume, changes or {})
         if _finished(run, cfg, state, changed):
             return run.path
+    if cfg.track == "mlflow":
+        require_mlflow()  # refused before anything is written
     prep = load_data(cfg)
     if prep.test is None or not len(prep.test):  # the finish reports on it: refused before training, not after
         raise UserError(f"{prep.dataset.source} has no test images to report on; add a test/ folder of the same "
@@ -73,11 +76,14 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         if not quiet:
             print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({len(prep.train)} train / "
                   f"{len(prep.val) if prep.val else 0} val / {len(prep.test) if prep.test else 0} test images), engine {cfg.engine} on {engine.device}, {count(cfg.epochs, 'epoch')}")
-        callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps)
+        tracker = MlflowTracking(cfg, run) if cfg.track == "mlflow" and run is not None else None
+        callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps, tracker)
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
         if state.stop not in (None, "early"):
             return run.path if run is not None else None  # paused on purpose: no final report yet
         final = finish(run, cfg, engine, prep, state.rows, checks)
+        if tracker is not None:
+            tracker.finished(final)
     engine.close()  # e.g. every process leaves the group together, once the lead has written
     if not quiet:
         print(f"test_loss {final['test_loss']:.4f}  test_acc {final['test_acc']:.4f}  "
@@ -156,13 +162,13 @@ def _write_setup(run: RunDir, cfg: Config, spec: ModelSpec, engine, prep: Prepar
 
 
 def _callbacks(cfg: Config, run: RunDir | None, engine, checks: Checks, quiet: bool, stop_after: int | None,
-               stop_after_steps: int | None) -> cb.Callbacks:
+               stop_after_steps: int | None, tracker=None) -> cb.Callbacks:
     """Every process decides alike (stops, early stop, unfreezing); only the lead writes and prints."""
     decide = [cb.Interrupt(), cb.PauseAfter(engine, stop_after, stop_after_steps),
               cb.EarlyStop(cfg.early_stop_patience, quiet), cb.Unfreeze(engine, cfg.unfreeze_after, checks, quiet)]
     show = [] if quiet else [cb.Progress(cfg.epochs)]
     write = [] if run is None else [cb.Checkpoints(run, engine, cfg.save_every_steps, cfg.save_every_minutes),
-                                    cb.Logs(run, hparams=flatten(cfg.to_dict()))]
+                                    cb.Logs(run, hparams=flatten(cfg.to_dict()))] + ([tracker] if tracker else [])
     return cb.Callbacks(show + decide + write + [cb.MistakeChecks(checks, engine)])
 
 
