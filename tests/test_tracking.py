@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,9 @@ def test_a_resumed_run_continues_its_mlflow_run_without_repeating_epochs(tmp_pat
     client, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [1, 2, 3]
+    # the artifacts of the default store sit beside its database, not in the folder the command ran from
+    assert (tmp_path / "mlartifacts" / "clsf").is_dir() and not (Path.cwd() / "mlruns").exists()
+    assert "final.json" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
 
 
 @pytest.mark.torch

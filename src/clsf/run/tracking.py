@@ -35,6 +35,15 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{Path(cfg.runs_dir).resolve() / 'mlflow.db'}"
 
 
+def local_artifacts(uri: str, experiment: str) -> str | None:
+    """For a SQLite store, artifacts beside the database (<folder>/mlartifacts/<experiment>): MLflow's
+    own default for a SQL store is ./mlruns in whatever folder the command ran from. A server
+    decides for itself (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / experiment).resolve().as_uri()
+
+
 def require_mlflow() -> None:
     import importlib.util
 
@@ -78,7 +87,8 @@ class MlflowTracking(Callback):
             return
         name = self.cfg.track_experiment or EXPERIMENT
         experiment = self.client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
+            name, artifact_location=local_artifacts(self.uri, name))
         self.run_id = self.client.create_run(experiment_id, run_name=self.run.name, tags={
             "clsf.run_dir": str(self.run.path.resolve()), "clsf.engine": self.cfg.engine, "clsf.model": self.cfg.model.name,
         }).info.run_id
