@@ -107,6 +107,23 @@ def fast_cnn(num_classes: int = 10, input_shape=(32, 32, 3), widths=(32, 64, 128
     return ModelSpec("fast-cnn", tuple(layers), tuple(input_shape))
 
 
+@register("airbench", "airbench94's network (Jordan 2024, 94% on CIFAR-10): 2x2 patch-conv stem, three "
+                      "conv-pool-BN-GELU-conv-BN-GELU blocks (64/256/256), global max pool; 1.98M params, 0.24 GFLOP a forward pass")
+def airbench(num_classes: int = 10, input_shape=(32, 32, 3), widths=(64, 256, 256), stem: int = 24) -> ModelSpec:
+    """The network of KellerJordan/cifar10-airbench's airbench94: a 2x2 'valid' convolution over
+    pixel patches (24 filters; airbench initialises it by patch whitening), then blocks that halve
+    the map right after their first convolution (31 -> 15 -> 7 -> 3), batch norm and GELU, a global
+    max pool (airbench's MaxPool(3) on the 3x3 map) and a bias-free linear head. Batch norm keeps
+    clsf's momentum/epsilon; airbench's 0.6 momentum and scaled-down logits are recipe choices."""
+    layers = [Conv("whiten", int(stem), 2, padding="valid"), Activation("whiten_gelu", "gelu")]
+    for i, w in enumerate(widths, 1):
+        layers += [Conv(f"b{i}_conv1", int(w), 3, use_bias=False), MaxPool(f"b{i}_pool", 2), BatchNorm(f"b{i}_bn1"),
+                   Activation(f"b{i}_gelu1", "gelu"), Conv(f"b{i}_conv2", int(w), 3, use_bias=False),
+                   BatchNorm(f"b{i}_bn2"), Activation(f"b{i}_gelu2", "gelu")]
+    layers += [GlobalMaxPool("gmp"), Dense("logits", num_classes, use_bias=False)]
+    return ModelSpec("airbench", tuple(layers), tuple(input_shape))
+
+
 @register("gan-generator", "MNIST GAN generator: latent 128 -> dense 7x7x128 -> 2 transposed convs -> 28x28x1 sigmoid")
 def gan_generator(num_classes: int = 1, input_shape=(128,)) -> ModelSpec:
     return ModelSpec("gan-generator", (
