@@ -1,8 +1,6 @@
-"""The seeds' MNIST custom loop, written with clsf's pieces: the data, the model from the spec, and
-a GradientTape step under tf.function, with the metrics kept by hand.
-
-    python examples/mnist_tf_loop.py [DATA] [EPOCHS]      # DATA: mnist (default) or e.g. synthetic
-"""
+"""The classic TF MNIST custom loop with clsf's pieces: data, model from the spec, a GradientTape step
+under tf.function, metrics by hand. python examples/mnist_tf_loop.py [DATA] [EPOCHS]
+(DATA: mnist, found through $CLSF_DATA; a path; synthetic)."""
 
 import sys
 
@@ -10,10 +8,14 @@ import numpy as np
 import tensorflow as tf
 
 from clsf import get_spec, load_dataset
+from clsf.errors import UserError
 from clsf.models.keras import build_keras
 
 data, epochs = (sys.argv[1] if len(sys.argv) > 1 else "mnist"), int(sys.argv[2]) if len(sys.argv) > 2 else 2
-ds = load_dataset(data)
+try:
+    ds = load_dataset(data)
+except UserError as e:  # one line and the usage, not a traceback
+    sys.exit(f"{e}\nusage: python examples/mnist_tf_loop.py [DATA] [EPOCHS]  (e.g. path/to/mnist.npz)")
 x_train, y_train = ds["train"].x.astype("float32") / 255, ds["train"].y  # (N, H, W, C) in 0..1, (N,) int64
 x_test, y_test = ds["test"].x.astype("float32") / 255, ds["test"].y
 model = build_keras(get_spec("mnist-mlp", ds.num_classes, ds.image_shape))  # outputs logits

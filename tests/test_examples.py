@@ -1,5 +1,6 @@
 """Every script in examples/ runs, on tiny data, as a user would run it."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,11 @@ def test_mnist_tf_loop(tmp_path):
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("epoch 2: train_loss") and float(last.split("test_acc ")[1]) > 0.5  # the patterns are learnable
+    # without its data (no MNIST where it looks): one line and the usage, not a traceback
+    env = {k: v for k, v in os.environ.items() if k != "CLSF_DATA"} | {"CLSF_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, str(EXAMPLES / "mnist_tf_loop.py")], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "mnist not found" in r.stderr and "usage: python examples/mnist_tf_loop.py [DATA] [EPOCHS]" in r.stderr
 
 
 @pytest.mark.tf
@@ -58,3 +64,4 @@ def test_every_example_is_short_and_tested():
     tested = {n.removeprefix("test_") + ".py" for n in globals() if n.startswith("test_") and n != "test_every_example_is_short_and_tested"}
     assert set(scripts) == tested
     assert all(len((EXAMPLES / s).read_text().splitlines()) <= 45 for s in scripts)
+
