@@ -151,9 +151,10 @@ def _browser():
         pytest.skip(f"no headless Chromium could start ({str(e).splitlines()[0]}); install Debian's chromium package")
 
 
-def _open(browser, path):
-    """Load a page from disk; return (console errors, body text, [(alt, naturalWidth)])."""
-    page = browser.new_page()
+def _open(browser, path, shot=None):
+    """Load a page from disk; return (console errors, body text, [(alt, naturalWidth)]); with `shot`,
+    a full-page screenshot there, as a user would see the page."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -161,8 +162,25 @@ def _open(browser, path):
     images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete ? i.naturalWidth : 0])")
     page.click("th")  # the sortable tables' script runs without error
     text = page.inner_text("body")
+    if shot is not None:
+        wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 0, f"{path.name}: the page is {wide} px wider than the window (something runs off the right)"
+        page.screenshot(path=str(shot), full_page=True)
     page.close()
     return errors, text, images
+
+
+def _looks_like_a_page(shot):
+    """A screenshot as a user sees it: the full width, at least a screen tall, not blank, and a clear
+    right edge (nothing cut off there)."""
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        a = np.asarray(im.convert("L"), dtype=np.float64)
+    assert a.shape[1] == 1280 and a.shape[0] >= 900, a.shape
+    assert a.std() > 20  # text and pictures, not an empty page
+    right = a[:, -8:]  # the last columns: page background, not a picture running off the edge
+    assert (right > 200).mean() > 0.95
 
 
 def test_reports_open_in_a_real_browser(runs, tmp_path):
@@ -173,10 +191,12 @@ def test_reports_open_in_a_real_browser(runs, tmp_path):
     pw, browser = _browser()
     try:
         for path, names in ((many, ["plain", "wide"]), (one, ["wide"])):
-            errors, text, images = _open(browser, path)
+            shot = tmp_path / f"{path.parent.name}.png"
+            errors, text, images = _open(browser, path, shot)
             assert errors == [], errors
             assert all(n in text for n in names)
             assert images and all(w > 0 for _, w in images), images
+            _looks_like_a_page(shot)
         # teeth: a broken picture and a script error are both seen
         broken = tmp_path / "broken.html"
         html = one.read_text()
