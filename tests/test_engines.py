@@ -32,7 +32,7 @@ def test_run_directory_shape_metrics_and_exact_evaluate(engine, tmp_path):
     rows = rundir.read_metrics(run)
     assert list(rows[0]) == rundir.METRICS and [r["epoch"] for r in rows] == [1, 2]
     assert all(0 <= r["train_acc"] <= 1 and r["val_loss"] > 0 and r["images_per_s"] > 0 and r["peak_mem_mb"] > 50 for r in rows)
-    tags = {t for _, t, _ in read_scalars(next((run / "tb").iterdir()))}
+    tags = {t for _, t, _ in read_scalars(run / "tb")}
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= tags
     final = json.loads((run / "final.json").read_text())
     assert len(final["confusion"]) == 3 and sum(map(sum, final["confusion"])) == 40

@@ -12,6 +12,7 @@ Image{1: height, 2: width, 3: colorspace (1 gray, 3 RGB, 4 RGBA), 4: encoded PNG
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -98,10 +99,16 @@ class ScalarWriter:
     as TF's and torch's writers do with the same argument, so scalars an interrupted run wrote for
     that epoch or later are dropped instead of shown twice."""
 
+    opened = 0  # writers made in this process
+
     def __init__(self, logdir: Path, purge_step: int | None = None):
         logdir = Path(logdir)
         logdir.mkdir(parents=True, exist_ok=True)
-        self.path = logdir / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.clsf"
+        # a new file per writer, named so that files sort in the order written (TensorBoard reads them so)
+        # and two writers in the same second (the scalars, then the final pictures) get a file each
+        ScalarWriter.opened += 1
+        self.path = logdir / (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}."
+                              f"{ScalarWriter.opened:04d}.clsf")
         self._f = open(self.path, "ab")
         self._write(_event(0, version="brain.Event:2"))
         if purge_step is not None:
@@ -135,7 +142,7 @@ class ScalarWriter:
 
 
 def read_scalars(path: Path) -> list[tuple[int, str, float]]:
-    """(step, tag, value) records of an events file, or of every events file in a folder in the
+    """(step, tag, value) scalar records of an events file, or of every events file in a folder in the
     order written, checking every CRC and applying purge markers as TensorBoard does."""
     path = Path(path)
     files = sorted(path.glob("events.out.tfevents.*")) if path.is_dir() else [path]
@@ -196,11 +203,12 @@ def _parse_event(body: bytes):
         elif num == 5:
             for vnum, value in _fields(v):
                 if vnum == 1:
-                    tag, val = "", 0.0
+                    tag, val = "", None
                     for fnum, fv in _fields(value):
                         if fnum == 1:
                             tag = fv.decode()
                         elif fnum == 2:
                             val = struct.unpack("<f", fv)[0]
-                    out.append((step, tag, val))
+                    if val is not None:  # a scalar (images and plugin data are not)
+                        out.append((step, tag, val))
     return step, out, start
