@@ -29,6 +29,7 @@ def test_mnist_tf_loop(tmp_path):
 
 @pytest.mark.tf
 @pytest.mark.torch
+@pytest.mark.slow  # the same path runs in the default suite: README walkthrough and test_experiments / test_gan
 def test_compare_and_report(tmp_path):
     r = _run(EXAMPLES / "compare_and_report.py", "synthetic:train=120,test=40,size=10x10x3,classes=3", tmp_path / "cmp", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -53,6 +54,7 @@ def test_trunk_transfer(tmp_path):
 
 
 @pytest.mark.torch
+@pytest.mark.slow  # the same path runs in the default suite: README walkthrough and test_experiments / test_gan
 def test_gan_mnist(tmp_path):
     r = _run(EXAMPLES / "gan_mnist.py", "synthetic:train=128,test=64,size=28x28x1,classes=4", 1, cwd=tmp_path)
     assert r.returncode == 0, r.stderr

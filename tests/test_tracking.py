@@ -70,7 +70,32 @@ def test_tracking_without_mlflow_is_refused_in_one_line_before_anything_is_writt
     assert "pip install -e '.[track]'" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
+def _check_logged(client, r, run_dir):
+    """What a finished tracked run holds in MLflow, against its run directory."""
+    assert r.info.run_name == run_dir.name and r.info.status == "FINISHED" and r.data.tags["clsf.engine"] == "torch"
+    assert r.data.params["optim.lr"] == "0.003" and r.data.params["model.name"] == "seed-cnn"
+    final = json.loads((run_dir / "final.json").read_text())
+    assert r.data.metrics["test_acc"] == pytest.approx(final["test_acc"])
+    history = client.get_metric_history(r.info.run_id, "val_acc")
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert [m.step for m in history] == [1, 2] and len(rows) == 3
+    files = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"config.yaml", "model.yaml", "final.json", "confusion.png", "history.png", "summary.txt"} <= files
+
+
 @pytest.mark.torch
+def test_a_tracked_run_has_its_params_metrics_files_and_export_in_mlflow(tmp_path):
+    assert _train(tmp_path, "r", "optim.lr=0.003") == 0  # the default store: a SQLite file beside the runs
+    client, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(runs) == 1
+    _check_logged(client, runs[0], tmp_path / "r")
+    assert main(["export", str(tmp_path / "r"), "--format", "onnx"]) == 0  # an export of the run joins it
+    exported = {a.path for a in client.list_artifacts(runs[0].info.run_id, "export/onnx")}
+    assert {"export/onnx/clsf.json", "export/onnx/model.onnx"} <= exported
+
+
+@pytest.mark.torch
+@pytest.mark.slow  # a server takes ~10 s to start; the same checks run on the SQLite store by default
 def test_a_run_tracked_on_an_mlflow_server_has_its_params_metrics_and_files(tmp_path):
     """Against `mlflow server` started here on 127.0.0.1 (the default, a SQLite file, is the resume test's)."""
     import shutil
@@ -96,20 +121,7 @@ def test_a_run_tracked_on_an_mlflow_server_has_its_params_metrics_and_files(tmp_
         assert _train(tmp_path, "r", f"track_uri={uri}", "optim.lr=0.003") == 0
         client, runs = _runs(uri)
         assert len(runs) == 1
-        r = runs[0]
-        assert r.info.run_name == "r" and r.info.status == "FINISHED" and r.data.tags["clsf.engine"] == "torch"
-        assert r.data.params["optim.lr"] == "0.003" and r.data.params["model.name"] == "seed-cnn"
-        final = json.loads((tmp_path / "r" / "final.json").read_text())
-        assert r.data.metrics["test_acc"] == pytest.approx(final["test_acc"])
-        history = client.get_metric_history(r.info.run_id, "val_acc")
-        rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()
-        assert [m.step for m in history] == [1, 2] and len(rows) == 3
-        files = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"config.yaml", "model.yaml", "final.json", "confusion.png", "history.png", "summary.txt"} <= files
-        # an export of the run joins it
-        assert main(["export", str(tmp_path / "r"), "--format", "onnx"]) == 0
-        exported = {a.path for a in client.list_artifacts(r.info.run_id, "export/onnx")}
-        assert {"export/onnx/clsf.json", "export/onnx/model.onnx"} <= exported
+        _check_logged(client, runs[0], tmp_path / "r")
     finally:
         server.terminate()
         server.wait(timeout=30)
