@@ -151,7 +151,8 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
         if cfg.track:  # the folder's runs: one MLflow experiment named after it, in one store
             cfg = copy.deepcopy(cfg)
             cfg.track_experiment = cfg.track_experiment or folder.name
-            cfg.track_uri = cfg.track_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder.resolve() / 'mlflow.db'}"
+            store = f"sqlite:///{folder.resolve() / 'mlflow.db'}"
+            cfg.track_uri = cfg.track_uri or os.environ.get("MLFLOW_TRACKING_URI") or store
         rundir.write_text(config, cfg.to_yaml())
         argv = ["train", "--config", str(config)]
         print(f"{progress} {name}: training")

@@ -74,8 +74,9 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         if run is not None:
             _write_setup(run, cfg, spec, engine, prep, changed, state)
         if not quiet:
-            print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({len(prep.train)} train / "
-                  f"{len(prep.val) if prep.val else 0} val / {len(prep.test) if prep.test else 0} test images), engine {cfg.engine} on {engine.device}, {count(cfg.epochs, 'epoch')}")
+            counts = f"{len(prep.train)} train / {len(prep.val) if prep.val else 0} val / {len(prep.test)} test images"
+            print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({counts}), engine {cfg.engine} on {engine.device}, "
+                  f"{count(cfg.epochs, 'epoch')}")
         tracker = MlflowTracking(cfg, run) if cfg.track == "mlflow" and run is not None else None
         callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps, tracker)
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
