@@ -133,6 +133,6 @@ def test_a_sweeps_runs_share_one_experiment_named_after_its_folder(tmp_path):
     out = tmp_path / "sw"
     assert main(["sweep", "--engine", "torch", "--data", DATA, "--epochs", "1", "--out", str(out), "--track", "mlflow",
                  "--grid", "batch_size=16,32", *TINY]) == 0
-    client, runs = _runs(f"sqlite:///{out / 'mlflow.db'}", experiment="sw")
+    client, runs = _runs(f"sqlite:///{out / 'runs' / 'mlflow.db'}", experiment="sw")  # the default store, beside the runs
     assert sorted(r.info.run_name for r in runs) == ["bs16-s0", "bs32-s0"]
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -148,11 +148,9 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
         shutil.rmtree(run, ignore_errors=True)  # died before its first epoch: nothing to keep
         (folder / "configs").mkdir(exist_ok=True)
         config = folder / "configs" / f"{name}.yaml"
-        if cfg.track:  # the folder's runs: one MLflow experiment named after it, in one store
+        if cfg.track and not cfg.track_experiment:  # the folder's runs: one MLflow experiment named after it
             cfg = copy.deepcopy(cfg)
-            cfg.track_experiment = cfg.track_experiment or folder.name
-            store = f"sqlite:///{folder.resolve() / 'mlflow.db'}"
-            cfg.track_uri = cfg.track_uri or os.environ.get("MLFLOW_TRACKING_URI") or store
+            cfg.track_experiment = folder.name
         rundir.write_text(config, cfg.to_yaml())
         argv = ["train", "--config", str(config)]
         print(f"{progress} {name}: training")

@@ -17,7 +17,7 @@ from clsf.errors import UserError
 from clsf import plots
 from clsf.report.page import Page
 from clsf.report.runs import RunRecord, differing_keys, read_run
-from clsf.run.rundir import RunDir, find_runs
+from clsf.run.rundir import RunDir, find_runs, fresh_path
 from clsf.report.summary import compare_summary, sweep_summary
 
 MISTAKES_SHOWN = 24
@@ -219,14 +219,4 @@ def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path
     _labels(records)
     page = Page(f"{len(records)} runs")
     runs_section(page, records)
-    return page.write(out or _fresh("clsf-report"))
-
-
-def _fresh(name: str) -> Path:
-    """./clsf-report, or clsf-report-2, -3, ... when it is taken: the default never replaces an earlier
-    report (an --out given on purpose does)."""
-    path, i = Path(name), 1
-    while path.exists():
-        i += 1
-        path = Path(f"{name}-{i}")
-    return path
+    return page.write(out or fresh_path(Path("clsf-report")))  # an --out given on purpose may replace one

@@ -49,6 +49,15 @@ def slug(text: str) -> str:
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip", ".npz")
 
 
+def fresh_path(path: Path) -> Path:
+    """`path`, or path-2, path-3, ... when it is taken: what clsf creates never replaces what exists."""
+    path, i, stem = Path(path), 1, Path(path)
+    while path.exists():
+        i += 1
+        path = stem.with_name(f"{stem.name}-{i}")
+    return path
+
+
 def data_slug(data: str) -> str:
     """A dataset's part of a run's name: the file's stem, so a run folder never looks like an archive
     (cifar10-jpeg.tar.gz -> cifar10-jpeg)."""
@@ -222,10 +231,7 @@ class RunDir:
     def create(cls, runs_dir: str, model: str, engine: str, data: str, name: str | None = None) -> RunDir:
         base = Path(runs_dir)
         stem = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(model)}-{engine}-{data_slug(data)}"
-        path, i = base / stem, 1
-        while path.exists():  # never reuse (and so never overwrite) an existing run
-            i += 1
-            path = base / f"{stem}-{i}"
+        path = fresh_path(base / stem)  # never reuse (and so never overwrite) an existing run
         try:
             (path / "checkpoints").mkdir(parents=True)
         except OSError as e:
@@ -466,6 +472,12 @@ class RunDir:
 
     def write_summary(self, text: str) -> None:
         write_text(self.path / self.SUMMARY, text)
+
+    def record_files(self) -> list[Path]:
+        """The run's record that exists, as a tracker copies it: config, model file, environment,
+        final metrics, summary and pictures (not checkpoints or predictions)."""
+        names = (self.CONFIG, self.MODEL, self.ENV, self.FINAL, self.SUMMARY, self.HISTORY, self.CONFUSION)
+        return [self.path / n for n in names if (self.path / n).is_file()]
 
     TRACKING = "tracking.json"  # track=mlflow: where this run is tracked (uri, run_id, experiment)
 

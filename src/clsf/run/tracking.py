@@ -23,7 +23,6 @@ from clsf.errors import UserError
 from clsf.run.callbacks import Callback
 from clsf.run.rundir import RunDir
 
-ARTIFACTS = ("config.yaml", "model.yaml", "env.json", "final.json", "summary.txt", "history.png", "confusion.png")
 EXPERIMENT = "clsf"  # where a run goes when track_experiment is not set (compare/sweep: their folder's name)
 
 
@@ -120,9 +119,8 @@ class MlflowTracking(Callback):
             return
         scalars = {k: v for k, v in final.items() if k.startswith("test_") and isinstance(v, (int, float))}
         self._safe("logging the final metrics", self._metrics, scalars, final.get("epochs", 0))
-        for name in ARTIFACTS:
-            if (self.run.path / name).is_file():
-                self._safe(f"uploading {name}", self.client.log_artifact, self.run_id, str(self.run.path / name))
+        for path in self.run.record_files():
+            self._safe(f"uploading {path.name}", self.client.log_artifact, self.run_id, str(path))
         self._safe("closing the MLflow run", self.client.set_terminated, self.run_id, "FINISHED")
         self.run_id = None
 
