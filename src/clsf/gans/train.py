@@ -31,7 +31,6 @@ from clsf.errors import NonFiniteLoss, UserError
 from clsf.run import callbacks as cb
 from clsf.run.progress import Bar
 from clsf.run.rundir import RunDir, environment, write_text
-from clsf.run.tensorboard import ScalarWriter
 from clsf.run.state import RunState
 from clsf.words import count
 
@@ -131,20 +130,20 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
     state.epochs = cfg.epochs
     run.write_config(cfg)
     run.samples_dir.mkdir(exist_ok=True)
+    logs = cb.Logs(run, COLUMNS, hparams=flatten(cfg.to_dict()))  # its TensorBoard writer also takes the sample grids
     callbacks = cb.Callbacks([cb.Interrupt(), _EpochLine(cfg.epochs, quiet), cb.Checkpoints(run, model, None, None),
-                              cb.Logs(run, COLUMNS, hparams=flatten(cfg.to_dict())), _QualityLog(run)])
+                              logs, _QualityLog(run)])
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     if not quiet:
         print(f"{run}: GAN on {len(x)} images ({steps_per_epoch} steps an epoch), engine {cfg.engine} on {model.device}, "
               f"{count(cfg.epochs, 'epoch')}" + (f", from epoch {state.epoch + 1}" if state.epoch else ""), flush=True)
     with run.lock(), run.disk_space():  # one process trains a run
-        tb = ScalarWriter(run.tb_dir)  # the sample grids, beside the Logs callback's scalars
         try:
             callbacks.on_train_start(state)
             while not state.done:
                 bar = Bar(not quiet, state.epoch, cfg.epochs)
                 try:
-                    row = _epoch(model, x, state, cfg, steps_per_epoch, judge, fixed, probe, run, bar, tb)
+                    row = _epoch(model, x, state, cfg, steps_per_epoch, judge, fixed, probe, run, bar, logs.tb)
                 finally:
                     bar.close()
                 if state.stop == "interrupt":
@@ -155,7 +154,6 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
             raise
         finally:
             callbacks.on_train_end(state)
-            tb.close()
         _finish(run, model, state, cfg.epochs * steps_per_epoch, fixed)
     if not quiet:
         print(f"-> {run}")

@@ -110,12 +110,14 @@ def predict(source: str | Path, paths: list[str] | str, top_k: int = 3, batch_si
     check_options(batch_size, top_k)
     files = expand([paths] if isinstance(paths, (str, Path)) else list(paths))
     model = Model(source, checkpoint)
-    k = max(1, min(top_k, len(model.names)))
-    out = []
-    for path, p in predict_batches(model, files, batch_size, skip_bad):
-        top = np.argsort(-p, kind="stable")[:k]
-        out.append({"path": str(path), "top": [{"class": model.names[i], "p": float(p[i])} for i in top]})
-    return out
+    return [top_classes(path, p, model.names, top_k) for path, p in predict_batches(model, files, batch_size, skip_bad)]
+
+
+def top_classes(path: Path, p: np.ndarray, names: list[str], top_k: int, digits: int | None = None) -> dict:
+    """{"path", "top": [{"class", "p"}]}: the `top_k` most probable classes of p (K,), ties in class order."""
+    top = np.argsort(-p, kind="stable")[:max(1, min(top_k, len(names)))]
+    return {"path": str(path), "top": [{"class": names[i], "p": float(p[i]) if digits is None else round(float(p[i]), digits)}
+                                       for i in top]}
 
 
 def predict_batches(model: Model, files: list[Path], batch_size: int = 256, skip_bad: bool = False,
@@ -154,14 +156,13 @@ def write(results, names: list[str], fmt: str, top_k: int, out=None) -> int:
     if fmt == "json":
         out.write("[")
     for path, p in results:
-        top = np.argsort(-p, kind="stable")[:k]
+        item = top_classes(path, p, names, top_k)
         if fmt == "table":
-            out.write(f"{path}: " + ", ".join(f"{names[i]} {p[i]:.3f}" for i in top) + "\n")
+            out.write(f"{path}: " + ", ".join(f"{t['class']} {t['p']:.3f}" for t in item["top"]) + "\n")
         elif writer:
-            writer.writerow([str(path)] + [v for i in top for v in (names[i], f"{p[i]:.6f}")])
+            writer.writerow([str(path)] + [v for t in item["top"] for v in (t["class"], f"{t['p']:.6f}")])
         else:
-            item = {"path": str(path), "top": [{"class": names[i], "p": round(float(p[i]), 6)} for i in top]}
-            out.write(("," if n else "") + "\n  " + json.dumps(item))
+            out.write(("," if n else "") + "\n  " + json.dumps(top_classes(path, p, names, top_k, digits=6)))
         out.flush()
         n += 1
     if fmt == "json":
