@@ -157,6 +157,14 @@ def _valid(size, k, s):
 
 def layer_output(layer, shape: tuple) -> tuple:
     """Output shape (without batch) of `layer` for input `shape`; raises SpecError on a mismatch."""
+    out = _layer_output(layer, shape)
+    if type(layer) in (Conv, MaxPool, AvgPool) and any(s is not None and s < 1 for s in out[:2]):
+        raise SpecError(f"layer '{layer.name}' would shrink its {shape[0]}x{shape[1]} input to nothing "
+                        f"({out[0]}x{out[1]}); use fewer pooling or strided layers, or larger images")
+    return out
+
+
+def _layer_output(layer, shape: tuple) -> tuple:
     t = type(layer)
     if t in (Conv, ConvTranspose, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool) and len(shape) != 3:
         raise SpecError(f"layer '{layer.name}' needs an image input (H, W, C), got {shape}")
