@@ -34,7 +34,9 @@ class RunRecord:
     @property
     def status(self) -> str:
         if self.final is not None:
-            return "finished"
+            stopped = self.final.get("stopped")  # early stopping, or a tune study's pruner
+            how = {"early": "finished (early stop)", "pruned": "pruned"}.get(stopped)
+            return f"{how} after epoch {len(self.metrics)}" if how else "finished"
         return f"stopped at epoch {len(self.metrics)}/{self.config['epochs']}"
 
     def row(self) -> dict:

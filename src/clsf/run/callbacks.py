@@ -109,7 +109,7 @@ class EarlyStop(Callback):
 
     def on_epoch_end(self, state, row, improved):
         if self.patience and state.best["bad_epochs"] >= self.patience:
-            state.stopped_early = True
+            state.stopped_early, state.stopped = True, "early"
             state.request_stop("early")
             if not self.quiet:
                 b = state.best

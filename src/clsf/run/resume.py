@@ -62,9 +62,9 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
     state = RunState.from_meta(meta, run.metrics())
     if state.stopped_early:
         if "epochs" in changed:
-            state.stopped_early = False  # asked to train further
+            state.stopped_early, state.stopped = False, None  # asked to train further
         else:
-            state.request_stop("early")  # finished: only what the finish did not write is left to do
+            state.request_stop(state.stopped or "early")  # finished: only what the finish did not write is left
     return run, cfg, changed, state
 
 

@@ -23,12 +23,13 @@ class RunState:
     rows: list[dict] = field(default_factory=list)  # one per finished epoch: what metrics.csv holds
     meter: dict | None = None  # inside an epoch: its running sums so far and the seconds it took
     replicas: int = 1  # replicas that trained (the steps per epoch depend on it)
-    stopped_early: bool = False  # early stopping ended the run: it is finished
+    stopped_early: bool = False  # early stopping (or a tune study's pruner) ended the run: it is finished
+    stopped: str | None = None  # which of the two: "early" | "pruned" (final.json says it)
     fingerprints: dict = field(default_factory=dict)  # hashes of the config and model it trains (resume checks them)
     extra: dict = field(default_factory=dict)  # what a kind of run keeps besides (the GAN: sample quality)
     # in memory only: when the loop ends
     epochs: int = 0  # train up to this many epochs in total
-    stop: str | None = None  # why it ends before `epochs`: "early", "interrupt" (Ctrl-C) or "pause" (asked to)
+    stop: str | None = None  # why it ends before `epochs`: "early", "pruned", "interrupt" (Ctrl-C) or "pause" (asked to)
 
     @property
     def done(self) -> bool:
@@ -52,7 +53,7 @@ class RunState:
 
     def to_meta(self) -> dict:
         meta = {"epoch": self.epoch, "global_step": self.global_step, "best": self.best,
-                "stopped_early": self.stopped_early, "metrics": self.rows[-1] if self.rows else None,
+                "stopped_early": self.stopped_early, "stopped": self.stopped, "metrics": self.rows[-1] if self.rows else None,
                 "rows": self.rows, "replicas": self.replicas, "fingerprints": self.fingerprints, **self.extra}
         if self.step:
             meta.update(step=self.step, meter=self.meter)
@@ -69,5 +70,6 @@ class RunState:
         return cls(epoch=epoch, step=meta.get("step", 0), global_step=meta.get("global_step", 0),
                    best=meta.get("best") or _no_best(), rows=rows, meter=meta.get("meter"),
                    replicas=meta.get("replicas", 1), stopped_early=bool(meta.get("stopped_early")),
+                   stopped=meta.get("stopped") or ("early" if meta.get("stopped_early") else None),
                    fingerprints=meta.get("fingerprints") or {},
                    extra={k: meta[k] for k in extra_keys if k in meta})

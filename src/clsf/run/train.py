@@ -20,6 +20,7 @@ from clsf.models.spec import ModelSpec
 from clsf.run import callbacks as cb
 from clsf.run.checks import Checks
 from clsf.run.loop import fit, logits_of
+from clsf.run.pruning import trial_reporter
 from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
@@ -80,9 +81,9 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         tracker = MlflowTracking(cfg, run) if cfg.track == "mlflow" and run is not None else None
         callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps, tracker)
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
-        if state.stop not in (None, "early"):
+        if state.stop not in (None, "early", "pruned"):
             return run.path if run is not None else None  # paused on purpose: no final report yet
-        final = finish(run, cfg, engine, prep, state.rows, checks)
+        final = finish(run, cfg, engine, prep, state.rows, checks, state.stopped)
         if tracker is not None:
             tracker.finished(final)
     engine.close()  # e.g. every process leaves the group together, once the lead has written
@@ -168,6 +169,8 @@ def _callbacks(cfg: Config, run: RunDir | None, engine, checks: Checks, quiet: b
     decide = [cb.Interrupt(), cb.PauseAfter(engine, stop_after, stop_after_steps),
               cb.EarlyStop(cfg.early_stop_patience, quiet), cb.Unfreeze(engine, cfg.unfreeze_after, checks, quiet)]
     show = [] if quiet else [cb.Progress(cfg.epochs)]
+    trial = trial_reporter(quiet)  # a trial of `clsf tune`: its pruner decides alongside early stopping
+    decide += [trial] if trial is not None else []
     write = [] if run is None else [cb.Checkpoints(run, engine, cfg.save_every_steps, cfg.save_every_minutes),
                                     cb.Logs(run, hparams=flatten(cfg.to_dict()))] + ([tracker] if tracker else [])
     return cb.Callbacks(show + decide + write + [cb.MistakeChecks(checks, engine)])
@@ -223,7 +226,8 @@ def save_init(run: RunDir | None, engine, prep: Prepared, init_from: str | None)
             run.save_init_logits(logits)
 
 
-def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[dict], checks: Checks) -> dict:
+def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[dict], checks: Checks,
+           stopped: str | None = None) -> dict:
     """The test split through the run's model (checkpoints/last, what the run ended with): test
     logits and the most confident mistakes in predictions.npz, pictures, summary.txt, and final.json
     written last."""
@@ -240,7 +244,7 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     mistakes = mistakes[np.argsort(-softmax(logits[mistakes]).max(1), kind="stable")][:MISTAKES]
     run.save_predictions(logits=logits.astype(np.float32), labels=prep.test.y, mistake_index=mistakes,
                          mistake_images=as_array(prep.test.x[mistakes]))
-    final = {"checkpoint": "last", "epochs": len(rows), **report}
+    final = {"checkpoint": "last", "epochs": len(rows), "stopped": stopped, **report}
     title = f"{cfg.model.name} / {cfg.engine} / {prep.dataset.name}"
     plot_history(rows, run.history_png, title)
     plot_confusion(np.array(final["confusion"]), final["class_names"], run.confusion_png, title)
