@@ -217,6 +217,14 @@ def nothing(t, run):
     pass
 
 
+def space_file(t, run):
+    (t / "s.yaml").write_text("space:\n  batch_size: [16, 32]\n")
+
+
+def space_bad_point(t, run):
+    (t / "s.yaml").write_text("space:\n  batch_size: [16, 0]\n")
+
+
 T = "train --engine torch --data " + DATA + " --runs-dir runs --epochs 1"
 CASES = [
     # command line flags and config values
@@ -252,6 +260,11 @@ CASES = [
     ("trian", nothing, 2, "invalid choice: 'trian'"),
     ("compare --engines keras,jax --runs-dir runs", nothing, 2, "names jax"),
     ("sweep --grid batch_size --runs-dir runs", nothing, 2, "is not KEY=V1,V2"),
+    ("tune --space missing.yaml --data " + DATA + " --runs-dir runs", nothing, 2, "'missing.yaml' does not exist"),
+    ("tune --space s.yaml --workers 0 --data " + DATA + " --runs-dir runs", space_file, 2, "must be at least 1"),
+    ("tune --space s.yaml --data " + DATA + " --runs-dir runs", space_bad_point, 2, "search space point {'batch_size': 0}"),
+    ("tune --space s.yaml --storage nosuch://db --data " + DATA + " --runs-dir runs", space_file, 2, "cannot be opened"),
+    ("tune --space s.yaml --data " + DATA + " --runs-dir runs data.val_split=0", space_file, 2, "needs a validation split"),
     # config and model files
     (T + " --config missing.yaml", nothing, 2, "config file 'missing.yaml' does not exist"),
     (T + " --config /dev/null", nothing, 2, "config file '/dev/null' is not a regular file"),

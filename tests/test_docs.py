@@ -41,7 +41,7 @@ def _stand_ins(store: Path) -> None:
 def test_the_readme_has_the_commands_this_test_runs():
     cmds = readme_commands()
     assert cmds[0] == "clsf train --engine torch" and len(cmds) >= 12
-    assert {c.split()[1] for c in cmds} >= {"train", "evaluate", "compare", "sweep", "report", "export", "predict", "gan",
+    assert {c.split()[1] for c in cmds} >= {"train", "evaluate", "compare", "sweep", "tune", "report", "export", "predict", "gan",
                                             "data", "models", "recipes"}
 
 
@@ -57,6 +57,7 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
     (work / "cat.png").write_bytes(png_bytes(np.zeros((32, 32, 3), np.uint8)))
     (work / "photos").mkdir()
     (work / "photos" / "dog.png").write_bytes(png_bytes(np.full((32, 32, 3), 200, np.uint8)))
+    (work / "space.yaml").write_text("space:\n  optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")  # as docs/tune.md shows
     for cmd in readme_commands():
         runs = sorted(p for p in (work / "runs").glob("*") if (p / "config.yaml").is_file()) if (work / "runs").is_dir() else []
         # RUN, RUN_A, RUN_B: the runs made by the commands above, oldest first
@@ -113,7 +114,7 @@ def test_every_command_in_the_docs_parses_and_its_settings_resolve():
             args = parser.parse_args(argv)
         except SystemExit:
             pytest.fail(f"docs/{page}: `{cmd}` does not parse")
-        if argv[0] in ("train", "compare", "sweep") and not getattr(args, "resume", None):
+        if argv[0] in ("train", "compare", "sweep", "tune") and not getattr(args, "resume", None):
             config = getattr(args, "config", None)
             model = getattr(args, "model", None)
             if config or (model and model.endswith(".yaml")):

@@ -183,14 +183,53 @@ def _looks_like_a_page(shot):
     assert (right > 200).mean() > 0.95
 
 
+def _folder(tmp_path, runs, kind: str, plan: dict) -> Path:
+    """A compare, sweep or tune folder around the module's two runs (what those commands leave)."""
+    import shutil
+
+    folder = tmp_path / kind
+    for name in ("plain", "wide"):
+        shutil.copytree(runs / name, folder / "runs" / name)
+    base = {"epochs": 2}
+    (folder / "plan.json").write_text(json.dumps({"kind": kind, "model": "seed-cnn", "data": DATA, "base": base, **plan}))
+    return folder
+
+
+def _experiment_folders(tmp_path, runs) -> dict[str, Path]:
+    compare = _folder(tmp_path, runs, "compare", {
+        "engines": ["torch", "keras"], "seeds": [0], "independent_init": True,
+        "runs": [{"name": "plain", "engine": "torch", "seed": 0}, {"name": "wide", "engine": "keras", "seed": 0}]})
+    sweep = _folder(tmp_path, runs, "sweep", {
+        "engine": "torch", "grid": {"optim.name": ["rmsprop", "adam"]}, "swept": ["optim.name"], "seeds": [0],
+        "runs": [{"name": "plain", "seed": 0, "point": {"optim.name": "rmsprop"}},
+                 {"name": "wide", "seed": 0, "point": {"optim.name": "adam"}}]})
+    tune = _folder(tmp_path, runs, "tune", {
+        "engine": "torch", "seed": 0, "space": {"optim.lr": {"low": 1e-4, "high": 0.1, "log": True, "step": None, "int": False}},
+        "enqueue": [], "objective": "val_acc", "direction": "maximize", "sampler": "tpe",
+        "pruner": {"name": "median"}, "storage": None, "study": "tune"})
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="tune", storage=f"sqlite:///{tune / 'study.db'}", direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 0.1, log=True)
+    for name, value, pruned in (("plain", 0.5, False), ("wide", 0.2, True)):  # a complete trial and a pruned one
+        trial = study.ask({"optim.lr": lr})
+        trial.set_user_attr("run", name)
+        trial.report(value, 1)
+        study.tell(trial, value if not pruned else None, state=optuna.trial.TrialState.PRUNED if pruned else None)
+    return {"compare": compare, "sweep": sweep, "tune": tune}
+
+
 def test_reports_open_in_a_real_browser(runs, tmp_path):
     from clsf.report.build import write_report
 
     many = write_report([runs], tmp_path / "many")
     one = write_report([runs / "wide"], tmp_path / "one")
+    folders = {kind: write_report([f]) for kind, f in _experiment_folders(tmp_path / "folders", runs).items()}
+    said = {"compare": ["plain", "wide", "torch", "keras"], "sweep": ["rmsprop", "adam"],
+            "tune": ["Best trials", "Pruned trials (1)", "1 complete, 1 pruned"]}
     pw, browser = _browser()
     try:
-        for path, names in ((many, ["plain", "wide"]), (one, ["wide"])):
+        for path, names in ((many, ["plain", "wide"]), (one, ["wide"]), *((folders[k], said[k]) for k in folders)):
             shot = tmp_path / f"{path.parent.name}.png"
             errors, text, images = _open(browser, path, shot)
             assert errors == [], errors

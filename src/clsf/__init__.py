@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 _API = {  # name -> "module" (the function of that name) or "module:function"
     "build_config": "clsf.config", "train": "clsf.run.train", "evaluate": "clsf.run.evaluate",
-    "compare": "clsf.experiments.compare", "sweep": "clsf.experiments.sweep", "export": "clsf.exports",
+    "compare": "clsf.experiments.compare", "sweep": "clsf.experiments.sweep", "tune": "clsf.experiments.tune", "export": "clsf.exports",
     "write_report": "clsf.report.build", "get_spec": "clsf.models.zoo", "load_dataset": "clsf.data",
     "gan": "clsf.gans.train", "predict": "clsf.inference", "save_sample_grid": "clsf.report.grid",
     "list_engines": "clsf.engines:names", "list_recipes": "clsf.recipes:names", "list_models": "clsf.models.zoo:names",
@@ -29,7 +29,7 @@ _API = {  # name -> "module" (the function of that name) or "module:function"
 COMMANDS = {  # `clsf COMMAND` -> the function it calls
     "data info": "load_dataset", "data show": "save_sample_grid", "engines": "list_engines",
     "recipes": "list_recipes", "models list": "list_models", "models show": "get_spec", "models summary": "model_summary", "train": "train",
-    "gan": "gan", "compare": "compare", "sweep": "sweep", "report": "write_report", "evaluate": "evaluate",
+    "gan": "gan", "compare": "compare", "sweep": "sweep", "tune": "tune", "report": "write_report", "evaluate": "evaluate",
     "export": "export", "predict": "predict",
 }
 __all__ = list(_API)

@@ -163,6 +163,19 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from clsf.config import build_config
+    from clsf.experiments.tune import tune
+
+    flags, overrides = _flags(args), args.overrides
+
+    def make_config(recipe: str | None = None):  # a searched recipe takes --recipe's place under everything else
+        return build_config(args.config, flags, overrides, recipe or args.recipe)
+
+    tune(make_config, args.space, args.trials, args.workers, args.out, args.storage, args.study, args.argv)
+    return 0
+
+
 def cmd_report(args) -> int:
     from clsf.report.build import write_report
 
@@ -229,7 +242,7 @@ def _engine_help() -> str:
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
-    """The recipe flags train, compare and sweep share."""
+    """The recipe flags train, compare, sweep and tune share."""
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
     p.add_argument("--model", help="a registered model (default: seed-cnn) or a YAML model file (see `clsf models show`)")
     _add_data_args(p, default=None)
@@ -266,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clsf {__import__('clsf').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_data_parser, _engines_parser, _recipes_parser, _models_parser, _train_parser, _gan_parser,
-                _compare_parser, _sweep_parser, _report_parser, _evaluate_parser, _export_parser, _predict_parser):
+                _compare_parser, _sweep_parser, _tune_parser, _report_parser, _evaluate_parser, _export_parser, _predict_parser):
         add(sub)
     return parser
 
@@ -389,6 +402,26 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--out", metavar="FOLDER", help="the sweep folder (default: RUNS_DIR/sweep-MODEL-DATA-PLANID)")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_sweep)
+
+
+def _tune_parser(sub) -> None:
+    p = sub.add_parser("tune", help="an Optuna search over config keys, with pruning; every trial an ordinary run",
+                       description="Search config keys (a YAML space: ranges, log ranges, choices, recipes) with Optuna: "
+                                   "TPE by default, bad trials pruned from their per-epoch validation, the study kept in a "
+                                   "database so the same command continues it and several workers (--workers here, or "
+                                   "other machines given the same --storage and --study) share it. Needs the tune extra.")
+    p.add_argument("--space", required=True, metavar="FILE", help="the search space YAML (see docs/tune.md)")
+    p.add_argument("--engine", choices=engine_names(), help="default: keras")
+    p.add_argument("--trials", type=int, help="finished (complete or pruned) trials to reach (default: the space "
+                   "file's trials, else 20)")
+    p.add_argument("--workers", type=int, default=1, help="trials trained at once on this machine, each with its share "
+                   "of the cores (default: %(default)s)")
+    p.add_argument("--storage", metavar="URL", help="the study's database: sqlite:///FILE, postgresql://..., mysql://... "
+                   "(default: $CLSF_TUNE_STORAGE, else FOLDER/study.db)")
+    p.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the folder's name)")
+    p.add_argument("--out", metavar="FOLDER", help="the tune folder (default: RUNS_DIR/tune-MODEL-DATA-PLANID)")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_tune)
 
 
 def _report_parser(sub) -> None:

@@ -225,3 +225,84 @@ def plot_mistakes(images: np.ndarray, true: list[str], pred: list[str], conf: np
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+def plot_study(trials: list[dict], objective: str, direction: str, out: Path | None = None, title: str = ""):
+    """A tune study: each trial's value by trial number (complete: dots; pruned: hollow at its last
+    reported value; failed: a cross at the bottom) and the best complete value so far."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    pick = max if direction == "maximize" else min
+    best, so_far = None, []
+    for t in sorted(trials, key=lambda t: t["number"]):
+        if t["state"] == "COMPLETE":
+            best = t["value"] if best is None else pick(best, t["value"])
+        so_far.append((t["number"], best))
+    done = [(t["number"], t["value"]) for t in trials if t["state"] == "COMPLETE"]
+    pruned = [(t["number"], t["intermediate"][max(t["intermediate"])]) for t in trials
+              if t["state"] == "PRUNED" and t["intermediate"]]
+    if done:
+        ax.scatter(*zip(*done), s=22, color="tab:blue", label="complete", zorder=3)
+    if pruned:
+        ax.scatter(*zip(*pruned), s=22, facecolors="none", edgecolors="tab:orange", label="pruned (last value)", zorder=3)
+    failed = [t["number"] for t in trials if t["state"] == "FAIL"]
+    if failed:
+        low = min([v for _, v in done + pruned], default=0.0)
+        ax.scatter(failed, [low] * len(failed), marker="x", color="tab:red", label="failed (lost or crashed)", zorder=3)
+    steps = [(n, b) for n, b in so_far if b is not None]
+    if steps:
+        ax.step(*zip(*steps), where="post", color="black", lw=1.2, label=f"best so far ({direction})")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(objective)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def plot_trial_curves(trials: list[dict], objective: str, out: Path | None = None, title: str = ""):
+    """Every trial's per-epoch objective (what the pruner saw): complete trials in colour, pruned ones
+    grey ending in a cross at the epoch they were stopped."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    colors = plt.get_cmap("tab10")
+    shown = 0
+    for t in sorted(trials, key=lambda t: t["number"]):
+        if not t["intermediate"]:
+            continue
+        epochs = sorted(t["intermediate"])
+        values = [t["intermediate"][e] for e in epochs]
+        if t["state"] == "PRUNED":
+            ax.plot(epochs, values, "-", color="0.6", lw=1)
+            ax.plot(epochs[-1], values[-1], "x", color="tab:red", ms=7)
+        else:
+            ax.plot(epochs, values, STYLES[(shown // 10) % len(STYLES)], color=colors(shown % 10), lw=1.2,
+                    marker="o", ms=3, label=f"trial {t['number']}" if shown < 20 else None)
+            shown += 1
+    ax.plot([], [], "x-", color="0.6", mec="tab:red", label="pruned")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(objective)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def plot_importances(importances: dict[str, float], objective: str, out: Path | None = None, title: str = ""):
+    """Horizontal bars: each parameter's share of the objective's variance (Optuna's fANOVA)."""
+    plt = _plt()
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(items)))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
+    for i, (_, v) in enumerate(items):
+        ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    ax.set_xlabel(f"importance for {objective} (sums to 1)")
+    ax.set_xlim(0, max(1.0, max(v for _, v in items) * 1.15))
+    ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, out)

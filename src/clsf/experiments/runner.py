@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from clsf.run.rundir import RunDir
 
 def plan_id(plan: dict) -> str:
     """A short hash of what was asked (not of the runs it implies, which follow from it)."""
-    asked = {k: v for k, v in plan.items() if k != "runs"}
+    asked = {k: v for k, v in plan.items() if k not in ("runs", "storage", "study")}  # where it is kept is not what
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -65,11 +66,12 @@ def _read_plan(path: Path, folder: Path) -> dict:
 
 
 @contextmanager
-def open_folder(folder: Path, plan: dict):
+def open_folder(folder: Path, plan: dict, shared: bool = False):
     """Hold the folder (a lock released by the OS if this process dies) with plan.json written, or
-    checked to be the same plan when the folder is continued."""
+    checked to be the same plan when the folder is continued. `shared`: tune's workers, several at
+    once (each trial's run has its own lock); compare and sweep hold it alone."""
     if folder.exists() and not (folder / "plan.json").is_file() and any(p.name != ".lock" for p in folder.iterdir()):
-        raise UserError(f"{folder} exists and is not a clsf compare or sweep folder (no plan.json); choose another --out.")
+        raise UserError(f"{folder} exists and is not a clsf compare, sweep or tune folder (no plan.json); choose another --out.")
     if (folder / "plan.json").is_file():
         _read_plan(folder / "plan.json", folder)  # a damaged plan is refused before anything is written
     try:
@@ -78,7 +80,7 @@ def open_folder(folder: Path, plan: dict):
         raise UserError(f"cannot create {folder} ({e.strerror}); choose another --out.") from None
     with open(folder / ".lock", "w") as lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"another clsf command is working in {folder}; wait for it to finish, or choose another --out.") from None
         path = folder / "plan.json"
@@ -112,7 +114,6 @@ def _die_with_parent(parent: int) -> None:
     it stops at its next step with a checkpoint instead of training on as an orphan."""
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
@@ -127,8 +128,9 @@ def _child_env() -> dict:
     return env
 
 
-def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
-    """Train (or resume, or skip) one run in its own process; return its state afterwards.
+def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | None = None) -> str:
+    """Train (or resume, or skip) one run in its own process (`env`: added to its environment);
+    return its state afterwards.
 
     Raises UserError when the run rejected its input (every other run would too), and
     KeyboardInterrupt after the child has stopped on Ctrl-C."""
@@ -155,17 +157,21 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str) -> str:
         argv = ["train", "--config", str(config)]
         print(f"{progress} {name}: training")
     (folder / "logs").mkdir(exist_ok=True)
-    with open(folder / "logs" / f"{name}.log", "a") as log:
+    with open(folder / "logs" / f"{name}.log", "a", buffering=1) as log:  # line by line: `tail -f` follows it
         log.write(f"$ clsf {' '.join(argv)}\n")
         log.flush()
+        parent = os.getppid()
         child = subprocess.Popen([sys.executable, "-m", "clsf", *argv], stdout=subprocess.PIPE, stderr=log,
-                                 text=True, env=_child_env(), preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+                                 text=True, env={**_child_env(), **(env or {})},
+                                 preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         try:
             for line in child.stdout:  # the child's epoch lines, shown as they come and kept in the log
                 print(f"  [{name}] {line}", end="", flush=True)
                 log.write(line)
         except KeyboardInterrupt:
-            child.wait()  # Ctrl-C reached the child too: it saves nothing half-way and exits
+            if os.getppid() != parent:  # not Ctrl-C but our own parent's death (_die_with_parent): pass it on
+                child.send_signal(signal.SIGINT)
+            child.wait()  # Ctrl-C reached the child too: it stops at a step with a checkpoint and exits
             raise
         rc = child.wait()
     if rc == 130:
@@ -203,11 +209,11 @@ def train_all(folder: Path, jobs: list[tuple[str, Config]], kind: str) -> list[s
     return failed
 
 
-def finish(folder: Path) -> dict:
-    """Write the folder's report and summary.json; return the summary."""
+def finish(folder: Path, storage: str | None = None) -> dict:
+    """Write the folder's report and summary.json; return the summary (`storage`: a tune study's)."""
     from clsf.report.build import experiment_page
 
-    page, summary = experiment_page(folder)
+    page, summary = experiment_page(folder, storage)
     rundir.write_json(folder / "summary.json", summary)
     print(f"report: {page.write(folder)}")
     return summary

@@ -110,14 +110,14 @@ def plan_sweep(cfg: Config, grid: dict[str, list], seeds: list[int]) -> tuple[di
             r["name"] = c.run_name = f"point{i // points_per_seed:03d}-s{r['seed']}"
         jobs = [(c.run_name, c) for _, c in jobs]
     if any(k.startswith("model.") or k in SHAPE_KEYS for k in swept):
-        _check_models(base, points)
+        check_models(base, points)
     return plan, jobs
 
 
 SHAPE_KEYS = ("batch_size", "data.image_size", "data.channels")  # what a model's build and memory bound read
 
 
-def _check_models(base: Config, points: list[tuple[dict, Config]]) -> None:
+def check_models(base: Config, points: list[tuple[dict, Config]], what: str = "grid point") -> None:
     """Build every point's model spec (no framework) against the data's shape: a model a point
     cannot build, or one too big for this machine, is refused before the first point trains."""
     from clsf.data import load_dataset
@@ -132,7 +132,7 @@ def _check_models(base: Config, points: list[tuple[dict, Config]]) -> None:
         try:
             build_spec(c, (h, w, c.data.channels or ch), ds.num_classes)
         except UserError as e:
-            raise UserError(f"grid point {point}: {e}") from None
+            raise UserError(f"{what} {point}: {e}") from None
 
 
 def sweep(cfg: Config, grid: dict[str, list], seeds: list[int], out: str | Path | None = None) -> Path:

@@ -1,8 +1,8 @@
-"""`clsf report`: one run, several runs, or a compare/sweep folder -> report.html + report.md.
+"""`clsf report`: one run, several runs, or a compare/sweep/tune folder -> report.html + report.md.
 
 One run: results, curves, the per-epoch metrics, confusion matrix, per-class accuracy, the most
 confident mistakes, config and environment. Several runs: their table, only the config keys that
-differ, overlaid curves. A compare or sweep folder: its own summary first, then the runs.
+differ, overlaid curves. A compare, sweep or tune folder: its own summary first, then the runs.
 """
 
 from __future__ import annotations
@@ -177,13 +177,20 @@ def sweep_section(page: Page, plan: dict, records: dict[str, RunRecord]) -> dict
     return s
 
 
-def experiment_page(folder: Path) -> tuple[Page, dict]:
+def experiment_page(folder: Path, storage: str | None = None) -> tuple[Page, dict]:
+    """A compare, sweep or tune folder's page (`storage`: a tune study's URL, if not the folder's own)."""
+    from clsf.report.study import study_section
+
     plan = json.loads((folder / "plan.json").read_text())
-    records = {r["name"]: read_run(folder / "runs" / r["name"], r["name"]) for r in plan["runs"]
-               if RunDir.is_run(folder / "runs" / r["name"])}
+    names = [r["name"] for r in plan["runs"]] if "runs" in plan else \
+        sorted(p.name for p in (folder / "runs").glob("*") if p.is_dir())  # a tune's trials: whatever ran here
+    records = {n: read_run(folder / "runs" / n, n) for n in names if RunDir.is_run(folder / "runs" / n)}
     title = f"{plan['kind']}: {plan['model']} on {Path(str(plan['data'])).name}"
     page = Page(title)
-    summary = (compare_section if plan["kind"] == "compare" else sweep_section)(page, plan, records)
+    if plan["kind"] == "tune":
+        summary = study_section(page, plan, folder, storage)
+    else:
+        summary = (compare_section if plan["kind"] == "compare" else sweep_section)(page, plan, records)
     if records:
         runs_section(page, list(records.values()))
     return page, summary
