@@ -28,12 +28,11 @@ def make_pruner(settings: dict):
     import optuna
 
     name = settings.get("name", "median")
+    warmup = settings.get("warmup_epochs", 0)  # epochs every trial trains before it can be pruned (steps are epochs, from 1)
     if name == "median":  # stop a trial whose value at an epoch is worse than the median of earlier trials' there
-        return optuna.pruners.MedianPruner(n_startup_trials=settings.get("startup_trials", 5),
-                                           n_warmup_steps=settings.get("warmup_epochs", 0))
+        return optuna.pruners.MedianPruner(n_startup_trials=settings.get("startup_trials", 5), n_warmup_steps=warmup + 1)
     if name == "halving":  # successive halving: keep the best 1/3 at epochs 1, 3, 9, ... (rungs)
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, settings.get("warmup_epochs", 0) + 1),
-                                                      reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup + 1, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
