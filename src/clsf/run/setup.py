@@ -44,6 +44,10 @@ def build_spec(cfg: Config, image_shape, num_classes: int, run: RunDir | None = 
     if out != (num_classes,):
         raise UserError(f"model '{cfg.model.name}' outputs {out} but the data has {num_classes} classes; "
                         f"give its last layer units: num_classes.")
+    if cfg.model.whiten_init:  # its first layer must be one it can set: refused before anything is written
+        from clsf.run.whitening import first_conv
+
+        first_conv(spec)
     need, have = training_bytes(spec, cfg.batch_size), machine_memory()
     if need > 0.8 * have:  # refused before a framework allocates anything
         raise UserError(f"model '{cfg.model.name}' would need about {need / 2**30:,.1f} GiB to train at batch "

@@ -26,6 +26,7 @@ from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
 from clsf.run.state import RunState
 from clsf.run.tracking import MlflowTracking, require_mlflow
+from clsf.run.whitening import whiten_first_conv
 from clsf.words import count
 
 MISTAKES = 48  # misclassified test images kept in predictions.npz for the report
@@ -118,6 +119,8 @@ def _start(cfg: Config, engine, prep: Prepared, lead: bool) -> tuple[RunDir | No
     """A new run: weights from init_from if given, the run directory, checkpoints/init."""
     if cfg.init_from:
         _load_init(engine, cfg)
+    elif cfg.model.whiten_init:  # the same numpy result loaded into every engine
+        whiten_first_conv(engine, engine.spec, prep.train.x, engine.pre)
     run = RunDir.create(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name) if lead else None
     save_init(run, engine, prep, cfg.init_from)
     return run, RunState()
