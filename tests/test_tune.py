@@ -201,3 +201,16 @@ def _clsf_processes(folder: Path) -> list[int]:
         if str(folder) in cmd and "Z" not in state:
             found.append(int(proc.name))
     return found
+
+
+def test_without_optuna_tune_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from clsf.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
+    space = _space(tmp_path, "space:\n  batch_size: [16, 32]\n")
+    assert main(["tune", "--space", str(space), "--out", str(tmp_path / "t")]) == 2
+    assert capsys.readouterr().err.strip() == "clsf: error: clsf tune needs Optuna: pip install -e '.[tune]'."
+    assert not (tmp_path / "t").exists()

@@ -307,9 +307,10 @@ def _next_trial(study, folder: Path, plan: dict, trials: int):
         return study.ask(distributions(plan["space"]))
 
 
-
-
 def _heartbeat(study, trial_id: int, stop: threading.Event) -> None:
+    """One beat at once (a trial without any counts as alive forever), then every HEARTBEAT_S."""
+    with contextlib.suppress(Exception):
+        study._storage.record_heartbeat(trial_id)
     while not stop.wait(HEARTBEAT_S):
         with contextlib.suppress(Exception):  # a missed beat is retried at the next; GRACE_S allows two
             study._storage.record_heartbeat(trial_id)
