@@ -19,18 +19,21 @@ def evaluate(run: str | Path, which: str | None = None, engine: str | None = Non
     this reproduces final.json exactly.
 
     `engine` loads the run's framework-neutral weights into another engine (a keras run evaluated
-    by torch, and the reverse); `data` evaluates on another dataset with the same classes. When the
-    split is the run's own test split, the report also compares with the logits the run saved."""
+    by torch, and the reverse); `data` evaluates on another dataset with the same classes: its test
+    split, or every image of a folder without splits. When the split is the run's own test split, the
+    report also compares with the logits the run saved."""
     run = RunDir.open(run, None)
     which = run.model_checkpoint(which)
     cfg = run.validate(which)  # every file it reads, before anything else
     trained_with = cfg.engine
     if engine:
         cfg.engine = engine
-    if data:
-        cfg.data.name = data
     if split not in ("test", "val"):
         raise UserError(f"split '{split}' is not known; use test or val.")
+    if data:
+        cfg.data.name = data
+        if split == "test":  # another dataset's test images, every one (a folder without splits: all its images)
+            cfg.data.val_split, cfg.data.train_subset, cfg.data.test_subset = 0.0, None, None
     prep = load_data(cfg)
     names = run.env().get("data", {}).get("class_names")
     if names is not None and prep.dataset.class_names != names:
@@ -41,6 +44,8 @@ def evaluate(run: str | Path, which: str | None = None, engine: str | None = Non
         raise UserError(f"{prep.dataset.source} holds {shape(prep.dataset.image_shape)} images but the run's model takes "
                         f"{shape(run.image_shape)}; resize them (--image-size) or evaluate on data of that size.")
     part = prep.test if split == "test" else prep.val
+    if part is None and data and split == "test":  # a folder of class folders, no test/ inside: all of it
+        part, split = prep.train, "all"
     if part is None:
         raise UserError(f"{prep.dataset.source} has no {split} split to evaluate on; use --split "
                         f"{'val' if split == 'test' else 'test'}.")
