@@ -89,7 +89,7 @@ class TrialReport(Callback):
         except Exception as e:  # noqa: BLE001
             self._warn(e)
             return
-        if prune and state.epoch < state.epochs:
+        if prune and state.epoch < state.epochs and state.stop is None:  # (early stopping, if it fired, stands)
             state.stopped_early, state.stopped = True, "pruned"  # finished: a resume does not train it on
             state.request_stop("pruned")
             if not self.quiet:
