@@ -15,6 +15,7 @@ def _run(*args, cwd):
 
 
 @pytest.mark.tf
+@pytest.mark.slow  # the suite's time (16 s); the tf engine's own loop is tested throughout the default suite
 def test_mnist_tf_loop(tmp_path):
     r = _run(EXAMPLES / "mnist_tf_loop.py", "synthetic:train=300,test=60,size=28x28x1,classes=10", 2, cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -55,6 +55,7 @@ def test_compare_shares_initial_weights_and_continues_a_stopped_folder(tmp_path,
 
 @pytest.mark.tf
 @pytest.mark.torch
+@pytest.mark.slow  # the suite's time (16 s); the shared-init compare above stays in the default suite
 def test_independent_init_shows_in_the_step0_difference(tmp_path):
     """The teeth of the test above: without the transfer, the engines start from different functions."""
     assert _compare(tmp_path / "cmp", "--independent-init") == 0
@@ -63,6 +64,7 @@ def test_independent_init_shows_in_the_step0_difference(tmp_path):
 
 
 @pytest.mark.torch
+@pytest.mark.slow  # the suite's time (18 s); the killed compare below (its children stop with a checkpoint) stays
 def test_ctrl_c_stops_a_compare_that_the_same_command_then_finishes(tmp_path):
     """A real interrupt: SIGINT to the terminal's process group (parent and child) mid-epoch."""
     import os
@@ -148,7 +150,7 @@ def test_compare_refuses_another_plan_and_a_busy_folder(tmp_path, capsys):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert _compare(tmp_path / "other") == 2
-    assert "is not a clsf compare or sweep folder" in capsys.readouterr().err
+    assert "is not a clsf compare, sweep or tune folder" in capsys.readouterr().err
 
     busy = tmp_path / "busy"
     busy.mkdir()
