@@ -7,7 +7,7 @@ The search space is a YAML file:
     space:
       optim.lr: {low: 1.0e-4, high: 0.03, log: true}    # a float range (log: sampled on a log scale)
       batch_size: [32, 64, 128]                          # a list: one of these values
-      model.args.width: {low: 16, high: 64, step: 16}    # ints when low, high (and step) are ints
+      model.args.dense: {low: 64, high: 256, step: 64}   # ints when low, high (and step) are ints
       recipe: [seed, fast-seed-cnn]                      # a named recipe is a key like any other
     enqueue:                                             # optional: points tried first (e.g. the recipe's own)
       - {optim.lr: 0.003, batch_size: 64}
@@ -78,10 +78,12 @@ def require_optuna() -> None:
 
     if importlib.util.find_spec("optuna") is None:
         raise UserError("clsf tune needs Optuna: pip install -e '.[tune]'.")
+    from optuna.exceptions import ExperimentalWarning
+
     # Optuna marks its heartbeat helpers experimental and says heartbeats are "supposed to be used with
     # Study.optimize"; clsf's ask/tell workers send their own (tested in tests/test_tune.py)
-    warnings.filterwarnings("ignore", module="optuna")
-    warnings.filterwarnings("ignore", message=".*(experimental|Heartbeat of storage).*")
+    warnings.simplefilter("ignore", ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 # --- the search space -------------------------------------------------------------------------
