@@ -114,7 +114,8 @@ def test_a_bad_trial_is_pruned_and_the_study_continues_when_rerun(tmp_path):
 
 
 @pytest.mark.torch
-def test_two_workers_share_one_study_with_a_share_of_the_threads_each(tmp_path):
+@pytest.mark.slow  # the suite's time (20 s): the killed-worker test has two workers finish a study, the test
+def test_two_workers_share_one_study_with_a_share_of_the_threads_each(tmp_path):  # after it --workers' threads
     """--workers 2: two processes on one SQLite study finish exactly N trials between them, each
     trial trained once (every epoch once in its run), some of them at the same time, and each
     trial's process given half of this machine's threads."""
@@ -171,16 +172,20 @@ def test_a_killed_worker_s_trial_is_failed_queued_again_and_resumed(tmp_path):
 
 @pytest.mark.torch
 def test_killing_the_command_stops_its_workers_and_their_trials(tmp_path):
-    """kill -9 of `clsf tune --workers 2`: the extra worker and every trial process stop (SIGINT from
-    the kernel when their parent dies), each trial with a checkpoint; nothing keeps training."""
+    """`clsf tune --workers 2` trains two trials at once, each on half the threads; kill -9 of the
+    command stops the extra worker and every trial process (SIGINT from the kernel when their parent
+    dies), each trial with a checkpoint; nothing keeps training."""
     space = _space(tmp_path, "space:\n  optim.lr: {low: 1.0e-3, high: 0.01, log: true}\npruner: none\n")
     folder = tmp_path / "tune"
     p = _tune(folder, space, "--data", "synthetic:train=2048,test=32", "--epochs", "500", "--trials", "4",
               "--workers", "2", env={"CLSF_OVERSUBSCRIBE": "1"}, wait=False)
     deadline = time.time() + 120
-    while len(list(folder.glob("runs/*/checkpoints/init"))) < 2 and time.time() < deadline:
+    while len(list(folder.glob("runs/*/env.json"))) < 2 and time.time() < deadline:
         time.sleep(0.2)
-    assert len(list(folder.glob("runs/*/checkpoints/init"))) == 2
+    envs = list(folder.glob("runs/*/env.json"))
+    assert len(envs) == 2  # two trials at once, each on its share of the threads
+    for env in envs:
+        assert json.loads(env.read_text())["threads"]["intra_op"] == max(1, (os.cpu_count() or 1) // 2)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     deadline = time.time() + 60
