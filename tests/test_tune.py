@@ -219,3 +219,16 @@ def test_without_optuna_tune_is_refused_in_one_line(tmp_path, monkeypatch, capsy
     assert main(["tune", "--space", str(space), "--out", str(tmp_path / "t")]) == 2
     assert capsys.readouterr().err.strip() == "clsf: error: clsf tune needs Optuna: pip install -e '.[tune]'."
     assert not (tmp_path / "t").exists()
+
+
+def test_the_pruners_judge_from_the_epoch_after_the_warm_up():
+    """warmup_epochs: epochs every trial trains before it can be pruned (Optuna's steps here are epochs, from 1)."""
+    from optuna.pruners import MedianPruner, NopPruner, SuccessiveHalvingPruner
+
+    from clsf.run.pruning import make_pruner
+
+    median = make_pruner({"name": "median", "startup_trials": 3, "warmup_epochs": 1})
+    assert isinstance(median, MedianPruner) and median._n_warmup_steps == 2 and median._n_startup_trials == 3
+    halving = make_pruner({"name": "halving", "warmup_epochs": 0})
+    assert isinstance(halving, SuccessiveHalvingPruner) and halving._min_resource == 1
+    assert isinstance(make_pruner({"name": "none"}), NopPruner)

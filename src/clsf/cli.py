@@ -425,11 +425,11 @@ def _tune_parser(sub) -> None:
 
 
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="a self-contained HTML page and report.md for runs, or a compare/sweep folder")
+    p = sub.add_parser("report", help="a self-contained HTML page and report.md for runs, or a compare/sweep/tune folder")
     p.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER",
                    help="one run (config, curves, confusion, mistakes), several runs or folders of runs (table, "
-                        "differing config keys, overlaid curves), or a compare/sweep folder")
-    p.add_argument("--out", metavar="FOLDER", help="where to write (default: into the run or compare/sweep folder; "
+                        "differing config keys, overlaid curves), or a compare/sweep/tune folder (a tune folder: its study too)")
+    p.add_argument("--out", metavar="FOLDER", help="where to write (default: into the run or compare/sweep/tune folder; "
                    "./clsf-report, or the next free clsf-report-N, for several runs)")
     p.set_defaults(func=cmd_report)
 
