@@ -47,6 +47,7 @@ def test_add_loss_model(tmp_path):
 
 
 @pytest.mark.torch
+@pytest.mark.slow  # the suite's time: trunk transfer itself is tested in test_trunk_transfer.py
 def test_trunk_transfer(tmp_path):
     r = _run(EXAMPLES / "trunk_transfer.py", "synthetic:train=120,test=20,classes=3,seed=1",
              "synthetic:train=120,test=20,classes=4,seed=2", cwd=tmp_path)

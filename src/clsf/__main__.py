@@ -1,3 +1,3 @@
-from clsf.cli import main
+from clsf.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())

@@ -474,6 +474,17 @@ def _predict_parser(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def run() -> int:
+    """The `clsf` program: main(), then Ctrl-C ignored while the interpreter shuts down. The command is
+    done by then; a SIGINT in that moment (a tune worker dying just as its trial's process exits) would
+    otherwise end in a traceback from the interpreter's exit handlers."""
+    import signal
+
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
