@@ -232,3 +232,15 @@ def test_the_pruners_judge_from_the_epoch_after_the_warm_up():
     halving = make_pruner({"name": "halving", "warmup_epochs": 0})
     assert isinstance(halving, SuccessiveHalvingPruner) and halving._min_resource == 1
     assert isinstance(make_pruner({"name": "none"}), NopPruner)
+
+
+@pytest.mark.torch
+def test_a_spent_time_budget_starts_no_trial(tmp_path):
+    """--minutes: no trial starts once the budget is spent (here at once); the command still reports."""
+    space = _space(tmp_path, "space:\n  optim.lr: {low: 1.0e-3, high: 0.01, log: true}\n")
+    r = _tune(tmp_path / "t", space, "--data", "synthetic:train=64,test=8", "--trials", "3", "--minutes", "0.0001")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "time budget (--minutes) is spent" in r.stdout and "trials: 0 complete" in r.stdout
+    assert not (tmp_path / "t" / "runs").exists() and (tmp_path / "t" / "report.html").is_file()
+    r = _tune(tmp_path / "u", space, "--data", "synthetic:train=64,test=8", "--minutes", "-1")
+    assert r.returncode == 2 and "--minutes -1.0 a number of minutes > 0" in r.stderr

@@ -172,7 +172,7 @@ def cmd_tune(args) -> int:
     def make_config(recipe: str | None = None):  # a searched recipe takes --recipe's place under everything else
         return build_config(args.config, flags, overrides, recipe or args.recipe)
 
-    tune(make_config, args.space, args.trials, args.workers, args.out, args.storage, args.study, args.argv)
+    tune(make_config, args.space, args.trials, args.workers, args.out, args.storage, args.study, args.argv, args.minutes)
     return 0
 
 
@@ -416,6 +416,8 @@ def _tune_parser(sub) -> None:
                    "file's trials, else 20)")
     p.add_argument("--workers", type=int, default=1, help="trials trained at once on this machine, each with its share "
                    "of the cores (default: %(default)s)")
+    p.add_argument("--minutes", type=float, metavar="M", help="the study's time budget: no trial starts after M minutes "
+                   "(running ones finish); default: none")
     p.add_argument("--storage", metavar="URL", help="the study's database: sqlite:///FILE, postgresql://..., mysql://... "
                    "(default: $CLSF_TUNE_STORAGE, else FOLDER/study.db)")
     p.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the folder's name)")

@@ -378,12 +378,16 @@ def _wait_unlocked(run: Path, seconds: float = 120) -> None:
 
 
 def work(folder: Path, plan: dict, make_config, trials: int, storage_url: str, study_name: str,
-         threads: dict | None = None) -> list[str]:
-    """One worker: trials until the study holds `trials` finished ones (`threads`: the environment
-    that sets each trial's thread count); the names of failed runs."""
+         threads: dict | None = None, deadline: float | None = None) -> list[str]:
+    """One worker: trials until the study holds `trials` finished ones, or until `deadline`
+    (time.monotonic()) has passed — then no new trial starts (`threads`: the environment that sets
+    each trial's thread count); the names of failed runs."""
     study = load_study(plan, storage_url, study_name, heartbeat=True)
     failed = []
     while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            print("tune: the time budget (--minutes) is spent; no new trial starts", flush=True)
+            return failed
         trial = _next_trial(study, folder, plan, trials)
         if trial == "done":
             return failed
@@ -413,16 +417,20 @@ def _start_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
 
 
 def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 1, out: str | Path | None = None,
-         storage: str | None = None, study_name: str | None = None, argv: list[str] | None = None) -> Path:
-    """Run (or continue) a study until it holds `trials` finished trials; write its report; return
-    the folder. `cfg`: the Config every trial starts from, or a function recipe name (or None) ->
-    Config when the space searches `recipe`. `argv`: the command line the extra workers run."""
+         storage: str | None = None, study_name: str | None = None, argv: list[str] | None = None,
+         minutes: float | None = None) -> Path:
+    """Run (or continue) a study until it holds `trials` finished trials, or until `minutes` have
+    passed (no trial starts after that; running ones finish); write its report; return the folder.
+    `cfg`: the Config every trial starts from, or a function recipe name (or None) -> Config when
+    the space searches `recipe`. `argv`: the command line the extra workers run."""
+    deadline = None if minutes is None else time.monotonic() + 60 * minutes
     require_optuna()
     settings = read_space(space_file)
     make_config = cfg if callable(cfg) else functools.partial(_one_config, cfg)
     trials = trials if trials is not None else settings["trials"]
-    if trials < 1 or workers < 1:
-        raise UserError(f"--trials {trials} and --workers {workers} must be at least 1.")
+    if trials < 1 or workers < 1 or (minutes is not None and not 0 < minutes < float("inf")):
+        raise UserError(f"--trials {trials} and --workers {workers} must be at least 1, and --minutes {minutes} a "
+                        "number of minutes > 0.")
     cores = os.cpu_count() or 1
     if workers > cores and not os.environ.get("CLSF_OVERSUBSCRIBE"):
         raise UserError(f"--workers {workers} is more than this machine's {cores} cores; use {cores} or fewer, "
@@ -443,11 +451,11 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
                   f"{workers} worker(s), objective {plan['objective']} ({plan['direction']}); run the same command "
                   "again to continue it")
         if workers > 1 and not worker_only and argv is None:
-            argv = _worker_argv(folder, make_config, settings, space_file, trials, storage, study_name)
+            argv = _worker_argv(folder, make_config, settings, space_file, trials, storage, study_name, deadline)
         extra = _start_workers(workers - 1, argv) if workers > 1 and not worker_only else []
         try:
             threads = _thread_env(workers) if workers > 1 and not worker_only else {}  # (extra workers have theirs)
-            failed = work(folder, plan, make_config, trials, storage_url, study_name, threads)
+            failed = work(folder, plan, make_config, trials, storage_url, study_name, threads, deadline)
             for w in extra:
                 w.wait()
         except KeyboardInterrupt:
@@ -479,7 +487,7 @@ def _one_config(cfg: Config, recipe: str | None) -> Config:
 
 
 def _worker_argv(folder: Path, make_config, settings: dict, space_file, trials: int, storage: str | None,
-                 study_name: str | None) -> list[str]:
+                 study_name: str | None, deadline: float | None) -> list[str]:
     """The command line extra workers run when tune() was called from Python: the base config as a file."""
     if "recipe" in settings["space"]:
         raise UserError("several workers searching 'recipe' from Python need the command line: use clsf tune.")
@@ -487,6 +495,7 @@ def _worker_argv(folder: Path, make_config, settings: dict, space_file, trials: 
     base = folder / "configs" / "tune-base.yaml"
     rundir.write_text(base, make_config(None).to_yaml())
     argv = ["tune", "--config", str(base), "--space", str(space_file), "--trials", str(trials), "--out", str(folder)]
+    argv += ["--minutes", str((deadline - time.monotonic()) / 60)] if deadline is not None else []
     return argv + (["--storage", storage] if storage else []) + (["--study", study_name] if study_name else [])
 
 
