@@ -148,21 +148,21 @@ def write(results, names: list[str], fmt: str, top_k: int, out=None) -> int:
     import json
 
     out = out or sys.stdout
-    k = max(1, min(top_k, len(names)))
     n = 0
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
+        k = max(1, min(top_k, len(names)))  # the columns: as many classes as top_classes gives each row
         writer.writerow(["path"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("class", "p")])
     if fmt == "json":
         out.write("[")
     for path, p in results:
-        item = top_classes(path, p, names, top_k)
+        item = top_classes(path, p, names, top_k, digits=6 if fmt == "json" else None)
         if fmt == "table":
             out.write(f"{path}: " + ", ".join(f"{t['class']} {t['p']:.3f}" for t in item["top"]) + "\n")
         elif writer:
             writer.writerow([str(path)] + [v for t in item["top"] for v in (t["class"], f"{t['p']:.6f}")])
         else:
-            out.write(("," if n else "") + "\n  " + json.dumps(top_classes(path, p, names, top_k, digits=6)))
+            out.write(("," if n else "") + "\n  " + json.dumps(item))
         out.flush()
         n += 1
     if fmt == "json":

@@ -188,7 +188,7 @@ def experiment_page(folder: Path, storage: str | None = None) -> tuple[Page, dic
     title = f"{plan['kind']}: {plan['model']} on {Path(str(plan['data'])).name}"
     page = Page(title)
     if plan["kind"] == "tune":
-        summary = study_section(page, plan, folder, storage)
+        summary = study_section(page, plan, folder, records, storage)
     else:
         summary = (compare_section if plan["kind"] == "compare" else sweep_section)(page, plan, records)
     if records:

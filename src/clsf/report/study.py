@@ -12,7 +12,6 @@ from pathlib import Path
 
 from clsf import plots
 from clsf.errors import UserError
-from clsf.run.rundir import RunDir
 
 
 def study_storage(folder: Path, plan: dict, storage: str | None = None) -> str:
@@ -76,11 +75,12 @@ def study_summary(plan: dict, trials: list[dict], importances: dict, planned: di
             "importances": {k: round(v, 4) for k, v in importances.items()}}
 
 
-def study_section(page, plan: dict, folder: Path, storage: str | None = None) -> dict:
+def study_section(page, plan: dict, folder: Path, records: dict, storage: str | None = None) -> dict:
+    """The study's part of a tune folder's page (`records`: its runs, already read, by name)."""
     from clsf.report.build import fmt  # (build imports this module inside a function: no cycle at import)
 
     trials, importances = read_study(folder, plan, storage)
-    s = study_summary(plan, trials, importances, {t["number"]: _planned_epochs(folder, plan, t) for t in trials})
+    s = study_summary(plan, trials, importances, {t["number"]: _planned_epochs(records, plan, t) for t in trials})
     c = s["counts"]
     page.text(f"{len(trials)} trials: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, "
               f"{c.get('FAIL', 0)} failed, {c.get('RUNNING', 0) + c.get('WAITING', 0)} running or queued. "
@@ -113,12 +113,7 @@ def _param(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _planned_epochs(folder: Path, plan: dict, trial: dict) -> int:
+def _planned_epochs(records: dict, plan: dict, trial: dict) -> int:
     """The epochs a trial was to train: its run's config (a searched recipe or epochs may set them)."""
-    run = folder / "runs" / str(trial["run"])
-    if trial["run"] and RunDir.is_run(run):
-        try:
-            return int(RunDir(run).raw_config()["epochs"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return int(trial["params"].get("epochs", plan["base"]["epochs"]))
+    rec = records.get(trial["run"])
+    return int(rec.config["epochs"]) if rec is not None else int(trial["params"].get("epochs", plan["base"]["epochs"]))
