@@ -30,8 +30,9 @@ def main(engine: str, tmp: str) -> None:
                            "optim.name=adam", "optim.schedule=cosine", *extra, epochs=epochs, run_name=name, batch_size=16)
 
     out = {}
-    whole = train(cfg("whole"), quiet=True)  # 64 train images: 4 steps an epoch
-    cut = train(cfg("cut"), quiet=True, stop_after_steps=2)  # inside epoch 1
+    # with the weight average (optim.ema): a resume continues it, and the others' evaluate reads it
+    whole = train(cfg("whole", "optim.ema=0.9"), quiet=True)  # 64 train images: 4 steps an epoch
+    cut = train(cfg("cut", "optim.ema=0.9"), quiet=True, stop_after_steps=2)  # inside epoch 1
     out["cut_meta"] = {k: rundir.checkpoint_meta(cut)[k] for k in ("epoch", "step")}
     train(resume=cut, quiet=True, stop_after=1)  # at the end of epoch 1
     train(resume=cut, quiet=True, stop_after_steps=6)  # inside epoch 2
@@ -40,6 +41,7 @@ def main(engine: str, tmp: str) -> None:
     with np.load(whole / "predictions.npz") as za, np.load(cut / "predictions.npz") as zb:
         out["logits_diff"] = float(np.abs(za["logits"] - zb["logits"]).max())
     out["final"] = json.loads((whole / "final.json").read_text())
+    out["averaged"] = (whole / "checkpoints" / "last" / "train_weights.npz").exists()
     # transfer: the trunk stays as init_from left it while frozen, then (where the backend allows) trains
     unfreeze = ["unfreeze_after=1"] if engine != "keras-jax" else []
     frozen = train(cfg("frozen", f"init_from={whole}", "freeze=trunk", *unfreeze, epochs=2), quiet=True, stop_after=1)

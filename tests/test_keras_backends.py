@@ -40,6 +40,7 @@ def contract(request, tmp_path_factory):
 def test_resume_at_and_inside_epochs_gives_the_uninterrupted_run(contract):
     _, _, out = contract
     assert out["cut_meta"] == {"epoch": 0, "step": 2}  # the first pause was inside epoch 1
+    assert out["averaged"]  # the runs keep a weight average (optim.ema), which the resumes continue
     assert [r["epoch"] for r in out["cut_rows"]] == [1, 2]
     for a, b in zip(out["whole_rows"], out["cut_rows"]):
         for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):

@@ -62,8 +62,10 @@ def overrides(model: str, optimizer: str, schedule: str, regularised: bool) -> l
 
 def train_case(name: str, extra: list[str], epochs: int, x, y, initial: dict | None = None, keep_initial=None):
     """One engine built from the config, given `initial` weights (else its own, handed to
-    keep_initial), through `epochs` epochs of its own train_epoch: (neutral weights, [epoch losses])."""
+    keep_initial), through `epochs` epochs of its own train_epoch: (neutral weights, [epoch losses]).
+    With optim.ema the weights are the average (what the run would report on and checkpoint)."""
     from clsf.engines import create_engine
+    from clsf.run.averaging import averaged
     from clsf.run.setup import build_spec
 
     cfg = build_config(flags={"engine": name, "epochs": epochs, "batch_size": B, "device": "cpu"}, overrides=extra)
@@ -73,13 +75,14 @@ def train_case(name: str, extra: list[str], epochs: int, x, y, initial: dict | N
         keep_initial(neutral(engine))
     else:
         set_neutral(engine, initial)
+    engine = averaged(engine, cfg.optim.ema, cfg.optim.ema_every)
     losses = []
     for epoch in range(epochs):
         meter = Meter(epoch, engine.global_step(), len(y), B)
         engine.train_epoch(x, y, epoch, meter)
         losses.append(meter.loss)
     assert engine.global_step() == epochs * -(-len(y) // B)
-    return neutral(engine), losses
+    return (engine.average if cfg.optim.ema else neutral(engine)), losses
 
 
 def train_engines(engines, extra: list[str], epochs: int = EPOCHS, x=X, y=Y) -> dict:
@@ -181,6 +184,23 @@ def test_batch_norm_model_in_training_mode(optimizer):
 @pytest.mark.parametrize("optimizer,schedule,regularised", CASES, ids=ids)
 def test_batch_norm_model_every_case_every_engine(optimizer, schedule, regularised):
     check("resnet-s", optimizer, schedule, regularised, ("keras", "tf", "torch"))
+
+
+AVERAGE = ["optim.ema=0.8", "optim.ema_every=2"]
+
+
+def test_every_engine_averages_to_the_same_weights():
+    """optim.ema: from the same weights and batches, keras, tf and torch end on the same average
+    (the rule is numpy over the weights each hands over); the teeth: a torch run that averaged on
+    other steps, or not at all, is caught by the same comparison."""
+    extra = overrides("seed-cnn", "sgd-nesterov", "cosine", True)
+    got = train_engines(("keras", "tf", "torch"), extra + AVERAGE)
+    assert_same_weights(got["keras"][0], got["tf"][0], abs_=1e-6)
+    assert_same_weights(got["keras"][0], got["torch"][0], rel=1e-4)
+    for other in (["optim.ema=0.8", "optim.ema_every=3"], []):
+        off = train_case("torch", extra + other, EPOCHS, X, Y, got["initial"])[0]
+        with pytest.raises(AssertionError, match="difference"):
+            assert_same_weights(got["keras"][0], off, rel=1e-4)
 
 
 def _torch_sgd(params, o):

@@ -72,6 +72,8 @@ class OptimConfig:
     step_epochs: int = 30  # step schedule: multiply by gamma every step_epochs epochs
     gamma: float = 0.1
     min_lr: float = 0.0  # floor of cosine/onecycle
+    ema: float = 0.0  # weight EMA: decay per update (e.g. 0.99); evaluation and checkpoints use the average; 0 = off
+    ema_every: int = 1  # optimizer steps between EMA updates (airbench: 5)
 
 
 @dataclass
@@ -383,6 +385,8 @@ def validate(cfg: Config) -> Config:
     need(o.schedule in SCHEDULES, f"optim.schedule '{o.schedule}' is not known; use one of {', '.join(SCHEDULES)}.")
     need(0 <= o.label_smoothing < 1, f"optim.label_smoothing={o.label_smoothing} must be in [0, 1).")
     need(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0.")
+    need(0 <= o.ema < 1, f"optim.ema={o.ema} must be in [0, 1) (a decay per update, e.g. 0.99; 0 turns the average off).")
+    need(o.ema_every >= 1, f"optim.ema_every={o.ema_every} must be >= 1 (optimizer steps between EMA updates).")
     need(o.clip_norm is None or o.clip_norm > 0, f"optim.clip_norm={o.clip_norm} must be > 0 (or null).")
     need(0 <= o.momentum < 1 and 0 < o.rho < 1 and 0 < o.beta1 < 1 and 0 < o.beta2 < 1,
          "optim.momentum must be in [0, 1) and rho/beta1/beta2 in (0, 1).")

@@ -115,6 +115,16 @@ class Engine(ABC):
     @abstractmethod
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None: ...
 
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """The model's weights as weights.npz holds them: {layer: {name: array}} (copies)."""
+        raise UserError(f"the {self.name} engine does not hand its weights over, which optim.ema needs; "
+                        "use optim.ema=0 with it.")
+
+    def set_weights(self, weights: dict[str, dict[str, np.ndarray]]) -> None:
+        """Every weight from the layout `weights` returns (the optimizer state is left as it is)."""
+        raise UserError(f"the {self.name} engine does not take weights over, which optim.ema needs; "
+                        "use optim.ema=0 with it.")
+
     @abstractmethod
     def global_step(self) -> int: ...
 

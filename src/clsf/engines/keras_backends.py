@@ -157,6 +157,18 @@ class KerasBackendEngine(Engine):
         return np.concatenate([np.asarray(body.predict_on_batch(xb), np.float32).reshape(len(xb), -1)
                                for xb in self._batches(x)])
 
+    def weights(self) -> dict:
+        from clsf.models.transfer import keras_weights
+
+        self.sync()
+        return keras_weights(self.model, self.spec)
+
+    def set_weights(self, weights: dict) -> None:
+        from clsf.models.transfer import set_keras_weights
+
+        self.sync()
+        set_keras_weights(self.model, self.spec, weights)
+
     # -- checkpoints: the `keras` engine's files (weights.npz + state.npz) --------------------------
     def save(self, folder: Path) -> None:
         self.sync()

@@ -254,6 +254,16 @@ class KerasBase(Engine):
         else:
             model.export(str(path), format="tf_saved_model", verbose=False)
 
+    def weights(self) -> dict:
+        from clsf.models.transfer import keras_weights
+
+        return keras_weights(self.model, self.spec)
+
+    def set_weights(self, weights: dict) -> None:
+        from clsf.models.transfer import set_keras_weights
+
+        set_keras_weights(self.model, self.spec, weights)
+
     def save(self, folder: Path) -> None:
         save_state(self.model, self.optimizer, self.spec, folder)
 

@@ -236,6 +236,16 @@ class TorchEngine(Engine):
                               dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
                               external_data=False)  # one self-contained file
 
+    def weights(self) -> dict:
+        from clsf.models.transfer import torch_weights
+
+        return torch_weights(self.model, self.spec)
+
+    def set_weights(self, weights: dict) -> None:
+        from clsf.models.transfer import set_torch_weights
+
+        set_torch_weights(self.model, self.spec, weights)
+
     def save(self, folder: Path) -> None:
         from clsf.models.transfer import save_npz, torch_weights
 

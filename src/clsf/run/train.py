@@ -18,6 +18,7 @@ from clsf.engines.base import softmax
 from clsf.errors import UserError
 from clsf.models.spec import ModelSpec
 from clsf.run import callbacks as cb
+from clsf.run.averaging import averaged
 from clsf.run.checks import Checks
 from clsf.run.loop import fit, logits_of
 from clsf.run.pruning import trial_reporter
@@ -62,7 +63,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     world = cls.detect_world()  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
     steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
     _check_streaming(cfg, prep, cls, world.size)
-    engine = cls(cfg, spec, steps_per_epoch)
+    engine = averaged(cls(cfg, spec, steps_per_epoch), cfg.optim.ema, cfg.optim.ema_every)  # optim.ema: a weight average
     lead = world.lead  # the one process that prints and writes the run directory
     quiet = quiet or not lead
     if run is None:

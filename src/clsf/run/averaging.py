@@ -1,0 +1,122 @@
+"""optim.ema: an exponential moving average of the weights, which evaluation and checkpoints use.
+
+Every `optim.ema_every` optimizer steps the average moves towards the weights being trained:
+
+    avg += (1 - d) * (w - avg),   d = min(optim.ema, (1 + n) / (10 + n)),  n = updates so far
+
+(the warm-up on d is TensorFlow's ExponentialMovingAverage with num_updates: early averages are
+not dragged towards the random initialisation). Batch norm's moving statistics are averaged with
+the weights, as airbench's Lookahead averages every tensor of its state.
+
+It is computed here, in numpy, from the neutral weights (weights.npz's layout) every engine hands
+over, so keras, tf, torch and Keras on its other backends average the same bits in the same order:
+the rule cannot differ between engines. The engine keeps training its own weights; only
+evaluation (each epoch's validation, the test split, TTA views) swaps the average in and back.
+
+Checkpoints: weights.npz holds the average (what evaluate, predict, export and init_from read: the
+model the run reports on) and the weights being trained go to train_weights.npz with the update
+count in averaging.json, so a resume continues both exactly. A resume with --weights-only starts
+training from the average, and the average starts again from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from clsf.engines.base import Engine, Meter, damaged_state
+
+TRAIN_WEIGHTS, COUNT = "train_weights.npz", "averaging.json"
+
+
+class Averaged:
+    """An engine whose evaluation and checkpoints use the EMA of its weights; everything else is
+    the engine's own (attribute access goes through to it)."""
+
+    def __init__(self, engine: Engine, decay: float, every: int):
+        self.engine, self.decay, self.every = engine, decay, every
+        self.average: dict | None = None  # {layer: {name: float32 array}}; None until the first update
+        self.updates = 0
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    # -- training: an update after every `every`-th optimizer step, before the loop's callbacks --------
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int, meter: Meter, first_step: int = 0) -> None:
+        callbacks = meter.on_step
+
+        def on_step(step: int) -> None:
+            if self.engine.global_step() % self.every == 0:
+                self.update(self.engine.weights())
+            if callbacks is not None:
+                callbacks(step)  # a checkpoint written there holds this update
+
+        meter.on_step = on_step
+        try:
+            self.engine.train_epoch(x, y, epoch, meter, first_step)
+        finally:
+            meter.on_step = callbacks
+
+    def update(self, weights: dict) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        if self.average is None:
+            self.average = {layer: {k: v.astype(np.float32) for k, v in ws.items()} for layer, ws in weights.items()}
+        else:
+            for layer, ws in weights.items():
+                for k, v in ws.items():
+                    a = self.average[layer][k]
+                    a += np.float32(1 - d) * (v - a)  # in place, float32; a weight that did not move stays exact
+        self.updates += 1
+
+    # -- evaluation on the average --------------------------------------------------------------
+    def _on_average(self, fn, x):
+        if self.average is None:  # no update yet (before training): the weights themselves
+            return fn(x)
+        trained = self.engine.weights()
+        self.engine.set_weights(self.average)
+        try:
+            return fn(x)
+        finally:
+            self.engine.set_weights(trained)
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return self._on_average(self.engine.predict_logits, x)
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        return self._on_average(self.engine.features, x)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        from clsf.models.transfer import save_npz
+
+        self.engine.save(folder)  # weights.npz: the trained weights, with the engine's training state
+        if self.average is None:
+            return
+        os.replace(folder / "weights.npz", folder / TRAIN_WEIGHTS)
+        save_npz(folder / "weights.npz", self.average)
+        (folder / COUNT).write_text(json.dumps({"updates": self.updates, "decay": self.decay, "every": self.every}))
+
+    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
+        from clsf.models.transfer import load_npz
+
+        self.engine.load(folder, training_state, only)  # the average, or every weight from the engine's state
+        self.average, self.updates = None, 0
+        if not training_state or not (folder / COUNT).exists():
+            return  # weights only (init_from, --weights-only): the average starts again from them
+        if not (folder / TRAIN_WEIGHTS).exists():
+            raise damaged_state(folder, TRAIN_WEIGHTS, "the weights being trained are missing beside their average")
+        try:
+            self.updates = int(json.loads((folder / COUNT).read_text())["updates"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise damaged_state(folder, COUNT, str(e)) from None
+        self.average = {layer: {k: v.astype(np.float32) for k, v in ws.items()}
+                        for layer, ws in load_npz(folder / "weights.npz").items()}
+        self.engine.set_weights(load_npz(folder / TRAIN_WEIGHTS))
+
+
+def averaged(engine: Engine, decay: float, every: int):
+    """The engine itself when optim.ema is off, else wrapped."""
+    return Averaged(engine, decay, every) if decay > 0 else engine
