@@ -1,7 +1,7 @@
 """Benchmark: time to accuracy. The fast recipes against the classic Keras CIFAR-10 tutorial's script, with a
 time budget measured on this machine in this run.
 
-    python bench/recipes.py --data ../shared/data/cifar10-jpeg.tar.gz [--multiples 1,3,10] [--engine torch]
+    python bench/recipes.py --data ../shared/data/cifar10-jpeg.tar.gz [--plan "fast-seed-cnn:1 fast-cifar:1,3,10"] [--engine torch]
 
 1. The budget: the tutorial's 5-epoch Keras script (bench/reference.py's model, RMSprop, batch 32,
    `validation_split=0.2`, `x / 255.0`, then `model.evaluate` on the test split), timed as a whole
@@ -9,8 +9,8 @@ time budget measured on this machine in this run.
    Its data order is CIFAR-10's own, class-mixed, and its split the last 20% of it; clsf loads
    the JPEG folders class-mixed too, and the script checks that its last 20% holds every class
    (class-sorted arrays made this baseline score 0.54 instead of the 0.66-0.69 its authors printed).
-2. `--recipe fast-seed-cnn` with as many epochs as fit in 1 budget, and `--recipe fast-cifar` with as
-   many as fit in each multiple of it. Epochs are chosen from a calibration run (two epochs on 5,000
+2. Each recipe of --plan (RECIPE:MULTIPLES, e.g. `speedrun:1,3,10`) with as many epochs as fit in each
+   multiple of the budget. Epochs are chosen from a calibration run (two epochs on 5,000
    images: the second epoch's images/s, and the process's fixed cost); every run is then timed as a whole process too,
    and plotted at the seconds it actually took, over or under the budget.
 Every process reads the decoded dataset from one cache, filled before any timing. Writes
@@ -91,14 +91,15 @@ def plot(budget: float, ref_acc: float, ref_std: float, ref_seeds: int, runs: li
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     ax.errorbar([budget], [ref_acc], yerr=[ref_std], fmt="o", color="#888", zorder=3,
                 label=f"the Keras tutorial's script (5 epochs, {ref_seeds} seeds)")
-    fs = [r for r in runs if r["recipe"] == "fast-seed-cnn"]
-    ax.scatter([r["seconds"] for r in fs], [r["test_acc"] for r in fs], color="#d62728", zorder=3, label="--recipe fast-seed-cnn")
-    fc = [r for r in runs if r["recipe"] == "fast-cifar"]
-    ax.plot([r["seconds"] for r in fc], [r["test_acc"] for r in fc], "o-", color="#1f77b4", label="--recipe fast-cifar")
+    colors = {"fast-seed-cnn": "#d62728", "fast-cifar": "#1f77b4", "speedrun": "#2ca02c"}
+    for recipe in dict.fromkeys(r["recipe"] for r in runs):
+        rs = [r for r in runs if r["recipe"] == recipe]
+        ax.plot([r["seconds"] for r in rs], [r["test_acc"] for r in rs], "o-" if len(rs) > 1 else "o",
+                color=colors.get(recipe), label=f"--recipe {recipe}", zorder=3)
     seconds = [budget] + [r["seconds"] for r in runs]
     ax.set_xscale("log")
     ax.set_xlim(min(seconds) / 1.3, max(max(seconds), 10 * budget) * 1.4)  # room for the last label
-    for m in [1, 3, 10]:
+    for m in sorted({1, 3, 10} | {r["budget"] for r in runs}):
         ax.axvline(m * budget, color="#ccc", lw=0.8, zorder=0)
         ax.text(m * budget, 0.935, f" {m}x budget", color="#888", fontsize=8, va="top")
     ax.set_xlabel(f"seconds on this machine (log; budget = {budget:.0f} s)")
@@ -118,8 +119,8 @@ def replot(table: str, out: str) -> None:
     rows = [line.split("|")[1:-1] for line in Path(table).read_text().splitlines() if line.startswith("| ")][2:]
     ref = rows[0]
     acc, std = (float(v) for v in re.findall(r"[0-9.]+", ref[5])[:2])
-    runs = [{"recipe": re.search(r"--recipe ([\w-]+)", r[0]).group(1), "seconds": float(r[3]), "test_acc": float(r[5])}
-            for r in rows[1:]]
+    runs = [{"recipe": re.search(r"--recipe ([\w-]+)", r[0]).group(1), "budget": float(r[1].strip(" x")),
+             "seconds": float(r[3]), "test_acc": float(r[5])} for r in rows[1:]]
     seeds = int(re.search(r"median of (\d+) whole processes", Path(table).read_text()).group(1))
     plot(float(ref[3]), acc, std, seeds, runs, out)
 
@@ -128,7 +129,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data")
     ap.add_argument("--engine", default="torch")
-    ap.add_argument("--multiples", default="1,3,10", help="budgets for fast-cifar, in multiples of the tutorial script's time")
+    ap.add_argument("--plan", default="fast-seed-cnn:1 fast-cifar:1,3,10",
+                    help="RECIPE:MULTIPLES ...: the budgets each recipe runs at, in multiples of the tutorial script's time")
     ap.add_argument("--out", default=str(HERE / "results" / "recipes.md"))
     ap.add_argument("--figure", default=str(HERE.parent / "docs" / "time-to-accuracy.png"))
     ap.add_argument("--reference-seeds", type=int, default=3, help="runs of the tutorial's script (its accuracy's spread)")
@@ -143,6 +145,10 @@ def main() -> int:
         return 0
     if not args.data:
         ap.error("--data is required")
+    try:
+        plan = [(r, [float(m) for m in ms.split(",")]) for r, _, ms in (item.partition(":") for item in args.plan.split())]
+    except ValueError:
+        ap.error(f"--plan {args.plan!r}: give RECIPE:MULTIPLES items, e.g. 'fast-cifar:1,3,10 speedrun:3'")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["CLSF_CACHE"] = str(tmp / "cache")
@@ -160,19 +166,23 @@ def main() -> int:
         lo, hi = TUTORIAL_PRINTED
         verdict = ("inside" if lo - 0.01 <= min(accs) and max(accs) <= hi else "OUTSIDE")
 
+        calibrations: dict[str, dict] = {}
+
         def epochs_for(recipe: str, seconds: float) -> tuple[int, dict]:
             # two epochs on 5,000 images: the second one's rate is the steady one (the first pays the set-up)
-            cal = clsf_run(tmp / "runs", f"calibrate-{recipe}", recipe, args.engine, args.data, 2, "data.train_subset=5000")
+            if recipe not in calibrations:
+                calibrations[recipe] = clsf_run(tmp / "runs", f"calibrate-{recipe}", recipe, args.engine, args.data, 2,
+                                                "data.train_subset=5000")
+            cal = calibrations[recipe]
             fixed = cal["seconds"] - cal["train_seconds"]  # start-up, data, evaluation
             per_epoch = 50_000 / cal["images_per_s"]  # the last epoch's images/s
             return max(1, int((seconds - fixed) // per_epoch)), cal
 
         runs = []
-        n, _ = epochs_for("fast-seed-cnn", budget)
-        runs.append({**clsf_run(tmp / "runs", "fast-seed-cnn-1x", "fast-seed-cnn", args.engine, args.data, n), "budget": 1})
-        for m in [float(v) for v in args.multiples.split(",")]:
-            n, _ = epochs_for("fast-cifar", m * budget)
-            runs.append({**clsf_run(tmp / "runs", f"fast-cifar-{m:g}x", "fast-cifar", args.engine, args.data, n), "budget": m})
+        for recipe, multiples in plan:
+            for m in multiples:
+                n, _ = epochs_for(recipe, m * budget)
+                runs.append({**clsf_run(tmp / "runs", f"{recipe}-{m:g}x", recipe, args.engine, args.data, n), "budget": m})
 
     lines = [f"# Time to accuracy on {Path(args.data).name} ({time.strftime('%Y-%m-%d')}, engine {args.engine})", "",
              f"Budget: the classic Keras CIFAR-10 tutorial's 5-epoch script took **{budget:.0f} s** on this machine in this run "

@@ -30,7 +30,7 @@ def test_the_seed_recipe_is_the_defaults():
 
 def test_an_unknown_recipe_is_one_line(tmp_path, capsys):
     assert main(["train", "--recipe", "fastest", "--data", TINY, "--runs-dir", str(tmp_path)]) == 2
-    assert "recipe 'fastest' is not known; use one of fast-cifar, fast-seed-cnn, seed" in capsys.readouterr().err
+    assert "recipe 'fastest' is not known; use one of fast-cifar, fast-seed-cnn, seed, speedrun" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
@@ -38,7 +38,7 @@ def test_an_unknown_recipe_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("recipe", names())
 def test_every_recipe_trains(tmp_path, recipe):
     assert main(["train", "--recipe", recipe, "--engine", "torch", "--data", TINY, "--epochs", "1", "--runs-dir", str(tmp_path),
-                 "--run-name", "r", "--quiet", "model.args.widths=[8, 8]" if recipe != "fast-cifar" else "model.args.widths=[8, 8, 8]"]) == 0
+                 "--run-name", "r", "--quiet", "model.args.widths=[8, 8, 8]" if recipe in ("fast-cifar", "speedrun") else "model.args.widths=[8, 8]"]) == 0
     assert (tmp_path / "r" / "final.json").exists()
 
 
