@@ -241,6 +241,7 @@ CASES = [
     (T + " data.crop_padding=1000000", nothing, 2, "data.crop_padding=1000000 must be at most 256 pixels"),
     (T + " --nproc 64", nothing, 2, "--nproc 64 is more processes than this machine's"),
     (T + " model.args.widths=[100000,100000]", nothing, 2, "GiB to train at batch 32"),
+    (T + " data.mixup=-1", nothing, 2, "data.mixup=-1.0 must be in [0, 100] (a Beta concentration, e.g. 0.2"),
     (T + " optim.ema=1", nothing, 2, "optim.ema=1.0 must be in [0, 1) (a decay per update"),
     (T + " optim.ema_every=0", nothing, 2, "optim.ema_every=0 must be >= 1"),
     (T + " model.whiten_init=true", nothing, 2, "has 32 filters; whitening 3x3x3 patches needs 27 or 54"),

@@ -186,7 +186,7 @@ def test_batch_norm_model_every_case_every_engine(optimizer, schedule, regularis
     check("resnet-s", optimizer, schedule, regularised, ("keras", "tf", "torch"))
 
 
-AVERAGE = ["optim.ema=0.8", "optim.ema_every=2"]
+AVERAGE = ["optim.ema=0.8", "optim.ema_every=2", "data.hflip_alternate=true"]  # with airbench's alternating flips
 
 
 def test_every_engine_averages_to_the_same_weights():
@@ -201,6 +201,39 @@ def test_every_engine_averages_to_the_same_weights():
         off = train_case("torch", extra + other, EPOCHS, X, Y, got["initial"])[0]
         with pytest.raises(AssertionError, match="difference"):
             assert_same_weights(got["keras"][0], off, rel=1e-4)
+
+
+MIXING = ["data.mixup=0.4", "data.cutmix=1.0"]  # each batch one or the other, from the shared plan
+
+
+def _rolled(x, y, classes, keep, other, box):
+    """torch's mixing with image i paired with image i-1 (a roll) instead of b-1-i."""
+    import torch
+
+    y0, y1, x0, x1 = (int(v) for v in box)
+    xr = torch.roll(x, 1, 0)
+    if y1 > y0:
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = xr[:, :, y0:y1, x0:x1]
+    else:
+        x = x * keep + xr * other
+    onehot = torch.nn.functional.one_hot(y, classes).float()
+    return x, onehot * keep + torch.roll(onehot, 1, 0) * other
+
+
+def test_every_engine_mixes_alike(monkeypatch):
+    """mixup and cutmix: the same mixed images and soft labels (with label smoothing on them) give
+    keras, tf and torch the same weights; the teeth: torch pairing the images otherwise is caught."""
+    from clsf.data import torch_pipeline
+
+    extra = overrides("seed-cnn", "adam", "cosine", True) + MIXING
+    got = train_engines(("keras", "tf", "torch"), extra)
+    assert_same_weights(got["keras"][0], got["tf"][0], abs_=1e-6)
+    assert_same_weights(got["keras"][0], got["torch"][0], rel=1e-4)
+    monkeypatch.setattr(torch_pipeline, "mix_torch", _rolled)
+    off = train_case("torch", extra, EPOCHS, X, Y, got["initial"])[0]
+    with pytest.raises(AssertionError, match="difference"):
+        assert_same_weights(got["keras"][0], off, rel=1e-4)
 
 
 def _torch_sgd(params, o):

@@ -42,6 +42,8 @@ class DataConfig:
     crop_padding: int = 0  # pixels of zero padding for random crops; 0 = off
     hflip: bool = False  # mirror each training image with probability 0.5, drawn per epoch
     hflip_alternate: bool = False  # with hflip: each image's flip alternates between epochs (random in the first)
+    mixup: float = 0.0  # Beta(a, a) concentration of mixup's weight, drawn per batch (e.g. 0.2); 0 = off
+    cutmix: float = 0.0  # Beta(a, a) concentration of cutmix's box area, drawn per batch (e.g. 1.0); 0 = off; with mixup each batch is one or the other
     stream: bool | None = None  # image folders: decode from disk per batch; None = when decoded they'd exceed 4 GiB
     workers: int | None = None  # streaming: torch DataLoader decoding processes; None = 0 on <= 2 cores, else min(4, cores / 2)
 
@@ -410,6 +412,10 @@ def validate(cfg: Config) -> Config:
          "data.train_subset/val_subset/test_subset must be >= 1 (or null for all).")
     need(cfg.track in (None, "mlflow"), f"track '{cfg.track}' is not known; use mlflow (or leave it out).")
     need(0 <= cfg.tta_shift <= 8, f"tta_shift={cfg.tta_shift} must be in [0, 8] pixels (airbench shifts by 1).")
+    for key in ("mixup", "cutmix"):
+        a = getattr(d, key)
+        need(math.isfinite(a) and 0 <= a <= 100, f"data.{key}={a} must be in [0, 100] (a Beta concentration, e.g. "
+             f"{0.2 if key == 'mixup' else 1.0}; 0 turns it off).")
     need(d.crop_padding <= MAX_CROP_PADDING, f"data.crop_padding={d.crop_padding} must be at most {MAX_CROP_PADDING} pixels.")
     g = cfg.gan
     need(1 <= g.latent <= 4096, f"gan.latent={g.latent} must be in [1, 4096].")

@@ -10,20 +10,23 @@ import math
 
 import numpy as np
 
-from clsf.data.order import epoch_plan
+from clsf.data.order import epoch_plan, mix_plan
 from clsf.data.stream import as_array
-from clsf.data.transforms import Preprocess, crop_flip_np
+from clsf.data.transforms import Preprocess, crop_flip_np, mix_np
 
 
 class NumpyBatches:
-    """Batch i of an epoch (from batch `first_step`): (x (B, H, W, C) float32 normalised, y (B,) int64).
-    Random access by index, which is what keras.utils.PyDataset asks for."""
+    """Batch i of an epoch (from batch `first_step`): (x (B, H, W, C) float32 normalised, y (B,) int64,
+    or (B, classes) float32 soft labels when training batches are mixed). Random access by index,
+    which is what keras.utils.PyDataset asks for."""
 
     def __init__(self, x, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool, seed: int = 0,
-                 epoch: int = 0, first_step: int = 0):
+                 epoch: int = 0, first_step: int = 0, classes: int = 0):
         self.x, self.y, self.batch_size, self.pre, self.training = x, y, batch_size, pre, training
         self.a, self.b = pre.affine(x.shape[-1])  # (C,) each: normalised = raw * a + b
         self.plan = epoch_plan(len(y), pre, seed, epoch) if training else None
+        self.mix = mix_plan(len(y), batch_size, pre, seed, epoch, x.shape[1:3]) if training and pre.mixes else None
+        self.classes = classes
         self.first = first_step * batch_size if training else 0  # a run resumed inside an epoch starts here
 
     def __len__(self) -> int:
@@ -36,4 +39,8 @@ class NumpyBatches:
         xb = as_array(self.x[idx]).astype(np.float32)  # (b, H, W, C) 0..255; streamed files decoded here
         if self.training and self.pre.augments:
             xb = crop_flip_np(xb, self.pre.crop_padding, self.plan.oy[lo:hi], self.plan.ox[lo:hi], self.plan.flip[lo:hi])
-        return xb * self.a + self.b, self.y[idx]
+        xb, yb = xb * self.a + self.b, self.y[idx]
+        if self.mix is not None:
+            s = lo // self.batch_size  # the batch's step from the epoch's start
+            xb, yb = mix_np(xb, yb, self.classes, self.mix.keep[s], self.mix.other[s], self.mix.box[s])
+        return xb, yb

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clsf.data.order import epoch_plan
+from clsf.data.order import epoch_plan, mix_plan
 from clsf.data.stream import Files
 from clsf.data.transforms import Preprocess
 from clsf.distributed import share
@@ -31,10 +31,26 @@ def crop_flip_tf(x, pad: int, oy, ox, flip):
     return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
 
 
+def mix_tf(x, y, classes: int, keep, other, box):
+    """clsf.data.transforms.mix_np for x (B,H,W,C) float32 normalised and y (B,) int64; keep/other
+    float32 scalars and box (4,) int32 tensors of one batch's plan."""
+    import tensorflow as tf
+
+    xr = tf.reverse(x, axis=[0])
+    h, w = tf.shape(x)[1], tf.shape(x)[2]
+    rows, cols = tf.range(h), tf.range(w)
+    inside = ((rows >= box[0]) & (rows < box[1]))[:, None] & ((cols >= box[2]) & (cols < box[3]))[None, :]  # (H, W)
+    cut = tf.where(inside[None, :, :, None], xr, x)  # an exact copy of the partner's pixels inside the box
+    out = tf.cond(box[1] > box[0], lambda: cut, lambda: x * keep + xr * other)
+    onehot = tf.one_hot(y, classes, dtype=tf.float32)
+    return out, onehot * keep + tf.reverse(onehot, axis=[0]) * other
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
-                 seed: int = 0, epoch: int = 0, first_step: int = 0):
-    """Batches of (x float32 NHWC normalised, y int64); training batches follow `epoch_plan`,
-    from batch `first_step` on (a run resumed inside an epoch)."""
+                 seed: int = 0, epoch: int = 0, first_step: int = 0, classes: int = 0):
+    """Batches of (x float32 NHWC normalised, y int64, or (B, classes) float32 soft labels when
+    mixed); training batches follow `epoch_plan`, from batch `first_step` on (a run resumed inside
+    an epoch)."""
     import tensorflow as tf
 
     a, b = (tf.constant(v) for v in pre.affine(x.shape[-1]))
@@ -58,9 +74,16 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess,
         shape = x.image_shape
         ds = ds.map(lambda idx, *aug: (idx, *aug, decode_file(tf.gather(images, idx), shape)),
                     num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.batch(batch_size).map(lambda idx, *rest: transform(idx, *rest[:-1], decoded=rest[-1]),
-                                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    return ds.batch(batch_size).map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size).map(lambda idx, *rest: transform(idx, *rest[:-1], decoded=rest[-1]),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.batch(batch_size).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and pre.mixes:  # each batch zipped with its step's weights and box
+        mix = mix_plan(len(y), batch_size, pre, seed, epoch, x.shape[1:3])
+        plan = tf.data.Dataset.from_tensor_slices((mix.keep[first_step:], mix.other[first_step:], mix.box[first_step:]))
+        ds = tf.data.Dataset.zip((ds, plan)).map(lambda batch, m: mix_tf(*batch, classes, *m),
+                                                 num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def decode_file(path, shape):

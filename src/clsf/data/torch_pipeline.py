@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clsf.data.order import epoch_plan
+from clsf.data.order import epoch_plan, mix_plan
 from clsf.data.stream import Files
 from clsf.distributed import share
 from clsf.data.transforms import Preprocess
@@ -32,6 +32,21 @@ def crop_flip_torch(x, pad: int, oy, ox, flip):
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+def mix_torch(x, y, classes: int, keep: float, other: float, box):
+    """clsf.data.transforms.mix_np for x (B,C,H,W) float32 normalised and y (B,) int64."""
+    import torch
+
+    y0, y1, x0, x1 = (int(v) for v in box)
+    xr = x.flip(0)
+    if y1 > y0:  # cutmix
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = xr[:, :, y0:y1, x0:x1]
+    else:
+        x = x * keep + xr * other
+    onehot = torch.nn.functional.one_hot(y, classes).float()
+    return x, onehot * keep + onehot.flip(0) * other
+
+
 class Batches:
     """Iterable of (x float32 NCHW normalised, y int64) on `device`; training follows `epoch_plan`.
 
@@ -40,7 +55,7 @@ class Batches:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
                  seed: int = 0, epoch: int = 0, device="cpu", first_step: int = 0, shard: tuple[int, int] = (0, 1),
-                 workers: int = 0):
+                 workers: int = 0, classes: int = 0):
         import torch
 
         # (N, H, W, C) uint8: numpy's memory shared, a tensor already on the device (a GPU run keeps
@@ -54,6 +69,9 @@ class Batches:
         self.a = torch.from_numpy(a).to(device)[None, :, None, None]
         self.b = torch.from_numpy(b).to(device)[None, :, None, None]
         self.plan = epoch_plan(len(y), pre, seed, epoch) if training else None
+        # mixed batches (one process only: the partner of an image is in its own batch), soft labels
+        self.mix = mix_plan(len(y), batch_size, pre, seed, epoch, x.shape[1:3]) if training and pre.mixes else None
+        self.classes = classes
         self.rank, self.size = shard if training else (0, 1)
         self.step_images = batch_size * self.size  # the global batch
         self.first = first_step * self.step_images if training else 0  # a run resumed inside an epoch starts here
@@ -84,7 +102,11 @@ class Batches:
             if self.training and self.pre.augments:
                 aug = (torch.from_numpy(v[a:b]).to(self.device) for v in (self.plan.oy, self.plan.ox, self.plan.flip))
                 xb = crop_flip_torch(xb, self.pre.crop_padding, *aug)
-            yield xb * self.a + self.b, self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
+            xb, yb = xb * self.a + self.b, self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
+            if self.mix is not None:
+                s = a // self.step_images  # the batch's step from the epoch's start
+                xb, yb = mix_torch(xb, yb, self.classes, float(self.mix.keep[s]), float(self.mix.other[s]), self.mix.box[s])
+            yield xb, yb
 
     def _images(self, order, shares):
         """(b, H, W, C) uint8 per share: gathered from memory, or decoded from files by DataLoader

@@ -80,7 +80,8 @@ class KerasBackendEngine(Engine):
 
         if self.counts_traces:
             self.model.train_step = train_step
-        self.model.compile(optimizer=self.optimizer, loss=make_loss(output_shape(spec)[0], cfg.optim.label_smoothing),
+        self.model.compile(optimizer=self.optimizer, loss=make_loss(output_shape(spec)[0], cfg.optim.label_smoothing,
+                                                                    soft=self.pre.mixes),
                            metrics=["acc"], run_eagerly=mode == "eager", jit_compile=self.jit)
 
     # -- the backend ---------------------------------------------------------------------------
@@ -107,7 +108,8 @@ class KerasBackendEngine(Engine):
         from clsf.data.numpy_pipeline import NumpyBatches
 
         self.schedule.fill(self.global_step())
-        batches = NumpyBatches(x, y, self.cfg.batch_size, self.pre, True, self.cfg.seed, epoch, first_step)
+        batches = NumpyBatches(x, y, self.cfg.batch_size, self.pre, True, self.cfg.seed, epoch, first_step,
+                               output_shape(self.spec)[0])
         model = self.model
 
         class Feed(keras.utils.PyDataset):  # batch i of the plan, in order, in this process

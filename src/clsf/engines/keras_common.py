@@ -100,11 +100,14 @@ def make_strategy(cfg: Config, world: World):
     return strategy
 
 
-def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False):
-    """Cross-entropy on logits (the model outputs logits; softmax lives inside the loss)."""
+def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False, soft: bool = False):
+    """Cross-entropy on logits (the model outputs logits; softmax lives inside the loss); `soft`:
+    the labels are (B, K) rows (mixup/cutmix), smoothed the same way as one-hot ones."""
     import keras
 
     reduction = None if per_image else "sum_over_batch_size"  # per_image: (B,) losses, the caller weights them
+    if soft:
+        return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=reduction)
     if not label_smoothing:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
     cce = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=reduction)
@@ -151,7 +154,8 @@ class KerasBase(Engine):
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
         self.freeze_trunk(True)
-        self.loss_fn = make_loss(output_shape(spec)[0], cfg.optim.label_smoothing)
+        self.classes = output_shape(spec)[0]
+        self.loss_fn = make_loss(self.classes, cfg.optim.label_smoothing, soft=self.pre.mixes)
         self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
 
         h, w, c = spec.input_shape

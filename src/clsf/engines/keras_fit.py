@@ -36,6 +36,7 @@ class KerasFitEngine(KerasBase):
 
         self.model.train_step = train_step
         mode = self.cfg.tf.mode  # fit's own switches: run_eagerly (no tf.function) and jit_compile (XLA)
+        # "acc" is resolved by the labels' shape: sparse, or (mixup/cutmix) the soft rows' largest weight
         self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=["acc"],
                            run_eagerly=mode == "eager", jit_compile=mode == "xla")
 
@@ -49,7 +50,7 @@ class KerasFitEngine(KerasBase):
         from clsf.data.tf_pipeline import make_dataset
 
         ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch,
-                          first_step=first_step)
+                          first_step=first_step, classes=self.classes)
         model = self.model
 
         def batch_end(batch, logs):  # fit counts batches from its own start: offset them

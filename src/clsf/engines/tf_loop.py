@@ -26,7 +26,8 @@ class TFLoopEngine(KerasBase):
 
         h, w, c = self.spec.input_shape
         images = tf.TensorSpec([None, h, w, c], tf.float32)  # None: any batch size, one trace
-        labels = tf.TensorSpec([None], tf.int64)
+        mixed = self.pre.mixes  # mixup/cutmix: (B, K) soft labels; accuracy against each row's largest weight
+        labels = tf.TensorSpec([None, self.classes], tf.float32) if mixed else tf.TensorSpec([None], tf.int64)
         model, optimizer, loss_fn, traces = self.model, self.optimizer, self.loss_fn, self.traces
         fp16 = self.cfg.precision == "fp16"
 
@@ -41,7 +42,8 @@ class TFLoopEngine(KerasBase):
                 scaled = optimizer.scale_loss(loss) if fp16 else loss  # LossScaleOptimizer: fp16 gradients stay finite
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))  # (unscale,) clip, decay, update
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.int32))
+            target = tf.argmax(y, axis=1) if mixed else y
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1), target), tf.int32))
             return loss, correct
 
         mode = self.cfg.tf.mode  # eager: the step runs as plain Python, op by op (a hand-written loop's first form)
@@ -93,8 +95,8 @@ class TFLoopEngine(KerasBase):
                     break
             return
         ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch,
-                          first_step=first_step)
-        for step, (xb, yb) in enumerate(ds, start=first_step):  # xb (B, H, W, C) float32, yb (B,) int64
+                          first_step=first_step, classes=self.classes)
+        for step, (xb, yb) in enumerate(ds, start=first_step):  # xb (B, H, W, C) float32, yb (B,) int64 or (B, K) soft
             loss, correct = self.train_step(xb, yb)
             meter.add(step, float(loss), int(correct))
             if meter.stop_requested:

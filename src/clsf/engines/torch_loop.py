@@ -130,7 +130,7 @@ class TorchEngine(Engine):
         x, y = self.resident(x, y)
         batches = Batches(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed,
                           epoch=epoch, device=self.torch_device, first_step=first_step, shard=(w.rank, w.size),
-                          workers=worker_count(self.cfg.data.workers))
+                          workers=worker_count(self.cfg.data.workers), classes=output_shape(self.spec)[0])
         self.model.train()
         for m in self.frozen_bn:
             m.eval()
@@ -142,7 +142,7 @@ class TorchEngine(Engine):
 
     def _steps(self, batches: Batches, first_step: int, meter: Meter) -> None:
         o, w = self.cfg.optim, self.world
-        for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64
+        for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64 or (B, K) soft
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o)
             xb = xb.contiguous(memory_format=self.memory_format)
@@ -163,7 +163,8 @@ class TorchEngine(Engine):
             self.scaler.step(self.optimizer)  # decoupled weight decay, then the update (fp16: skipped on inf)
             self.scaler.update()
             self.step += 1
-            correct = int((logits.argmax(1) == yb).sum())
+            target = yb.argmax(1) if yb.ndim == 2 else yb  # mixed (B, K) soft labels: their largest weight
+            correct = int((logits.argmax(1) == target).sum())
             if w.size == 1:
                 meter.add(step, loss.item(), correct)
             else:  # the global batch's mean loss and correct count, the same on every process

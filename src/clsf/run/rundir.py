@@ -7,7 +7,8 @@ file names:
     metrics.csv        a row per epoch: epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_s,peak_mem_mb
     tb/                TensorBoard scalars
     checkpoints/init/  the weights before the first step + logits.npz (step-0 logits of up to 256 probe images)
-    checkpoints/last/  weights.npz (framework-neutral) + state.* (optimizer etc.) + meta.json
+    checkpoints/last/  weights.npz (framework-neutral) + state.* (optimizer etc.) + meta.json; with optim.ema,
+                       weights.npz is the weight average and train_weights.npz + averaging.json what trains
     checkpoints/best/  the same, for the best val_loss so far
     final.json         test_loss, test_acc, per-class accuracy, confusion matrix
     predictions.npz    test logits and labels, and the most confident mistakes (images included)

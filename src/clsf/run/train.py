@@ -106,6 +106,9 @@ def _finished(run: RunDir, cfg: Config, state: RunState, changed: dict) -> bool:
 
 
 def _check_streaming(cfg: Config, prep: Prepared, cls, replicas: int) -> None:
+    if replicas > 1 and (cfg.data.mixup or cfg.data.cutmix):
+        raise UserError(f"data.mixup and data.cutmix pair each image with another of its batch, which this run splits over "
+                        f"{replicas} replicas; train them on one (no --nproc, one GPU), or leave them out.")
     if not isinstance(prep.train.x, Files):  # streamed from disk (clsf.data.stream): what that path does not do
         return
     if cfg.tta_flip or cfg.tta_shift:
