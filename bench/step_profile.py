@@ -1,7 +1,8 @@
-"""Profile: where one training step of `seed-cnn` goes, per engine, and so what bounds it.
+"""Profile: where one training step of a zoo model (`seed-cnn` unless --model) goes, per engine, and so what bounds it.
 
     python bench/step_profile.py --data ../shared/data/cifar10-jpeg.tar.gz [--batch 32] [--steps 200]
-                                 [--engines keras,tf,torch,keras-jax,keras-torch]
+                                 [--engines keras,tf,torch,keras-jax,keras-torch] [--model airbench]
+                                 [--set torch.channels_last=false] [--out FILE]
 
 Each engine runs in its own process. The step is taken apart by ablation, every part timed on the
 same batches already in memory, each the median of 5 passes over `--steps` steps:
@@ -52,10 +53,13 @@ def cycle(fn, batches):
     return call
 
 
-def engine_for(name: str, batch: int, steps: int):
-    from speed import seed_cnn_engine  # the engine exactly as bench/speed.py times it
+MODEL = {"name": "seed-cnn", "set": []}  # --model and --set, for the workers
 
-    return seed_cnn_engine(name, batch, steps, epochs=50)
+
+def engine_for(name: str, batch: int, steps: int):
+    from speed import seed_cnn_engine  # the engine exactly as bench/speed.py times it (another model: --model)
+
+    return seed_cnn_engine(name, batch, steps, overrides=[f"model.name={MODEL['name']}", *MODEL["set"]], epochs=50)
 
 
 def profile_torch(x, y, batch: int, steps: int) -> dict:
@@ -235,8 +239,11 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--out", default=str(HERE / "results" / "step-profile.md"))
     ap.add_argument("--engines", default="keras,tf,torch,keras-jax,keras-torch")
+    ap.add_argument("--model", default="seed-cnn", help="the zoo model to profile")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config keys for every engine")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    MODEL.update(name=args.model, set=args.set)
     if args.worker:
         import numpy as np
 
@@ -267,7 +274,8 @@ def main() -> int:
         np.savez(arrays, x=ds["train"].x[:n], y=ds["train"].y[:n])
         for engine in args.engines.split(","):
             print(f"profiling {engine}", flush=True)
-            r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps), "--worker",
+            r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps),
+                                "--model", args.model, *(f"--set={kv}" for kv in args.set), "--worker",
                                 json.dumps({"engine": engine, "arrays": str(arrays)})], capture_output=True, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
             if r.returncode:
@@ -277,8 +285,9 @@ def main() -> int:
     ceiling = subprocess.run([sys.executable, str(HERE / "speed.py"), "--worker", '{"kind": "sgemm"}'], capture_output=True,
                              text=True, check=True).stdout
     sgemm = json.loads(ceiling.strip().splitlines()[-1])["gflops"]
-    flops = 3 * forward_flops(get_spec("seed-cnn")) * args.batch
-    lines = [f"# Where a seed-cnn training step goes (batch {args.batch}, {time.strftime('%Y-%m-%d')})", "",
+    flops = 3 * forward_flops(get_spec(args.model)) * args.batch
+    settings = f", {' '.join(args.set)}" if args.set else ""
+    lines = [f"# Where a {args.model} training step goes (batch {args.batch}{settings}, {time.strftime('%Y-%m-%d')})", "",
              f"Milliseconds per step, median of 5 passes over {args.steps} steps, each engine in its own process; "
              "parts by ablation (see bench/step_profile.py). `keras` here times the same Keras model and optimizer as `tf` "
              "(fit's loop is the `epoch` row).", "",
