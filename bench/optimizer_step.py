@@ -1,4 +1,4 @@
-"""Benchmark: the torch engine's optimizer step, Keras' rules written as a per-tensor Python loop
+"""Benchmark: the torch engine's optimizer step on the CPU, Keras' rules written as a per-tensor Python loop
 against the same rules as torch._foreach_* calls (clsf.engines.torch_optim.KerasRule), and torch's
 own fused/foreach optimizers for scale (they are not Keras' rules: the parity test refuses them).
 
@@ -50,7 +50,8 @@ def main() -> int:
     lines = [f"# The torch engine's optimizer step ({time.strftime('%Y-%m-%d')}, {args.threads} threads)", "",
              "Milliseconds per `step()`: median (min-max) of 7 passes over "
              f"{args.steps} steps, in one process. `loop` is Keras' rule per tensor in Python, `foreach` the same "
-             "rule as torch._foreach_* calls (the engine's default; the same bits, tests/test_torch_optim.py); "
+             "rule as torch._foreach_* calls (the same bits, tests/test_torch_optim.py; the engine's choice on a GPU, the "
+             "loop on a CPU); "
              "torch's own optimizer (foreach) is shown for scale only — its rules differ from Keras'.", "",
              "| model | tensors | parameters | rule | loop | foreach | loop / foreach | torch's own (foreach) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
