@@ -5,8 +5,8 @@ own fused/foreach optimizers for scale (they are not Keras' rules: the parity te
     python bench/optimizer_step.py [--models seed-cnn,airbench] [--steps 50] [--threads 2]
 
 For each zoo model's parameters (torch layout, random gradients), milliseconds per `step()`:
-median, min and max of 7 passes over --steps steps, all in one process, so the ratios compare
-like with like. Writes bench/results/optimizer-step.md.
+median, min and max of 7 passes over --steps steps, all in one process, the forms' passes
+interleaved, so the ratios compare like with like. Writes bench/results/optimizer-step.md.
 """
 
 from __future__ import annotations
@@ -21,14 +21,18 @@ RULES = {"sgd-nesterov": dict(name="sgd", nesterov=True, weight_decay=5e-4), "rm
          "adam": dict(name="adam")}
 
 
-def passes(step, steps: int, repeats: int = 7) -> list[float]:
-    step()
-    out = []
+def passes(steps: dict, n: int, repeats: int = 7) -> dict[str, list[float]]:
+    """ms per call of each of `steps` ({name: fn}), their passes interleaved (a, b, c, a, b, c, ...)
+    so that a machine slowing down or speeding up mid-run touches every form alike."""
+    for step in steps.values():
+        step()
+    out = {k: [] for k in steps}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        out.append((time.perf_counter() - t0) / steps * 1e3)
+        for k, step in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step()
+            out[k].append((time.perf_counter() - t0) / n * 1e3)
     return out
 
 
@@ -49,7 +53,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     lines = [f"# The torch engine's optimizer step ({time.strftime('%Y-%m-%d')}, {args.threads} threads)", "",
              "Milliseconds per `step()`: median (min-max) of 7 passes over "
-             f"{args.steps} steps, in one process. `loop` is Keras' rule per tensor in Python, `foreach` the same "
+             f"{args.steps} steps, in one process, the three forms' passes interleaved. `loop` is Keras' rule per tensor in Python, `foreach` the same "
              "rule as torch._foreach_* calls (the same bits, tests/test_torch_optim.py; the engine's choice on a GPU, the "
              "loop on a CPU); "
              "torch's own optimizer (foreach) is shown for scale only — its rules differ from Keras'.", "",
@@ -64,14 +68,11 @@ def main() -> int:
         n = sum(p.numel() for p in params)
         for rule, kw in RULES.items():
             o = OptimConfig(**{"lr": 1e-3, **kw})
-            timing = {}
-            for form in ("loop", "foreach"):
-                opt = KerasRule(params, o, foreach=form == "foreach")
-                timing[form] = passes(opt.step, args.steps)
             own = {"sgd": lambda: torch.optim.SGD(params, lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4, foreach=True),
                    "rmsprop": lambda: torch.optim.RMSprop(params, lr=1e-3, foreach=True),
                    "adam": lambda: torch.optim.Adam(params, lr=1e-3, foreach=True)}[o.name]()
-            timing["own"] = passes(own.step, args.steps)
+            timing = passes({"loop": KerasRule(params, o, foreach=False).step, "foreach": KerasRule(params, o, foreach=True).step,
+                             "own": own.step}, args.steps)
             med = {k: statistics.median(v) for k, v in timing.items()}
             cell = {k: f"{med[k]:.3f} ({min(v):.3f}-{max(v):.3f})" for k, v in timing.items()}
             lines.append(f"| {model} | {len(params)} | {n:,} | {rule} | {cell['loop']} | {cell['foreach']} | "
