@@ -101,7 +101,7 @@ def plot(budget: float, ref_acc: float, ref_std: float, ref_seeds: int, runs: li
     ax.set_xlim(min(seconds) / 1.3, max(max(seconds), 10 * budget) * 1.4)  # room for the last label
     for m in sorted({1, 3, 10} | {r["budget"] for r in runs}):
         ax.axvline(m * budget, color="#ccc", lw=0.8, zorder=0)
-        ax.text(m * budget, 0.935, f" {m}x budget", color="#888", fontsize=8, va="top")
+        ax.text(m * budget, 0.935, f" {m:g}x budget", color="#888", fontsize=8, va="top")
     ax.set_xlabel(f"seconds on this machine (log; budget = {budget:.0f} s)")
     ax.set_ylabel("CIFAR-10 test accuracy")
     ax.set_ylim(0.5, 0.95)

@@ -141,7 +141,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "tf": TFConfig, "torch": TorchConfig, "gan": GanConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "tf": TFConfig, "torch": TorchConfig, "gan": GanConfig}
 TF_MODES = ("eager", "graph", "xla")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -192,7 +192,7 @@ def apply(cfg: Config, updates: dict, prefix: str = "") -> Config:
     """Apply a nested dict of updates to cfg in place (checking every key and type)."""
     for key, value in updates.items():
         full = prefix + key
-        if prefix == "" and key in _SECTIONS:
+        if prefix == "" and key in SECTIONS:
             if not isinstance(value, dict):
                 raise UserError(f"config key '{key}' is a section; give it as a mapping or use {key}.KEY=VALUE.")
             apply(getattr(cfg, key), value, key + ".")
@@ -206,7 +206,7 @@ def apply(cfg: Config, updates: dict, prefix: str = "") -> Config:
         names = {f.name: f for f in dataclasses.fields(cfg)}
         if key not in names:
             if prefix == "":  # a section's key given without its section: train_subset -> data.train_subset
-                owners = [s for s in _SECTIONS if key in {f.name for f in dataclasses.fields(getattr(cfg, s))}]
+                owners = [s for s in SECTIONS if key in {f.name for f in dataclasses.fields(getattr(cfg, s))}]
                 if owners:
                     raise UserError(f"unknown config key '{key}'; did you mean '{owners[0]}.{key}'?")
             raise _unknown(full, [prefix + n for n in names])

@@ -294,7 +294,7 @@ class RunDir:
 
     def raw_config(self) -> dict:
         """config.yaml as plain data, for reports that must not depend on today's config keys."""
-        from clsf.config import read_yaml
+        from clsf.config import SECTIONS, read_yaml
 
         try:
             data = read_yaml(self.path / self.CONFIG, "run config")
@@ -302,6 +302,10 @@ class RunDir:
             raise self.damaged(self.CONFIG, type(e).__name__) from None
         if not isinstance(data, dict) or not data:
             raise self.damaged(self.CONFIG, "it holds no mapping of config keys")
+        missing = [name for name in SECTIONS if not isinstance(data.get(name), dict)]  # resolved: every section written out
+        if missing:
+            raise self.damaged(self.CONFIG, f"it has no {', '.join(missing)} section{'s' if len(missing) > 1 else ''} "
+                                            "(cut short?)")
         return data
 
     def write_config(self, cfg: Config) -> None:

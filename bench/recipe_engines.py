@@ -1,0 +1,82 @@
+"""Benchmark: one recipe at one budget point in several engines — time to accuracy per engine, and
+whether the engines reach the same accuracy within the seed-to-seed spread.
+
+    python bench/recipe_engines.py --data ../shared/data/cifar10-jpeg.tar.gz [--recipe speedrun] [--epochs 1]
+                                   [--engines torch,tf,keras] [--seeds 0,1,2]
+
+In one run on this machine: the classic Keras CIFAR-10 tutorial's 5-epoch script once (the budget,
+as bench/recipes.py times it), then `clsf train --recipe R --epochs E` for every engine and seed,
+each a whole process timed from start to its test accuracy, engines interleaved seed by seed so a
+machine that changes speed during the run touches every engine alike. Writes
+bench/results/recipe-engines.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from recipes import clsf_run, timed_process  # noqa: E402  (the same timing as the time-to-accuracy table)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--recipe", default="speedrun")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--engines", default="torch,tf,keras")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--out", default=str(HERE / "results" / "recipe-engines.md"))
+    args = ap.parse_args()
+    engines, seeds = args.engines.split(","), [int(s) for s in args.seeds.split(",")]
+    import os
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["CLSF_CACHE"] = str(tmp / "cache")
+        subprocess.run([sys.executable, "-m", "clsf", "data", "info", "--data", args.data], check=True, capture_output=True)
+        print("the tutorial's script (the budget)", flush=True)
+        budget, out = timed_process([sys.executable, str(HERE / "recipes.py"), "--seeds-script", "0", "--data", args.data])
+        ref = json.loads(out.strip().splitlines()[-1])["test_acc"]
+        runs = {e: [] for e in engines}
+        for seed in seeds:
+            for engine in engines:
+                runs[engine].append(clsf_run(tmp / "runs", f"{engine}-{seed}", args.recipe, engine, args.data, args.epochs,
+                                             "--seed", str(seed)))
+                print(f"  {engine} seed {seed}: {runs[engine][-1]['seconds']:.0f} s, test {runs[engine][-1]['test_acc']:.4f}",
+                      flush=True)
+    means = {e: statistics.mean(r["test_acc"] for r in rs) for e, rs in runs.items()}
+    stds = {e: statistics.stdev([r["test_acc"] for r in rs]) if len(rs) > 1 else 0.0 for e, rs in runs.items()}
+    spread = max(means.values()) - min(means.values())
+    seed_std = max(stds.values())
+    lines = [f"# `--recipe {args.recipe}`, {args.epochs} epoch(s), in every engine ({time.strftime('%Y-%m-%d')})", "",
+             f"On {Path(args.data).name}, in one run: the budget (the classic Keras CIFAR-10 tutorial's 5-epoch script, "
+             f"a whole process) took **{budget:.0f} s** here and scored {ref:.4f}; each engine ran the recipe with seeds "
+             f"{', '.join(map(str, seeds))}, engines interleaved seed by seed, each a whole process (start, data from the "
+             "cache, training, test).", "",
+             "| engine | seconds (median, min-max) | of the budget | test accuracy (mean ± std) | per seed |",
+             "| --- | --- | --- | --- | --- |"]
+    for e, rs in runs.items():
+        secs, per_seed = [r["seconds"] for r in rs], ", ".join(f"{r['test_acc']:.4f}" for r in rs)
+        lines.append(f"| {e} | {statistics.median(secs):.0f} ({min(secs):.0f}-{max(secs):.0f}) | "
+                     f"{statistics.median(secs) / budget:.2f} | {means[e]:.4f} ± {stds[e]:.4f} | "
+                     f"{per_seed} |")
+    verdict = "within" if spread <= 2 * seed_std else "OUTSIDE"
+    lines += ["", f"Spread of the engines' mean accuracy: {spread:.4f}; the largest seed-to-seed std: {seed_std:.4f} — "
+              f"the engines agree **{verdict}** twice the seed spread."]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
