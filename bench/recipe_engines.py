@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,33 +29,8 @@ sys.path.insert(0, str(HERE))
 from recipes import clsf_run, timed_process  # noqa: E402  (the same timing as the time-to-accuracy table)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--recipe", default="speedrun")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--engines", default="torch,tf,keras")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--out", default=str(HERE / "results" / "recipe-engines.md"))
-    args = ap.parse_args()
-    engines, seeds = args.engines.split(","), [int(s) for s in args.seeds.split(",")]
-    import os
-    import subprocess
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        os.environ["CLSF_CACHE"] = str(tmp / "cache")
-        subprocess.run([sys.executable, "-m", "clsf", "data", "info", "--data", args.data], check=True, capture_output=True)
-        print("the tutorial's script (the budget)", flush=True)
-        budget, out = timed_process([sys.executable, str(HERE / "recipes.py"), "--seeds-script", "0", "--data", args.data])
-        ref = json.loads(out.strip().splitlines()[-1])["test_acc"]
-        runs = {e: [] for e in engines}
-        for seed in seeds:
-            for engine in engines:
-                runs[engine].append(clsf_run(tmp / "runs", f"{engine}-{seed}", args.recipe, engine, args.data, args.epochs,
-                                             "--seed", str(seed)))
-                print(f"  {engine} seed {seed}: {runs[engine][-1]['seconds']:.0f} s, test {runs[engine][-1]['test_acc']:.4f}",
-                      flush=True)
+def write_table(args, budget: float, ref: float, runs: dict, seeds: list[int]) -> None:
+    """The results so far (written after every round of seeds, so a run cut short keeps them)."""
     means = {e: statistics.mean(r["test_acc"] for r in rs) for e, rs in runs.items()}
     stds = {e: statistics.stdev([r["test_acc"] for r in rs]) if len(rs) > 1 else 0.0 for e, rs in runs.items()}
     spread = max(means.values()) - min(means.values())
@@ -75,6 +52,34 @@ def main() -> int:
               f"the engines agree **{verdict}** twice the seed spread."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--recipe", default="speedrun")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--engines", default="torch,tf,keras")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--out", default=str(HERE / "results" / "recipe-engines.md"))
+    args = ap.parse_args()
+    engines, seeds = args.engines.split(","), [int(s) for s in args.seeds.split(",")]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["CLSF_CACHE"] = str(tmp / "cache")
+        subprocess.run([sys.executable, "-m", "clsf", "data", "info", "--data", args.data], check=True, capture_output=True)
+        print("the tutorial's script (the budget)", flush=True)
+        budget, out = timed_process([sys.executable, str(HERE / "recipes.py"), "--seeds-script", "0", "--data", args.data])
+        ref = json.loads(out.strip().splitlines()[-1])["test_acc"]
+        runs = {e: [] for e in engines}
+        for seed in seeds:
+            for engine in engines:
+                runs[engine].append(clsf_run(tmp / "runs", f"{engine}-{seed}", args.recipe, engine, args.data, args.epochs,
+                                             "--seed", str(seed)))
+                print(f"  {engine} seed {seed}: {runs[engine][-1]['seconds']:.0f} s, test {runs[engine][-1]['test_acc']:.4f}",
+                      flush=True)
+            write_table(args, budget, ref, runs, seeds[: seeds.index(seed) + 1])
     return 0
 
 

@@ -47,7 +47,7 @@ def test_the_penalty_alone_moves_the_weights(tmp_path, engine, monkeypatch):
     else:
         import clsf.engines.keras_common as kc
 
-        monkeypatch.setattr(kc, "make_loss", lambda k, ls: (lambda y, logits: 0.0 * __import__("keras").ops.sum(logits)))
+        monkeypatch.setattr(kc, "make_loss", lambda k, ls, **_: (lambda y, logits: 0.0 * __import__("keras").ops.sum(logits)))
     for text, moves in ((MODEL, True), (PLAIN, False)):
         extra = [f"model.name={_file(tmp_path, text)}", "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.0"]
         from clsf.config import build_config
