@@ -40,7 +40,7 @@ def test_a_mixed_run_trains_and_resumes_in_every_engine(tmp_path, engine):
 
 def test_a_run_over_several_replicas_is_refused():
     from clsf.config import build_config
-    from clsf.run.train import _check_streaming
+    from clsf.run.train import _check_inputs
 
     class Prep:
         class train:
@@ -48,5 +48,5 @@ def test_a_run_over_several_replicas_is_refused():
 
     cfg = build_config(overrides=["data.cutmix=1.0"])
     with pytest.raises(UserError, match="pair each image with another of its batch, which this run splits over 2 replicas"):
-        _check_streaming(cfg, Prep, None, 2)
-    _check_streaming(cfg, Prep, None, 1)
+        _check_inputs(cfg, Prep, None, 2)
+    _check_inputs(cfg, Prep, None, 1)

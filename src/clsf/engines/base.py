@@ -21,7 +21,7 @@ from clsf.config import Config
 from clsf.data.transforms import Preprocess
 from clsf.distributed import World
 from clsf.errors import NonFiniteLoss, UserError
-from clsf.models.spec import ModelSpec
+from clsf.models.spec import ModelSpec, output_shape
 
 class Meter:
     """One epoch's running training loss and accuracy, weighted by batch size (the short last batch
@@ -91,6 +91,7 @@ class Engine(ABC):
 
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
+        self.classes = output_shape(spec)[0]  # K: the logits' width (and mixed batches' soft-label width)
 
     @classmethod
     def detect_world(cls) -> World:

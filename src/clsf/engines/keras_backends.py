@@ -31,7 +31,7 @@ from clsf.engines.base import Engine, Meter, check_precision
 from clsf.engines.keras_common import MIXED, freeze_trunk, load_state, make_loss, make_optimizer, save_state, schedule
 from clsf.errors import UserError
 from clsf.frameworks import import_keras
-from clsf.models.spec import ModelSpec, output_shape
+from clsf.models.spec import ModelSpec
 
 
 class KerasBackendEngine(Engine):
@@ -80,7 +80,7 @@ class KerasBackendEngine(Engine):
 
         if self.counts_traces:
             self.model.train_step = train_step
-        self.model.compile(optimizer=self.optimizer, loss=make_loss(output_shape(spec)[0], cfg.optim.label_smoothing,
+        self.model.compile(optimizer=self.optimizer, loss=make_loss(self.classes, cfg.optim.label_smoothing,
                                                                     soft=self.pre.mixes),
                            metrics=["acc"], run_eagerly=mode == "eager", jit_compile=self.jit)
 
@@ -109,7 +109,7 @@ class KerasBackendEngine(Engine):
 
         self.schedule.fill(self.global_step())
         batches = NumpyBatches(x, y, self.cfg.batch_size, self.pre, True, self.cfg.seed, epoch, first_step,
-                               output_shape(self.spec)[0])
+                               self.classes)
         model = self.model
 
         class Feed(keras.utils.PyDataset):  # batch i of the plan, in order, in this process

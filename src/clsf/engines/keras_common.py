@@ -25,7 +25,7 @@ from clsf.engines.base import Engine, check_precision, damaged_state, frozen_lay
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.frameworks import import_keras
-from clsf.models.spec import ModelSpec, output_shape
+from clsf.models.spec import ModelSpec
 
 
 MIXED = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}  # Keras dtype policies
@@ -154,7 +154,6 @@ class KerasBase(Engine):
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
         self.freeze_trunk(True)
-        self.classes = output_shape(spec)[0]
         self.loss_fn = make_loss(self.classes, cfg.optim.label_smoothing, soft=self.pre.mixes)
         self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from clsf.engines.base import Meter
 from clsf.engines.keras_common import KerasBase, make_loss
-from clsf.models.spec import output_shape
 
 
 class TFLoopEngine(KerasBase):
@@ -60,7 +59,7 @@ class TFLoopEngine(KerasBase):
         import tensorflow as tf
 
         model, optimizer, traces, strategy = self.model, self.optimizer, self.traces, self.strategy
-        per_image = make_loss(output_shape(self.spec)[0], self.cfg.optim.label_smoothing, per_image=True)
+        per_image = make_loss(self.classes, self.cfg.optim.label_smoothing, per_image=True)
         replicas = self.world.size
 
         def replica_step(x, y, scale):

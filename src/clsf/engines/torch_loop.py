@@ -24,7 +24,7 @@ from clsf.engines.base import Engine, Meter, check_precision, damaged_state, fro
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
-from clsf.models.spec import ModelSpec, output_shape
+from clsf.models.spec import ModelSpec
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -130,7 +130,7 @@ class TorchEngine(Engine):
         x, y = self.resident(x, y)
         batches = Batches(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed,
                           epoch=epoch, device=self.torch_device, first_step=first_step, shard=(w.rank, w.size),
-                          workers=worker_count(self.cfg.data.workers), classes=output_shape(self.spec)[0])
+                          workers=worker_count(self.cfg.data.workers), classes=self.classes)
         self.model.train()
         for m in self.frozen_bn:
             m.eval()
@@ -189,7 +189,7 @@ class TorchEngine(Engine):
             return self._logits(x)
         torch_ddp.broadcast_buffers(self.model)  # rank 0's batch-norm statistics everywhere
         a, b = part(0, len(x), self.world.rank, self.world.size)
-        local = self._logits(x[a:b]) if b > a else np.zeros((0, output_shape(self.spec)[0]), np.float32)
+        local = self._logits(x[a:b]) if b > a else np.zeros((0, self.classes), np.float32)
         return torch_ddp.gather_rows(local, len(x), self.world, self.torch_device)
 
     @torch.inference_mode()

@@ -62,7 +62,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     cls = engine_class(cfg.engine)
     world = cls.detect_world()  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
     steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
-    _check_streaming(cfg, prep, cls, world.size)
+    _check_inputs(cfg, prep, cls, world.size)
     engine = averaged(cls(cfg, spec, steps_per_epoch), cfg.optim.ema, cfg.optim.ema_every)  # optim.ema: a weight average
     lead = world.lead  # the one process that prints and writes the run directory
     quiet = quiet or not lead
@@ -105,7 +105,7 @@ def _finished(run: RunDir, cfg: Config, state: RunState, changed: dict) -> bool:
     return False
 
 
-def _check_streaming(cfg: Config, prep: Prepared, cls, replicas: int) -> None:
+def _check_inputs(cfg: Config, prep: Prepared, cls, replicas: int) -> None:
     if replicas > 1 and (cfg.data.mixup or cfg.data.cutmix):
         raise UserError(f"data.mixup and data.cutmix pair each image with another of its batch, which this run splits over "
                         f"{replicas} replicas; train them on one (no --nproc, one GPU), or leave them out.")
