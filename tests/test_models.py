@@ -13,11 +13,16 @@ from clsf.models.zoo import get_spec, names
 
 pytestmark = [pytest.mark.tf, pytest.mark.torch]
 EXAMPLES = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "examples" / "models").glob("*.yaml"))
-MODELS = names() + EXAMPLES  # the example model files get every registry test too
+# airbench with airbench94's own batch norm (no learned scale, scaled biases), dirac init and scaled logits
+VARIANTS = {"airbench:airbench94": ("airbench", dict(bn_momentum=0.4, bn_epsilon=1e-12, bn_scale=False, bias_scale=8.0,
+                                                     dirac=True, logit_scale=1 / 9))}
+MODELS = names() + list(VARIANTS) + EXAMPLES  # the example model files get every registry test too
 
 
 def spec_of(name):
-    """A registry model with its defaults, or an example file built for CIFAR-sized input."""
+    """A registry model with its defaults (or a variant's options), or an example file built for CIFAR-sized input."""
+    if name in VARIANTS:
+        return get_spec(VARIANTS[name][0], **VARIANTS[name][1])
     return get_spec(name, input_shape=(32, 32, 3) if name.endswith(".yaml") else None)
 
 
@@ -38,9 +43,9 @@ def _randomise_bn(model, spec, rng):
     """Give batch norms non-trivial statistics so their transfer is really exercised."""
     for name, layer in walk(spec.layers):
         if isinstance(layer, BatchNorm):
-            kl = model.get_layer(name)
-            kl.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if i in (0, 3)
-                            else rng.normal(0, 0.3, w.shape).astype("float32") for i, w in enumerate(kl.get_weights())])
+            for v in model.get_layer(name).weights:  # by name: gamma and beta exist as the spec says
+                positive = v.name in ("gamma", "moving_variance")
+                v.assign((rng.uniform(0.5, 1.5, v.shape) if positive else rng.normal(0, 0.3, v.shape)).astype("float32"))
 
 
 def test_spec_and_zoo_import_no_framework():
@@ -190,3 +195,45 @@ def test_cli_models_list_summary_and_diagram(tmp_path, capsys):
     assert "total params: 430,102" in capsys.readouterr().out
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["models", "summary", "nope"]) == 2
+
+
+def test_airbench94_options_mean_the_same_in_both_builders():
+    """dirac: filter j < in starts as the identity on channel j (the rest keep the init), alike in
+    Keras and torch; bn_scale=false: no gamma anywhere; bias_scale: the layer adds bias_scale * beta
+    and beta's gradient is bias_scale times the bias's; logit_scale multiplies the logits."""
+    import torch
+
+    from clsf.models.keras import build_keras
+    from clsf.models.spec import BatchNorm, ModelSpec, Scale
+    from clsf.models.torch import build_torch
+    from clsf.models.transfer import keras_weights, torch_weights
+
+    spec = spec_of("airbench:airbench94")
+    kw, tw = keras_weights(build_keras(spec), spec), torch_weights(build_torch(spec), spec)
+    for w in (kw, tw):
+        k = w["b2_conv1"]["kernel"]  # (3, 3, 64, 256): the first 64 filters are identities
+        eye = np.zeros((3, 3, 64, 64), np.float32)
+        eye[1, 1, np.arange(64), np.arange(64)] = 1
+        assert np.array_equal(k[..., :64], eye) and np.abs(k[..., 64:]).std() > 0
+        assert "gamma" not in w["b1_bn1"] and set(w["b1_bn1"]) == {"beta", "moving_mean", "moving_variance"}
+    plain = get_spec("airbench")  # dirac is off by default
+    assert not np.array_equal(keras_weights(build_keras(plain), plain)["b2_conv1"]["kernel"][..., :64], eye)
+    assert isinstance(spec.layers[-1], Scale) and spec.layers[-1].factor == pytest.approx(1 / 9)
+
+    one = ModelSpec("bn", (BatchNorm("bn", bias_scale=8.0, scale=False), Scale("s", 0.5)), (4,))
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    km, tm = build_keras(one), build_torch(one)
+    km.get_layer("bn").beta.assign(np.full(4, 0.25, np.float32))
+    with torch.no_grad():
+        tm.bn.bias.fill_(0.25)
+    expected = 0.5 * (x / np.sqrt(1 + 1e-3) + 8 * 0.25)  # fresh moving statistics: mean 0, variance 1
+    np.testing.assert_allclose(km(x, training=False).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(tm.eval()(torch.from_numpy(x)).detach().numpy(), expected, rtol=1e-6)
+    tm.train()
+    tm(torch.from_numpy(x)).sum().backward()
+    np.testing.assert_allclose(tm.bn.bias.grad.numpy(), np.full(4, 8 * 0.5 * 6), rtol=1e-6)  # d/d beta = 8 * 0.5 per row
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(km(x, training=True))
+    np.testing.assert_allclose(tape.gradient(total, km.get_layer("bn").beta).numpy(), np.full(4, 8 * 0.5 * 6), rtol=1e-6)

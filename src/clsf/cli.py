@@ -14,6 +14,7 @@ from clsf.config import OPTIMIZERS
 from clsf.engines import ENGINES, export_formats
 from clsf.engines import names as engine_names
 from clsf.errors import ClsfError, UserError
+from clsf.recipes import names as recipe_names
 from clsf.run.rundir import CHECKPOINT_HELP
 
 
@@ -254,7 +255,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", help="where run directories go (default: runs)")
     p.add_argument("--config", help="YAML file with config keys (a run's config.yaml works)")
     p.add_argument("--recipe", metavar="NAME", help="a named recipe the config starts from (see `clsf recipes`): "
-                   "seed, fast-seed-cnn, fast-cifar")
+                   + ", ".join(recipe_names()))
     p.add_argument("--save-every-steps", type=int, metavar="N", help="also checkpoint inside an epoch every N steps")
     p.add_argument("--save-every-minutes", type=float, metavar="M", help="also checkpoint inside an epoch every M minutes")
     p.add_argument("--deterministic", action="store_true", default=None,

@@ -98,6 +98,7 @@ class TorchEngine(Engine):
             m.requires_grad_(not frozen)
             if frozen and isinstance(getattr(m, "op", m), torch.nn.modules.batchnorm._BatchNorm):
                 self.frozen_bn.append(getattr(m, "op", m))
+        self.model.freeze_kernels()  # a kernel the spec freezes stays frozen when the trunk thaws
         # what the training step calls: DDP (it averages the gradients of the parameters that train,
         # as found when it is built: so built again when that set changes), torch.compile'd or not
         module = self.model

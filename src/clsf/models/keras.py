@@ -9,7 +9,7 @@ import zlib
 
 from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
                               Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
-                              Residual, validate)
+                              Residual, Scale, dirac, validate, walk)
 
 
 def activation(name: str, alpha: float = 0.2):
@@ -73,6 +73,37 @@ def activity_penalty_class():
     return _PENALTY[0]
 
 
+_SCALED_BN = []
+
+
+def scaled_bias_batch_norm_class():
+    """Batch norm adding bias_scale * beta (beta the stored weight) after the normalisation (made once,
+    registered so .keras files reload). Keras' own beta is switched off (center=False)."""
+    if not _SCALED_BN:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="clsf")
+        class ScaledBiasBatchNorm(keras.layers.BatchNormalization):
+            def __init__(self, bias_scale: float = 1.0, **kwargs):
+                kwargs["center"] = False
+                super().__init__(**kwargs)
+                self.bias_scale = bias_scale
+
+            def build(self, input_shape):
+                super().build(input_shape)
+                self.beta = self.add_weight(shape=(input_shape[-1],), name="beta", initializer="zeros", trainable=True)
+
+            def call(self, inputs, training=None, mask=None):
+                out = super().call(inputs, training=training, mask=mask)
+                return out + keras.ops.cast(self.beta, out.dtype) * self.bias_scale
+
+            def get_config(self):
+                return {**super().get_config(), "bias_scale": self.bias_scale}
+
+        _SCALED_BN.append(ScaledBiasBatchNorm)
+    return _SCALED_BN[0]
+
+
 def _apply(layer, x, prefix: str, spec: ModelSpec):
     from keras import layers as L
 
@@ -119,7 +150,12 @@ def _apply(layer, x, prefix: str, spec: ModelSpec):
         seed = None if _DROPOUT_SEED[0] is None else (_DROPOUT_SEED[0] ^ zlib.crc32(name.encode())) % 2**31
         return L.Dropout(layer.rate, seed=seed, name=name)(x)
     if t is BatchNorm:
-        return L.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon, name=name)(x)
+        if layer.bias_scale != 1:
+            return scaled_bias_batch_norm_class()(layer.bias_scale, momentum=layer.momentum, epsilon=layer.epsilon,
+                                                  scale=layer.scale, name=name)(x)
+        return L.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon, scale=layer.scale, name=name)(x)
+    if t is Scale:
+        return L.Rescaling(layer.factor, name=name)(x)
     if t is Activation:
         return L.Activation(activation(layer.fn, layer.alpha) or "linear", name=name)(x)
     raise TypeError(f"no Keras builder for {t.__name__}")
@@ -145,4 +181,11 @@ def build_keras(spec: ModelSpec, dropout_seed: int | None = None):
             x = _apply(layer, x, "", spec)
     finally:
         _DROPOUT_SEED[0] = None
-    return keras.Model(inputs, x, name=spec.name)
+    model = keras.Model(inputs, x, name=spec.name)
+    for name, layer in walk(spec.layers):
+        if isinstance(layer, Conv) and layer.dirac:
+            kernel = model.get_layer(name).kernel
+            kernel.assign(dirac(keras.ops.convert_to_numpy(kernel)))
+        if isinstance(layer, Conv) and layer.frozen:
+            model.get_layer(name).kernel.trainable = False  # out of trainable_variables: no gradient, no update, no decay
+    return model

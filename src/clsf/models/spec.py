@@ -32,6 +32,8 @@ class Conv:
     alpha: float = 0.2  # leaky_relu negative slope (Keras' default is 0.3, torch's 0.01: be explicit)
     l1: float = 0.0  # kernel regulariser added to the loss: l1 * sum|W| + l2 * sum(W^2) (Keras' L1L2)
     l2: float = 0.0
+    dirac: bool = False  # filter j < input channels starts as the identity on channel j (airbench); see `dirac`
+    frozen: bool = False  # the kernel keeps its initial (or loaded) values; the bias trains (airbench's whitening layer)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,18 @@ class BatchNorm:
     name: str
     momentum: float = 0.9  # Keras meaning: moving = momentum * moving + (1 - momentum) * batch
     epsilon: float = 1e-3
+    scale: bool = True  # False: no learned scale (gamma fixed at 1, as airbench)
+    # the layer adds bias_scale * beta, beta being the stored weight: a gradient step moves the bias
+    # bias_scale^2 times further, weight decay alike (airbench's 64x learning rate for these biases: 8.0)
+    bias_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Multiplies its input by a constant (airbench scales its logits by 1/9)."""
+
+    name: str
+    factor: float
 
 
 @dataclass(frozen=True)
@@ -130,7 +144,7 @@ class Residual:
 
 
 Layer = Union[Conv, ConvTranspose, Dense, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool, Flatten,
-              Reshape, Dropout, BatchNorm, Activation, ActivityPenalty, Residual]
+              Reshape, Dropout, BatchNorm, Scale, Activation, ActivityPenalty, Residual]
 
 
 @dataclass(frozen=True)
@@ -191,7 +205,7 @@ def _layer_output(layer, shape: tuple) -> tuple:
         if len(shape) != 1:
             raise SpecError(f"layer '{layer.name}': Dense needs a flat input, got {shape}; add Flatten or global pooling")
         return (layer.units,)
-    if t in (Dropout, BatchNorm, Activation, ActivityPenalty):
+    if t in (Dropout, BatchNorm, Scale, Activation, ActivityPenalty):
         return shape
     if t is Residual:
         out = shape
@@ -264,6 +278,10 @@ def validate(spec: ModelSpec) -> None:
             raise SpecError(f"layer '{name}': dropout rate {layer.rate} must be in [0, 1)")
         if min(getattr(layer, "l1", 0), getattr(layer, "l2", 0)) < 0:
             raise SpecError(f"layer '{name}': l1 and l2 must be >= 0")
+        if isinstance(layer, BatchNorm) and not (math.isfinite(layer.bias_scale) and layer.bias_scale > 0):
+            raise SpecError(f"layer '{name}': bias_scale {layer.bias_scale} must be a positive number")
+        if isinstance(layer, Scale) and not (math.isfinite(layer.factor) and layer.factor != 0):
+            raise SpecError(f"layer '{name}': factor {layer.factor} must be a finite, non-zero number")
         for f in fields(layer):
             v = getattr(layer, f.name)
             if f.name in ("filters", "units", "kernel", "stride", "pool") and (not isinstance(v, int) or v <= 0):
@@ -277,7 +295,7 @@ def validate(spec: ModelSpec) -> None:
 def output_activation(spec: ModelSpec) -> str:
     """The activation applied to the model's output ('linear' for logits)."""
     for layer in reversed(spec.layers):
-        if isinstance(layer, (Dropout, Flatten, Reshape, ActivityPenalty)):
+        if isinstance(layer, (Dropout, Flatten, Reshape, ActivityPenalty, Scale)):
             continue
         if isinstance(layer, Activation):
             return layer.fn
@@ -286,7 +304,7 @@ def output_activation(spec: ModelSpec) -> str:
 
 
 def param_count(spec: ModelSpec) -> int:
-    """Parameters as both builders create them (BatchNorm: gamma, beta, mean, variance)."""
+    """Parameters as both builders create them (BatchNorm: gamma unless scale=False, beta, mean, variance)."""
     total, leaves = 0, dict(walk(spec.layers))
     for name, (inp, out) in leaf_shapes(spec).items():
         layer = leaves[name]
@@ -297,8 +315,21 @@ def param_count(spec: ModelSpec) -> int:
         elif isinstance(layer, Dense):
             total += inp[0] * layer.units + (layer.units if layer.use_bias else 0)
         elif isinstance(layer, BatchNorm):
-            total += 4 * inp[-1]
+            total += (4 if layer.scale else 3) * inp[-1]
     return total
+
+
+def dirac(kernel):
+    """airbench's identity init of a (kh, kw, in, out) kernel (Keras' layout, numpy): filter j for
+    j < min(in, out) becomes 1 at the centre tap (kh//2, kw//2) of input channel j and 0 elsewhere, as
+    torch.nn.init.dirac_ on the first `in` filters; the other filters keep their values."""
+    import numpy as np
+
+    k = np.array(kernel, copy=True)
+    n = min(k.shape[2], k.shape[3])
+    k[:, :, :, :n] = 0
+    k[k.shape[0] // 2, k.shape[1] // 2, np.arange(n), np.arange(n)] = 1
+    return k
 
 
 def training_bytes(spec: ModelSpec, batch_size: int) -> int:

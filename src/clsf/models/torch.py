@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
                               Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
-                              Residual, layer_output, validate)
+                              Residual, Scale, dirac, layer_output, validate, walk)
 
 
 def activation(name: str, alpha: float = 0.2) -> nn.Module:
@@ -99,15 +99,30 @@ class Block(nn.Module):
 class _KerasVariance:
     """Batch norm whose moving variance follows Keras: updated with the biased batch variance.
     torch updates it with the unbiased one (n/(n-1) larger). torch's fused op updates a copy here
-    (autograd keeps that copy), and the Keras value is derived from it on C numbers per step."""
+    (autograd keeps that copy), and the Keras value is derived from it on C numbers per step.
+    The spec's scale=False drops the weight (gamma = 1); bias_scale multiplies the stored bias."""
+
+    bias_scale = 1.0
+
+    def configure(self, scale: bool, bias_scale: float):
+        if not scale:
+            del self.weight
+            self.register_parameter("weight", None)
+        self.bias_scale = float(bias_scale)
+        return self
 
     def forward(self, x):
+        bias = self.bias if self.bias_scale == 1 else self.bias * self.bias_scale
         if not (self.training and self.track_running_stats):
-            return super().forward(x)
+            if bias is self.bias:
+                return super().forward(x)
+            self._check_input_dim(x)
+            batch_stats = self.training or self.running_mean is None  # torch's own rule for this case
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, bias, batch_stats, 0.0, self.eps)
         self._check_input_dim(x)
         n = x.numel() // x.shape[1]  # values per channel in this batch
         var = self.running_var.clone()  # (C,) torch writes (1-m)*old + m*unbiased here
-        out = F.batch_norm(x, self.running_mean, var, self.weight, self.bias, True, self.momentum, self.eps)
+        out = F.batch_norm(x, self.running_mean, var, self.weight, bias, True, self.momentum, self.eps)
         with torch.no_grad():
             kept = self.running_var * (1 - self.momentum)
             self.running_var.copy_(kept + (var - kept) * ((n - 1) / n))  # (1-m)*old + m*biased
@@ -160,7 +175,11 @@ def _module(layer, in_shape: tuple) -> nn.Module:
         return nn.Dropout(layer.rate)
     if t is BatchNorm:
         cls = BatchNorm2d if len(in_shape) == 3 else BatchNorm1d
-        return cls(in_shape[-1], eps=layer.epsilon, momentum=1 - layer.momentum)  # torch momentum = 1 - Keras'
+        bn = cls(in_shape[-1], eps=layer.epsilon, momentum=1 - layer.momentum)  # torch momentum = 1 - Keras'
+        return bn.configure(layer.scale, layer.bias_scale)
+    if t is Scale:
+        factor = float(layer.factor)
+        return Lambda(lambda x: x * factor, f"x {factor:g}")
     if t is Activation:
         return activation(layer.fn, layer.alpha)
     raise TypeError(f"no torch builder for {t.__name__}")
@@ -213,6 +232,19 @@ class SpecNet(nn.Sequential):
             self.add_module(layer.name, _build(layer, shape))
             shape = layer_output(layer, shape)
         init_(self, spec.init)
+        with torch.no_grad():
+            for name, layer in walk(spec.layers):
+                if isinstance(layer, Conv) and layer.dirac:  # (out, in, kh, kw) <-> Keras' (kh, kw, in, out)
+                    w = self.leaf(name).op.weight
+                    w.copy_(torch.from_numpy(dirac(w.detach().numpy().transpose(2, 3, 1, 0)).transpose(3, 2, 0, 1).copy()))
+        self.freeze_kernels()
+
+    def freeze_kernels(self) -> None:
+        """Conv(frozen=True): no gradient for the kernel (so no update, no decay); again after
+        anything that sets requires_grad on whole layers (freeze=trunk ending)."""
+        for name, layer in walk(self.spec.layers):
+            if isinstance(layer, Conv) and layer.frozen:
+                self.leaf(name).op.weight.requires_grad_(False)
 
     def penalties(self):
         """The model's own losses for the last forward pass (what Keras keeps in model.losses):

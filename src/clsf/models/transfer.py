@@ -52,13 +52,31 @@ def _has_params(layer) -> bool:
     return type(layer) in PARAMS
 
 
+def param_keys(layer) -> tuple[str, ...]:
+    """The neutral weights' names for one layer: no bias without use_bias, no gamma without scale."""
+    keys = PARAMS[type(layer)]
+    if not getattr(layer, "use_bias", True):
+        keys = ("kernel",)
+    if not getattr(layer, "scale", True):
+        keys = keys[1:]
+    return keys
+
+
+def _keras_variables(model, name: str, layer) -> list:
+    """The layer's variables in param_keys order (matched by name: a batch norm with bias_scale
+    creates its beta after the moving statistics)."""
+    by_name = {v.name.rsplit("/", 1)[-1]: v for v in model.get_layer(name).weights}
+    return [by_name[k] for k in param_keys(layer)]
+
+
 def keras_weights(model, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
+    from keras import ops
+
     out = {}
     for name, layer in walk(spec.layers):
         if _has_params(layer):
-            values = model.get_layer(name).get_weights()
-            keys = PARAMS[type(layer)] if getattr(layer, "use_bias", True) else ("kernel",)
-            out[name] = {k: np.asarray(v) for k, v in zip(keys, values)}
+            out[name] = {k: np.asarray(ops.convert_to_numpy(v)) for k, v in
+                         zip(param_keys(layer), _keras_variables(model, name, layer))}
     return out
 
 
@@ -72,8 +90,10 @@ def set_keras_weights(model, spec: ModelSpec, weights, only: set[str] | None = N
     for name, layer in walk(spec.layers):
         if _has_params(layer) and (only is None or name in only):
             w = weights[name]
-            keys = [k for k in PARAMS[type(layer)] if k in w]
-            model.get_layer(name).set_weights([w[k] for k in keys])
+            for k, v in zip(param_keys(layer), _keras_variables(model, name, layer)):
+                if tuple(w[k].shape) != tuple(v.shape):
+                    raise ValueError(f"layer '{name}': weights of shape {w[k].shape} do not fit this model ({tuple(v.shape)})")
+                v.assign(w[k])
 
 
 def torch_weights(net, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
@@ -87,7 +107,7 @@ def torch_weights(net, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
         t = type(layer)
         if t is BatchNorm:
             d = {"gamma": m.weight, "beta": m.bias, "moving_mean": m.running_mean, "moving_variance": m.running_var}
-            d = {k: v.detach().cpu().numpy().copy() for k, v in d.items()}
+            d = {k: v.detach().cpu().numpy().copy() for k, v in d.items() if v is not None}
             if name in perms:
                 inv = np.argsort(perms[name])
                 d = {k: v[inv] for k, v in d.items()}
@@ -123,6 +143,8 @@ def set_torch_weights(net, spec: ModelSpec, weights, only: set[str] | None = Non
                 p = perms.get(name)
                 for k, target in (("gamma", m.weight), ("beta", m.bias), ("moving_mean", m.running_mean),
                                   ("moving_variance", m.running_var)):
+                    if target is None:  # scale=False: no gamma
+                        continue
                     v = w[k] if p is None else w[k][p]
                     target.copy_(torch.from_numpy(np.ascontiguousarray(v)))
                 continue

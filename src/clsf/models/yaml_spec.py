@@ -25,11 +25,11 @@ import yaml
 from clsf.config import read_yaml
 from clsf.errors import UserError
 from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Flatten,
-                              GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape, Residual, SpecError, validate)
+                              GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape, Residual, Scale, SpecError, validate)
 
 TYPES = {"conv": Conv, "conv_transpose": ConvTranspose, "dense": Dense, "max_pool": MaxPool, "avg_pool": AvgPool,
          "global_avg_pool": GlobalAvgPool, "global_max_pool": GlobalMaxPool, "flatten": Flatten, "reshape": Reshape,
-         "dropout": Dropout, "batch_norm": BatchNorm, "activation": Activation, "activity_penalty": ActivityPenalty,
+         "dropout": Dropout, "batch_norm": BatchNorm, "scale": Scale, "activation": Activation, "activity_penalty": ActivityPenalty,
          "residual": Residual}
 TYPE_NAMES = {cls: name for name, cls in TYPES.items()}
 TOP_KEYS = ("name", "input_shape", "init", "kind", "description", "layers")

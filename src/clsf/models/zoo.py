@@ -9,7 +9,7 @@ from typing import Callable
 
 from clsf.errors import UserError
 from clsf.models.spec import (Activation, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Flatten,
-                              GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape, Residual,
+                              GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape, Residual, Scale,
                               SpecError, validate)
 
 
@@ -109,18 +109,31 @@ def fast_cnn(num_classes: int = 10, input_shape=(32, 32, 3), widths=(32, 64, 128
 
 @register("airbench", "airbench94's network (Jordan 2024, 94% on CIFAR-10): 2x2 patch-conv stem, three "
                       "conv-pool-BN-GELU-conv-BN-GELU blocks (64/256/256), global max pool; 1.98M params, 0.24 GFLOP a forward pass")
-def airbench(num_classes: int = 10, input_shape=(32, 32, 3), widths=(64, 256, 256), stem: int = 24) -> ModelSpec:
+def airbench(num_classes: int = 10, input_shape=(32, 32, 3), widths=(64, 256, 256), stem: int = 24,
+             bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, bn_scale: bool = True, bias_scale: float = 1.0,
+             dirac: bool = False, logit_scale: float = 1.0, whiten_frozen: bool = False) -> ModelSpec:
     """The network of KellerJordan/cifar10-airbench's airbench94: a 2x2 'valid' convolution over
     pixel patches (24 filters; airbench initialises it by patch whitening), then blocks that halve
     the map right after their first convolution (31 -> 15 -> 7 -> 3), batch norm and GELU, a global
-    max pool (airbench's MaxPool(3) on the 3x3 map) and a bias-free linear head. Batch norm keeps
-    clsf's momentum/epsilon; airbench's 0.6 momentum and scaled-down logits are recipe choices."""
-    layers = [Conv("whiten", int(stem), 2, padding="valid"), Activation("whiten_gelu", "gelu")]
+    max pool (airbench's MaxPool(3) on the 3x3 map) and a bias-free linear head.
+
+    The defaults keep clsf's batch norm (momentum 0.9, epsilon 1e-3, learned scale); airbench's own:
+    bn_momentum=0.4 (its torch momentum 0.6), bn_epsilon=1e-12, bn_scale=false (scale fixed at 1),
+    bias_scale=8 (its 64x learning rate for batch-norm biases, as a reparametrisation), dirac=true
+    (each block's convolutions start as a partial identity), logit_scale=0.111 (logits times 1/9),
+    whiten_frozen=true (the stem's kernel, set by model.whiten_init, does not train; its bias does)."""
+    def bn(name):
+        return BatchNorm(name, float(bn_momentum), float(bn_epsilon), bool(bn_scale), float(bias_scale))
+
+    layers = [Conv("whiten", int(stem), 2, padding="valid", frozen=bool(whiten_frozen)), Activation("whiten_gelu", "gelu")]
     for i, w in enumerate(widths, 1):
-        layers += [Conv(f"b{i}_conv1", int(w), 3, use_bias=False), MaxPool(f"b{i}_pool", 2), BatchNorm(f"b{i}_bn1"),
-                   Activation(f"b{i}_gelu1", "gelu"), Conv(f"b{i}_conv2", int(w), 3, use_bias=False),
-                   BatchNorm(f"b{i}_bn2"), Activation(f"b{i}_gelu2", "gelu")]
+        layers += [Conv(f"b{i}_conv1", int(w), 3, use_bias=False, dirac=bool(dirac)), MaxPool(f"b{i}_pool", 2),
+                   bn(f"b{i}_bn1"), Activation(f"b{i}_gelu1", "gelu"),
+                   Conv(f"b{i}_conv2", int(w), 3, use_bias=False, dirac=bool(dirac)), bn(f"b{i}_bn2"),
+                   Activation(f"b{i}_gelu2", "gelu")]
     layers += [GlobalMaxPool("gmp"), Dense("logits", num_classes, use_bias=False)]
+    if logit_scale != 1:
+        layers.append(Scale("logit_scale", float(logit_scale)))
     return ModelSpec("airbench", tuple(layers), tuple(input_shape))
 
 
