@@ -57,6 +57,34 @@ def test_the_average_follows_its_rule_with_the_warm_up():
     assert meter.on_step is not None and avg.updates == 3
 
 
+def test_airbenchs_ramp_and_the_lookahead_reset():
+    """ema_power: d = ema * (t / T)^power at step t of T; lookahead: after each update the weights
+    trained are the average (so training continues from it)."""
+    from clsf.engines.base import Meter
+
+    engine = _Weights()
+    engine.set_weights = lambda w: engine.w["dense"]["kernel"].__setitem__(slice(None), w["dense"]["kernel"])
+    avg = Averaged(engine, decay=0.9, every=2, power=3, total_steps=6, lookahead=True)
+
+    def train_epoch(x, y, epoch, meter, first_step=0):  # 6 steps, each moving the weights by +1
+        for step in range(6):
+            engine.step += 1
+            engine.w["dense"]["kernel"] += 1
+            meter.add(step, 0.0, 0)
+
+    engine.train_epoch = train_epoch
+    avg.train_epoch(None, None, 0, Meter(0, 0, 6, 1))
+    w = a = 2.0  # step 2: the first update takes the weights (2) as they are
+    for t in (4, 6):
+        w += 2  # two steps from the reset weights
+        d = 0.9 * (t / 6) ** 3
+        a += (1 - d) * (w - a)
+        w = a  # Lookahead: training goes on from the average
+    np.testing.assert_allclose(avg.average["dense"]["kernel"], a, rtol=1e-6)
+    np.testing.assert_allclose(engine.w["dense"]["kernel"], a, rtol=1e-6)
+    assert a != 6.0  # the ramp averaged: plain training would stand at 6
+
+
 def _weights_equal(a: dict, b: dict) -> bool:
     return all(np.array_equal(a[k][p], b[k][p]) for k in a for p in a[k])
 

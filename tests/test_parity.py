@@ -41,13 +41,19 @@ X, Y = _DS["train"].x, _DS["train"].y
 MODELS = {
     "seed-cnn": ["model.name=seed-cnn", "model.args.widths=[4, 8]", "model.args.dense=16", "model.args.dropout=0.0"],
     "resnet-s": ["model.name=resnet-s", "model.args.widths=[8, 8, 8]", "model.args.blocks=1"],  # batch norm, training mode
+    # airbench94's own network options: batch norm without a learned scale, biases scaled 8x (64x
+    # their steps), momentum 0.4, epsilon 1e-12; dirac init; a frozen stem kernel; logits x 1/9
+    "airbench94": ["model.name=airbench", "model.args.widths=[16, 16]", "model.args.stem=12", "model.args.bn_momentum=0.4",
+                   "model.args.bn_epsilon=1e-12", "model.args.bn_scale=false", "model.args.bias_scale=8.0",
+                   "model.args.dirac=true", "model.args.whiten_frozen=true", "model.args.logit_scale=0.111"],
 }
+BN_MODELS = ("resnet-s", "airbench94")
 # peak rates usual for each rule; a much larger Adam step on this 4-filter model turns rounding
 # noise into a different trajectory (a ReLU unit dies in one framework and not the other)
 OPTIMIZERS = {"sgd": ["optim.name=sgd"], "sgd-nesterov": ["optim.name=sgd", "optim.nesterov=true"],
               "adam": ["optim.name=adam"], "adamw": ["optim.name=adamw"], "rmsprop": ["optim.name=rmsprop"]}
 LR = {"sgd": 0.02, "sgd-nesterov": 0.02, "adam": 0.002, "adamw": 0.002, "rmsprop": 0.002}
-LR_SCALE = {"seed-cnn": 1.0, "resnet-s": 0.5}
+LR_SCALE = {"seed-cnn": 1.0, "resnet-s": 0.5, "airbench94": 0.5}
 SCHEDULE_ARGS = {"constant": [], "step": ["optim.step_epochs=1", "optim.gamma=0.5"], "cosine": [],
                  "onecycle": ["optim.warmup_epochs=1"]}
 REGULARISED = ["optim.weight_decay=0.05", "optim.clip_norm=0.5", "optim.label_smoothing=0.1"]
@@ -75,7 +81,7 @@ def train_case(name: str, extra: list[str], epochs: int, x, y, initial: dict | N
         keep_initial(neutral(engine))
     else:
         set_neutral(engine, initial)
-    engine = averaged(engine, cfg.optim.ema, cfg.optim.ema_every)
+    engine = averaged(engine, cfg.optim, epochs * -(-len(y) // B))
     losses = []
     for epoch in range(epochs):
         meter = Meter(epoch, engine.global_step(), len(y), B)
@@ -124,7 +130,7 @@ def assert_same_weights(a: dict, b: dict, rel: float = 0.0, abs_: float = 0.0) -
 def plan(model: str, optimizer: str, schedule: str, regularised: bool) -> list[dict]:
     """The runs one case compares: the config, epochs and images, and the tolerance on weights."""
     extra = overrides(model, optimizer, schedule, regularised)
-    if model != "resnet-s":
+    if model not in BN_MODELS:
         return [{"overrides": extra, "epochs": EPOCHS, "n": N, "rel": 1e-4, "whole": False}]
     # Batch norm's backward pass subtracts means (cancellation), and a stem conv feeding it gets
     # gradients whose float noise Adam's normalised early steps can turn into a visible step,
@@ -186,19 +192,44 @@ def test_batch_norm_model_every_case_every_engine(optimizer, schedule, regularis
     check("resnet-s", optimizer, schedule, regularised, ("keras", "tf", "torch"))
 
 
+def test_airbench94_network_options_in_every_engine(monkeypatch):
+    """airbench94's batch norm, dirac init, frozen stem kernel and scaled logits: keras, tf and torch
+    take the same steps; the teeth: torch's batch norm ignoring bias_scale, or its stem kernel
+    training, is caught by the same comparison."""
+    from clsf.models import torch as builders
+
+    check("airbench94", "sgd-nesterov", "onecycle", True, ("keras", "tf", "torch"))
+    configure, freeze = builders._KerasVariance.configure, builders.SpecNet.freeze_kernels
+    monkeypatch.setattr(builders._KerasVariance, "configure", lambda self, scale, bias_scale: configure(self, scale, 1.0))
+    with pytest.raises(AssertionError, match="difference"):  # the biases (and, through the clipped norm, every gradient)
+        check("airbench94", "sgd-nesterov", "onecycle", True)
+    monkeypatch.setattr(builders._KerasVariance, "configure", configure)
+    monkeypatch.setattr(builders.SpecNet, "freeze_kernels", lambda self: None)
+    with pytest.raises(AssertionError, match="whiten/kernel: .*difference"):
+        check("airbench94", "sgd-nesterov", "onecycle", True)
+    monkeypatch.setattr(builders.SpecNet, "freeze_kernels", freeze)
+
+
 AVERAGE = ["optim.ema=0.8", "optim.ema_every=2", "data.hflip_alternate=true"]  # with airbench's alternating flips
+LOOKAHEAD = ["optim.lookahead=true", "optim.ema_power=3"]  # airbench's form: the weights trained reset to the average
 
 
-def test_every_engine_averages_to_the_same_weights():
-    """optim.ema: from the same weights and batches, keras, tf and torch end on the same average
-    (the rule is numpy over the weights each hands over); the teeth: a torch run that averaged on
-    other steps, or not at all, is caught by the same comparison."""
-    extra = overrides("seed-cnn", "sgd-nesterov", "cosine", True)
-    got = train_engines(("keras", "tf", "torch"), extra + AVERAGE)
+@pytest.mark.parametrize("form", ["ema", "lookahead"])
+def test_every_engine_averages_to_the_same_weights(form):
+    """optim.ema (and its Lookahead form with airbench's ramp): from the same weights and batches,
+    keras, tf and torch end on the same average (the rule is numpy over the weights each hands
+    over); the teeth: a torch run that averaged on other steps, not at all, or (Lookahead) without
+    resetting the weights it trains, is caught by the same comparison."""
+    base = overrides("seed-cnn", "sgd-nesterov", "cosine", True)
+    form_keys = LOOKAHEAD if form == "lookahead" else []
+    got = train_engines(("keras", "tf", "torch"), base + AVERAGE + form_keys)
     assert_same_weights(got["keras"][0], got["tf"][0], abs_=1e-6)
     assert_same_weights(got["keras"][0], got["torch"][0], rel=1e-4)
-    for other in (["optim.ema=0.8", "optim.ema_every=3"], []):
-        off = train_case("torch", extra + other, EPOCHS, X, Y, got["initial"])[0]
+    others = [base + AVERAGE + form_keys + ["optim.ema_every=3"], base]  # other steps; no average
+    if form == "lookahead":
+        others.append(base + AVERAGE + ["optim.ema_power=3"])  # the same average, the weights never reset
+    for other in others:
+        off = train_case("torch", other, EPOCHS, X, Y, got["initial"])[0]
         with pytest.raises(AssertionError, match="difference"):
             assert_same_weights(got["keras"][0], off, rel=1e-4)
 

@@ -76,6 +76,8 @@ class OptimConfig:
     min_lr: float = 0.0  # floor of cosine/onecycle
     ema: float = 0.0  # weight EMA: decay per update (e.g. 0.99); evaluation and checkpoints use the average; 0 = off
     ema_every: int = 1  # optimizer steps between EMA updates (airbench: 5)
+    ema_power: float = 0.0  # > 0: the decay ramps as ema * (step / total steps)^ema_power (airbench: 3); 0: TF's num_updates warm-up
+    lookahead: bool = False  # after each EMA update the weights being trained become the average (airbench's Lookahead)
 
 
 @dataclass
@@ -389,6 +391,9 @@ def validate(cfg: Config) -> Config:
     need(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0.")
     need(0 <= o.ema < 1, f"optim.ema={o.ema} must be in [0, 1) (a decay per update, e.g. 0.99; 0 turns the average off).")
     need(o.ema_every >= 1, f"optim.ema_every={o.ema_every} must be >= 1 (optimizer steps between EMA updates).")
+    need(o.ema_power >= 0, f"optim.ema_power={o.ema_power} must be >= 0 (0: the usual warm-up; airbench ramps with 3).")
+    need(o.ema > 0 or not (o.lookahead or o.ema_power), "optim.lookahead and optim.ema_power shape the weight average; "
+         "give optim.ema too (e.g. optim.ema=0.99), or leave them out.")
     need(o.clip_norm is None or o.clip_norm > 0, f"optim.clip_norm={o.clip_norm} must be > 0 (or null).")
     need(0 <= o.momentum < 1 and 0 < o.rho < 1 and 0 < o.beta1 < 1 and 0 < o.beta2 < 1,
          "optim.momentum must be in [0, 1) and rho/beta1/beta2 in (0, 1).")

@@ -5,13 +5,19 @@ Every `optim.ema_every` optimizer steps the average moves towards the weights be
     avg += (1 - d) * (w - avg),   d = min(optim.ema, (1 + n) / (10 + n)),  n = updates so far
 
 (the warm-up on d is TensorFlow's ExponentialMovingAverage with num_updates: early averages are
-not dragged towards the random initialisation). Batch norm's moving statistics are averaged with
+not dragged towards the random initialisation). With optim.ema_power = p > 0 the warm-up is
+airbench's instead: d = optim.ema * (t / T)^p at optimizer step t of T, so the average follows the
+weights early and averages strongly at the end. Batch norm's moving statistics are averaged with
 the weights, as airbench's Lookahead averages every tensor of its state.
+
+optim.lookahead: after every update the weights being trained are set to the average (airbench's
+Lookahead form; the optimizer's slots are left as they are). Without it the engine keeps training
+its own weights and the average only evaluates.
 
 It is computed here, in numpy, from the neutral weights (weights.npz's layout) every engine hands
 over, so keras, tf, torch and Keras on its other backends average the same bits in the same order:
-the rule cannot differ between engines. The engine keeps training its own weights; only
-evaluation (each epoch's validation, the test split, TTA views) swaps the average in and back.
+the rule cannot differ between engines. Evaluation (each epoch's validation, the test split, TTA
+views) swaps the average in and back.
 
 Checkpoints: weights.npz holds the average (what evaluate, predict, export and init_from read: the
 model the run reports on) and the weights being trained go to train_weights.npz with the update
@@ -36,8 +42,10 @@ class Averaged:
     """An engine whose evaluation and checkpoints use the EMA of its weights; everything else is
     the engine's own (attribute access goes through to it)."""
 
-    def __init__(self, engine: Engine, decay: float, every: int):
+    def __init__(self, engine: Engine, decay: float, every: int, power: float = 0.0, total_steps: int = 1,
+                 lookahead: bool = False):
         self.engine, self.decay, self.every = engine, decay, every
+        self.power, self.total_steps, self.lookahead = power, max(1, total_steps), lookahead
         self.average: dict | None = None  # {layer: {name: float32 array}}; None until the first update
         self.updates = 0
 
@@ -49,8 +57,11 @@ class Averaged:
         callbacks = meter.on_step
 
         def on_step(step: int) -> None:
-            if self.engine.global_step() % self.every == 0:
-                self.update(self.engine.weights())
+            t = self.engine.global_step()
+            if t % self.every == 0:
+                self.update(self.engine.weights(), t)
+                if self.lookahead:
+                    self.engine.set_weights(self.average)
             if callbacks is not None:
                 callbacks(step)  # a checkpoint written there holds this update
 
@@ -60,8 +71,11 @@ class Averaged:
         finally:
             meter.on_step = callbacks
 
-    def update(self, weights: dict) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+    def update(self, weights: dict, step: int = 0) -> None:
+        if self.power:
+            d = self.decay * min(1.0, step / self.total_steps) ** self.power
+        else:
+            d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         if self.average is None:
             self.average = {layer: {k: v.astype(np.float32) for k, v in ws.items()} for layer, ws in weights.items()}
         else:
@@ -117,6 +131,7 @@ class Averaged:
         self.engine.set_weights(load_npz(folder / TRAIN_WEIGHTS))
 
 
-def averaged(engine: Engine, decay: float, every: int):
-    """The engine itself when optim.ema is off, else wrapped."""
-    return Averaged(engine, decay, every) if decay > 0 else engine
+def averaged(engine: Engine, o, total_steps: int):
+    """The engine itself when optim.ema is off, else wrapped; `o` the run's OptimConfig,
+    total_steps the run's optimizer steps (epochs x steps per epoch)."""
+    return Averaged(engine, o.ema, o.ema_every, o.ema_power, total_steps, o.lookahead) if o.ema > 0 else engine

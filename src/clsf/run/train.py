@@ -63,7 +63,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     world = cls.detect_world()  # several replicas (torchrun, TF_CONFIG, GPUs): batch_size is per replica
     steps_per_epoch = math.ceil(len(prep.train) / (cfg.batch_size * world.size))
     _check_inputs(cfg, prep, cls, world.size)
-    engine = averaged(cls(cfg, spec, steps_per_epoch), cfg.optim.ema, cfg.optim.ema_every)  # optim.ema: a weight average
+    engine = averaged(cls(cfg, spec, steps_per_epoch), cfg.optim, steps_per_epoch * cfg.epochs)  # optim.ema: a weight average
     lead = world.lead  # the one process that prints and writes the run directory
     quiet = quiet or not lead
     if run is None:
