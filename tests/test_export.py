@@ -54,6 +54,29 @@ def test_export_is_verified_and_predicts_like_the_run(runs, tmp_path, capsys, fm
         assert np.allclose(list(top.values()), list(from_export[path].values()), atol=1e-4)
 
 
+AIRBENCH94 = ["model.name=airbench", "model.args.widths=[8, 8]", "model.args.stem=12", "model.args.bn_scale=false",
+              "model.args.bias_scale=8.0", "model.args.dirac=true", "model.args.whiten_frozen=true",
+              "model.args.logit_scale=0.111"]
+
+
+@pytest.fixture(scope="module")
+def airbench_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("airbench")
+    assert main(["train", "--engine", "torch", "--data", DATA, "--epochs", "1", "--runs-dir", str(root), "--run-name", "a",
+                 "--quiet", *AIRBENCH94]) == 0
+    return root / "a"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "savedmodel", "keras"])
+def test_airbench94_network_options_export_in_every_format(airbench_run, tmp_path, capsys, fmt):
+    """The scaled-bias batch norm (a Keras layer of clsf's, saved and reloaded in safe mode), the
+    scale layer and the scale-free batch norm survive every format and verify against the run."""
+    out = tmp_path / fmt
+    assert main(["export", str(airbench_run), "--format", fmt, "--out", str(out)]) == 0
+    assert "same prediction 100.00%" in capsys.readouterr().out
+    assert json.loads((out / "clsf.json").read_text())["verified"]["max_abs_diff"] <= 1e-4
+
+
 def test_probabilities_are_baked_in_on_request(runs, tmp_path, capsys):
     out = tmp_path / "p"
     assert main(["export", str(runs / "torch"), "--format", "torchscript", "--out", str(out), "--probabilities"]) == 0

@@ -82,9 +82,9 @@ def load_runtime(fmt: str, path: Path):
     import_tf()
     import keras
 
-    from clsf.models.keras import activity_penalty_class
+    from clsf.models.keras import register_custom_layers
 
-    activity_penalty_class()  # clsf's one custom layer, registered so a model using it reloads
+    register_custom_layers()  # clsf's own layers, registered so a model using them reloads
     if not zipfile.is_zipfile(path):  # Keras' own message for this is "File not found"
         raise UserError(f"{path} is not a .keras file (a zip archive); export the run again.")
     model = keras.saving.load_model(path, safe_mode=True)  # safe_mode: no Python code from the file

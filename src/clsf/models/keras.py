@@ -20,7 +20,7 @@ def activation(name: str, alpha: float = 0.2):
     if name == "leaky_relu":
         return lambda x: keras.activations.leaky_relu(x, negative_slope=alpha)
     if name == "gelu":
-        return lambda x: keras.activations.gelu(x, approximate=False)  # torch's nn.GELU default
+        return "gelu"  # Keras' exact form (approximate=False, its default): torch's nn.GELU; a name, so .keras files reload
     if name == "softmax":
         return lambda x: keras.activations.softmax(x, axis=-1)
     return name  # relu, sigmoid, tanh, elu, swish: same definitions in both frameworks
@@ -102,6 +102,12 @@ def scaled_bias_batch_norm_class():
 
         _SCALED_BN.append(ScaledBiasBatchNorm)
     return _SCALED_BN[0]
+
+
+def register_custom_layers() -> None:
+    """clsf's own Keras layers, registered so a .keras file using them reloads (safe mode)."""
+    activity_penalty_class()
+    scaled_bias_batch_norm_class()
 
 
 def _apply(layer, x, prefix: str, spec: ModelSpec):

@@ -6,6 +6,7 @@ The neutral form is `{full layer name: {param: ndarray}}` in Keras' layout:
   dense kernel     (in, out)             torch Linear weight           (out, in)
   batch norm       gamma, beta, moving_mean, moving_variance
                                          torch weight, bias, running_mean, running_var
+                   (no gamma with scale=False; with bias_scale, beta is the stored weight the layer scales)
 A Flatten of an (H, W, C) map yields features in HWC order in Keras and CHW order in torch, so the
 rows of the next Dense kernel (and any per-feature batch norm between them) are permuted.
 Batch-norm epsilon and momentum come from the spec in both builders (torch momentum = 1 - Keras').
