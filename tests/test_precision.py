@@ -1,5 +1,5 @@
-"""Mixed precision and memory layout. precision=bf16|fp16 is a GPU option, refused on a CPU with
-one line; its code paths (autocast + loss scaling in torch, Keras' dtype policy + LossScaleOptimizer)
+"""Mixed precision and memory layout. precision=bf16|fp16 needs a GPU, or for bf16 a CPU with bf16
+matrix instructions (AMX, AVX512-BF16); elsewhere it is refused with one line. Its code paths (autocast + loss scaling in torch, Keras' dtype policy + LossScaleOptimizer)
 are exercised here on the CPU by lifting that refusal, so they are correct before a GPU sees them.
 torch.channels_last changes the memory order only, never the numbers."""
 
@@ -26,10 +26,29 @@ def _run(tmp_path, engine, name, *extra):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_mixed_precision_is_refused_on_a_cpu(tmp_path, capsys, engine):
-    assert main(["train", "--engine", engine, "--runs-dir", str(tmp_path), "--data", DATA, *SMALL[:3], "precision=bf16"]) == 2
-    assert "precision=bf16 is for GPUs and this run is on cpu; use precision=fp32" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_is_refused_on_a_cpu_without_its_units(tmp_path, capsys, monkeypatch, engine, precision):
+    monkeypatch.setattr("clsf.engines.base.cpu_has_bf16", lambda: False)
+    assert main(["train", "--engine", engine, "--runs-dir", str(tmp_path), "--data", DATA, *SMALL[:3], f"precision={precision}"]) == 2
+    err = capsys.readouterr().err
+    if precision == "bf16":
+        assert "precision=bf16 needs a GPU or a CPU with bf16 matrix instructions (amx_bf16 or avx512_bf16)" in err
+    else:  # no CPU here computes in fp16, whatever its flags
+        assert "precision=fp16 is for GPUs and this run is on cpu; use precision=fp32" in err
+    assert "Traceback" not in err and not any(tmp_path.iterdir())
+
+
+def test_cpu_bf16_units_are_read_from_the_cpu_flags(tmp_path):
+    from clsf.engines.base import cpu_has_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\nbugs\t\t: spectre\n")
+    assert not cpu_has_bf16(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")
+    assert cpu_has_bf16(str(info))
+    info.write_text("flags\t\t: avx512_bf16\n")
+    assert cpu_has_bf16(str(info))
+    assert not cpu_has_bf16(str(tmp_path / "absent"))  # another OS: no, so bf16 stays a GPU option
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -37,9 +56,9 @@ def test_mixed_precision_is_refused_on_a_cpu(tmp_path, capsys, engine):
 def test_mixed_precision_trains_like_float32(tmp_path, monkeypatch, engine, precision):
     import importlib
 
-    for module in ("clsf.engines.torch_loop", "clsf.engines.keras_common"):  # lift the GPU-only refusal
+    for module in ("clsf.engines.torch_loop", "clsf.engines.keras_common"):  # lift the refusal where no unit computes in it
         if importlib.util.find_spec("torch" if "torch" in module else "tensorflow"):
-            monkeypatch.setattr(f"{module}.check_precision", lambda *a: None)
+            monkeypatch.setattr(f"{module}.resolve_precision", lambda cfg, *a: cfg.precision)
     _, full = _run(tmp_path, engine, "fp32")
     run, mixed = _run(tmp_path, engine, precision, f"precision={precision}")
     # the same run in 8-bit (bf16) or 11-bit (fp16) mantissas: the loss curve within a few hundredths
@@ -52,6 +71,19 @@ def test_mixed_precision_trains_like_float32(tmp_path, monkeypatch, engine, prec
         import keras
 
         assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_auto_precision_is_bf16_only_where_the_device_computes_in_it(tmp_path, monkeypatch, engine):
+    _, full = _run(tmp_path, engine, "fp32")
+    for has_units, expected in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr("clsf.engines.base.cpu_has_bf16", lambda: has_units)
+        run, losses = _run(tmp_path, engine, f"auto-{expected}", "precision=auto")
+        assert json.loads((run / "env.json").read_text())["precision"] == expected
+        if has_units:  # computed in bf16: other numbers, the same curve
+            assert not np.allclose(losses, full, rtol=0, atol=1e-6) and np.allclose(losses, full, atol=0.05)
+        else:  # the float32 run itself
+            assert np.allclose(losses, full, rtol=0, atol=1e-6)
 
 
 @pytest.mark.torch

@@ -117,7 +117,9 @@ class Config:
     track_experiment: str | None = None  # MLflow experiment; None = "clsf" (compare and sweep: their folder's name)
     seed: int = 0
     device: str = "auto"  # torch: "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
-    precision: str = "fp32"  # "fp32" | "bf16" | "fp16": mixed precision on a GPU (weights stay float32)
+    # "fp32" | "bf16" | "fp16" | "auto": mixed precision (weights stay float32) on a GPU, or bf16 on a CPU with bf16
+    # matrix instructions; auto = bf16 where the device computes in it, else fp32 (env.json records which)
+    precision: str = "fp32"
     early_stop_patience: int | None = None  # epochs without val_loss improvement; None = off
     init_from: str | None = None  # start from these weights: a checkpoint folder (weights.npz) or a run directory
     init_head: bool = True  # also take the classifier head from init_from (false: a new head, e.g. for new classes)
@@ -145,7 +147,7 @@ class Config:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "tf": TFConfig, "torch": TorchConfig, "gan": GanConfig}
 TF_MODES = ("eager", "graph", "xla")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def _coerce(key: str, value, typ):

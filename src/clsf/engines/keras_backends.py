@@ -27,7 +27,7 @@ import numpy as np
 
 from clsf.config import Config
 from clsf.distributed import World
-from clsf.engines.base import Engine, Meter, check_precision
+from clsf.engines.base import Engine, Meter, resolve_precision
 from clsf.engines.keras_common import MIXED, freeze_trunk, load_state, make_loss, make_optimizer, save_state, schedule
 from clsf.errors import UserError
 from clsf.frameworks import import_keras
@@ -48,15 +48,15 @@ class KerasBackendEngine(Engine):
         self.world = World()
         keras.utils.set_random_seed(cfg.seed)  # python, numpy and the backend's seeds: initial weights, dropout
         self.device = self.find_device()
-        check_precision(cfg, self.device != "cpu", self.device)
-        keras.mixed_precision.set_global_policy(MIXED[cfg.precision])  # around this model only, as in `keras`
+        self.precision = resolve_precision(cfg, self.device != "cpu", self.device)
+        keras.mixed_precision.set_global_policy(MIXED[self.precision])  # around this model only, as in `keras`
         try:
             self.model = build_keras(spec, self.dropout_seed(cfg.seed))
         finally:
             keras.mixed_precision.set_global_policy("float32")
         self.schedule = schedule(cfg, steps_per_epoch)
         self.optimizer = make_optimizer(cfg.optim, self.schedule)
-        if cfg.precision == "fp16":
+        if self.precision == "fp16":
             self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         if self.optimizer_sees_only_trainable:
             if cfg.unfreeze_after is not None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from clsf.config import Config, OptimConfig
 from clsf.distributed import World, tf_world
-from clsf.engines.base import Engine, check_precision, damaged_state, frozen_layers, missing_state
+from clsf.engines.base import Engine, resolve_precision, damaged_state, frozen_layers, missing_state
 from clsf.engines.schedule import lr_at
 from clsf.errors import UserError
 from clsf.frameworks import import_keras
@@ -136,11 +136,11 @@ class KerasBase(Engine):
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
-        check_precision(cfg, self.device != "cpu", self.device)
+        self.precision = resolve_precision(cfg, self.device != "cpu", self.device)
         # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, which
         # each layer takes when built: set around this model only); fp16 scales the loss so small
         # gradients survive
-        keras.mixed_precision.set_global_policy(MIXED[cfg.precision])
+        keras.mixed_precision.set_global_policy(MIXED[self.precision])
         try:
             with self.strategy.scope():  # variables mirrored on every replica
                 self.model = build_keras(spec)
@@ -150,7 +150,7 @@ class KerasBase(Engine):
             self.schedule = schedule(cfg, steps_per_epoch)
             self.schedule.attach()
             self.optimizer = make_optimizer(cfg.optim, self.schedule)
-            if cfg.precision == "fp16":
+            if self.precision == "fp16":
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
         self.freeze_trunk(True)

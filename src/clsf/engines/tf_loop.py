@@ -28,7 +28,7 @@ class TFLoopEngine(KerasBase):
         mixed = self.pre.mixes  # mixup/cutmix: (B, K) soft labels; accuracy against each row's largest weight
         labels = tf.TensorSpec([None, self.classes], tf.float32) if mixed else tf.TensorSpec([None], tf.int64)
         model, optimizer, loss_fn, traces = self.model, self.optimizer, self.loss_fn, self.traces
-        fp16 = self.cfg.precision == "fp16"
+        fp16 = self.precision == "fp16"
 
         def train_step(x, y):
             if not tf.executing_eagerly():  # tracing (graph, xla): counts tracings; in eager mode every call runs this

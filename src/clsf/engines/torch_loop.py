@@ -20,7 +20,7 @@ from clsf.config import Config
 from clsf.data.stream import Files, worker_count
 from clsf.data.torch_pipeline import Batches
 from clsf.distributed import World, part, torch_ddp, torch_world
-from clsf.engines.base import Engine, Meter, check_precision, damaged_state, frozen_layers, missing_state
+from clsf.engines.base import Engine, Meter, resolve_precision, damaged_state, frozen_layers, missing_state
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
@@ -68,11 +68,11 @@ class TorchEngine(Engine):
             torch.cuda.set_device(self.torch_device)
         if self.world.size > 1:
             torch_ddp.join(self.world, self.torch_device, cfg.dist_timeout_s)
-        check_precision(cfg, self.torch_device.type == "cuda", str(self.torch_device))
+        self.precision = resolve_precision(cfg, self.torch_device.type == "cuda", str(self.torch_device))
         # mixed precision: the forward pass in bf16/fp16 under autocast, weights and optimizer in float32;
         # fp16 needs its loss scaled so small gradients survive (a disabled scaler passes through)
-        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        self.scaler = torch.amp.GradScaler(self.torch_device.type, enabled=cfg.precision == "fp16")
+        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.scaler = torch.amp.GradScaler(self.torch_device.type, enabled=self.precision == "fp16")
         # channels_last: weights and batches in NHWC order; otherwise batches are made plain NCHW
         model = build_torch(spec)
         # ... except for convolutions a few channels wide: measured on an AMD EPYC, a resnet-s 4 channels

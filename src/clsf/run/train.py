@@ -157,7 +157,7 @@ def _write_setup(run: RunDir, cfg: Config, spec: ModelSpec, engine, prep: Prepar
     run.has_checkpoint("best")  # finishes a copy to best that a kill cut short
     run.write_config(cfg)
     run.write_model(spec)
-    env = environment(cfg.engine, engine.device, engine.environment())
+    env = environment(cfg.engine, engine.device, {"precision": engine.precision, **engine.environment()})
     if changed is not None:
         run.add_resume({"after_epoch": state.epoch, "time": env["started"], "device": env["device"], "changed": changed})
         return
