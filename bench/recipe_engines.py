@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from recipes import clsf_run, timed_process  # noqa: E402  (the same timing as the time-to-accuracy table)
+from speed import cpu_model  # noqa: E402
 
 
 def write_table(args, budget: float, ref: float, runs: dict, seeds: list[int]) -> None:
@@ -40,7 +41,8 @@ def write_table(args, budget: float, ref: float, runs: dict, seeds: list[int]) -
              f"On {Path(args.data).name}, in one run: the budget (the classic Keras CIFAR-10 tutorial's 5-epoch script, "
              f"a whole process) took **{budget:.0f} s** here and scored {ref:.4f}; each engine ran the recipe with seeds "
              f"{', '.join(map(str, seeds))}, engines interleaved seed by seed, each a whole process (start, data from the "
-             "cache, training, test).", "",
+             f"cache, training, test). CPU: {cpu_model()} ({os.cpu_count()} cores); the recipe computed in "
+             f"{', '.join(sorted({r['precision'] for rs in runs.values() for r in rs}))}.", "",
              "| engine | seconds (median, min-max) | of the budget | test accuracy (mean ± std) | per seed |",
              "| --- | --- | --- | --- | --- |"]
     for e, rs in runs.items():
