@@ -4,11 +4,13 @@ whether the engines reach the same accuracy within the seed-to-seed spread.
     python bench/recipe_engines.py --data ../shared/data/cifar10-jpeg.tar.gz [--recipe speedrun] [--epochs 1]
                                    [--engines torch,tf,keras] [--seeds 0,1,2]
 
-In one run on this machine: the classic Keras CIFAR-10 tutorial's 5-epoch script once (the budget,
-as bench/recipes.py times it), then `clsf train --recipe R --epochs E` for every engine and seed,
-each a whole process timed from start to its test accuracy, engines interleaved seed by seed so a
-machine that changes speed during the run touches every engine alike. Writes
-bench/results/recipe-engines.md.
+In one run on this machine: `clsf train --recipe R --epochs E` for every engine and seed, each a
+whole process timed from start to its test accuracy, engines interleaved seed by seed so a machine
+that changes speed during the run touches every engine alike; and the budget — the classic Keras
+CIFAR-10 tutorial's 5-epoch script, as bench/recipes.py times it — before the first round of seeds
+and after every round, so each recipe run is divided by the mean of the two budget runs around it
+(these machines' speed moves by 2x within an hour: one budget at the start would misprice the rest).
+Writes bench/results/recipe-engines.md.
 """
 
 from __future__ import annotations
@@ -30,25 +32,30 @@ from recipes import clsf_run, timed_process  # noqa: E402  (the same timing as t
 from speed import cpu_model  # noqa: E402
 
 
-def write_table(args, budget: float, ref: float, runs: dict, seeds: list[int]) -> None:
-    """The results so far (written after every round of seeds, so a run cut short keeps them)."""
+def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None:
+    """The results so far (written after every round of seeds, so a run cut short keeps them). Each run
+    carries `budget`: the mean of the budget runs before and after its round."""
     means = {e: statistics.mean(r["test_acc"] for r in rs) for e, rs in runs.items()}
     stds = {e: statistics.stdev([r["test_acc"] for r in rs]) if len(rs) > 1 else 0.0 for e, rs in runs.items()}
     spread = max(means.values()) - min(means.values())
     seed_std = max(stds.values())
     where = "in every engine" if len(runs) > 1 else f"in the {next(iter(runs))} engine"
+    refs, took = [b["test_acc"] for b in budgets], ", ".join(f"{b['seconds']:.0f}" for b in budgets)
     lines = [f"# `--recipe {args.recipe}`, {args.epochs} epoch(s), {where} ({time.strftime('%Y-%m-%d')})", "",
              f"On {Path(args.data).name}, in one run: the budget (the classic Keras CIFAR-10 tutorial's 5-epoch script, "
-             f"a whole process) took **{budget:.0f} s** here and scored {ref:.4f}; each engine ran the recipe with seeds "
-             f"{', '.join(map(str, seeds))}, engines interleaved seed by seed, each a whole process (start, data from the "
-             f"cache, training, test). CPU: {cpu_model()} ({os.cpu_count()} cores); the recipe computed in "
+             f"a whole process), run before the first round of seeds and after each, took "
+             f"**{took} s** here in turn and scored {statistics.mean(refs):.4f} "
+             f"on average; each engine ran the recipe with seeds {', '.join(map(str, seeds))}, engines interleaved seed by "
+             "seed, each a whole process (start, data from the cache, training, test), and each is divided by the mean "
+             f"of the two budget runs around its round. CPU: {cpu_model()} ({os.cpu_count()} cores); the recipe computed in "
              f"{', '.join(sorted({r['precision'] for rs in runs.values() for r in rs}))}.", "",
-             "| engine | seconds (median, min-max) | of the budget | test accuracy (mean ± std) | per seed |",
+             "| engine | seconds (median, min-max) | of the budget (median, min-max) | test accuracy (mean ± std) | per seed |",
              "| --- | --- | --- | --- | --- |"]
     for e, rs in runs.items():
         secs, per_seed = [r["seconds"] for r in rs], ", ".join(f"{r['test_acc']:.4f}" for r in rs)
+        ratios = [r["seconds"] / r["budget"] for r in rs]
         lines.append(f"| {e} | {statistics.median(secs):.0f} ({min(secs):.0f}-{max(secs):.0f}) | "
-                     f"{statistics.median(secs) / budget:.2f} | {means[e]:.4f} ± {stds[e]:.4f} | "
+                     f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {means[e]:.4f} ± {stds[e]:.4f} | "
                      f"{per_seed} |")
     if len(runs) > 1:  # one engine: its seeds' spread is the whole story
         verdict = "within" if spread <= 2 * seed_std else "OUTSIDE"
@@ -73,17 +80,24 @@ def main() -> int:
         tmp = Path(tmp)
         os.environ["CLSF_CACHE"] = str(tmp / "cache")
         subprocess.run([sys.executable, "-m", "clsf", "data", "info", "--data", args.data], check=True, capture_output=True)
-        print("the tutorial's script (the budget)", flush=True)
-        budget, out = timed_process([sys.executable, str(HERE / "recipes.py"), "--seeds-script", "0", "--data", args.data])
-        ref = json.loads(out.strip().splitlines()[-1])["test_acc"]
+
+        def budget() -> dict:
+            print("the tutorial's script (the budget)", flush=True)
+            seconds, out = timed_process([sys.executable, str(HERE / "recipes.py"), "--seeds-script", "0", "--data", args.data])
+            return {"seconds": seconds, "test_acc": json.loads(out.strip().splitlines()[-1])["test_acc"]}
+
+        budgets = [budget()]
         runs = {e: [] for e in engines}
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
             for engine in engines:
                 runs[engine].append(clsf_run(tmp / "runs", f"{engine}-{seed}", args.recipe, engine, args.data, args.epochs,
                                              "--seed", str(seed)))
                 print(f"  {engine} seed {seed}: {runs[engine][-1]['seconds']:.0f} s, test {runs[engine][-1]['test_acc']:.4f}",
                       flush=True)
-            write_table(args, budget, ref, runs, seeds[: seeds.index(seed) + 1])
+            budgets.append(budget())  # after the round: its runs lie between budgets[i] and budgets[i + 1]
+            for engine in engines:
+                runs[engine][-1]["budget"] = (budgets[i]["seconds"] + budgets[i + 1]["seconds"]) / 2
+            write_table(args, budgets, runs, seeds[: i + 1])
     return 0
 
 

@@ -54,7 +54,8 @@ CONFIGS = [
     ("reference tf", "reference", "tf", 32, []), ("reference tf", "reference", "tf", 128, []),
     ("reference torch", "reference", "torch", 32, []), ("reference torch", "reference", "torch", 128, []),
 ]
-GPU_CONFIGS = [("torch bf16", "clsf", "torch", 128, ["precision=bf16"]), ("keras bf16", "clsf", "keras", 128, ["precision=bf16"])]
+# rows where the device computes in bf16: a GPU, or a CPU with bf16 matrix instructions (AMX)
+BF16_CONFIGS = [("torch bf16", "clsf", "torch", 128, ["precision=bf16"]), ("keras bf16", "clsf", "keras", 128, ["precision=bf16"])]
 
 
 # -- workers: each runs in its own process and prints one JSON line --------------------------------
@@ -188,7 +189,9 @@ def main() -> int:
     from clsf.models.zoo import get_spec
 
     flops = 3 * forward_flops(get_spec("seed-cnn"))  # per training image: forward + backward
-    configs = CONFIGS + (GPU_CONFIGS if shutil.which("nvidia-smi") else [])
+    from clsf.engines.base import cpu_has_bf16
+
+    configs = CONFIGS + (BF16_CONFIGS if shutil.which("nvidia-smi") or cpu_has_bf16() else [])
     if args.only:
         keep = set(args.only.split(","))
         configs = [c for c in configs if c[0] in keep]

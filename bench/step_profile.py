@@ -2,7 +2,7 @@
 
     python bench/step_profile.py --data ../shared/data/cifar10-jpeg.tar.gz [--batch 32] [--steps 200]
                                  [--engines keras,tf,torch,keras-jax,keras-torch] [--model airbench]
-                                 [--set torch.channels_last=false] [--out FILE]
+                                 [--set torch.channels_last=false] [--versus precision=bf16] [--out FILE]
 
 Each engine runs in its own process. The step is taken apart by ablation, every part timed on the
 same batches already in memory, each the median of 5 passes over `--steps` steps:
@@ -13,7 +13,9 @@ same batches already in memory, each the median of 5 passes over `--steps` steps
   loop       the engine's train_epoch, minus data and the whole step: per-step Python, metric
              bookkeeping, synchronisation
 For torch, torch.profiler also splits the step by operator (convolution, dense, pooling, the
-optimizer's update, the rest). Writes bench/results/step-profile.md.
+optimizer's update, the rest). --versus KEY=VALUE adds, for every engine, a row with that setting too,
+profiled right after the engine's own row in the same run (an A/B of one key: precision, memory
+layout). Writes bench/results/step-profile.md.
 """
 
 from __future__ import annotations
@@ -241,6 +243,8 @@ def main() -> int:
     ap.add_argument("--engines", default="keras,tf,torch,keras-jax,keras-torch")
     ap.add_argument("--model", default="seed-cnn", help="the zoo model to profile")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config keys for every engine")
+    ap.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE",
+                    help="also profile every engine with this setting, in the same run (one row each)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     MODEL.update(name=args.model, set=args.set)
@@ -273,14 +277,17 @@ def main() -> int:
         n = args.batch * args.steps
         np.savez(arrays, x=ds["train"].x[:n], y=ds["train"].y[:n])
         for engine in args.engines.split(","):
-            print(f"profiling {engine}", flush=True)
-            r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps),
-                                "--model", args.model, *(f"--set={kv}" for kv in args.set), "--worker",
-                                json.dumps({"engine": engine, "arrays": str(arrays)})], capture_output=True, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-            if r.returncode:
-                raise SystemExit(r.stderr[-3000:])
-            results[engine] = json.loads(r.stdout.strip().splitlines()[-1])
+            for versus in [None, *args.versus]:  # the engine as set, then each variant right after it
+                label = f"{engine} {versus}" if versus else engine
+                print(f"profiling {label}", flush=True)
+                sets = [*args.set, *([versus] if versus else [])]
+                r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps),
+                                    "--model", args.model, *(f"--set={kv}" for kv in sets), "--worker",
+                                    json.dumps({"engine": engine, "arrays": str(arrays)})], capture_output=True, text=True,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                if r.returncode:
+                    raise SystemExit(r.stderr[-3000:])
+                results[label] = json.loads(r.stdout.strip().splitlines()[-1])
     # this machine's ceiling, measured in this run by bench/speed.py's own worker
     ceiling = subprocess.run([sys.executable, str(HERE / "speed.py"), "--worker", '{"kind": "sgemm"}'], capture_output=True,
                              text=True, check=True).stdout
@@ -300,10 +307,13 @@ def main() -> int:
         loop = p["epoch"] - p["step"] - p["data"]
         lines.append(f"| {engine} | {p['data'] * 1e3:.2f} | {p['forward'] * 1e3:.2f} | {bwd * 1e3:.2f} | {opt * 1e3:.2f} | "
                      f"{loop * 1e3:.2f} | {p['epoch'] * 1e3:.2f} | {flops / p['step'] / 1e9:.0f} ({flops / p['step'] / 1e9 / sgemm:.0%}) |")
-    if "torch" in results:
-        ops = results["torch"]["ops"]
-        lines += ["", "torch, by operator (share of the step's CPU time, torch.profiler): "
-                  + ", ".join(f"{k} {v:.0%}" for k, v in ops.items()) + "."]
+    for label in (k for k in results if k.split()[0] == "torch"):
+        lines += ["", f"{label}, by operator (share of the step's CPU time, torch.profiler): "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in results[label]["ops"].items()) + "."]
+    for versus in args.versus:  # the A/B: each engine's step with the setting against without, in this run
+        ratios = [results[e]["parts"]["step"] / results[f"{e} {versus}"]["parts"]["step"] for e in args.engines.split(",")]
+        lines += ["", f"With {versus}, the step runs " + ", ".join(f"{r:.2f}x" for r in ratios)
+                  + f" as fast ({', '.join(args.engines.split(','))})."]
     lines += ["", "keras-jax and keras-torch: forward and forward+backward through the backend (jax.jit of "
               "`stateless_call` and `jax.grad`; torch autograd), the step is Keras' own `train_step` as fit runs it "
               "(on JAX jitted over the state arrays, on torch eager), the epoch is the engine's `fit`."]

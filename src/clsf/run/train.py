@@ -159,7 +159,8 @@ def _write_setup(run: RunDir, cfg: Config, spec: ModelSpec, engine, prep: Prepar
     run.write_model(spec)
     env = environment(cfg.engine, engine.device, {"precision": engine.precision, **engine.environment()})
     if changed is not None:
-        run.add_resume({"after_epoch": state.epoch, "time": env["started"], "device": env["device"], "changed": changed})
+        run.add_resume({"after_epoch": state.epoch, "time": env["started"], "device": env["device"],
+                        "precision": env["precision"], "changed": changed})
         return
     ds = prep.dataset
     env["data"] = {"source": ds.source, "checksum": ds.checksum, "class_names": ds.class_names,
