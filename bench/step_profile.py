@@ -76,16 +76,21 @@ def profile_torch(x, y, batch: int, steps: int) -> dict:
     batches = list(Batches(x[:n], y[:n], batch, engine.pre, training=True, seed=0))
     model, opt = engine.model.train(), engine.optimizer
 
+    def amp():  # the engine's mixed precision (precision=bf16|fp16|auto), as its own step runs the forward pass
+        return torch.autocast(engine.torch_device.type, dtype=engine.amp or torch.bfloat16, enabled=engine.amp is not None)
+
     def forward(xb, yb):
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             model(xb)
 
     def fwd_bwd(xb, yb):
-        F.cross_entropy(model(xb), yb).backward()
+        with amp():
+            loss = F.cross_entropy(model(xb).float(), yb)
+        loss.backward()
 
     def step(xb, yb):
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(xb), yb).backward()
+        fwd_bwd(xb, yb)
         opt.step()
 
     parts = {"data": timed(lambda: list(Batches(x[:n], y[:n], batch, engine.pre, training=True, seed=0)), 1) / steps,
@@ -98,7 +103,7 @@ def profile_torch(x, y, batch: int, steps: int) -> dict:
 
     def profiled_step(xb, yb):
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(xb), yb).backward()
+        fwd_bwd(xb, yb)
         with record_function("clsf.optimizer"):
             opt.step()
 
