@@ -184,7 +184,7 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 def resolve_precision(cfg: Config, on_gpu: bool, device: str) -> str:
     """The precision a run computes in: cfg.precision, or for `auto` bf16 where the device computes in
     it (a GPU; a CPU with bf16 matrix instructions, where oneDNN runs the convolutions and matmuls in
-    bf16: an airbench step 2x faster in torch, docs/speed.md) and fp32 elsewhere. Mixed precision
+    bf16: measured in docs/speed.md) and fp32 elsewhere. Mixed precision
     where no unit computes in it only costs casts, so it is refused."""
     if cfg.precision == "auto":
         return "bf16" if on_gpu or cpu_has_bf16() else "fp32"
