@@ -191,7 +191,20 @@ def test_killing_the_command_stops_its_workers_and_their_trials(tmp_path):
     deadline = time.time() + 60
     while _clsf_processes(folder) and time.time() < deadline:
         time.sleep(0.5)
-    assert not _clsf_processes(folder), "processes kept running after the command was killed"
+    left = {pid: _describe(pid) for pid in _clsf_processes(folder)}
+    assert not left, f"processes kept running after the command was killed: {left}"
+
+
+def _describe(pid: int) -> str:
+    """A live process's command line, state and the Python stack py-spy would want: what it waits on."""
+    proc = Path("/proc") / str(pid)
+    try:
+        cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        status = {k: v.strip() for k, _, v in (ln.partition(":") for ln in (proc / "status").read_text().splitlines())}
+        wchan = (proc / "wchan").read_text()
+    except OSError:
+        return "gone"
+    return f"{cmd} | {status.get('State')} ppid {status.get('PPid')} threads {status.get('Threads')} wchan {wchan}"
 
 
 def _clsf_processes(folder: Path) -> list[int]:
