@@ -55,7 +55,8 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None
         secs, per_seed = [r["seconds"] for r in rs], ", ".join(f"{r['test_acc']:.4f}" for r in rs)
         ratios = [r["seconds"] / r["budget"] for r in rs]
         lines.append(f"| {e} | {statistics.median(secs):.0f} ({min(secs):.0f}-{max(secs):.0f}) | "
-                     f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {means[e]:.4f} ± {stds[e]:.4f} | "
+                     f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {means[e]:.4f} "
+                     f"{f'± {stds[e]:.4f}' if len(rs) > 1 else '(one seed: no spread)'} | "
                      f"{per_seed} |")
     if len(runs) > 1:  # one engine: its seeds' spread is the whole story
         verdict = "within" if spread <= 2 * seed_std else "OUTSIDE"
