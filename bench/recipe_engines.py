@@ -2,7 +2,7 @@
 whether the engines reach the same accuracy within the seed-to-seed spread.
 
     python bench/recipe_engines.py --data ../shared/data/cifar10-jpeg.tar.gz [--recipe speedrun] [--epochs 1]
-                                   [--engines torch,tf,keras] [--seeds 0,1,2]
+                                   [--engines torch,tf,keras] [--seeds 0,1,2] [KEY=VALUE ...]
 
 In one run on this machine: `clsf train --recipe R --epochs E` for every engine and seed, each a
 whole process timed from start to its test accuracy, engines interleaved seed by seed so a machine
@@ -10,7 +10,8 @@ that changes speed during the run touches every engine alike; and the budget —
 CIFAR-10 tutorial's 5-epoch script, as bench/recipes.py times it — before the first round of seeds
 and after every round, so each recipe run is divided by the mean of the two budget runs around it
 (these machines' speed moves by 2x within an hour: one budget at the start would misprice the rest).
-Writes bench/results/recipe-engines.md.
+KEY=VALUE: config overrides every recipe run takes (the recipe at another point of its design, e.g.
+a narrower network); the table names them. Writes bench/results/recipe-engines.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -41,7 +43,8 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None
     seed_std = max(stds.values())
     where = "in every engine" if len(runs) > 1 else f"in the {next(iter(runs))} engine"
     refs, took = [b["test_acc"] for b in budgets], ", ".join(f"{b['seconds']:.0f}" for b in budgets)
-    lines = [f"# `--recipe {args.recipe}`, {args.epochs} epoch(s), {where} ({time.strftime('%Y-%m-%d')})", "",
+    shown = "".join(f" {shlex.quote(o)}" for o in args.overrides)  # as a shell takes it
+    lines = [f"# `--recipe {args.recipe}{shown}`, {args.epochs} epoch(s), {where} ({time.strftime('%Y-%m-%d')})", "",
              f"On {Path(args.data).name}, in one run: the budget (the classic Keras CIFAR-10 tutorial's 5-epoch script, "
              f"a whole process), run before the first round of seeds and after each, took "
              f"**{took} s** here in turn and scored {statistics.mean(refs):.4f} "
@@ -74,6 +77,7 @@ def main() -> int:
     ap.add_argument("--engines", default="torch,tf,keras")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default=str(HERE / "results" / "recipe-engines.md"))
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every recipe run")
     args = ap.parse_args()
     engines, seeds = args.engines.split(","), [int(s) for s in args.seeds.split(",")]
 
@@ -92,7 +96,7 @@ def main() -> int:
         for i, seed in enumerate(seeds):
             for engine in engines:
                 runs[engine].append(clsf_run(tmp / "runs", f"{engine}-{seed}", args.recipe, engine, args.data, args.epochs,
-                                             "--seed", str(seed)))
+                                             "--seed", str(seed), *args.overrides))
                 print(f"  {engine} seed {seed}: {runs[engine][-1]['seconds']:.0f} s, test {runs[engine][-1]['test_acc']:.4f}",
                       flush=True)
             budgets.append(budget())  # after the round: its runs lie between budgets[i] and budgets[i + 1]
