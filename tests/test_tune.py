@@ -196,7 +196,7 @@ def test_killing_the_command_stops_its_workers_and_their_trials(tmp_path):
 
 
 def _describe(pid: int) -> str:
-    """A live process's command line, state and the Python stack py-spy would want: what it waits on."""
+    """A live process's command line, state, parent, threads and kernel wait channel: what holds it."""
     proc = Path("/proc") / str(pid)
     try:
         cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
