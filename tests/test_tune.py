@@ -196,7 +196,7 @@ def test_killing_the_command_stops_its_workers_and_their_trials(tmp_path):
 
 
 def _describe(pid: int) -> str:
-    """A live process's command line, state, parent, threads and kernel wait channel: what holds it."""
+    """A live process's command line, state, parent, threads, kernel wait channel and signal masks."""
     proc = Path("/proc") / str(pid)
     try:
         cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -204,7 +204,8 @@ def _describe(pid: int) -> str:
         wchan = (proc / "wchan").read_text()
     except OSError:
         return "gone"
-    return f"{cmd} | {status.get('State')} ppid {status.get('PPid')} threads {status.get('Threads')} wchan {wchan}"
+    return (f"{cmd} | {status.get('State')} ppid {status.get('PPid')} threads {status.get('Threads')} wchan {wchan} "
+            f"SigIgn {status.get('SigIgn')} SigCgt {status.get('SigCgt')}")  # SIGINT is bit 1 (0x2) of these masks
 
 
 def _clsf_processes(folder: Path) -> list[int]:
