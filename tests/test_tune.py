@@ -197,27 +197,31 @@ def test_killing_the_command_stops_its_workers_and_their_trials(tmp_path):
 
 def _describe(pid: int) -> str:
     """A live process's command line, state, parent, threads, kernel wait channel and signal masks."""
-    proc = Path("/proc") / str(pid)
+    info = _proc_info(Path("/proc") / str(pid))
+    if info is None:
+        return "gone"
+    cmd, status = info
+    return (f"{cmd} | {status.get('State')} ppid {status.get('PPid')} threads {status.get('Threads')} "
+            f"wchan {status.get('wchan')} SigIgn {status.get('SigIgn')} SigCgt {status.get('SigCgt')}")  # SIGINT: bit 1 (0x2)
+
+
+def _proc_info(proc: Path) -> tuple[str, dict] | None:
+    """(command line, /proc status fields + wchan) of a process, or None once it is gone."""
     try:
         cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         status = {k: v.strip() for k, _, v in (ln.partition(":") for ln in (proc / "status").read_text().splitlines())}
-        wchan = (proc / "wchan").read_text()
+        status["wchan"] = (proc / "wchan").read_text()
     except OSError:
-        return "gone"
-    return (f"{cmd} | {status.get('State')} ppid {status.get('PPid')} threads {status.get('Threads')} wchan {wchan} "
-            f"SigIgn {status.get('SigIgn')} SigCgt {status.get('SigCgt')}")  # SIGINT is bit 1 (0x2) of these masks
+        return None
+    return cmd, status
 
 
 def _clsf_processes(folder: Path) -> list[int]:
     """Live processes whose command line names the folder (workers) or its runs (trials)."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = next(ln for ln in (proc / "status").read_text().splitlines() if ln.startswith("State:"))
-        except (OSError, StopIteration):
-            continue
-        if str(folder) in cmd and "Z" not in state:
+        info = _proc_info(proc)
+        if info is not None and str(folder) in info[0] and "Z" not in info[1].get("State", "Z"):
             found.append(int(proc.name))
     return found
 
