@@ -178,14 +178,14 @@ def test_files_that_would_run_code_are_refused(runs, tmp_path, capsys, monkeypat
     (run / "config.yaml").write_text("engine: !!python/object/apply:os.system [touch pwned]\n")
     assert main(["evaluate", str(run)]) == 2
     assert "holds a tag clsf will not construct" in capsys.readouterr().err
-    # a .keras file with a Lambda layer (Python bytecode): keras' safe_mode refuses it
+    # a .keras file with a Lambda layer (Python bytecode): clsf's check refuses it before Keras reads it
     out = tmp_path / "export"
     assert main(["export", str(runs / "keras"), "--format", "keras", "--out", str(out)]) == 0
     inp = keras.Input((12, 12, 3))
     keras.Model(inp, keras.layers.Lambda(lambda x: x * 0 + __import__("os").getpid())(inp)).save(out / "model.keras")
     capsys.readouterr()
     assert main(["predict", str(out), str(_images(tmp_path / "img", 1))]) == 2
-    assert "could not be loaded" in capsys.readouterr().err
+    assert "holds the class keras.layers.Lambda" in capsys.readouterr().err
     assert not (tmp_path / "pwned").exists()
 
 
@@ -269,3 +269,206 @@ def test_a_garbage_keras_file_is_named_as_such(runs, tmp_path, capsys):
     path.write_bytes(b"not a zip at all")
     assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
     assert "is not a .keras file (a zip archive)" in capsys.readouterr().err
+
+
+@pytest.mark.tf
+def test_a_savedmodel_whose_serve_attribute_saves_a_checkpoint_is_refused(runs, tmp_path, capsys):
+    """The signature is harmless; the object's `serve` function (what an attribute call would run)
+    writes a checkpoint with the saver's own op. Predict must run only what was checked."""
+    import tensorflow as tf
+
+    target = tmp_path / "pwned"
+    spec = tf.TensorSpec([None, 12, 12, 3], tf.float32)
+
+    class Evil(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.v = tf.Variable(1.0)
+
+        @tf.function(input_signature=[spec])
+        def harmless(self, x):
+            return tf.zeros([tf.shape(x)[0], 3])
+
+        @tf.function(input_signature=[spec])
+        def serve(self, x):
+            save = tf.raw_ops.SaveV2(prefix=str(target), tensor_names=["v"], shape_and_slices=[""],
+                                     tensors=[self.v.read_value()])
+            with tf.control_dependencies([save]):
+                return tf.zeros([tf.shape(x)[0], 3])
+
+    evil = Evil()
+    path = _crafted_folder(runs, tmp_path, "savedmodel", "saved_model")
+    tf.saved_model.save(evil, str(path), signatures={"serving_default": evil.harmless})
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    err = capsys.readouterr().err
+    assert "holds the operation SaveV2, which is not pure tensor math" in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("pwned*"))
+
+
+@pytest.mark.tf
+def test_a_tf1_savedmodel_is_refused(runs, tmp_path, capsys):
+    """Without an object graph TensorFlow loads a SavedModel by running the graph's own restore and
+    init ops, which the check cannot vouch for."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = _crafted_folder(runs, tmp_path, "savedmodel", "saved_model")
+    import shutil
+
+    shutil.copytree(tmp_path / "real-savedmodel" / "saved_model", path)
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((path / "saved_model.pb").read_bytes())
+    sm.meta_graphs[0].ClearField("object_graph_def")
+    (path / "saved_model.pb").write_bytes(sm.SerializeToString())
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    assert "holds a TensorFlow 1 graph" in capsys.readouterr().err
+
+
+def _evil_torchscript(target):
+    """A scripted module whose __setstate__ (run by torch.jit.load) creates `target`."""
+    import torch
+
+    class Evil(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.path = str(target)
+
+        def forward(self, x):
+            return x.mean(dim=(1, 2))
+
+        @torch.jit.export
+        def __getstate__(self) -> tuple[bool, str]:
+            return (self.training, self.path)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[bool, str]) -> None:
+            t = torch.from_file(state[1], True, 8)  # creates the file
+            self.path = state[1]
+            self.training = state[0] and t.numel() == 8
+
+    return torch.jit.script(Evil())
+
+
+@pytest.mark.torch
+def test_a_torchscript_archive_with_a_duplicated_code_entry_is_refused(runs, tmp_path, capsys):
+    """Of a duplicated name, Python's zipfile reads the last copy and torch's reader one found by a
+    search of the sorted directory: one copy runs code on load, the other is harmless. The check must
+    read what torch reads. Both orders are written; the one torch loads the harmful copy of is kept."""
+    import io
+    import re
+    import warnings
+    import zipfile
+
+    import torch
+
+    target = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.jit.save(_evil_torchscript(target), buf)
+    path = _crafted_folder(runs, tmp_path, "torchscript", "model.pt")
+    for harmful_first in (True, False):
+        with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(path, "w") as out, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile's "Duplicate name" warning: the point of this file
+            for info in src.infolist():
+                data = src.read(info.filename)
+                copies = [data]
+                if b"__setstate__" in data:  # a copy without the methods that run on load
+                    clean = re.sub(rb"  def __(get|set)state__\(.*?(?=\n  def |\Z)", b"", data, flags=re.S)
+                    copies = [data, clean] if harmful_first else [clean, data]
+                for copy in copies:
+                    out.writestr(info.filename, copy)
+        try:
+            torch.jit.load(str(path))  # unchecked, the file does what it is built to do ...
+        except RuntimeError:
+            pass  # torch read the harmless copy, which does not fit the pickled state
+        if target.exists():
+            break
+    assert target.exists()
+    target.unlink()
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2  # ... and clsf refuses it
+    err = capsys.readouterr().err
+    assert "twice" in err and err.count("\n") == 1
+    assert not target.exists()
+
+
+@pytest.mark.torch
+def test_a_torchscript_archive_with_a_foreign_record_is_refused(runs, tmp_path, capsys):
+    import zipfile
+
+    real = tmp_path / "real"
+    assert main(["export", str(runs / "torch"), "--format", "torchscript", "--out", str(real)]) == 0
+    path = _crafted_folder(runs, tmp_path, "torchscript", "model.pt")
+    with zipfile.ZipFile(real / "model.pt") as src, zipfile.ZipFile(path, "w") as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename))
+        out.writestr("archive/payload.so", b"\x7fELF")
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    assert "a record payload.so that torch.jit.save does not write" in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_an_onnx_file_with_external_data_is_refused(runs, tmp_path, capsys):
+    """External data makes the runtime read another file (here one outside the folder)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3], [0.0, 0.0, 0.0])
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("float_data")
+    weight.external_data.add(key="location", value="../../../../etc/hostname")
+    node = helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0)
+    add = helper.make_node("Add", ["m", "w"], ["output"])
+    graph = helper.make_graph([node, add], "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 12, 12, 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 3])], [weight])
+    path = _crafted_folder(runs, tmp_path, "onnx", "model.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    assert "holds a tensor stored in another file (external data)" in capsys.readouterr().err
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("damage", ["duplicate", "member", "tfsm_layer", "external_link"])
+def test_a_crafted_keras_archive_is_refused_before_keras_reads_it(runs, tmp_path, capsys, damage):
+    """A .keras file whose config names a layer that loads other files (TFSMLayer runs a SavedModel from
+    any path), a second copy of a member, an extra member, or weights linking to another HDF5 file."""
+    import io
+    import json
+    import warnings
+    import zipfile
+
+    import h5py
+
+    real = tmp_path / "real"
+    assert main(["export", str(runs / "torch"), "--format", "keras", "--out", str(real)]) == 0
+    path = _crafted_folder(runs, tmp_path, "keras", "model.keras")
+    with zipfile.ZipFile(real / "model.keras") as src:
+        members = {n: src.read(n) for n in src.namelist()}
+    if damage == "tfsm_layer":
+        config = json.loads(members["config.json"])
+        layer = config["config"]["layers"][1]
+        layer.update({"module": "keras.layers", "class_name": "TFSMLayer", "registered_name": None})
+        layer["config"] = {"filepath": str(tmp_path / "elsewhere"), "call_endpoint": "serve", "name": layer["config"]["name"]}
+        members["config.json"] = json.dumps(config).encode()
+    if damage == "external_link":
+        buf = io.BytesIO(members["model.weights.h5"])
+        with h5py.File(buf, "a") as f:
+            f["stolen"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/")
+        members["model.weights.h5"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n, data in members.items():
+            out.writestr(n, data)
+        if damage == "duplicate":
+            out.writestr("config.json", members["config.json"])
+        if damage == "member":
+            out.writestr("assets/run.py", b"print('hi')")
+    capsys.readouterr()
+    assert main(["predict", str(path.parent), str(_images(tmp_path / "img", 1))]) == 2
+    err = capsys.readouterr().err
+    expected = {"duplicate": "holds the name config.json twice", "member": "holds a member assets/run.py",
+                "tfsm_layer": "holds the class keras.layers.TFSMLayer", "external_link": "holds a link stolen"}[damage]
+    assert expected in err and err.count("\n") == 1

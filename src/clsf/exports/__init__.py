@@ -55,14 +55,18 @@ def load_runtime(fmt: str, path: Path):
             raise UserError("running an ONNX export needs onnxruntime; install it with pip install 'clsf[export]'.")
         import onnxruntime as ort
 
-        safety.check_onnx(path)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        raw = _read(path)  # checked, then handed over: the runtime runs the bytes that were checked
+        safety.check_onnx(path, raw)
+        session = ort.InferenceSession(raw, providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {"images": x})[0], f"onnxruntime {ort.__version__}"
     if fmt == "torchscript":
+        import io
+
         import torch
 
-        safety.check_torchscript(path)  # before loading: a method that would run on load is refused
-        module = torch.jit.load(str(path), map_location="cpu")
+        raw = _read(path)
+        safety.check_torchscript(path, raw)  # before loading: a method that would run on load is refused
+        module = torch.jit.load(io.BytesIO(raw), map_location="cpu")
         safety.check_torchscript_graph(path, module)
 
         def run(x):
@@ -76,7 +80,13 @@ def load_runtime(fmt: str, path: Path):
         tf = import_tf()
         safety.check_savedmodel(path)
         loaded = tf.saved_model.load(str(path))
-        return lambda x: loaded.serve(x).numpy(), f"tf.saved_model {tf.__version__}"
+        serving = loaded.signatures.get("serving_default")  # the checked signature, not an attribute of the object
+        inputs = serving.structured_input_signature[1] if serving is not None else {}
+        if serving is None or len(inputs) != 1 or len(serving.structured_outputs) != 1:
+            raise UserError(f"{path} has no serving_default signature of one input and one output; export the run again.")
+        (key,) = inputs
+        return (lambda x: next(iter(serving(**{key: tf.constant(x)}).values())).numpy(),
+                f"tf.saved_model {tf.__version__}")
     from clsf.frameworks import import_tf
 
     import_tf()
@@ -87,8 +97,16 @@ def load_runtime(fmt: str, path: Path):
     register_custom_layers()  # clsf's own layers, registered so a model using them reloads
     if not zipfile.is_zipfile(path):  # Keras' own message for this is "File not found"
         raise UserError(f"{path} is not a .keras file (a zip archive); export the run again.")
+    safety.check_keras(path)
     model = keras.saving.load_model(path, safe_mode=True)  # safe_mode: no Python code from the file
     return lambda x: model(x, training=False).numpy(), f"keras {keras.__version__} (safe_mode)"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e}); export the run again.") from None
 
 
 def export(run: str | Path, fmt: str, out: str | Path | None = None, probabilities: bool = False,
