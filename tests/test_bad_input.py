@@ -217,6 +217,38 @@ def nothing(t, run):
     pass
 
 
+def npz_memory_bomb(t, run):
+    """A small .npz whose x_train.npy header declares 2 TiB (nothing near that follows it)."""
+    import io
+
+    with zipfile.ZipFile(t / "d.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": (2**31, 32, 32, 1)})
+        z.writestr("x_train.npy", head.getvalue() + bytes(4096))
+        buf = io.BytesIO()
+        np.save(buf, np.zeros(4, np.int64))
+        z.writestr("y_train.npy", buf.getvalue())
+
+
+def predictions_without_logits(t, run):
+    np.savez(run / "predictions.npz", labels=np.zeros(20, np.int64))
+
+
+def last_checkpoint_a_link(t, run):
+    outside = t / "elsewhere"
+    shutil.move(str(run / "checkpoints" / "last"), outside)
+    (run / "checkpoints" / "last").symlink_to(outside)
+
+
+def weights_of_another_layout(t, run):
+    np.savez(run / "checkpoints" / "last" / "weights.npz", **{"conv1/kernel": np.zeros((3, 3, 3, 4), np.float32)})
+
+
+def class_folder_not_utf8(t, run):
+    make_image_tree(t / "d")
+    os.rename(os.fsencode(t / "d" / "train" / "cat"), os.fsencode(t / "d" / "train") + b"/c\xffat")
+
+
 def space_file(t, run):
     (t / "s.yaml").write_text("space:\n  batch_size: [16, 32]\n")
 
@@ -267,7 +299,12 @@ CASES = [
     ("compare --engines keras,jax --runs-dir runs", nothing, 2, "names jax"),
     ("sweep --grid batch_size --runs-dir runs", nothing, 2, "is not KEY=V1,V2"),
     ("tune --space missing.yaml --data " + DATA + " --runs-dir runs", nothing, 2, "'missing.yaml' does not exist"),
-    ("tune --space s.yaml --workers 0 --data " + DATA + " --runs-dir runs", space_file, 2, "must be at least 1"),
+    ("tune --space s.yaml --workers 0 --data " + DATA + " --runs-dir runs", space_file, 2, "at least 1"),
+    ("tune --space s.yaml --trials 1000000000 --data " + DATA + " --runs-dir runs", space_file, 2,
+     "--trials 1000000000 must be in [1, 10,000]"),
+    (T + " --track mlflow track_uri=::garbage::", nothing, 2, "track_uri '::garbage::' is not a tracking URI"),
+    (T + " --run-name r\udcffx", nothing, 2, "run_name 'r\\xffx' is not valid UTF-8 text"),
+    (T + " --runs-dir r\udcffx", nothing, 2, "runs_dir 'r\\xffx' is not valid UTF-8 text"),
     ("tune --space s.yaml --data " + DATA + " --runs-dir runs", space_bad_point, 2, "search space point {'batch_size': 0}"),
     ("tune --space s.yaml --storage nosuch://db --data " + DATA + " --runs-dir runs", space_file, 2, "cannot be opened"),
     ("tune --space s.yaml --data " + DATA + " --runs-dir runs data.val_split=0", space_file, 2, "needs a validation split"),
@@ -297,6 +334,8 @@ CASES = [
     ("data info --data d.npz", npz_count_mismatch, 2, "4 images but 3 labels"),
     ("train --data d.npz --epochs 1", npz_no_training_images, 2, "has no training images; add a train/ folder"),
     ("data info --data mnist --data-dir .", truncated_idx, 2, "IDX header is truncated"),
+    ("data info --data d.npz", npz_memory_bomb, 2, "its arrays unpack to 2,048.0 GiB (x_train alone"),
+    ("data info --data d", class_folder_not_utf8, 2, "the class folder name 'c\\xffat' is not valid UTF-8 text"),
     # run directories and checkpoints
     ("evaluate .", nothing, 2, "is not a clsf run directory"),
     ("evaluate afile", run_is_a_file, 2, "is not a clsf run directory"),
@@ -305,6 +344,10 @@ CASES = [
     ("train --resume {run} --batch-size 64", nothing, 2, "--batch-size cannot change when resuming"),
     ("train --resume {run} --config c.yaml", nothing, 2, "--config cannot be combined with --resume"),
     ("train --resume {run} --epochs 2", crafted_state, 2, "holds more than tensors and was not loaded"),
+    ("evaluate {run}", predictions_without_logits, 2, "predictions.npz is damaged (it lacks logits)"),
+    ("train --resume {run} --epochs 2", last_checkpoint_a_link, 2, "checkpoints/last is a symbolic link"),
+    ("evaluate {run}", last_checkpoint_a_link, 2, "checkpoints/last is a symbolic link"),
+    ("train --resume {run} --epochs 2", weights_of_another_layout, 2, "weights.npz is damaged (it lacks conv1/bias)"),
     ("train --resume {run}", nothing, 0, "is finished (1 epoch,"),
     (T + " --runs-dir runs/sub", runs_dir_is_a_file, 2, "cannot create run directory"),
     (T + " --runs-dir /proc/self/clsf-runs", nothing, 2, "cannot create run directory"),  # read-only, even for root
@@ -338,8 +381,18 @@ def _snapshot(root):
     return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
+def _needs(argv: str) -> list:
+    """A row of a command that needs an optional extra skips without it, naming the extra."""
+    import importlib.util
+
+    if argv.startswith("tune") and importlib.util.find_spec("optuna") is None:
+        return [pytest.mark.skip(reason="clsf tune needs the tune extra: pip install -e '.[tune]'")]
+    return []
+
+
 @pytest.mark.torch
-@pytest.mark.parametrize("argv,setup,code,message", CASES, ids=[f"{i:02d}-{c[1].__name__}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("argv,setup,code,message", [pytest.param(*c, marks=_needs(c[0])) for c in CASES],
+                         ids=[f"{i:02d}-{c[1].__name__}" for i, c in enumerate(CASES)])
 def test_bad_input(argv, setup, code, message, finished, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "copy"

@@ -156,3 +156,65 @@ def test_ctrl_c_checkpoints_and_the_run_resumes(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert [m["epoch"] for m in rundir.read_metrics(tmp_path / "r")] == list(range(1, meta["epoch"] + 2))
+
+
+@pytest.mark.torch
+def test_a_full_disk_at_the_first_checkpoint_leaves_no_run_behind(tmp_path, monkeypatch, capsys):
+    """The disk fills while checkpoints/init is written (torch.save's own C++ writer used to fail with
+    `basic_ios::clear` there): exit 5 in one line, and no run directory that nothing could resume."""
+    from clsf.engines import torch_loop
+
+    def full(obj, path):
+        path.write_bytes(b"\0" * 10)  # part of the write lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch_loop, "save_torch", full)
+    capsys.readouterr()
+    assert _train(tmp_path, "first", epochs=1) == 5
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no epoch finished, so nothing is kept — free space and start it again" in err
+    assert not (tmp_path / "first").exists()
+
+
+@pytest.mark.torch
+def test_resuming_a_run_on_a_read_only_place_is_one_line(tmp_path, monkeypatch, capsys):
+    assert _train(tmp_path, "ro", epochs=1) == 0
+    run = tmp_path / "ro"
+    before = sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*"))
+    real = rundir.os.access
+    monkeypatch.setattr(rundir.os, "access", lambda p, mode: False if mode == rundir.os.W_OK else real(p, mode))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write to {run}" in err and "copy the run somewhere writable" in err
+    assert sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+
+
+@pytest.mark.torch
+def test_a_full_disk_under_export_and_report_is_exit_5_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """TensorFlow says a full disk with its own error type (ResourceExhaustedError) and torch with
+    OSError; either way: exit 5, one line, no export folder; a report leaves no report_files/."""
+    assert _train(tmp_path, "run", epochs=1) == 0
+    from clsf.engines.torch_loop import TorchEngine
+
+    class ResourceExhaustedError(Exception):  # what tf.saved_model.save raises on a full disk, by its text
+        pass
+
+    def full(self, fmt, path, *args):
+        raise ResourceExhaustedError(f"{path}/variables/variables.data-00000-of-00001.tempstate; No space left on device")
+
+    monkeypatch.setattr(TorchEngine, "export", full)
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "x")]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is full; free space and export again" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
+
+    def no_space(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("clsf.report.page.write_text", no_space)
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on the device holding" in err
+    assert not (tmp_path / "rep").exists()

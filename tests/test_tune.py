@@ -172,13 +172,16 @@ def test_a_killed_worker_s_trial_is_failed_queued_again_and_resumed(tmp_path):
 
 @pytest.mark.torch
 def test_killing_the_command_stops_its_workers_and_their_trials(tmp_path):
-    """`clsf tune --workers 2` trains two trials at once, each on half the threads; kill -9 of the
-    command stops the extra worker and every trial process (SIGINT from the kernel when their parent
-    dies), each trial with a checkpoint; nothing keeps training."""
+    """`clsf tune --workers 2` trains two trials at once, each on half the threads and on settings of
+    its own (the workers' samplers do not share a seed); kill -9 of the command stops the extra worker
+    and every trial process within 10 s, each trial with a checkpoint; nothing keeps training. The
+    command starts with SIGINT ignored, as under a test runner or a shell's background job, which its
+    processes inherit: the signal that stops them is not lost."""
     space = _space(tmp_path, "space:\n  optim.lr: {low: 1.0e-3, high: 0.01, log: true}\npruner: none\n")
     folder = tmp_path / "tune"
     p = _tune(folder, space, "--data", "synthetic:train=2048,test=32", "--epochs", "500", "--trials", "4",
-              "--workers", "2", env={"CLSF_OVERSUBSCRIBE": "1"}, wait=False)
+              "--workers", "2", env={"CLSF_OVERSUBSCRIBE": "1"}, wait=False,
+              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 120
     while len(list(folder.glob("runs/*/env.json"))) < 2 and time.time() < deadline:
         time.sleep(0.2)
@@ -186,9 +189,11 @@ def test_killing_the_command_stops_its_workers_and_their_trials(tmp_path):
     assert len(envs) == 2  # two trials at once, each on its share of the threads
     for env in envs:
         assert json.loads(env.read_text())["threads"]["intra_op"] == max(1, (os.cpu_count() or 1) // 2)
+    rates = {(env.parent / "config.yaml").read_text().split("\n  lr: ")[1].split("\n")[0] for env in envs}
+    assert len(rates) == 2, f"both workers drew the same settings: optim.lr {rates}"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    deadline = time.time() + 60
+    deadline = time.time() + 10
     while _clsf_processes(folder) and time.time() < deadline:
         time.sleep(0.5)
     left = {pid: _describe(pid) for pid in _clsf_processes(folder)}

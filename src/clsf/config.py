@@ -8,8 +8,9 @@ can be passed back with `--config` to repeat the run.
 from __future__ import annotations
 
 import dataclasses
-import math
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,6 +230,8 @@ def parse_overrides(items: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, (dict, list)) and not raw.lstrip().startswith(("{", "[")):
+            value = raw  # a mapping or list only when written as one ({...}, [...]): `a:b` or `::x::` stays text
         parts = key.split(".")
         if parts[0] == "model" and len(parts) > 2 and parts[1] == "args":
             parts = ["model", "args." + ".".join(parts[2:])]
@@ -379,6 +382,13 @@ def validate(cfg: Config) -> Config:
                                   and "/" not in cfg.run_name and "\\" not in cfg.run_name),
          f"run_name '{cfg.run_name}' must be a plain folder name (no / or \\, not starting with a dot); "
          "choose where runs go with --runs-dir.")
+    for key in ("run_name", "runs_dir"):  # folder names written into logs, JSON and TensorBoard: text, not raw bytes
+        value = getattr(cfg, key)
+        try:
+            (value or "").encode("utf-8")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UserError(f"{key} '{shown}' is not valid UTF-8 text; choose a name without such bytes.") from None
     need(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
     need(cfg.dist_timeout_s > 0, f"dist_timeout_s={cfg.dist_timeout_s} must be > 0 (seconds).")
     need(cfg.eval_batch_size >= 1, f"eval_batch_size={cfg.eval_batch_size} must be at least 1.")
@@ -418,6 +428,9 @@ def validate(cfg: Config) -> Config:
     need(all(v is None or v >= 1 for v in (d.train_subset, d.val_subset, d.test_subset)),
          "data.train_subset/val_subset/test_subset must be >= 1 (or null for all).")
     need(cfg.track in (None, "mlflow"), f"track '{cfg.track}' is not known; use mlflow (or leave it out).")
+    need(cfg.track_uri is None or re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S*|[^:\s][^:]*", cfg.track_uri) is not None,
+         f"track_uri '{cfg.track_uri}' is not a tracking URI; give one like sqlite:///PATH/mlflow.db, "
+         "http://HOST:PORT or file:///PATH, or a folder path.")
     need(0 <= cfg.tta_shift <= 8, f"tta_shift={cfg.tta_shift} must be in [0, 8] pixels (airbench shifts by 1).")
     for key in ("mixup", "cutmix"):
         a = getattr(d, key)

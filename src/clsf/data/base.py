@@ -88,3 +88,73 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def npz_headers(path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{array name: (shape, dtype)} of an .npz, read from each member's npy header without
+    decompressing its data: what loading it would allocate, known before anything is allocated.
+    Raises ValueError for a member that is not an npy array (or holds Python objects)."""
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"member {info.filename} is not an array")
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version not in ((1, 0), (2, 0)):  # 3.0 differs only in a UTF-8 header, which numpy writes
+                    raise ValueError(f"{info.filename} is npy format {version[0]}.{version[1]}")  # for unicode field names
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f, max_header_size=10_000)
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename} holds Python objects")
+            out[info.filename[:-4]] = (tuple(shape), dtype)
+    return out
+
+
+def usable_memory() -> int:
+    """Bytes this process can still allocate: the least of the memory the system has available, the
+    control group's limit and the address-space limit (a container or `ulimit -v` holds less than
+    the machine)."""
+    import resource
+
+    bounds = [machine_memory()]
+    try:
+        with open("/proc/meminfo") as f:
+            bounds += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            bounds.append(int(text))
+    for limit in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+        soft = resource.getrlimit(limit)[0]
+        if soft != resource.RLIM_INFINITY:
+            bounds.append(soft)
+    return min(bounds)
+
+
+def check_npz_size(path, what: str, share: float = 0.4) -> None:
+    """Refuse an .npz whose arrays would take more than `share` of the memory this process can use
+    once unpacked (a small compressed file can declare gigabytes), before any is read. A share, not
+    all of it: loading, the validation split and batching each hold a copy of some of it."""
+    import math
+    import zipfile
+
+    try:
+        headers = npz_headers(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: not a readable .npz file of arrays ({str(e).splitlines()[0][:120]}); re-create or "
+                        "re-download it.") from None
+    sizes = {k: math.prod(shape) * dtype.itemsize for k, (shape, dtype) in headers.items()}
+    total, have = sum(sizes.values()), usable_memory()
+    if total > share * have:
+        big = max(sizes, key=sizes.get)
+        raise UserError(f"{path}: its arrays unpack to {total / 2**30:,.1f} GiB ({big} alone {sizes[big] / 2**30:,.1f} GiB), "
+                        f"too much for the {have / 2**30:.1f} GiB of memory this process can use (loading and splitting hold "
+                        f"copies); {what}.")

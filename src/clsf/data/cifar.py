@@ -106,7 +106,7 @@ def load_cifar10_path(path: Path) -> Dataset:
 def _checksum_members(members: dict[str, bytes]) -> str:
     h = hashlib.sha256()
     for name in sorted(members):
-        h.update(name.encode() + b"\0" + hashlib.sha256(members[name]).digest())
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(members[name]).digest())
     return h.hexdigest()
 
 

@@ -86,6 +86,13 @@ def _assign(names: list[str], where: str) -> tuple[list[tuple[str, str, str]], l
             )
         entries.append((split, cls, full))
     classes = sorted({c for _, c, _ in entries})
+    for c in classes:  # class names become labels in reports, exports and JSON: text, not a file system's raw bytes
+        try:
+            c.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = c.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UserError(f"{where}: the class folder name '{shown}' is not valid UTF-8 text; rename the folder "
+                            "(its name is the class's label).") from None
     if len(classes) < 2:
         raise UserError(
             f"{where}: found a single class folder ('{classes[0]}'); a classifier needs at least two — "
@@ -135,7 +142,7 @@ def _checksum(source: Path) -> tuple[str, list[tuple[str, bytes]] | None]:
         items = []
         for rel, p in _list_directory(source):
             raw = p.read_bytes()
-            h.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
+            h.update(os.fsencode(rel) + b"\0" + hashlib.sha256(raw).digest())  # a name's bytes as on disk
             items.append((rel, raw))
         return h.hexdigest(), items
     with open(source, "rb") as f:  # an archive: hash its bytes, unpack only on a cache miss

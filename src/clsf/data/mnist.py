@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsf.data.base import Dataset, check_arrays, sha256_file
+from clsf.data.base import Dataset, check_arrays, check_npz_size, sha256_file
 from clsf.data.paths import data_dirs
 from clsf.errors import UserError
 
@@ -71,6 +71,7 @@ def load_idx_folder(folder: Path, name: str, class_names: list[str]) -> Dataset:
 
 
 def load_npz(path: Path, name: str = "mnist", class_names: list[str] | None = None) -> Dataset:
+    check_npz_size(path, "use a smaller file, or an image folder streamed from disk (data.stream=true)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

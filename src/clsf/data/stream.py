@@ -111,7 +111,7 @@ def load_stream(root: Path, channels: int | None = None, listing: list[tuple[str
     h = hashlib.sha256()
     for rel, p in listing:  # the file list, sizes and times: a cheap fingerprint of 200,000 files
         st = p.stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))  # raw names too
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split in ("train", "test"):

@@ -8,6 +8,7 @@ left on at evaluation costs accuracy); evaluation runs in batches.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -42,6 +43,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' asked for CUDA but none is available; use device=auto or cpu.")
     return device
+
+
+def save_torch(obj, path: Path) -> None:
+    """torch.save, serialised in memory and written by Python: a full disk is then an OSError (ENOSPC)
+    that the run directory turns into its one line, not a RuntimeError from torch's C++ writer."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    Path(path).write_bytes(buf.getbuffer())
 
 
 class TorchEngine(Engine):
@@ -255,7 +264,7 @@ class TorchEngine(Engine):
         rng = {"cpu": torch.get_rng_state()}  # dropout's generator, for a resume inside an epoch
         if self.torch_device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.torch_device)
-        torch.save({"model": self.model.state_dict(), "optim": self.optimizer.state_dict(), "step": self.step, "rng": rng,
+        save_torch({"model": self.model.state_dict(), "optim": self.optimizer.state_dict(), "step": self.step, "rng": rng,
                     "scaler": self.scaler.state_dict()}, folder / "state.pt")
 
     def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:

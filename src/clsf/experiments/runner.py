@@ -111,14 +111,36 @@ def state(run: Path) -> str:
 
 def _die_with_parent(parent: int) -> None:
     """In the child, before it runs: Linux sends it SIGINT when `parent` dies (even by kill -9), so
-    it stops at its next step with a checkpoint instead of training on as an orphan."""
+    it stops at its next step with a checkpoint instead of training on as an orphan. SIGINT goes back
+    to its default first: a process started with SIGINT ignored (inherited: a test runner's, a shell's
+    background job) keeps it ignored, and Python would then install no KeyboardInterrupt for it."""
     if sys.platform.startswith("linux"):
         import ctypes
 
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.signal(signal.SIGINT, 0)  # SIG_DFL, set through libc: safe in the forked child, any thread
         PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGINT)
         if os.getppid() != parent:  # the parent died before the line above: nobody would send it
             os._exit(130)
+
+
+def watch_parent(parent: int, every_s: float = 0.5) -> None:
+    """In a process another clsf process started: once `parent` is gone (this process re-parented,
+    which PR_SET_PDEATHSIG alone can miss), interrupt this process as Ctrl-C would, so it stops its
+    trial with a checkpoint and exits. A daemon thread polls; the main thread gets a real SIGINT (which
+    also ends a blocking read of a child's output), with Python's handler put back in case SIGINT was
+    inherited ignored."""
+    import threading
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="clsf-watch-parent", daemon=True).start()
 
 
 def _child_env() -> dict:

@@ -51,6 +51,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 import yaml
 
 from clsf.config import Config, apply, nest, read_yaml, validate
@@ -65,6 +67,7 @@ from clsf.words import count
 OBJECTIVES = ("val_acc", "val_loss", "train_acc", "train_loss")  # metrics.csv columns a trial is judged by
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "halving", "none")
+MAX_TRIALS = 10_000  # a study's trials, from the space file or --trials: each is a whole training run
 NOT_SEARCHABLE = ("engine", "seed", "run_name", "runs_dir", "init_from", "track", "track_uri", "track_experiment")
 HEARTBEAT_S = float(os.environ.get("CLSF_TUNE_HEARTBEAT_S", 10))  # seconds between a running trial's heartbeats
 GRACE_S = 3 * HEARTBEAT_S  # seconds without one before the trial counts as lost and is queued again
@@ -121,8 +124,8 @@ def read_space(path: str | Path) -> dict:
     if not isinstance(enqueue, list) or not all(isinstance(p, dict) and set(map(str, p)) <= set(space) for p in enqueue):
         raise UserError(f"{path}: enqueue must be a list of mappings over the space's keys ({', '.join(space)}).")
     trials = doc.get("trials", 20)
-    if not isinstance(trials, int) or isinstance(trials, bool) or not 1 <= trials <= 10_000:
-        raise UserError(f"{path}: trials={trials!r} must be a whole number in [1, 10000].")
+    if not isinstance(trials, int) or isinstance(trials, bool) or not 1 <= trials <= MAX_TRIALS:
+        raise UserError(f"{path}: trials={trials!r} must be a whole number in [1, {MAX_TRIALS:,}].")
     enqueue = [{str(k): _enqueued(str(k), v, space[str(k)], path) for k, v in p.items()} for p in enqueue]
     return {"space": space, "enqueue": enqueue, "objective": objective,
             "direction": "minimize" if objective.endswith("_loss") else "maximize", "sampler": sampler,
@@ -236,8 +239,23 @@ def shown_url(url: str) -> str:
     return url
 
 
-def load_study(plan: dict, storage_url: str, study_name: str, heartbeat: bool):
-    """The study (created on first use), refused if it was made for another search."""
+def sampler_seed(plan_seed: int, worker: int, shared: bool) -> int:
+    """Each worker's sampler seed. Workers that drew from the same seed would train the same random
+    start-up points (TPE's first trials), so each worker of a command has its own index, and over a
+    storage shared between machines the machine's name counts too. The command's own worker on its
+    folder's database keeps the plan's seed: a one-worker study repeats."""
+    import socket
+    import zlib
+
+    if worker == 0 and not shared:
+        return plan_seed
+    parts = [plan_seed, worker] + ([zlib.crc32(socket.gethostname().encode())] if shared else [])
+    return int(np.random.SeedSequence(parts).generate_state(1)[0])
+
+
+def load_study(plan: dict, storage_url: str, study_name: str, heartbeat: bool, worker: int = 0):
+    """The study (created on first use), refused if it was made for another search; its sampler is
+    this worker's (`sampler_seed`)."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
@@ -247,8 +265,9 @@ def load_study(plan: dict, storage_url: str, study_name: str, heartbeat: bool):
                 ) if heartbeat else {}
     try:
         storage = open_storage(storage_url, **beat)
-        sampler = (optuna.samplers.TPESampler(seed=plan["seed"]) if plan["sampler"] == "tpe"
-                   else optuna.samplers.RandomSampler(seed=plan["seed"]))
+        seed = sampler_seed(plan["seed"], worker, shared=plan.get("storage") is not None)
+        sampler = (optuna.samplers.TPESampler(seed=seed) if plan["sampler"] == "tpe"
+                   else optuna.samplers.RandomSampler(seed=seed))
         study = optuna.create_study(storage=storage, study_name=study_name, direction=plan["direction"],
                                     sampler=sampler, pruner=make_pruner(plan["pruner"]), load_if_exists=True)
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: a URL it cannot use, or a database it cannot reach
@@ -378,11 +397,11 @@ def _wait_unlocked(run: Path, seconds: float = 120) -> None:
 
 
 def work(folder: Path, plan: dict, make_config, trials: int, storage_url: str, study_name: str,
-         threads: dict | None = None, deadline: float | None = None) -> list[str]:
-    """One worker: trials until the study holds `trials` finished ones, or until `deadline`
-    (time.monotonic()) has passed — then no new trial starts (`threads`: the environment that sets
-    each trial's thread count); the names of failed runs."""
-    study = load_study(plan, storage_url, study_name, heartbeat=True)
+         threads: dict | None = None, deadline: float | None = None, worker: int = 0) -> list[str]:
+    """One worker (`worker`: its index in the command): trials until the study holds `trials` finished
+    ones, or until `deadline` (time.monotonic()) has passed — then no new trial starts (`threads`: the
+    environment that sets each trial's thread count); the names of failed runs."""
+    study = load_study(plan, storage_url, study_name, heartbeat=True, worker=worker)
     failed = []
     while True:
         if deadline is not None and time.monotonic() >= deadline:
@@ -410,10 +429,18 @@ def _thread_env(workers: int) -> dict:
 
 def _start_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
     """n more workers: this command again in its own process group (Ctrl-C is passed on by us, once),
-    told to train only; each gets SIGINT if this process dies."""
-    env = {**os.environ, **_thread_env(n + 1), WORKER_ENV: "1", "PYTHONUNBUFFERED": "1"}
-    return [subprocess.Popen([sys.executable, "-m", "clsf", *argv], env=env, start_new_session=True,
-                             preexec_fn=functools.partial(runner._die_with_parent, os.getpid())) for _ in range(n)]
+    told to train only (WORKER_ENV: this process's id and the worker's index); each stops with a
+    checkpoint if this process dies (runner.die_with_parent)."""
+    env = {**os.environ, **_thread_env(n + 1), "PYTHONUNBUFFERED": "1"}
+    return [subprocess.Popen([sys.executable, "-m", "clsf", *argv], env={**env, WORKER_ENV: f"{os.getpid()}:{i}"},
+                             start_new_session=True, preexec_fn=functools.partial(runner._die_with_parent, os.getpid()))
+            for i in range(1, n + 1)]
+
+
+def _worker_role() -> tuple[int | None, int]:
+    """(the command's process id, this worker's index) in an extra worker; (None, 0) in the command."""
+    parent, _, index = os.environ.get(WORKER_ENV, "").partition(":")
+    return (int(parent), int(index)) if parent.isdigit() and index.isdigit() else (None, 0)
 
 
 def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 1, out: str | Path | None = None,
@@ -428,9 +455,9 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
     settings = read_space(space_file)
     make_config = cfg if callable(cfg) else functools.partial(_one_config, cfg)
     trials = trials if trials is not None else settings["trials"]
-    if trials < 1 or workers < 1 or (minutes is not None and not 0 < minutes < float("inf")):
-        raise UserError(f"--trials {trials} and --workers {workers} must be at least 1, and --minutes {minutes} a "
-                        "number of minutes > 0.")
+    if not 1 <= trials <= MAX_TRIALS or workers < 1 or (minutes is not None and not 0 < minutes < float("inf")):
+        raise UserError(f"--trials {trials} must be in [1, {MAX_TRIALS:,}], --workers {workers} at least 1, and "
+                        f"--minutes {minutes} a number of minutes > 0.")
     cores = os.cpu_count() or 1
     if workers > cores and not os.environ.get("CLSF_OVERSUBSCRIBE"):
         raise UserError(f"--workers {workers} is more than this machine's {cores} cores; use {cores} or fewer, "
@@ -441,7 +468,10 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
     storage_url = storage or os.environ.get("CLSF_TUNE_STORAGE") or default_storage(folder)
     study_name = study_name or folder.name
     plan.update(storage=None if storage_url == default_storage(folder) else shown_url(storage_url), study=study_name)
-    worker_only = bool(os.environ.get(WORKER_ENV))
+    parent, worker = _worker_role()
+    worker_only = parent is not None
+    if worker_only:  # the command that started this worker may die (kill -9): then stop with a checkpoint
+        runner.watch_parent(parent)
     if storage_url != default_storage(folder):  # a wrong URL or another search: refused before the folder is made
         load_study(plan, storage_url, study_name, heartbeat=False)
     with runner.open_folder(folder, plan, shared=True):
@@ -455,7 +485,7 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
         extra = _start_workers(workers - 1, argv) if workers > 1 and not worker_only else []
         try:
             threads = _thread_env(workers) if workers > 1 and not worker_only else {}  # (extra workers have theirs)
-            failed = work(folder, plan, make_config, trials, storage_url, study_name, threads, deadline)
+            failed = work(folder, plan, make_config, trials, storage_url, study_name, threads, deadline, worker)
             for w in extra:
                 w.wait()
         except KeyboardInterrupt:

@@ -143,10 +143,13 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
         raw = images.astype(np.float32)  # the exported model's input: raw pixels, 0-255
         try:
             engine.export(fmt, tmp / filename, a, b, probabilities, raw)
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
+        except Exception as e:  # noqa: BLE001 - a full disk reaches here as an OSError, or TF's ResourceExhaustedError
+            full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e)
+            if full:
                 raise DiskFull(f"the disk under {out.parent} is full; free space and export again (nothing was written).") from None
-            raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
+            if isinstance(e, OSError):
+                raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
+            raise
         try:
             predict, runtime = load_runtime(fmt, tmp / filename)
             got = np.concatenate([predict(raw[i:i + 64]) for i in range(0, len(raw), 64)])

@@ -66,13 +66,12 @@ class TorchGAN:
             return self.g.eval()(torch.from_numpy(z)).permute(0, 2, 3, 1).numpy()  # (N, H, W, C) in 0..1
 
     def save(self, folder: Path) -> None:
-        import torch
-
+        from clsf.engines.torch_loop import save_torch
         from clsf.models.transfer import save_npz, torch_weights
 
         save_npz(folder / "generator.npz", torch_weights(self.g, self.g_spec))
         save_npz(folder / "discriminator.npz", torch_weights(self.d, self.d_spec))
-        torch.save({"g": self.g.state_dict(), "d": self.d.state_dict(), "g_opt": self.g_opt.state_dict(),
+        save_torch({"g": self.g.state_dict(), "d": self.d.state_dict(), "g_opt": self.g_opt.state_dict(),
                     "d_opt": self.d_opt.state_dict()}, folder / "state.pt")
 
     def environment(self) -> dict:

@@ -81,6 +81,23 @@ def keras_weights(model, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def neutral_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """{"layer/param": shape} of every weight in the neutral layout, from the spec alone: what a
+    weights.npz of this model holds, so a file can be checked before any framework loads it."""
+    shapes, leaves = {}, dict(walk(spec.layers))
+    for name, (inp, out) in leaf_shapes(spec).items():
+        layer = leaves[name]
+        if not _has_params(layer):
+            continue
+        t = type(layer)
+        kernel = {Conv: lambda: (layer.kernel, layer.kernel, inp[-1], layer.filters),
+                  ConvTranspose: lambda: (layer.kernel, layer.kernel, layer.filters, inp[-1]),
+                  Dense: lambda: (inp[0], layer.units)}.get(t)
+        for k in param_keys(layer):
+            shapes[f"{name}/{k}"] = kernel() if k == "kernel" else (out[-1],)
+    return shapes
+
+
 def param_layers(spec: ModelSpec) -> list[str]:
     """Names of the layers with weights, in order; the last one is the classifier head."""
     return [name for name, layer in walk(spec.layers) if _has_params(layer)]

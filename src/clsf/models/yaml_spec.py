@@ -167,3 +167,11 @@ def spec_to_yaml(spec: ModelSpec, follow_data: bool = True) -> str:
                    for i, layer in enumerate(spec.layers)]
     head = "# a clsf model file: clsf train --model THIS.yaml (layer types and arguments: clsf.models.spec)\n"
     return head + yaml.safe_dump(d, sort_keys=False, default_flow_style=None, width=110)
+
+
+def model_digest(spec: ModelSpec) -> str:
+    """A short hash of the exact network (its model file's text): what a checkpoint records of the
+    model it holds weights for."""
+    import hashlib
+
+    return hashlib.sha256(spec_to_yaml(spec, follow_data=False).encode()).hexdigest()[:16]

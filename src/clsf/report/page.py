@@ -6,11 +6,13 @@ blocks, so they never say different things.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import html
 from pathlib import Path
 
 from clsf.run.rundir import write_text
-from clsf.errors import UserError
+from clsf.errors import DiskFull, UserError
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 16px;color:#1b1f24}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #d0d7de;padding-bottom:4px}h3{font-size:15px}
@@ -100,6 +102,8 @@ class Page:
     def write(self, folder: Path) -> Path:
         """folder/report.html, folder/report.md and folder/report_files/*.png; returns the HTML path."""
         folder = Path(folder)
+        made = [p for p in (folder, folder / "report_files") if not p.exists()]  # removed again if the write fails
+        written = []
         try:
             folder.mkdir(parents=True, exist_ok=True)
             text, pictures = self.to_markdown("report_files")
@@ -110,10 +114,19 @@ class Page:
                 try:
                     tmp.write_bytes(png)
                     tmp.replace(folder / "report_files" / name)
+                    written.append(folder / "report_files" / name)
                 finally:
                     tmp.unlink(missing_ok=True)
             write_text(folder / "report.md", text)
             write_text(folder / "report.html", self.to_html())
-        except OSError as e:  # read-only, a file where the folder should be, a full disk
+        except OSError as e:  # read-only, a file where the folder should be, a full disk: nothing left behind
+            for p in written if (folder / "report_files") in made else []:
+                p.unlink(missing_ok=True)
+            for p in reversed(made):
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"no space left on the device holding {folder}; free space and build the report again "
+                               "(nothing was written).") from None
             raise UserError(f"cannot write the report into {folder} ({e.strerror or e}); choose another --out.") from None
         return folder / "report.html"

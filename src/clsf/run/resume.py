@@ -41,6 +41,7 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
     if run.env().get("kind") == "gan":
         raise UserError(f"{run} is a GAN run; resume it with clsf gan --resume {run}.")
     cfg, meta = run.validate("last"), run.meta("last")
+    run.check_writable()
     changed = {}
     for key, value in flatten(changes).items():
         old = _get(cfg, key)
@@ -71,11 +72,11 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
 def fingerprints(cfg: Config, spec) -> dict:
     """Hashes of what defines the experiment: the config without the keys a resume may change, and
     the network. A checkpoint keeps them; a resume that finds either changed on disk refuses."""
-    from clsf.models.yaml_spec import spec_to_yaml
+    from clsf.models.yaml_spec import model_digest
 
     fixed = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in CHANGEABLE}
-    digest = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
-    return {"config": digest(json.dumps(fixed, sort_keys=True, default=str)), "model": digest(spec_to_yaml(spec, follow_data=False))}
+    return {"config": hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16],
+            "model": model_digest(spec)}
 
 
 def check_fingerprints(run: RunDir, state: RunState, now: dict) -> None:

@@ -168,7 +168,8 @@ def disk_space(run: Path):
         need = 2 * sum(p.stat().st_size for p in last.glob("*")) if last.is_dir() else 0  # new + old while swapping
         free = shutil.disk_usage(run).free
         then = (f"checkpoints/last holds epoch {RunDir(run).meta()['epoch']} intact — free space, then continue with "
-                f"clsf train --resume {run}" if last.is_dir() else "no epoch finished — free space and start it again")
+                f"clsf train --resume {run}" if last.is_dir() else "no epoch finished, so nothing is kept — free space "
+                "and start it again")
         needs = f"; a checkpoint needs about {max(need / 2**20, 1):.0f} MiB" if need else ""
         raise DiskFull(f"no space left on the device holding {run} ({free / 2**20:.0f} MiB free{needs}); {then}.") from None
 
@@ -257,10 +258,12 @@ class RunDir:
         """Every file a command reads, checked before it changes anything: config, model file and
         environment parse and hold what they must, the checkpoint's meta and weights read back, and
         the logs and results that exist parse. Damage is one line naming the file (UserError)."""
+        self._no_links()
         cfg = self.config()
+        spec = None
         if self.has_model_file():
             try:
-                self.model_spec()
+                spec = self.model_spec()
             except (UserError, ValueError, TypeError, AttributeError, KeyError) as e:
                 raise self.damaged(self.MODEL, str(e).split(";")[0][:120] or type(e).__name__) from None
         gan = self.env().get("kind") == "gan"  # env.json read once here; a GAN's weights are its own files
@@ -268,12 +271,23 @@ class RunDir:
             self._data()
         if which is not None:
             self.meta(which)
-            if not gan or (self.checkpoint(which) / "weights.npz").exists():
-                _check_npz(self, f"checkpoints/{which}/weights.npz")
+            for name in ("weights.npz", "train_weights.npz"):  # the second only with optim.ema
+                if (not gan and name == "weights.npz") or (self.checkpoint(which) / name).exists():
+                    _check_weights(self, which, name, None if gan else spec)
         self.metrics()
         self.final()
         self.predictions()  # where it exists: the one reader, which names the file if it is damaged
         return cfg
+
+    def _no_links(self) -> None:
+        """A symbolic link inside a run directory is damage: writing a checkpoint through one would
+        change files outside the run (and a swap of folders would leave links behind)."""
+        for folder, dirs, files in os.walk(self.path):
+            for name in dirs + files:
+                p = Path(folder) / name
+                if p.is_symlink():
+                    raise UserError(f"{p} is a symbolic link (to {os.readlink(p)}); a run directory holds its own files — "
+                                    "replace the link with a copy of what it points to; nothing was changed.")
 
     # -- config, model file, environment
     def damaged(self, name: str, why: str) -> UserError:
@@ -468,9 +482,13 @@ class RunDir:
 
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+                arrays = {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise self.damaged(self.PREDICTIONS, type(e).__name__) from None
+        why = _predictions_problem(arrays, len(self.class_names) if self.env().get("kind") != "gan" else None)
+        if why:
+            raise self.damaged(self.PREDICTIONS, why)
+        return arrays
 
     def save_predictions(self, **arrays) -> None:
         save_arrays(self.path / self.PREDICTIONS, **arrays)
@@ -532,13 +550,27 @@ class RunDir:
         process — a rerun racing an orphan — is refused instead of writing into the same run."""
         import fcntl
 
-        with open(self.path / ".lock", "w") as f:
+        try:
+            f = open(self.path / ".lock", "w")
+        except OSError as e:  # a read-only place, or one this user may not write to: before anything is changed
+            raise self.not_writable(e.strerror or str(e)) from None
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise UserError(f"another clsf process is training {self}; wait for it to finish or stop it, "
                                 "then run the command again.") from None
             yield
+
+    def not_writable(self, why: str) -> UserError:
+        return UserError(f"cannot write to {self} ({why}); copy the run somewhere writable and continue it there — "
+                         "nothing was changed.")
+
+    def check_writable(self) -> None:
+        """Refuse, before any work, a run this process cannot write to (a read-only mount, another
+        user's folder)."""
+        if not os.access(self.path, os.W_OK) or not os.access(self.path / "checkpoints", os.W_OK):
+            raise self.not_writable("read-only file system or no permission")
 
     def is_locked(self) -> bool:
         """Whether a live process holds the run's lock."""
@@ -554,21 +586,71 @@ class RunDir:
             return False
 
 
-def _check_npz(run: RunDir, name: str) -> None:
-    """An .npz of the run readable as arrays (its zip directory and every array's header)."""
+def _check_npz(run: RunDir, name: str, spec: ModelSpec | None = None) -> None:
+    """An .npz of the run readable as arrays (its zip directory and every array's header, nothing
+    decompressed); with `spec`, holding exactly the model's weights, each of its shape."""
     import zipfile
+
+    from clsf.data.base import npz_headers
 
     path = run.path / name
     if not path.exists():
         raise run.damaged(name, "it is missing")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not z.files:
-                raise ValueError("it holds no arrays")
-            for key in z.files:
-                z[key]
+        headers = npz_headers(path)
+        if not headers:
+            raise ValueError("it holds no arrays")
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise run.damaged(name, str(e).splitlines()[0][:100] if str(e) else type(e).__name__) from None
+    if spec is not None:
+        from clsf.models.transfer import neutral_shapes
+
+        want = neutral_shapes(spec)
+        missing, extra = sorted(set(want) - set(headers)), sorted(set(headers) - set(want))
+        if missing or extra:
+            raise run.damaged(name, f"it lacks {missing[0]}" if missing else f"it holds {extra[0]}, which the model has not")
+        wrong = next((k for k in want if headers[k][0] != want[k]), None)
+        if wrong:
+            raise run.damaged(name, f"{wrong} has shape {headers[wrong][0]} where the model's is {want[wrong]}")
+
+
+def _check_weights(run: RunDir, which: str, name: str, spec: ModelSpec | None) -> None:
+    """A checkpoint's weights file against the run's model; where the model file is what changed since
+    the checkpoint was written (its recorded hash differs), that file is the one named."""
+    try:
+        _check_npz(run, f"checkpoints/{which}/{name}", spec)
+    except UserError:
+        from clsf.models.yaml_spec import model_digest
+
+        recorded = (run.meta(which).get("fingerprints") or {}).get("model")
+        if spec is not None and recorded not in (None, model_digest(spec)):
+            raise UserError(f"{run.path / run.MODEL} changed since checkpoints/{which} was written, so its weights no "
+                            "longer fit it; restore the file (or start a new run with the new model).") from None
+        raise
+
+
+PREDICTIONS_SCHEMA = {"logits": 2, "labels": 1, "mistake_index": 1, "mistake_images": 4}  # array: dimensions
+
+
+def _predictions_problem(arrays: dict, classes: int | None) -> str | None:
+    """What is wrong with predictions.npz's arrays, or None: test logits (N, K), labels (N,) in 0..K-1,
+    the mistakes' indices (M,) into them and their images (M, H, W, C) uint8."""
+    for key, ndim in PREDICTIONS_SCHEMA.items():
+        if key not in arrays:
+            return f"it lacks {key}"
+        if arrays[key].ndim != ndim:
+            return f"its {key} has {arrays[key].ndim} dimensions, not {ndim}"
+    logits, labels, index, images = (arrays[k] for k in PREDICTIONS_SCHEMA)
+    n, k = logits.shape
+    if not np.issubdtype(logits.dtype, np.floating) or (classes is not None and k != classes):
+        return f"its logits are {logits.dtype} of {k} classes" + (f", not {classes}" if classes is not None else "")
+    if not np.issubdtype(labels.dtype, np.integer) or len(labels) != n or (n and not 0 <= labels.min() <= labels.max() < k):
+        return "its labels do not match its logits"
+    if not np.issubdtype(index.dtype, np.integer) or (len(index) and not 0 <= index.min() <= index.max() < n):
+        return "its mistake_index points outside the test split"
+    if images.dtype != np.uint8 or len(images) != len(index):
+        return "its mistake_images do not match mistake_index"
+    return None
 
 
 def read_metrics(run: str | Path) -> list[dict]:

@@ -19,6 +19,11 @@ import time
 from pathlib import Path
 
 
+def text(value: str) -> str:
+    """A string as valid UTF-8: a path's undecodable bytes (kept by Python as surrogates) shown as \\xNN."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _crc32c_table():
     table = []
     for i in range(256):
@@ -133,7 +138,8 @@ class ScalarWriter:
             from tensorboard.plugins.hparams import summary_v2
         except ImportError:
             return False
-        kept = {k: v for k, v in values.items() if isinstance(v, (bool, int, float, str))}  # what the plugin takes
+        kept = {k: text(v) if isinstance(v, str) else v for k, v in values.items()
+                if isinstance(v, (bool, int, float, str))}  # what the plugin takes
         self._write(_event(0, summary=summary_v2.hparams_pb(kept).SerializeToString()))
         return True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -126,7 +127,12 @@ def _start(cfg: Config, engine, prep: Prepared, lead: bool) -> tuple[RunDir | No
     elif cfg.model.whiten_init:  # the same numpy result loaded into every engine
         whiten_first_conv(engine, engine.spec, prep.train.x, engine.pre)
     run = RunDir.create(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name) if lead else None
-    save_init(run, engine, prep, cfg.init_from)
+    try:
+        save_init(run, engine, prep, cfg.init_from)
+    except BaseException:  # a full disk or a kill before the first checkpoint: no folder that nothing can resume
+        if run is not None:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     return run, RunState()
 
 
