@@ -19,11 +19,16 @@ VARIANTS = {"airbench:airbench94": ("airbench", dict(bn_momentum=0.4, bn_epsilon
 MODELS = names() + list(VARIANTS) + EXAMPLES  # the example model files get every registry test too
 
 
+BACKBONES = ("efficientnet-lite0", "mobilenet-v2", "resnet-18", "resnet-50")  # ImageNet-sized: tested at 67 px, where
+# odd sizes meet stride-2 layers (TensorFlow's "same" and PyTorch's padding then differ)
+
+
 def spec_of(name):
     """A registry model with its defaults (or a variant's options), or an example file built for CIFAR-sized input."""
     if name in VARIANTS:
         return get_spec(VARIANTS[name][0], **VARIANTS[name][1])
-    return get_spec(name, input_shape=(32, 32, 3) if name.endswith(".yaml") else None)
+    shape = (32, 32, 3) if name.endswith(".yaml") else (67, 67, 3) if name in BACKBONES else None
+    return get_spec(name, 10 if name in BACKBONES else None, input_shape=shape)
 
 
 def _input(spec, n=3, seed=0):
@@ -237,3 +242,44 @@ def test_airbench94_options_mean_the_same_in_both_builders():
     with tf.GradientTape() as tape:
         total = tf.reduce_sum(km(x, training=True))
     np.testing.assert_allclose(tape.gradient(total, km.get_layer("bn").beta).numpy(), np.full(4, 8 * 0.5 * 6), rtol=1e-6)
+
+
+@pytest.mark.parametrize("act", [a for a in __import__("clsf.models.spec", fromlist=["ACTIVATIONS"]).ACTIVATIONS])
+def test_every_activation_means_the_same_in_both_builders(act):
+    """relu6, hard_swish and hard_sigmoid included: Keras' and torch's definitions agree on a range that
+    crosses each one's corners (-3, 0, 3, 6)."""
+    from clsf.models.keras import build_keras
+    from clsf.models.spec import Activation, Dense, Flatten, ModelSpec
+    from clsf.models.torch import build_torch
+    from clsf.models.transfer import keras_to_torch
+
+    spec = ModelSpec("act", (Flatten("flat"), Dense("d", 8), Activation("a", act)), (4, 4, 1))
+    km, tm = build_keras(spec), build_torch(spec).eval()
+    keras_to_torch(km, tm, spec)
+    x = np.linspace(-8, 8, 5 * 16, dtype="float32").reshape(5, 4, 4, 1)
+    assert np.abs(km(x, training=False).numpy() - _torch_out(tm, x)).max() <= 1e-5
+
+
+def test_a_squeeze_excite_block_in_a_model_file_builds_alike(tmp_path):
+    """squeeze_excite and depthwise_conv in a YAML model file: both builders, the same function."""
+    from clsf.models.keras import build_keras
+    from clsf.models.torch import build_torch
+    from clsf.models.transfer import keras_to_torch
+    from clsf.models.yaml_spec import load_spec_file, spec_to_yaml
+
+    path = tmp_path / "se.yaml"
+    path.write_text("layers:\n"
+                    "  - {type: conv, name: c1, filters: 8, stride: 2, padding: symmetric}\n"
+                    "  - {type: depthwise_conv, name: dw, kernel: 5, stride: 2, multiplier: 2, activation: hard_swish}\n"
+                    "  - {type: squeeze_excite, name: se, gate: hard_sigmoid, body: [{type: conv, name: reduce, filters: 4, "
+                    "kernel: 1, activation: relu}, {type: conv, name: expand, filters: 16, kernel: 1}]}\n"
+                    "  - {type: max_pool, pool: 3, stride: 2, padding: symmetric}\n"
+                    "  - {type: global_avg_pool}\n  - {type: dense, name: logits, units: num_classes}\n")
+    spec = load_spec_file(path, 3, (15, 15, 3))
+    assert [n for n, _ in walk(spec.layers)][2:4] == ["se_reduce", "se_expand"]
+    (tmp_path / "again.yaml").write_text(spec_to_yaml(spec))  # written back, it reads as the same network
+    assert load_spec_file(tmp_path / "again.yaml", 3, (15, 15, 3)) == spec
+    km, tm = build_keras(spec), build_torch(spec).eval()
+    keras_to_torch(km, tm, spec)
+    x = _input(spec)
+    assert np.abs(km(x, training=False).numpy() - _torch_out(tm, x)).max() <= 1e-4

@@ -31,6 +31,9 @@ class DataConfig:
     name: str = "cifar10-sample"  # dataset name or path, see `clsf data info --help`
     data_dir: str | None = None
     val_split: float = 0.2  # fraction of the training split held out, stratified and seeded
+    # a dataset without a test split (a folder of class folders): this share of its images held out as the test split,
+    # stratified, the same images for every run of it (whatever the seed); 0: refuse to train without test images
+    test_split: float = 0.2
     train_subset: int | None = None  # images; None = all
     val_subset: int | None = None  # images of the validation split evaluated each epoch (stratified, seeded); None = all
     test_subset: int | None = None  # images of the test split (stratified, seeded); None = all
@@ -55,6 +58,9 @@ class ModelConfig:
     init: str = "glorot_uniform"  # "glorot_uniform" (Keras' default) | "he_uniform" | "torch_default"
     args: dict = field(default_factory=dict)  # the model function's options, e.g. {dropout: 0.5}
     whiten_init: bool = False  # the first conv from the training images' patch whitening (airbench's init; clsf.run.whitening)
+    # start from pretrained weights: "imagenet" (an installed package's, e.g. efficientnet-lite0's) or a weights file
+    # (.pth/.pt, .safetensors, .weights.h5/.keras/.h5, .npz); fixes the options and preprocessing they need (clsf.models.pretrained)
+    pretrained: str | None = None
 
 
 @dataclass
@@ -124,7 +130,7 @@ class Config:
     early_stop_patience: int | None = None  # epochs without val_loss improvement; None = off
     init_from: str | None = None  # start from these weights: a checkpoint folder (weights.npz) or a run directory
     init_head: bool = True  # also take the classifier head from init_from (false: a new head, e.g. for new classes)
-    freeze: str | None = None  # "trunk": every layer but the head keeps its (init_from) weights
+    freeze: str | None = None  # "trunk": every layer but the head keeps its (init_from or model.pretrained) weights
     unfreeze_after: int | None = None  # freeze=trunk for this many epochs, then the whole network trains
     save_every_steps: int | None = None  # also checkpoint inside an epoch every N optimizer steps
     save_every_minutes: float | None = None  # ... or every M minutes (both at a step boundary)
@@ -371,7 +377,13 @@ def validate(cfg: Config) -> Config:
 
     need(cfg.engine in engine_names(), f"engine '{cfg.engine}' is not known; use one of {', '.join(engine_names())}.")
     need(cfg.freeze in (None, "trunk"), f"freeze '{cfg.freeze}' is not known; use trunk (or leave it out).")
-    need(cfg.freeze is None or cfg.init_from, "freeze=trunk keeps the weights init_from loads; give --init-from RUN too.")
+    need(cfg.freeze is None or cfg.init_from or cfg.model.pretrained, "freeze=trunk keeps the weights init_from or "
+         "model.pretrained loads; give --init-from RUN or model.pretrained=imagenet|FILE too.")
+    need(not (cfg.init_from and cfg.model.pretrained), "init_from and model.pretrained both choose the starting weights; "
+         "give one of them.")
+    need(not (cfg.model.whiten_init and (cfg.init_from or cfg.model.pretrained)),
+         "model.whiten_init sets the first layer from the data, which init_from or model.pretrained would replace; "
+         "give one of them.")
     need(cfg.unfreeze_after is None or (cfg.freeze == "trunk" and cfg.unfreeze_after >= 1),
          f"unfreeze_after={cfg.unfreeze_after} needs freeze=trunk and at least 1 frozen epoch; give --freeze trunk, or leave it out.")
     need(cfg.precision in PRECISIONS, f"precision '{cfg.precision}' is not known; use one of {', '.join(PRECISIONS)}.")
@@ -425,6 +437,8 @@ def validate(cfg: Config) -> Config:
     need(not (d.stream and d.image_size), "data.stream=true reads images at their own size; resize the folder once, "
                                           "or load it in memory to use data.image_size (data.stream=false).")
     need(0 <= d.val_split < 1, f"data.val_split={d.val_split} must be in [0, 1) (a fraction of the training split).")
+    need(0 <= d.test_split < 1, f"data.test_split={d.test_split} must be in [0, 1) (a share of a dataset without test "
+                                "images held out to test on; 0 turns it off).")
     need(all(v is None or v >= 1 for v in (d.train_subset, d.val_subset, d.test_subset)),
          "data.train_subset/val_subset/test_subset must be >= 1 (or null for all).")
     need(cfg.track in (None, "mlflow"), f"track '{cfg.track}' is not known; use mlflow (or leave it out).")

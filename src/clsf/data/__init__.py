@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from clsf.data.base import Dataset, Split
 from clsf.errors import UserError
 
@@ -28,6 +30,45 @@ def sample_path() -> Path:
 def load_dataset(data: str, data_dir=None, channels: int | None = None, image_size=None,
                  skip_bad: bool = False, stream: bool | None = False) -> Dataset:
     """`stream`: an image folder's images stay on disk (clsf.data.stream); None decides by size."""
+    ds = _load(data, data_dir, channels, image_size, skip_bad, stream)
+    return conform(ds, channels, image_size)
+
+
+def conform(ds: Dataset, channels: int | None, image_size) -> Dataset:
+    """Arrays of another size or channel count than asked (CIFAR batches, .npz, IDX files) resized
+    (bilinear, as image folders are) and converted (gray <-> RGB as Pillow does), so `--image-size` and
+    `--channels` mean the same for every source; refused beforehand when the result would not fit."""
+    from clsf.data.base import check_arrays, usable_memory
+    from clsf.data.stream import Files
+
+    if not ds.splits or any(isinstance(sp.x, Files) for sp in ds.splits.values()):
+        return ds  # streamed folders are read at their own size
+    h, w, c = ds.image_shape
+    size = tuple(image_size) if image_size else (h, w)
+    c2 = channels or c
+    if (size, c2) == ((h, w), c):
+        return ds
+    n = sum(len(sp) for sp in ds.splits.values())
+    need = n * size[0] * size[1] * c2
+    if need > 0.4 * usable_memory():
+        raise UserError(f"{ds.source}: {n:,} images at {size[0]}x{size[1]}x{c2} would take {need / 2**30:.1f} GiB; "
+                        "resize fewer (data.train_subset / test_subset) or to a smaller --image-size.")
+    from clsf.data.folder import image_to_array
+
+    from PIL import Image
+
+    def convert(x):
+        out = np.empty((len(x), *size, c2), np.uint8)
+        for i, img in enumerate(x):
+            out[i] = image_to_array(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img), c2, size)
+        return out
+
+    ds.splits = {k: check_arrays(convert(sp.x), sp.y, ds.num_classes, f"{ds.source} ({k})") for k, sp in ds.splits.items()}
+    ds.notes = {**ds.notes, "converted": f"{h}x{w}x{c} -> {size[0]}x{size[1]}x{c2}"}
+    return ds
+
+
+def _load(data: str, data_dir, channels: int | None, image_size, skip_bad: bool, stream: bool | None) -> Dataset:
     from clsf.data import cifar, folder, mnist, synthetic
 
     if stream and (data in NAMES or data.startswith("synthetic:") or not Path(data).expanduser().is_dir()):
@@ -72,23 +113,32 @@ def load_dataset(data: str, data_dir=None, channels: int | None = None, image_si
 
 @dataclass
 class Prepared:
-    """The three splits a run uses, after the seeded validation split and subsets."""
+    """The three splits a run uses, after the held-out test split, the seeded validation split and subsets."""
 
     train: Split
     val: Split | None
     test: Split | None
     dataset: Dataset
+    held_out: dict | None = None  # the test split taken from the training images (data.test_split), as recorded
+
+
+TEST_SPLIT_SEED = 20222  # every run of a dataset holds out the same test images, whatever its seed (compare's seeds too)
 
 
 def prepare(ds: Dataset, val_split: float = 0.2, seed: int = 0, train_subset: int | None = None,
-            test_subset: int | None = None, val_subset: int | None = None) -> Prepared:
-    from clsf.data.split import subset, train_val_split
+            test_subset: int | None = None, val_subset: int | None = None, test_split: float = 0.0) -> Prepared:
+    """`test_split`: for a dataset without a test split (a folder of class folders), the share of its
+    images held out as one — stratified, with TEST_SPLIT_SEED — before the validation split is taken."""
+    from clsf.data.split import hold_out_test, subset, train_val_split
 
     if "train" not in ds.splits or len(ds["train"]) == 0:
         raise UserError(f"{ds.source}: has no training images; add a train/ folder (or the training files) "
                         "with at least one image per class.")
-    train, val = train_val_split(ds["train"], val_split, seed)
+    train, test, held = ds["train"], ds.splits.get("test"), None
+    if test is None and test_split > 0:
+        train, test, held = hold_out_test(train, test_split, TEST_SPLIT_SEED, ds.checksum)
+    train, val = train_val_split(train, val_split, seed)
     train = subset(train, train_subset, seed, "train")
     val = subset(val, val_subset, seed, "val") if val is not None else None
-    test = subset(ds.splits["test"], test_subset, seed, "test") if "test" in ds.splits else None
-    return Prepared(train, val, test, ds)
+    test = subset(test, test_subset, seed, "test") if test is not None else None
+    return Prepared(train, val, test, ds, held)

@@ -50,3 +50,20 @@ def subset(split: Split, size: int | None, seed: int, what: str) -> Split:
         raise UserError(f"{what} subset size must be positive, got {size}.")
     _, keep = stratified_indices(split.y, size / len(split), seed)
     return Split(split.x[keep], split.y[keep])
+
+
+def hold_out_test(train: Split, fraction: float, seed: int, source_checksum: str) -> tuple[Split, Split, dict]:
+    """A test split taken from the training images: `fraction` of each class (stratified, seeded).
+    Returns the rest, the test split and what a run records of it: its share, seed, size, and a
+    sha256 of the dataset's checksum and the held-out positions, which names the exact images."""
+    import hashlib
+
+    if not 0 < fraction < 1:
+        raise UserError(f"data.test_split={fraction} must be in (0, 1) to hold out test images (0 turns it off).")
+    rest, picked = stratified_indices(train.y, fraction, seed)
+    if len(picked) == 0 or len(rest) == 0:
+        raise UserError(f"data.test_split={fraction} leaves an empty split of {len(train)} images; add images or "
+                        "choose another fraction.")
+    digest = hashlib.sha256(source_checksum.encode() + np.asarray(picked, np.int64).tobytes()).hexdigest()
+    record = {"fraction": fraction, "seed": seed, "images": int(len(picked)), "sha256": digest}
+    return Split(train.x[rest], train.y[rest]), Split(train.x[picked], train.y[picked]), record

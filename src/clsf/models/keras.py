@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import zlib
 
-from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
-                              Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
-                              Residual, Scale, dirac, validate, walk)
+from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense,
+                              DepthwiseConv, Dropout, Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
+                              Residual, Scale, SqueezeExcite, dirac, pool_stride, validate, walk)
 
 
 def activation(name: str, alpha: float = 0.2):
@@ -23,7 +23,7 @@ def activation(name: str, alpha: float = 0.2):
         return "gelu"  # Keras' exact form (approximate=False, its default): torch's nn.GELU; a name, so .keras files reload
     if name == "softmax":
         return lambda x: keras.activations.softmax(x, axis=-1)
-    return name  # relu, sigmoid, tanh, elu, swish: same definitions in both frameworks
+    return name  # relu, sigmoid, tanh, elu, swish, relu6, hard_swish, hard_sigmoid: same definitions in both frameworks
 
 
 def initializers(init: str, fan_in: int, seed=None):
@@ -104,10 +104,55 @@ def scaled_bias_batch_norm_class():
     return _SCALED_BN[0]
 
 
+_PAD = []
+
+
+def pad_class():
+    """Constant padding of an NHWC map by (top, bottom, left, right) pixels with any value (made once,
+    registered so .keras files reload): -inf before a max pool, so padding never wins a max as in
+    torch's padded pooling; Keras' ZeroPadding2D pads zeros only."""
+    if not _PAD:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="clsf")
+        class Pad2D(keras.layers.Layer):
+            def __init__(self, pads=(0, 0, 0, 0), value: float = 0.0, **kwargs):
+                super().__init__(**kwargs)
+                self.pads, self.value = tuple(int(p) for p in pads), float(value)
+
+            def call(self, x):
+                t, b, left, r = self.pads
+                return keras.ops.pad(x, [[0, 0], [t, b], [left, r], [0, 0]], constant_values=self.value)
+
+            def compute_output_shape(self, shape):
+                t, b, left, r = self.pads
+                grow = lambda n, extra: None if n is None else n + extra  # noqa: E731
+                return (shape[0], grow(shape[1], t + b), grow(shape[2], left + r), shape[3])
+
+            def get_config(self):
+                return {**super().get_config(), "pads": list(self.pads), "value": self.value}
+
+        _PAD.append(Pad2D)
+    return _PAD[0]
+
+
 def register_custom_layers() -> None:
     """clsf's own Keras layers, registered so a .keras file using them reloads (safe mode)."""
     activity_penalty_class()
     scaled_bias_batch_norm_class()
+    pad_class()
+
+
+def _symmetric_pad(x, kernel: int, name: str, value: float = 0.0):
+    """PyTorch's padding=(k - 1) // 2 on every side, before a 'valid' Keras convolution or pool."""
+    from keras import layers as L
+
+    p = (kernel - 1) // 2
+    if not p:
+        return x
+    if value == 0.0:
+        return L.ZeroPadding2D(p, name=name + "_pad")(x)
+    return pad_class()((p, p, p, p), value, name=name + "_pad")(x)
 
 
 def _apply(layer, x, prefix: str, spec: ModelSpec):
@@ -124,15 +169,28 @@ def _apply(layer, x, prefix: str, spec: ModelSpec):
         x = L.Add(name=name + "_add")([x, short])
         act = activation(layer.activation, layer.alpha)
         return L.Activation(act, name=name + "_out")(x) if act else x
-    if t in (Conv, ConvTranspose):
+    if t is SqueezeExcite:
+        s = L.GlobalAveragePooling2D(keepdims=True, name=name + "_squeeze")(x)  # (B, 1, 1, C) channel means
+        for sub in layer.body:
+            s = _apply(sub, s, name + "_", spec)
+        s = L.Activation(activation(layer.gate) or "linear", name=name + "_gate")(s)
+        return L.Multiply(name=name + "_excite")([x, s])
+    if t in (Conv, ConvTranspose, DepthwiseConv):
         in_ch = x.shape[-1]
-        fan_in = layer.kernel**2 * (in_ch if t is Conv else layer.filters)
+        fan_in = layer.kernel**2 * (layer.filters if t is ConvTranspose else in_ch)  # depthwise: Keras' fans
         k_init, b_init = initializers(spec.init, fan_in)
+        padding = layer.padding
+        if padding == "symmetric":
+            x, padding = _symmetric_pad(x, layer.kernel, name), "valid"
+        act = activation(layer.activation, layer.alpha)
+        if t is DepthwiseConv:
+            return L.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding=padding, depth_multiplier=layer.multiplier,
+                                     activation=act, use_bias=layer.use_bias, depthwise_initializer=k_init,
+                                     bias_initializer=b_init, name=name)(x)
         cls = L.Conv2D if t is Conv else L.Conv2DTranspose
-        return cls(layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
-                   activation=activation(layer.activation, layer.alpha), use_bias=layer.use_bias,
-                   kernel_initializer=k_init, bias_initializer=b_init, kernel_regularizer=_regularizer(layer),
-                   name=name)(x)
+        return cls(layer.filters, layer.kernel, strides=layer.stride, padding=padding, activation=act,
+                   use_bias=layer.use_bias, kernel_initializer=k_init, bias_initializer=b_init,
+                   kernel_regularizer=_regularizer(layer), name=name)(x)
     if t is Dense:
         k_init, b_init = initializers(spec.init, x.shape[-1])
         return L.Dense(layer.units, activation=activation(layer.activation, layer.alpha), use_bias=layer.use_bias,
@@ -141,7 +199,10 @@ def _apply(layer, x, prefix: str, spec: ModelSpec):
     if t is ActivityPenalty:
         return activity_penalty_class()(layer.rate, name=name)(x)
     if t is MaxPool:
-        return L.MaxPooling2D(layer.pool, name=name)(x)
+        padding = layer.padding
+        if padding == "symmetric":
+            x, padding = _symmetric_pad(x, layer.pool, name, float("-inf")), "valid"
+        return L.MaxPooling2D(layer.pool, pool_stride(layer), padding=padding, name=name)(x)
     if t is AvgPool:
         return L.AveragePooling2D(layer.pool, name=name)(x)
     if t is GlobalAvgPool:

@@ -7,7 +7,9 @@ weight transfer agree on every layer's input and output shape without asking a f
 
 Padding "same" means TensorFlow's rule: output = ceil(input / stride), with any odd padding put
 at the bottom/right. The torch builder reproduces that exactly (plain `padding=1` in torch pads both
-sides and shifts the sampling grid of stride-2 convs by a pixel).
+sides and shifts the sampling grid of stride-2 convs by a pixel). Padding "symmetric" is PyTorch's
+rule, `padding=(kernel - 1) // 2` on every side, which networks ported from PyTorch (torchvision's)
+use; the Keras builder reproduces it with explicit padding. The two differ at stride 2 on even sizes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import Union
 
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "gelu", "elu", "swish")
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "gelu", "elu", "swish", "relu6",
+               "hard_swish", "hard_sigmoid")
+PADDINGS = ("same", "valid", "symmetric")
 INITS = ("glorot_uniform", "he_uniform", "torch_default")
 
 
@@ -34,6 +38,21 @@ class Conv:
     l2: float = 0.0
     dirac: bool = False  # filter j < input channels starts as the identity on channel j (airbench); see `dirac`
     frozen: bool = False  # the kernel keeps its initial (or loaded) values; the bias trains (airbench's whitening layer)
+
+
+@dataclass(frozen=True)
+class DepthwiseConv:
+    """One `kernel` x `kernel` filter per input channel (`multiplier` of them): MobileNet's and
+    EfficientNet's spatial convolution. Output channels: input channels x multiplier."""
+
+    name: str
+    kernel: int = 3
+    stride: int = 1
+    padding: str = "same"  # "same" | "valid" | "symmetric"
+    activation: str = "linear"
+    use_bias: bool = False
+    multiplier: int = 1
+    alpha: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,9 @@ class ActivityPenalty:
 @dataclass(frozen=True)
 class MaxPool:
     name: str
-    pool: int = 2  # stride = pool, padding valid
+    pool: int = 2
+    stride: int = 0  # 0: the pool size (windows side by side)
+    padding: str = "valid"  # "valid" | "same" | "symmetric" (padded with -inf: padding never wins a max)
 
 
 @dataclass(frozen=True)
@@ -143,8 +164,20 @@ class Residual:
     alpha: float = 0.2
 
 
-Layer = Union[Conv, ConvTranspose, Dense, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool, Flatten,
-              Reshape, Dropout, BatchNorm, Scale, Activation, ActivityPenalty, Residual]
+@dataclass(frozen=True)
+class SqueezeExcite:
+    """out = x * gate(body(mean of x over H, W)): squeeze-and-excitation. The body runs on the
+    (1, 1, C) map of channel means (1x1 convolutions) and must give C channels back."""
+
+    name: str
+    body: tuple
+    gate: str = "sigmoid"
+
+
+COMPOSITES = (Residual, SqueezeExcite)  # layers made of layers: their parts are named "<block>_<part>"
+
+Layer = Union[Conv, DepthwiseConv, ConvTranspose, Dense, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool, Flatten,
+              Reshape, Dropout, BatchNorm, Scale, Activation, ActivityPenalty, Residual, SqueezeExcite]
 
 
 @dataclass(frozen=True)
@@ -169,10 +202,21 @@ def _valid(size, k, s):
     return None if size is None else (size - k) // s + 1
 
 
+def _symmetric(size, k, s):
+    return None if size is None else (size + 2 * ((k - 1) // 2) - k) // s + 1
+
+
+SIZES = {"same": _same, "valid": _valid, "symmetric": _symmetric}  # padding -> output size along one axis
+
+
+def pool_stride(layer) -> int:
+    return getattr(layer, "stride", 0) or layer.pool
+
+
 def layer_output(layer, shape: tuple) -> tuple:
     """Output shape (without batch) of `layer` for input `shape`; raises SpecError on a mismatch."""
     out = _layer_output(layer, shape)
-    if type(layer) in (Conv, MaxPool, AvgPool) and any(s is not None and s < 1 for s in out[:2]):
+    if type(layer) in (Conv, DepthwiseConv, MaxPool, AvgPool) and any(s is not None and s < 1 for s in out[:2]):
         raise SpecError(f"layer '{layer.name}' would shrink its {shape[0]}x{shape[1]} input to nothing "
                         f"({out[0]}x{out[1]}); use fewer pooling or strided layers, or larger images")
     return out
@@ -180,17 +224,25 @@ def layer_output(layer, shape: tuple) -> tuple:
 
 def _layer_output(layer, shape: tuple) -> tuple:
     t = type(layer)
-    if t in (Conv, ConvTranspose, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool) and len(shape) != 3:
+    if t in (Conv, DepthwiseConv, ConvTranspose, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool,
+             SqueezeExcite) and len(shape) != 3:
         raise SpecError(f"layer '{layer.name}' needs an image input (H, W, C), got {shape}")
-    if t is Conv:
-        f = _same if layer.padding == "same" else _valid
-        return (f(shape[0], layer.kernel, layer.stride), f(shape[1], layer.kernel, layer.stride), layer.filters)
+    if t in (Conv, DepthwiseConv):
+        if layer.padding not in SIZES:
+            raise SpecError(f"layer '{layer.name}': padding '{layer.padding}' is not known; use one of {', '.join(PADDINGS)}")
+        f = SIZES[layer.padding]
+        out = layer.filters if t is Conv else shape[2] * layer.multiplier
+        return (f(shape[0], layer.kernel, layer.stride), f(shape[1], layer.kernel, layer.stride), out)
     if t is ConvTranspose:
         if layer.padding != "same":
             raise SpecError(f"layer '{layer.name}': only padding='same' is supported for transposed convs")
         return tuple(None if s is None else s * layer.stride for s in shape[:2]) + (layer.filters,)
     if t in (MaxPool, AvgPool):
-        return (_valid(shape[0], layer.pool, layer.pool), _valid(shape[1], layer.pool, layer.pool), shape[2])
+        padding = getattr(layer, "padding", "valid")
+        if padding not in SIZES:
+            raise SpecError(f"layer '{layer.name}': padding '{padding}' is not known; use one of {', '.join(PADDINGS)}")
+        f, s = SIZES[padding], pool_stride(layer)
+        return (f(shape[0], layer.pool, s), f(shape[1], layer.pool, s), shape[2])
     if t in (GlobalAvgPool, GlobalMaxPool):
         return (shape[2],)
     if t is Flatten:
@@ -217,7 +269,24 @@ def _layer_output(layer, shape: tuple) -> tuple:
         if out != short:
             raise SpecError(f"block '{layer.name}': body gives {out} but shortcut gives {short}; add a projection")
         return out
+    if t is SqueezeExcite:
+        out = (1, 1, shape[2])
+        for sub in layer.body:
+            out = layer_output(sub, out)
+        if out != (1, 1, shape[2]):
+            raise SpecError(f"block '{layer.name}': its body gives {out} from the (1, 1, {shape[2]}) channel means; "
+                            f"it must give {shape[2]} channels back")
+        return shape
     raise SpecError(f"unknown layer type {t.__name__}")
+
+
+def parts(layer, shape: tuple) -> list[tuple[tuple, tuple]]:
+    """A composite layer's parts as (layers, input shape) pairs; [] for a leaf layer."""
+    if isinstance(layer, Residual):
+        return [(layer.body, shape), (layer.shortcut, shape)]
+    if isinstance(layer, SqueezeExcite):
+        return [(layer.body, (1, 1, shape[2]) if shape else ())]
+    return []
 
 
 def infer_shapes(spec: ModelSpec) -> list[tuple]:
@@ -235,11 +304,11 @@ def output_shape(spec: ModelSpec) -> tuple:
 
 
 def walk(layers, prefix: str = ""):
-    """Yield (full_name, layer) for every leaf layer, residual blocks flattened as block_layer."""
+    """Yield (full_name, layer) for every leaf layer, composite blocks flattened as block_layer."""
     for layer in layers:
-        if isinstance(layer, Residual):
-            yield from walk(layer.body, f"{prefix}{layer.name}_")
-            yield from walk(layer.shortcut, f"{prefix}{layer.name}_")
+        if isinstance(layer, COMPOSITES):
+            for sub, _ in parts(layer, ()):
+                yield from walk(sub, f"{prefix}{layer.name}_")
         else:
             yield prefix + layer.name, layer
 
@@ -250,9 +319,9 @@ def leaf_shapes(spec: ModelSpec) -> dict[str, tuple[tuple, tuple]]:
 
     def visit(layers, shape, prefix):
         for layer in layers:
-            if isinstance(layer, Residual):
-                visit(layer.body, shape, f"{prefix}{layer.name}_")
-                visit(layer.shortcut, shape, f"{prefix}{layer.name}_")
+            if isinstance(layer, COMPOSITES):
+                for sub, inp in parts(layer, shape):
+                    visit(sub, inp, f"{prefix}{layer.name}_")
                 shape = layer_output(layer, shape)
             else:
                 new = layer_output(layer, shape)
@@ -284,11 +353,22 @@ def validate(spec: ModelSpec) -> None:
             raise SpecError(f"layer '{name}': factor {layer.factor} must be a finite, non-zero number")
         for f in fields(layer):
             v = getattr(layer, f.name)
-            if f.name in ("filters", "units", "kernel", "stride", "pool") and (not isinstance(v, int) or v <= 0):
+            if f.name in ("filters", "units", "kernel", "pool", "multiplier") + (() if isinstance(layer, MaxPool) else ("stride",)) \
+                    and (not isinstance(v, int) or v <= 0):
                 raise SpecError(f"layer '{name}': {f.name}={v!r} must be a positive integer")
-    for layer in spec.layers:
-        if isinstance(layer, Residual) and layer.activation not in ACTIVATIONS:
-            raise SpecError(f"block '{layer.name}': activation '{layer.activation}' is not known")
+        if isinstance(layer, MaxPool) and (not isinstance(layer.stride, int) or layer.stride < 0):
+            raise SpecError(f"layer '{name}': stride={layer.stride!r} must be a positive integer (0: the pool size)")
+    def blocks(layers):
+        for layer in layers:
+            if isinstance(layer, COMPOSITES):
+                yield layer
+                for sub, _ in parts(layer, (1, 1, 1)):
+                    yield from blocks(sub)
+
+    for layer in blocks(spec.layers):
+        act = layer.activation if isinstance(layer, Residual) else layer.gate
+        if act not in ACTIVATIONS:
+            raise SpecError(f"block '{layer.name}': activation '{act}' is not known; use one of {', '.join(ACTIVATIONS)}")
     infer_shapes(spec)
 
 
@@ -310,6 +390,8 @@ def param_count(spec: ModelSpec) -> int:
         layer = leaves[name]
         if isinstance(layer, Conv):
             total += layer.kernel**2 * inp[2] * layer.filters + (layer.filters if layer.use_bias else 0)
+        elif isinstance(layer, DepthwiseConv):
+            total += layer.kernel**2 * out[2] + (out[2] if layer.use_bias else 0)
         elif isinstance(layer, ConvTranspose):
             total += layer.kernel**2 * inp[2] * layer.filters + (layer.filters if layer.use_bias else 0)
         elif isinstance(layer, Dense):
@@ -356,6 +438,8 @@ def forward_flops(spec: ModelSpec, input_shape: tuple | None = None) -> int:
         layer = leaves[name]
         if isinstance(layer, Conv):  # each output pixel: k*k*C_in multiply-adds per filter
             total += 2 * out[0] * out[1] * layer.kernel**2 * inp[2] * layer.filters
+        elif isinstance(layer, DepthwiseConv):  # each output value: k*k multiply-adds over its own channel
+            total += 2 * out[0] * out[1] * out[2] * layer.kernel**2
         elif isinstance(layer, ConvTranspose):  # each input pixel scatters k*k*C_out multiply-adds per channel
             total += 2 * inp[0] * inp[1] * layer.kernel**2 * inp[2] * layer.filters
         elif isinstance(layer, Dense):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clsf.models.spec import ModelSpec, Residual, walk
+from clsf.models.spec import COMPOSITES, ModelSpec, Residual, parts, walk
+
+JOIN = {"Residual": "_add", "SqueezeExcite": "_excite"}  # the Keras layer that ends a composite block
 
 # Parameter counts include batch-norm moving statistics in both frameworks (Keras counts them as
 # non-trainable parameters; torch keeps them as buffers).
@@ -20,15 +22,16 @@ def _rows_keras(spec: ModelSpec):
     model = build_keras(spec)
     rows, leaves = [], dict(walk(spec.layers))
     for layer in spec.layers:
-        names = [n for n, _ in walk([layer])] if isinstance(layer, Residual) else [layer.name]
+        names = [n for n, _ in walk([layer])] if isinstance(layer, COMPOSITES) else [layer.name]
         for name in names:
             kl = model.get_layer(name)
             leaf = leaves[name]
             trainable = sum(int(w.numpy().size) for w in kl.trainable_weights)
             total = kl.count_params()
             rows.append((name, type(leaf).__name__, tuple(kl.output.shape[1:]), total, trainable))
-        if isinstance(layer, Residual):
-            rows.append((layer.name, "Residual", tuple(model.get_layer(layer.name + "_add").output.shape[1:]), 0, 0))
+        if isinstance(layer, COMPOSITES):
+            kind = type(layer).__name__
+            rows.append((layer.name, kind, tuple(model.get_layer(layer.name + JOIN[kind]).output.shape[1:]), 0, 0))
     return rows
 
 
@@ -44,7 +47,7 @@ def _rows_torch(spec: ModelSpec):
     for name in leaves:
         hooks.append(net.leaf(name).register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:]))))
     for layer in spec.layers:
-        if isinstance(layer, Residual):
+        if isinstance(layer, COMPOSITES):
             hooks.append(net._modules[layer.name].register_forward_hook(
                 lambda m, i, o, name=layer.name: shapes.__setitem__(name, tuple(o.shape[1:]))))
     concrete = tuple(32 if d is None else d for d in spec.input_shape)
@@ -62,14 +65,14 @@ def _rows_torch(spec: ModelSpec):
 
     rows = []
     for layer in spec.layers:
-        names = [n for n, _ in walk([layer])] if isinstance(layer, Residual) else [layer.name]
+        names = [n for n, _ in walk([layer])] if isinstance(layer, COMPOSITES) else [layer.name]
         for name in names:
             m = net.leaf(name)
             trainable = sum(p.numel() for p in m.parameters())
             buffers = sum(b.numel() for k, b in m.named_buffers() if not k.endswith("num_batches_tracked"))
             rows.append((name, type(leaves[name]).__name__, nhwc(shapes[name]), trainable + buffers, trainable))
-        if isinstance(layer, Residual):
-            rows.append((layer.name, "Residual", nhwc(shapes[layer.name]), 0, 0))
+        if isinstance(layer, COMPOSITES):
+            rows.append((layer.name, type(layer).__name__, nhwc(shapes[layer.name]), 0, 0))
     return rows
 
 
@@ -117,10 +120,11 @@ def draw_diagram(spec: ModelSpec, out: Path) -> Path:
 
     items = [("input", f"input {spec.input_shape}", [], False)]
     for layer, _, out_shape in infer_shapes(spec):
-        if isinstance(layer, Residual):
-            inner = [f"{n}: {type(l).__name__}" for n, l in walk(layer.body)]
-            skip = ", ".join(type(l).__name__ for _, l in walk(layer.shortcut)) or "identity"
-            items.append((layer.name, f"{layer.name}: Residual -> {out_shape}", inner + [f"skip: {skip}"], True))
+        if isinstance(layer, COMPOSITES):
+            inner = [f"{n}: {type(l).__name__}" for n, l in walk(parts(layer, ())[0][0])]
+            skip = [f"skip: {', '.join(type(l).__name__ for _, l in walk(layer.shortcut)) or 'identity'}"] \
+                if isinstance(layer, Residual) else []
+            items.append((layer.name, f"{layer.name}: {type(layer).__name__} -> {out_shape}", inner + skip, True))
         else:
             extra = getattr(layer, "activation", None)
             label = f"{layer.name}: {type(layer).__name__}" + (f" ({extra})" if extra and extra != "linear" else "")

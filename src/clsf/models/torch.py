@@ -13,16 +13,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout,
-                              Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
-                              Residual, Scale, dirac, layer_output, validate, walk)
+from clsf.models.spec import (COMPOSITES, Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense,
+                              DepthwiseConv, Dropout, Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
+                              Residual, Scale, SqueezeExcite, dirac, layer_output, parts, pool_stride, validate, walk)
 
 
 def activation(name: str, alpha: float = 0.2) -> nn.Module:
     return {
         "linear": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "elu": nn.ELU,
         "swish": nn.SiLU, "gelu": nn.GELU, "softmax": lambda: nn.Softmax(dim=1),
-        "leaky_relu": lambda: nn.LeakyReLU(alpha),
+        "leaky_relu": lambda: nn.LeakyReLU(alpha), "relu6": nn.ReLU6,
+        "hard_swish": nn.Hardswish, "hard_sigmoid": nn.Hardsigmoid,  # x * relu6(x + 3) / 6 and relu6(x + 3) / 6, as Keras'
     }[name]()
 
 
@@ -38,6 +39,30 @@ class Conv2dSame(nn.Conv2d):
         if ph or pw:
             x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
         return super().forward(x)
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    """Max pooling with TensorFlow's 'same' padding (-inf at the bottom/right first), as Conv2dSame."""
+
+    def forward(self, x):
+        k, s = self.kernel_size, self.stride
+        h, w = x.shape[-2:]
+        ph = max((math.ceil(h / s) - 1) * s + k - h, 0)
+        pw = max((math.ceil(w / s) - 1) * s + k - w, 0)
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=float("-inf"))
+        return super().forward(x)
+
+
+class SqueezeExciteModule(nn.Module):
+    """x * gate(body(mean of x over H, W)), the body on the (N, C, 1, 1) channel means."""
+
+    def __init__(self, body: nn.Sequential, gate: nn.Module):
+        super().__init__()
+        self.body, self.gate = body, gate
+
+    def forward(self, x):
+        return x * self.gate(self.body(x.mean(dim=(2, 3), keepdim=True)))
 
 
 class Op(nn.Module):
@@ -139,14 +164,16 @@ class BatchNorm1d(_KerasVariance, nn.BatchNorm1d):
 
 def _module(layer, in_shape: tuple) -> nn.Module:
     t = type(layer)
-    if t is Conv:
-        if layer.padding == "same" and layer.stride == 1 and layer.kernel % 2 == 1:
-            conv = nn.Conv2d(in_shape[2], layer.filters, layer.kernel, 1, layer.kernel // 2, bias=layer.use_bias)
+    if t in (Conv, DepthwiseConv):
+        k, stride, c = layer.kernel, layer.stride, in_shape[2]
+        out, groups = (layer.filters, 1) if t is Conv else (c * layer.multiplier, c)  # depthwise: a group per channel
+        if layer.padding == "symmetric" or (layer.padding == "same" and stride == 1 and k % 2 == 1):
+            conv = nn.Conv2d(c, out, k, stride, (k - 1) // 2, bias=layer.use_bias, groups=groups)  # the same pads
         elif layer.padding == "same":
-            conv = Conv2dSame(in_shape[2], layer.filters, layer.kernel, layer.stride, 0, bias=layer.use_bias)
+            conv = Conv2dSame(c, out, k, stride, 0, bias=layer.use_bias, groups=groups)
         else:
-            conv = nn.Conv2d(in_shape[2], layer.filters, layer.kernel, layer.stride, 0, bias=layer.use_bias)
-        return Op(conv, activation(layer.activation, layer.alpha), layer.l1, layer.l2)
+            conv = nn.Conv2d(c, out, k, stride, 0, bias=layer.use_bias, groups=groups)
+        return Op(conv, activation(layer.activation, layer.alpha), getattr(layer, "l1", 0.0), getattr(layer, "l2", 0.0))
     if t is ConvTranspose:
         pad = (layer.kernel - layer.stride) // 2
         if (layer.kernel - layer.stride) % 2 or pad < 0:
@@ -159,7 +186,10 @@ def _module(layer, in_shape: tuple) -> nn.Module:
     if t is ActivityPenalty:
         return ActivityPenaltyModule(layer.rate)
     if t is MaxPool:
-        return nn.MaxPool2d(layer.pool)
+        stride = pool_stride(layer)
+        if layer.padding == "same":
+            return MaxPool2dSame(layer.pool, stride)
+        return nn.MaxPool2d(layer.pool, stride, (layer.pool - 1) // 2 if layer.padding == "symmetric" else 0)
     if t is AvgPool:
         return nn.AvgPool2d(layer.pool)
     if t is GlobalAvgPool:
@@ -198,7 +228,25 @@ def _build(layer, shape) -> nn.Module:
         body, _ = _sequential(layer.body, shape)
         shortcut, _ = _sequential(layer.shortcut, shape)
         return Block(body, shortcut, activation(layer.activation, layer.alpha))
+    if isinstance(layer, SqueezeExcite):
+        body, _ = _sequential(layer.body, (1, 1, shape[2]))
+        return SqueezeExciteModule(body, activation(layer.gate))
     return _module(layer, shape)
+
+
+def _leaves(layers, modules, prefix: str = "") -> dict[str, nn.Module]:
+    """{full spec name: module} of every leaf layer, composite blocks followed (the names `walk` gives)."""
+    out = {}
+    for layer in layers:
+        m = modules[layer.name]
+        if isinstance(layer, Residual):
+            out.update(_leaves(layer.body, m.body._modules, f"{prefix}{layer.name}_"))
+            out.update(_leaves(layer.shortcut, m.shortcut._modules, f"{prefix}{layer.name}_"))
+        elif isinstance(layer, SqueezeExcite):
+            out.update(_leaves(layer.body, m.body._modules, f"{prefix}{layer.name}_"))
+        else:
+            out[prefix + layer.name] = m
+    return out
 
 
 def init_(model: nn.Module, init: str) -> None:
@@ -206,8 +254,13 @@ def init_(model: nn.Module, init: str) -> None:
     for m in model.modules():
         if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             continue
-        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)  # same fans as Keras' kernels
-        if init == "glorot_uniform":
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)  # same fans as Keras' kernels
+        if isinstance(m, nn.Conv2d) and m.groups > 1:  # a depthwise kernel: Keras counts its (kh, kw, in,
+            rf = m.weight[0, 0].numel()  # multiplier) shape as a plain kernel's, so the bound uses those fans
+            fan_in, fan_out = m.groups * rf, m.out_channels // m.groups * rf
+            bound = {"glorot_uniform": math.sqrt(6 / (fan_in + fan_out)), "he_uniform": math.sqrt(6 / fan_in)}
+            nn.init.uniform_(m.weight, -bound.get(init, fan_in**-0.5), bound.get(init, fan_in**-0.5))
+        elif init == "glorot_uniform":
             nn.init.xavier_uniform_(m.weight)
         elif init == "he_uniform":
             nn.init.kaiming_uniform_(m.weight, a=0, nonlinearity="relu")
@@ -231,6 +284,7 @@ class SpecNet(nn.Sequential):
         for layer in spec.layers:
             self.add_module(layer.name, _build(layer, shape))
             shape = layer_output(layer, shape)
+        object.__setattr__(self, "_leaf_modules", _leaves(spec.layers, self._modules))  # a plain dict, not a submodule
         init_(self, spec.init)
         with torch.no_grad():
             for name, layer in walk(spec.layers):
@@ -254,16 +308,7 @@ class SpecNet(nn.Sequential):
         return sum(terms) if terms else None
 
     def leaf(self, name: str) -> nn.Module:
-        for layer in self.spec.layers:
-            if name == layer.name:
-                return self._modules[name]
-            if isinstance(layer, Residual) and name.startswith(layer.name + "_"):
-                rest = name[len(layer.name) + 1:]
-                block = self._modules[layer.name]
-                for part in (block.body, block.shortcut):
-                    if rest in part._modules:
-                        return part._modules[rest]
-        raise KeyError(name)
+        return self._leaf_modules[name]
 
 
 def build_torch(spec: ModelSpec) -> SpecNet:

@@ -3,6 +3,7 @@
 The neutral form is `{full layer name: {param: ndarray}}` in Keras' layout:
   conv kernel      (kh, kw, in, out)     torch Conv2d weight           (out, in, kh, kw)
   conv-T kernel    (kh, kw, out, in)     torch ConvTranspose2d weight  (in, out, kh, kw)
+  depthwise kernel (kh, kw, in, mult)    torch Conv2d(groups=in) weight (in * mult, 1, kh, kw)
   dense kernel     (in, out)             torch Linear weight           (out, in)
   batch norm       gamma, beta, moving_mean, moving_variance
                                          torch weight, bias, running_mean, running_var
@@ -18,10 +19,10 @@ import zipfile
 
 import numpy as np
 
-from clsf.models.spec import BatchNorm, Conv, ConvTranspose, Dense, Flatten, ModelSpec, leaf_shapes, walk
+from clsf.models.spec import BatchNorm, Conv, ConvTranspose, Dense, DepthwiseConv, Flatten, ModelSpec, leaf_shapes, walk
 
 PARAMS = {
-    Conv: ("kernel", "bias"), ConvTranspose: ("kernel", "bias"), Dense: ("kernel", "bias"),
+    Conv: ("kernel", "bias"), ConvTranspose: ("kernel", "bias"), Dense: ("kernel", "bias"), DepthwiseConv: ("kernel", "bias"),
     BatchNorm: ("gamma", "beta", "moving_mean", "moving_variance"),
 }
 
@@ -44,7 +45,7 @@ def flatten_perms(spec: ModelSpec) -> dict[str, np.ndarray]:
         elif isinstance(layer, BatchNorm):
             if pending is not None:
                 perms[name] = pending
-        elif isinstance(layer, (Conv, ConvTranspose)):
+        elif isinstance(layer, (Conv, ConvTranspose, DepthwiseConv)):
             pending = None
     return perms
 
@@ -92,6 +93,7 @@ def neutral_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
         t = type(layer)
         kernel = {Conv: lambda: (layer.kernel, layer.kernel, inp[-1], layer.filters),
                   ConvTranspose: lambda: (layer.kernel, layer.kernel, layer.filters, inp[-1]),
+                  DepthwiseConv: lambda: (layer.kernel, layer.kernel, inp[-1], layer.multiplier),
                   Dense: lambda: (inp[0], layer.units)}.get(t)
         for k in param_keys(layer):
             shapes[f"{name}/{k}"] = kernel() if k == "kernel" else (out[-1],)
@@ -135,6 +137,8 @@ def torch_weights(net, spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
                 kernel = wt.T  # (in, out), rows in torch feature order
                 if name in perms:
                     kernel = kernel[np.argsort(perms[name])]
+            elif t is DepthwiseConv:  # (in*mult, 1, kh, kw) -> (kh, kw, in, mult)
+                kernel = wt.reshape(-1, layer.multiplier, *wt.shape[2:]).transpose(2, 3, 0, 1)
             else:  # (out,in,kh,kw) -> (kh,kw,in,out) ; conv-T (in,out,kh,kw) -> (kh,kw,out,in)
                 kernel = wt.transpose(2, 3, 1, 0)
             d = {"kernel": np.ascontiguousarray(kernel)}
@@ -171,6 +175,8 @@ def set_torch_weights(net, spec: ModelSpec, weights, only: set[str] | None = Non
                 if name in perms:
                     kernel = kernel[perms[name]]
                 value = kernel.T
+            elif t is DepthwiseConv:  # (kh, kw, in, mult) -> (in*mult, 1, kh, kw)
+                value = kernel.transpose(2, 3, 0, 1).reshape(-1, 1, *kernel.shape[:2])
             else:
                 value = kernel.transpose(3, 2, 0, 1)
             if tuple(value.shape) != tuple(m.weight.shape):

@@ -24,13 +24,14 @@ import yaml
 
 from clsf.config import read_yaml
 from clsf.errors import UserError
-from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Flatten,
-                              GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape, Residual, Scale, SpecError, validate)
+from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense, DepthwiseConv,
+                              Dropout, Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape, Residual, Scale,
+                              SpecError, SqueezeExcite, validate)
 
 TYPES = {"conv": Conv, "conv_transpose": ConvTranspose, "dense": Dense, "max_pool": MaxPool, "avg_pool": AvgPool,
          "global_avg_pool": GlobalAvgPool, "global_max_pool": GlobalMaxPool, "flatten": Flatten, "reshape": Reshape,
          "dropout": Dropout, "batch_norm": BatchNorm, "scale": Scale, "activation": Activation, "activity_penalty": ActivityPenalty,
-         "residual": Residual}
+         "residual": Residual, "depthwise_conv": DepthwiseConv, "squeeze_excite": SqueezeExcite}
 TYPE_NAMES = {cls: name for name, cls in TYPES.items()}
 TOP_KEYS = ("name", "input_shape", "init", "kind", "description", "layers")
 PLACEHOLDER = "num_classes"  # allowed for dense units / conv filters: the data's class count
@@ -90,7 +91,7 @@ def _layers(items, where: str, num_classes: int | None) -> tuple:
             raise UserError(f"{at}: missing argument '{missing[0]}'.")
         values = {}
         for key, value in args.items():
-            if cls is Residual and key in ("body", "shortcut"):
+            if cls in (Residual, SqueezeExcite) and key in ("body", "shortcut"):
                 values[key] = _layers(value, f"{at} {key}", num_classes) if value else ()
             else:
                 values[key] = _value(at, key, value, str(fields[key].type), num_classes)

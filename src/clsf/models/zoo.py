@@ -137,6 +137,17 @@ def airbench(num_classes: int = 10, input_shape=(32, 32, 3), widths=(64, 256, 25
     return ModelSpec("airbench", tuple(layers), tuple(input_shape))
 
 
+from clsf.models import backbones  # noqa: E402 - the ImageNet backbones, registered beside the CIFAR networks
+
+register("efficientnet-lite0", "EfficientNet-Lite0 (TensorFlow's layout: same padding, relu6; 4.7M params, 0.77 GFLOP at "
+                               "224 px); ImageNet weights: model.pretrained=imagenet")(backbones.efficientnet_lite0)
+register("mobilenet-v2", "MobileNetV2 (torchvision's layout; keras.applications' with padding=same, bn_epsilon=0.001; "
+                         "3.5M params, 0.6 GFLOP at 224 px)")(backbones.mobilenet_v2)
+register("resnet-18", "ResNet-18 (torchvision's layout; 11.7M params, 3.6 GFLOP at 224 px)")(backbones.resnet_18)
+register("resnet-50", "ResNet-50 (torchvision's v1.5 layout; keras.applications' with stride_in_1x1, conv_bias, "
+                      "bn_epsilon=1.001e-5; 25.6M params, 8.2 GFLOP at 224 px)")(backbones.resnet_50)
+
+
 @register("gan-generator", "MNIST GAN generator: latent 128 -> dense 7x7x128 -> 2 transposed convs -> 28x28x1 sigmoid")
 def gan_generator(num_classes: int = 1, input_shape=(128,)) -> ModelSpec:
     return ModelSpec("gan-generator", (

@@ -33,8 +33,12 @@ def evaluate(run: str | Path, which: str | None = None, engine: str | None = Non
     if data:
         cfg.data.name = data
         if split == "test":  # another dataset's test images, every one (a folder without splits: all its images)
-            cfg.data.val_split, cfg.data.train_subset, cfg.data.test_subset = 0.0, None, None
+            cfg.data.val_split, cfg.data.train_subset, cfg.data.test_subset, cfg.data.test_split = 0.0, None, None, 0.0
     prep = load_data(cfg)
+    recorded = run.env().get("data", {}).get("test_held_out")
+    if not data and recorded and (prep.held_out or {}).get("sha256") != recorded.get("sha256"):
+        print(f"clsf: warning: the test images held out of {prep.dataset.source} are not the ones this run held out "
+              "(the folder changed since it trained).", file=sys.stderr)
     names = run.env().get("data", {}).get("class_names")
     if names is not None and prep.dataset.class_names != names:
         raise UserError(f"{prep.dataset.source} has classes {', '.join(prep.dataset.class_names)} but the run was trained "

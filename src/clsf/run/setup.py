@@ -22,7 +22,7 @@ from clsf.run.rundir import RunDir
 def load_data(cfg: Config) -> Prepared:
     d = cfg.data
     ds = load_dataset(d.name, d.data_dir, d.channels, d.image_size, d.skip_bad, d.stream)
-    prep = prepare(ds, d.val_split, cfg.seed, d.train_subset, d.test_subset, d.val_subset)
+    prep = prepare(ds, d.val_split, cfg.seed, d.train_subset, d.test_subset, d.val_subset, d.test_split)
     if d.scale == "standardize" and (d.mean is None or d.std is None):  # from the training split only; stored in config.yaml
         x = prep.train.x
         d.mean, d.std = channel_stats(sample_for_stats(x, cfg.seed) if isinstance(x, Files) else x)  # streamed: 10k of them

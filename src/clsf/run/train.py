@@ -17,6 +17,7 @@ from clsf.data.stream import Files, as_array
 from clsf.engines import engine_class
 from clsf.engines.base import softmax
 from clsf.errors import UserError
+from clsf.models.pretrained import configure as configure_pretrained
 from clsf.models.spec import ModelSpec
 from clsf.run import callbacks as cb
 from clsf.run.averaging import averaged
@@ -50,12 +51,14 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         run, cfg, changed, state = resume_config(resume, changes or {})
         if _finished(run, cfg, state, changed):
             return run.path
+    else:
+        configure_pretrained(cfg)  # the options and preprocessing model.pretrained's weights need, into config.yaml
     if cfg.track == "mlflow":
         require_mlflow()  # refused before anything is written
     prep = load_data(cfg)
     if prep.test is None or not len(prep.test):  # the finish reports on it: refused before training, not after
         raise UserError(f"{prep.dataset.source} has no test images to report on; add a test/ folder of the same "
-                        "classes (or a test split to the file) before training.")
+                        "classes (or a test split to the file), or hold some out with data.test_split=0.2.")
     spec = build_spec(cfg, prep.dataset.image_shape, prep.dataset.num_classes, run)
     fingerprint = fingerprints(cfg, spec)
     if state is not None:
@@ -68,19 +71,21 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     lead = world.lead  # the one process that prints and writes the run directory
     quiet = quiet or not lead
     if run is None:
-        run, state = _start(cfg, engine, prep, lead)
+        run, state, pretrained = _start(cfg, engine, prep, lead)
     else:
-        state = _restore(run, engine, state, world.size, steps_per_epoch, changed, quiet, weights_only)
+        state, pretrained = _restore(run, engine, state, world.size, steps_per_epoch, changed, quiet, weights_only), None
     state.epochs, state.replicas, state.fingerprints = cfg.epochs, world.size, fingerprint
     run = run if lead else None  # processes other than the lead write nothing
     checks = Checks(spec, prep.dataset.num_classes, quiet, silent=not lead)
     with _lock(run), _disk_space(run):  # one process trains a run; a full disk: one line, the last checkpoint intact
         if run is not None:
-            _write_setup(run, cfg, spec, engine, prep, changed, state)
+            _write_setup(run, cfg, spec, engine, prep, changed, state, pretrained)
         if not quiet:
             counts = f"{len(prep.train)} train / {len(prep.val) if prep.val else 0} val / {len(prep.test)} test images"
-            print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({counts}), engine {cfg.engine} on {engine.device}, "
-                  f"{count(cfg.epochs, 'epoch')}")
+            held = (f"; the test images are {prep.held_out['fraction']:.0%} of the folder's, held out (stratified, the "
+                    f"same for every run: data.test_split)" if prep.held_out else "")
+            print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({counts}{held}), engine {cfg.engine} on "
+                  f"{engine.device}, {count(cfg.epochs, 'epoch')}")
         tracker = MlflowTracking(cfg, run) if cfg.track == "mlflow" and run is not None else None
         callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps, tracker)
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
@@ -120,10 +125,14 @@ def _check_inputs(cfg: Config, prep: Prepared, cls, replicas: int) -> None:
                         "engine that streams to several (torch), or load the images in memory.")
 
 
-def _start(cfg: Config, engine, prep: Prepared, lead: bool) -> tuple[RunDir | None, RunState]:
-    """A new run: weights from init_from if given, the run directory, checkpoints/init."""
+def _start(cfg: Config, engine, prep: Prepared, lead: bool) -> tuple[RunDir | None, RunState, dict | None]:
+    """A new run: weights from init_from or model.pretrained if given, the run directory,
+    checkpoints/init; what model.pretrained loaded, for env.json."""
+    pretrained = None
     if cfg.init_from:
         _load_init(engine, cfg)
+    elif cfg.model.pretrained:
+        pretrained = _load_pretrained(engine, cfg)
     elif cfg.model.whiten_init:  # the same numpy result loaded into every engine
         whiten_first_conv(engine, engine.spec, prep.train.x, engine.pre)
     run = RunDir.create(cfg.runs_dir, cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name) if lead else None
@@ -133,7 +142,7 @@ def _start(cfg: Config, engine, prep: Prepared, lead: bool) -> tuple[RunDir | No
         if run is not None:
             shutil.rmtree(run.path, ignore_errors=True)
         raise
-    return run, RunState()
+    return run, RunState(), pretrained
 
 
 def _restore(run: RunDir, engine, state: RunState, replicas: int, steps_per_epoch: int, changed: dict,
@@ -157,7 +166,7 @@ def _restore(run: RunDir, engine, state: RunState, replicas: int, steps_per_epoc
 
 
 def _write_setup(run: RunDir, cfg: Config, spec: ModelSpec, engine, prep: Prepared, changed: dict | None,
-                 state: RunState) -> None:
+                 state: RunState, pretrained: dict | None = None) -> None:
     """config.yaml (resolved), model.yaml (the exact network) and env.json; a resume adds itself to
     env.json's resumes and keeps the environment the run started in."""
     run.has_checkpoint("best")  # finishes a copy to best that a kill cut short
@@ -171,7 +180,10 @@ def _write_setup(run: RunDir, cfg: Config, spec: ModelSpec, engine, prep: Prepar
     ds = prep.dataset
     env["data"] = {"source": ds.source, "checksum": ds.checksum, "class_names": ds.class_names,
                    "image_shape": list(ds.image_shape), "train": len(prep.train),
-                   "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0}
+                   "val": len(prep.val) if prep.val else 0, "test": len(prep.test) if prep.test else 0,
+                   **({"test_held_out": prep.held_out} if prep.held_out else {})}
+    if pretrained is not None:
+        env["pretrained"] = pretrained
     env["replicas"] = {"count": engine.world.size, "processes": engine.world.processes,
                        "batch_size_per_replica": cfg.batch_size, "effective_batch_size": cfg.batch_size * engine.world.size}
     run.write_env(env)
@@ -226,6 +238,23 @@ def _load_init(engine, cfg: Config) -> None:
         what = "" if cfg.init_head else f" (all but the head '{names[-1]}')"
         raise UserError(f"the weights in {folder} do not fit model '{cfg.model.name}'{what} ({str(e)[:160]}); "
                         "give a checkpoint of the same model.") from None
+
+
+def _load_pretrained(engine, cfg: Config) -> dict:
+    """model.pretrained: the file's weights in the neutral layout, loaded like a checkpoint's (from a
+    temporary folder); the head too where the file's class count is the data's, else the head keeps
+    its fresh initialisation."""
+    import tempfile
+
+    from clsf.models.pretrained import load_pretrained
+    from clsf.run.rundir import save_arrays
+
+    imported = load_pretrained(engine.spec, cfg.model.pretrained)
+    with tempfile.TemporaryDirectory(prefix="clsf-pretrained-") as tmp:
+        save_arrays(Path(tmp) / "weights.npz", **{f"{layer}/{k}": v for layer, d in imported.weights.items()
+                                                  for k, v in d.items()})
+        engine.load(Path(tmp), training_state=False, only=set(imported.weights))
+    return imported.info
 
 
 def save_init(run: RunDir | None, engine, prep: Prepared, init_from: str | None) -> None:
