@@ -50,7 +50,7 @@ def test_a_frozen_trunk_does_not_change_by_a_bit(source, tmp_path, engine):
 def test_transfer_mistakes(source, tmp_path, capsys):
     base = ["train", "--engine", "torch", "--data", NEW, "--epochs", "1", "--runs-dir", str(tmp_path), "--quiet"]
     assert main([*base, "--freeze", "trunk"]) == 2
-    assert "freeze=trunk keeps the weights init_from loads" in capsys.readouterr().err
+    assert "freeze=trunk keeps the weights init_from or model.pretrained loads" in capsys.readouterr().err
     assert main([*base, "--init-from", str(source), "model.args.widths=[4, 4]"]) == 2  # seed-cnn from a resnet run
     assert "do not fit model 'seed-cnn' (all but the head 'logits')" in capsys.readouterr().err
     assert main([*base, *RESNET, f"init_from={source}"]) == 2  # the whole model, head included: 3 classes vs 4

@@ -24,11 +24,12 @@ _API = {  # name -> "module" (the function of that name) or "module:function"
     "write_report": "clsf.report.build", "get_spec": "clsf.models.zoo", "load_dataset": "clsf.data",
     "gan": "clsf.gans.train", "predict": "clsf.inference", "save_sample_grid": "clsf.report.grid",
     "list_engines": "clsf.engines:names", "list_recipes": "clsf.recipes:names", "list_models": "clsf.models.zoo:names",
-    "model_summary": "clsf.models.summary:format_summary",
+    "model_summary": "clsf.models.summary:format_summary", "import_model": "clsf.run.imported",
 }
 COMMANDS = {  # `clsf COMMAND` -> the function it calls
     "data info": "load_dataset", "data show": "save_sample_grid", "engines": "list_engines",
-    "recipes": "list_recipes", "models list": "list_models", "models show": "get_spec", "models summary": "model_summary", "train": "train",
+    "recipes": "list_recipes", "models list": "list_models", "models show": "get_spec", "models summary": "model_summary",
+    "models import": "import_model", "train": "train",
     "gan": "gan", "compare": "compare", "sweep": "sweep", "tune": "tune", "report": "write_report", "evaluate": "evaluate",
     "export": "export", "predict": "predict",
 }

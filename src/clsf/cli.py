@@ -33,7 +33,7 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cifar10-sa
                    help="cifar10, mnist, fashion-mnist, cifar10-sample, synthetic[:opts] or a path (default: %(default)s)")
     p.add_argument("--data-dir", help="where named datasets live (else $CLSF_DATA, else the user cache)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="convert image folders to this many channels")
-    p.add_argument("--image-size", type=_image_size, metavar="HxW", help="resize image-folder images to HxW")
+    p.add_argument("--image-size", type=_image_size, metavar="HxW", help="resize the images to HxW")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) images that cannot be decoded")
 
 
@@ -329,6 +329,27 @@ def _models_parser(sub) -> None:
     p.add_argument("--init", choices=("glorot_uniform", "he_uniform", "torch_default"), default=None)
     p.add_argument("--diagram", metavar="PNG", help="also draw the model to this PNG (matplotlib; no graphviz needed)")
     p.set_defaults(func=cmd_models_summary)
+    p = models.add_parser("import", help="pretrained weights as a run directory: predict, evaluate and export it as it is",
+                          description="Read SOURCE's weights (imagenet: an installed package's; or a .pth/.pt, "
+                                      ".safetensors, .weights.h5/.keras/.h5 or .npz file) into a zoo backbone, head and "
+                                      "classes as the file has them, and write a run directory (no training) that "
+                                      "clsf predict, evaluate and export take. To fine-tune, train with "
+                                      "model.pretrained=SOURCE instead.")
+    p.add_argument("source", help="imagenet, or a weights file")
+    p.add_argument("--model", required=True, help="the zoo backbone the weights are for (efficientnet-lite0, mobilenet-v2, "
+                   "resnet-18, resnet-50)")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="the run directory to write (new or empty)")
+    p.add_argument("--image-size", type=_image_size, metavar="HxW", help="input size (default: the weights' own resolution)")
+    p.add_argument("--engine", choices=engine_names(), help="the engine predict uses (default: torch, else keras)")
+    p.set_defaults(func=cmd_models_import)
+
+
+def cmd_models_import(args) -> int:
+    from clsf.run.imported import import_model
+
+    path = import_model(args.source, args.model, args.out, args.image_size, args.engine)
+    print(f"wrote {path}: {args.model} with the weights of {args.source} as a run directory — clsf predict {path} IMAGES")
+    return 0
 
 
 def _train_parser(sub) -> None:

@@ -124,9 +124,13 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty; remove it or choose another --out.")
     trained_with, cfg.engine, filename = cfg.engine, writer, FILES[fmt]
-    prep = load_data(cfg)
-    part = prep.test if prep.test is not None else prep.val
-    images = part.x[:VERIFY_IMAGES]  # uint8 (n, H, W, C)
+    from clsf.run.imported import verification_images
+
+    images = verification_images(run, 64)  # an imported network: seeded random images
+    if images is None:
+        prep = load_data(cfg)
+        part = prep.test if prep.test is not None else prep.val
+        images = part.x[:VERIFY_IMAGES]  # uint8 (n, H, W, C)
     engine = checkpoint_engine(run, cfg, which)
     reference = engine.predict_logits(images)  # (n, K) what clsf computes
     if probabilities:

@@ -397,6 +397,16 @@ def detect(kind: str, arrays: dict, model: str, path: Path) -> str | None:
     return fits[0]
 
 
+def layout_args(layout: str, model: str) -> dict:
+    """The options a layout fixes that `model` has (ResNet-18's basic blocks have no 1x1 stride to place)."""
+    import inspect
+
+    from clsf.models.zoo import REGISTRY
+
+    takes = inspect.signature(REGISTRY[model].build).parameters
+    return {k: v for k, v in LAYOUTS[layout].args.items() if k in takes}
+
+
 def required_args(model: str, source: str) -> tuple[dict, Preprocessing | None]:
     """The model options and preprocessing `model.pretrained=source` fixes, read from the file's names
     (without converting anything): what the config takes before the run starts."""
@@ -405,7 +415,7 @@ def required_args(model: str, source: str) -> tuple[dict, Preprocessing | None]:
     layout = detect(kind, arrays, model, path)
     if layout is None:
         return {}, None
-    return dict(LAYOUTS[layout].args), LAYOUTS[layout].preprocessing
+    return layout_args(layout, model), LAYOUTS[layout].preprocessing
 
 
 def _keras3_by_layout(arrays: dict, mapping: list[tuple[str, str]], spec: ModelSpec) -> dict:
@@ -510,9 +520,21 @@ class Imported:
     info: dict  # for env.json: source, file, sha256, layout
 
 
-def load_pretrained(spec: ModelSpec, source: str) -> Imported:
+def new_head(spec: ModelSpec, name: str, seed: int) -> dict:
+    """A classifier head's first weights by the spec's init rule (Keras' and torch's alike), from
+    numpy's generator seeded by the run's seed: {"kernel": (in, K), "bias": (K,)}."""
+    from clsf.models.spec import leaf_shapes
+
+    (fan_in,), (k,) = leaf_shapes(spec)[name]
+    rng = np.random.default_rng([seed, 20224])
+    limit = {"glorot_uniform": np.sqrt(6 / (fan_in + k)), "he_uniform": np.sqrt(6 / fan_in)}.get(spec.init, fan_in**-0.5)
+    bias = rng.uniform(-fan_in**-0.5, fan_in**-0.5, k) if spec.init == "torch_default" else np.zeros(k)
+    return {"kernel": rng.uniform(-limit, limit, (fan_in, k)).astype(np.float32), "bias": bias.astype(np.float32)}
+
+
+def load_pretrained(spec: ModelSpec, source: str, seed: int = 0) -> Imported:
     """`source`'s weights for `spec` (a zoo backbone with the file's options), neutral and checked; the
-    head kept where its class count matches, else left out (the engine keeps a fresh head)."""
+    head kept where its class count matches, else a new one drawn from `seed` (`new_head`)."""
     from dataclasses import replace
 
     path = resolve(spec.name, source)
@@ -523,8 +545,8 @@ def load_pretrained(spec: ModelSpec, source: str) -> Imported:
     keep = file_classes is None or file_classes == spec.layers[-1].units
     full = spec if keep else replace(spec, layers=spec.layers[:-1] + (replace(spec.layers[-1], units=file_classes),))
     weights = to_neutral(full, kind, arrays, layout, path)
-    if not keep:
-        weights.pop(head_name)
+    if not keep:  # a new head for the data's classes, drawn in numpy: the same start in every engine
+        weights[head_name] = new_head(spec, head_name, seed)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Imported(weights, keep, {"source": source, "file": str(path), "sha256": digest, "layout": layout or "clsf",
                                     "head": "kept" if keep else f"new ({file_classes} classes in the file)"})

@@ -242,14 +242,14 @@ def _load_init(engine, cfg: Config) -> None:
 
 def _load_pretrained(engine, cfg: Config) -> dict:
     """model.pretrained: the file's weights in the neutral layout, loaded like a checkpoint's (from a
-    temporary folder); the head too where the file's class count is the data's, else the head keeps
-    its fresh initialisation."""
+    temporary folder); the head too where the file's class count is the data's, else a new head drawn
+    in numpy from the run's seed — so every engine starts from the same weights."""
     import tempfile
 
     from clsf.models.pretrained import load_pretrained
     from clsf.run.rundir import save_arrays
 
-    imported = load_pretrained(engine.spec, cfg.model.pretrained)
+    imported = load_pretrained(engine.spec, cfg.model.pretrained, cfg.seed)
     with tempfile.TemporaryDirectory(prefix="clsf-pretrained-") as tmp:
         save_arrays(Path(tmp) / "weights.npz", **{f"{layer}/{k}": v for layer, d in imported.weights.items()
                                                   for k, v in d.items()})
