@@ -385,8 +385,9 @@ def _needs(argv: str) -> list:
     """A row of a command that needs an optional extra skips without it, naming the extra."""
     import importlib.util
 
-    if argv.startswith("tune") and importlib.util.find_spec("optuna") is None:
-        return [pytest.mark.skip(reason="clsf tune needs the tune extra: pip install -e '.[tune]'")]
+    if argv.startswith("tune"):
+        return [pytest.mark.extra] + ([pytest.mark.skip(reason="clsf tune needs the tune extra: pip install -e '.[tune]'")]
+                                      if importlib.util.find_spec("optuna") is None else [])
     return []
 
 

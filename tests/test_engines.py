@@ -181,6 +181,7 @@ def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path, monkeypatc
 
 
 @pytest.mark.torch
+@pytest.mark.extra
 def test_tensorboard_reads_a_runs_scalars_pictures_and_settings(tmp_path):
     """Read back by TensorBoard's own reader: per-epoch scalars, the confusion matrix and history
     pictures, and the resolved config on the HParams dashboard (the tensorboard extra)."""

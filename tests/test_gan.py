@@ -137,6 +137,7 @@ def test_a_gan_says_what_it_trains_and_shows_a_bar_on_a_terminal(tmp_path, capsy
 
 
 @pytest.mark.torch
+@pytest.mark.extra
 def test_the_gan_sample_grids_are_in_tensorboard_at_their_steps(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer

@@ -122,6 +122,7 @@ def test_damaged_run_is_one_line_exit_2(runs, tmp_path, capsys):
     assert "holds no clsf run directories" in capsys.readouterr().err
 
 
+@pytest.mark.extra
 def test_markdown_and_html_say_the_same(runs):
     from html import escape
 
@@ -219,6 +220,7 @@ def _experiment_folders(tmp_path, runs) -> dict[str, Path]:
     return {"compare": compare, "sweep": sweep, "tune": tune}
 
 
+@pytest.mark.extra
 def test_reports_open_in_a_real_browser(runs, tmp_path):
     from clsf.report.build import write_report
 

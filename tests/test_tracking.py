@@ -14,6 +14,7 @@ import pytest
 from clsf.cli import main
 
 mlflow = pytest.importorskip("mlflow", reason="the track extra is not installed: pip install -e '.[track]'")
+pytestmark = pytest.mark.extra
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 DATA = "synthetic:train=80,test=20,size=8x8x3,classes=3"

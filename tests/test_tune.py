@@ -15,7 +15,8 @@ import pytest
 
 from clsf.errors import UserError
 
-pytest.importorskip("optuna")
+pytest.importorskip("optuna", reason="the tune extra is not installed: pip install -e '.[tune]'")
+pytestmark = pytest.mark.extra
 
 # tiny trials: the torch engine on synthetic images, seed-cnn a few channels wide
 TRIAL = ["--engine", "torch", "--optimizer", "adam", "data.val_split=0.25", "model.args.widths=[4, 4]",
