@@ -1,7 +1,8 @@
 """A fourth engine in numpy alone, registered by tests/test_core.py with one `register` line: a
 softmax regression on the normalised pixels, trained by SGD with momentum on clsf's data plan. It
 shows that an engine is one file and one registry line: train, resume, evaluate and report run
-through it with no other file changed."""
+through it with no other file changed. Its model is SPEC's (a model file the tests give it): it keeps
+the engine contract, writing that spec's neutral weights."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import numpy as np
 from clsf.data.order import epoch_plan
 from clsf.engines.base import Engine, Meter
 from clsf.models.spec import output_shape
+
+
+SPEC = "layers:\n  - {type: flatten}\n  - {type: dense, name: logits, units: num_classes}\n"  # softmax regression
 
 
 class NumpyEngine(Engine):
@@ -61,13 +65,13 @@ class NumpyEngine(Engine):
     def features(self, x):
         return self._x(x).astype(np.float32)
 
-    def save(self, folder: Path):
-        np.savez(folder / "weights.npz", w=self.w, b=self.b)
+    def save(self, folder: Path):  # the neutral layout of its spec, SPEC: Flatten then Dense "logits"
+        np.savez(folder / "weights.npz", **{"logits/kernel": self.w, "logits/bias": self.b})
         np.savez(folder / "state.npz", vw=self.vw, vb=self.vb, step=self.step)
 
     def load(self, folder: Path, training_state=True, only=None):
         with np.load(folder / "weights.npz") as z:
-            self.w, self.b = z["w"], z["b"]
+            self.w, self.b = z["logits/kernel"], z["logits/bias"]
         if training_state and (folder / "state.npz").exists():
             with np.load(folder / "state.npz") as z:
                 self.vw, self.vb, self.step = z["vw"], z["vb"], int(z["step"])

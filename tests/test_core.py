@@ -19,10 +19,13 @@ DATA = "synthetic:train=120,test=40,size=6x6x3,classes=3"
 
 
 @pytest.fixture
-def numpy_engine():
-    """The fake engine, registered for the test and removed after it."""
+def numpy_engine(tmp_path):
+    """The fake engine, registered for the test and removed after it; its model file's path."""
+    import fake_engine
+
     register("numpy", "fake_engine:NumpyEngine", "softmax regression in numpy (a test's engine)", "numpy")
-    yield "numpy"
+    (tmp_path / "softmax.yaml").write_text(fake_engine.SPEC)
+    yield str(tmp_path / "softmax.yaml")
     ENGINES.pop("numpy")
 
 
@@ -35,7 +38,8 @@ def test_a_fourth_engine_trains_resumes_evaluates_and_reports(numpy_engine, tmp_
     from clsf.run.evaluate import evaluate
     from clsf.run.train import train
 
-    cfg = lambda name: tiny_config("numpy", tmp_path, DATA, "optim.name=sgd", "optim.lr=0.05", epochs=3, run_name=name)
+    cfg = lambda name: tiny_config("numpy", tmp_path, DATA, "optim.name=sgd", "optim.lr=0.05", epochs=3, run_name=name,
+                                   small=[f"model.name={numpy_engine}"])
     whole = train(cfg("whole"), quiet=True)
     cut = train(cfg("cut"), quiet=True, stop_after=1)
     assert RunDir(cut).final() is None and RunDir(cut).meta()["epoch"] == 1
@@ -47,7 +51,8 @@ def test_a_fourth_engine_trains_resumes_evaluates_and_reports(numpy_engine, tmp_
     assert report["weights"] == "checkpoints/last (epoch 3)" and final["test_acc"] > 0.5  # it learned something
     html = write_report([whole])
     assert "numpy" in Path(html).read_text()
-    assert main(["train", "--engine", "numpy", "--data", DATA, "--epochs", "1", "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    assert main(["train", "--engine", "numpy", "--data", DATA, "--epochs", "1", "--runs-dir", str(tmp_path), "--quiet",
+                 "--model", numpy_engine]) == 0
 
 
 def test_the_fake_engines_resume_has_teeth(numpy_engine, tmp_path, monkeypatch):
@@ -56,7 +61,8 @@ def test_the_fake_engines_resume_has_teeth(numpy_engine, tmp_path, monkeypatch):
 
     from clsf.run.train import train
 
-    cfg = lambda name: tiny_config("numpy", tmp_path, DATA, "optim.name=sgd", "optim.lr=0.05", epochs=3, run_name=name)
+    cfg = lambda name: tiny_config("numpy", tmp_path, DATA, "optim.name=sgd", "optim.lr=0.05", epochs=3, run_name=name,
+                                   small=[f"model.name={numpy_engine}"])
     whole = train(cfg("whole"), quiet=True)
     real = fake_engine.NumpyEngine.save
     monkeypatch.setattr(fake_engine.NumpyEngine, "save", lambda self, folder: (real(self, folder), (folder / "state.npz").unlink()))

@@ -266,6 +266,32 @@ def test_every_engine_mixes_alike(monkeypatch):
         assert_same_weights(got["keras"][0], off, rel=1e-4)
 
 
+def _torch_weight_semantics(per, y, weights):
+    """torch's own cross_entropy(weight=w): the batch's weighted losses over the sum of its weights."""
+    w = weights[y]
+    return per * w * len(w) / w.sum()
+
+
+@pytest.mark.parametrize("mixing", [False, True], ids=["labels", "mixed"])
+def test_every_engine_weighs_classes_alike(mixing, monkeypatch):
+    """optim.class_weight (resolved: one weight per class) with label smoothing, on hard labels and on
+    mixup/cutmix's soft ones: keras, tf and torch reach the same weights; the teeth: torch's own
+    weighting (dividing by the batch's sum of weights instead of its size) is caught."""
+    extra = overrides("seed-cnn", "adam", "cosine", True) + ["optim.class_weight=[0.5, 2.0, 1.5]"] + (MIXING if mixing else [])
+    got = train_engines(("keras", "tf", "torch"), extra)
+    assert_same_weights(got["keras"][0], got["tf"][0], abs_=1e-6)
+    assert_same_weights(got["keras"][0], got["torch"][0], rel=1e-4)
+    unweighted = train_case("torch", overrides("seed-cnn", "adam", "cosine", True) + (MIXING if mixing else []), EPOCHS, X, Y,
+                            got["initial"])[0]
+    with pytest.raises(AssertionError, match="difference"):  # the weights do something
+        assert_same_weights(got["keras"][0], unweighted, rel=1e-4)
+    if not mixing:
+        monkeypatch.setattr("clsf.engines.torch_loop.torch_weighted", _torch_weight_semantics)
+        off = train_case("torch", extra, EPOCHS, X, Y, got["initial"])[0]
+        with pytest.raises(AssertionError, match="difference"):
+            assert_same_weights(got["keras"][0], off, rel=1e-4)
+
+
 def _torch_sgd(params, o):
     import torch
 

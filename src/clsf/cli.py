@@ -199,8 +199,11 @@ def cmd_evaluate(args) -> int:
         a = report["agreement"]
         print(f"against the logits saved at training: same prediction on {100 * a['same_prediction']:.2f}% of images, "
               f"max |logit difference| {a['max_abs_logit_diff']:.2g}")
-    for name, acc in report["per_class_acc"].items():
-        print(f"  {name:<14} {'-' if acc is None else f'{acc:.3f}'}")
+    print(f"balanced accuracy {report['balanced_acc']:.4f}  macro-F1 {report['macro_f1']:.4f}")
+    dash = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"  {'class':<14} {'recall':>6} {'precision':>9} {'F1':>6} {'images':>7}")
+    for name, m in report["per_class"].items():
+        print(f"  {name:<14} {dash(m['recall']):>6} {dash(m['precision']):>9} {dash(m['f1']):>6} {m['images']:>7}")
     return 0
 
 

@@ -85,6 +85,9 @@ class OptimConfig:
     ema_every: int = 1  # optimizer steps between EMA updates (airbench: 5)
     ema_power: float = 0.0  # > 0: the decay ramps as ema * (step / total steps)^ema_power (airbench: 3); 0: TF's num_updates warm-up
     lookahead: bool = False  # after each EMA update the weights being trained become the average (airbench's Lookahead)
+    # imbalanced classes: "balanced" (N / (K * n_c) each), {class name: weight}; resolved from the training split into
+    # one weight per class (a list, in class order) in config.yaml (clsf.techniques.class_weights)
+    class_weight: str | dict | list | None = None
 
 
 @dataclass
@@ -176,6 +179,10 @@ def _coerce(key: str, value, typ):
             return float(value)
         if t.startswith("bool"):
             if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if t.startswith("str | dict"):  # a name, a mapping, or (resolved) a list: checked by the field's own rule
+            if not isinstance(value, (str, dict, list)):
                 raise ValueError
             return value
         if t.startswith("str"):
@@ -370,11 +377,25 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def validate(cfg: Config) -> Config:
-    def need(ok: bool, msg: str):
-        if not ok:
-            raise UserError(msg)
+def need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise UserError(msg)
 
+
+def validate(cfg: Config) -> Config:
+    """Every value's range and every combination that cannot work, section by section: one line each."""
+    _validate_run(cfg)
+    _validate_optim(cfg.optim, cfg.epochs)
+    _validate_data(cfg.data)
+    g = cfg.gan
+    need(1 <= g.latent <= 4096, f"gan.latent={g.latent} must be in [1, 4096].")
+    need(0 < g.d_lr < math.inf and 0 < g.g_lr < math.inf, "gan.d_lr and gan.g_lr must be finite numbers > 0.")
+    need(0 <= g.label_noise <= 0.5, f"gan.label_noise={g.label_noise} must be in [0, 0.5] (noise on 0/1 labels).")
+    need(g.sample_every >= 1, f"gan.sample_every={g.sample_every} must be at least 1 (steps).")
+    return cfg
+
+
+def _validate_run(cfg: Config) -> None:
     need(cfg.engine in engine_names(), f"engine '{cfg.engine}' is not known; use one of {', '.join(engine_names())}.")
     need(cfg.freeze in (None, "trunk"), f"freeze '{cfg.freeze}' is not known; use trunk (or leave it out).")
     need(cfg.freeze is None or cfg.init_from or cfg.model.pretrained, "freeze=trunk keeps the weights init_from or "
@@ -407,7 +428,14 @@ def validate(cfg: Config) -> Config:
     need(cfg.early_stop_patience is None or cfg.early_stop_patience >= 1, "early_stop_patience must be >= 1 (or null to turn it off).")
     need(cfg.save_every_steps is None or cfg.save_every_steps >= 1, f"save_every_steps={cfg.save_every_steps} must be >= 1 (or null).")
     need(cfg.save_every_minutes is None or cfg.save_every_minutes > 0, f"save_every_minutes={cfg.save_every_minutes} must be > 0 (or null).")
-    o = cfg.optim
+    need(cfg.track in (None, "mlflow"), f"track '{cfg.track}' is not known; use mlflow (or leave it out).")
+    need(cfg.track_uri is None or re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S*|[^:\s][^:]*", cfg.track_uri) is not None,
+         f"track_uri '{cfg.track_uri}' is not a tracking URI; give one like sqlite:///PATH/mlflow.db, "
+         "http://HOST:PORT or file:///PATH, or a folder path.")
+    need(0 <= cfg.tta_shift <= 8, f"tta_shift={cfg.tta_shift} must be in [0, 8] pixels (airbench shifts by 1).")
+
+
+def _validate_optim(o: OptimConfig, epochs: int) -> None:
     need(o.name in OPTIMIZERS, f"optimizer '{o.name}' is not known; use one of {', '.join(OPTIMIZERS)}.")
     need(0 < o.lr < math.inf, f"optim.lr={o.lr} must be a finite number > 0.")
     need(o.schedule in SCHEDULES, f"optim.schedule '{o.schedule}' is not known; use one of {', '.join(SCHEDULES)}.")
@@ -419,15 +447,20 @@ def validate(cfg: Config) -> Config:
     need(o.ema > 0 or not (o.lookahead or o.ema_power), "optim.lookahead and optim.ema_power shape the weight average; "
          "give optim.ema too (e.g. optim.ema=0.99), or leave them out.")
     need(o.clip_norm is None or o.clip_norm > 0, f"optim.clip_norm={o.clip_norm} must be > 0 (or null).")
+    from clsf.techniques import class_weights
+
+    class_weights.check(o.class_weight)
     need(0 <= o.momentum < 1 and 0 < o.rho < 1 and 0 < o.beta1 < 1 and 0 < o.beta2 < 1,
          "optim.momentum must be in [0, 1) and rho/beta1/beta2 in (0, 1).")
     need(o.eps > 0, "optim.eps must be > 0.")
-    need(0 <= o.warmup_epochs <= cfg.epochs, f"optim.warmup_epochs={o.warmup_epochs} must lie in [0, epochs].")
+    need(0 <= o.warmup_epochs <= epochs, f"optim.warmup_epochs={o.warmup_epochs} must lie in [0, epochs].")
     need(o.step_epochs >= 1 and 0 < o.gamma <= 1, "optim.step_epochs must be >= 1 and optim.gamma in (0, 1].")
     need(0 <= o.min_lr < o.lr, f"optim.min_lr={o.min_lr} must be in [0, lr).")
+
+
+def _validate_data(d: DataConfig) -> None:
     from clsf.data.transforms import Preprocess
 
-    d = cfg.data
     Preprocess.of(d).validate()
     need(d.image_size is None or (len(d.image_size) == 2 and min(d.image_size) > 0), "data.image_size must be [H, W].")
     need(d.image_size is None or max(d.image_size) <= MAX_IMAGE_SIDE,
@@ -441,22 +474,11 @@ def validate(cfg: Config) -> Config:
                                 "images held out to test on; 0 turns it off).")
     need(all(v is None or v >= 1 for v in (d.train_subset, d.val_subset, d.test_subset)),
          "data.train_subset/val_subset/test_subset must be >= 1 (or null for all).")
-    need(cfg.track in (None, "mlflow"), f"track '{cfg.track}' is not known; use mlflow (or leave it out).")
-    need(cfg.track_uri is None or re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S*|[^:\s][^:]*", cfg.track_uri) is not None,
-         f"track_uri '{cfg.track_uri}' is not a tracking URI; give one like sqlite:///PATH/mlflow.db, "
-         "http://HOST:PORT or file:///PATH, or a folder path.")
-    need(0 <= cfg.tta_shift <= 8, f"tta_shift={cfg.tta_shift} must be in [0, 8] pixels (airbench shifts by 1).")
     for key in ("mixup", "cutmix"):
         a = getattr(d, key)
         need(math.isfinite(a) and 0 <= a <= 100, f"data.{key}={a} must be in [0, 100] (a Beta concentration, e.g. "
              f"{0.2 if key == 'mixup' else 1.0}; 0 turns it off).")
     need(d.crop_padding <= MAX_CROP_PADDING, f"data.crop_padding={d.crop_padding} must be at most {MAX_CROP_PADDING} pixels.")
-    g = cfg.gan
-    need(1 <= g.latent <= 4096, f"gan.latent={g.latent} must be in [1, 4096].")
-    need(0 < g.d_lr < math.inf and 0 < g.g_lr < math.inf, "gan.d_lr and gan.g_lr must be finite numbers > 0.")
-    need(0 <= g.label_noise <= 0.5, f"gan.label_noise={g.label_noise} must be in [0, 0.5] (noise on 0/1 labels).")
-    need(g.sample_every >= 1, f"gan.sample_every={g.sample_every} must be at least 1 (steps).")
-    return cfg
 
 
 def build_config(config_file: str | None = None, flags: dict | None = None, overrides: list[str] | None = None,

@@ -93,6 +93,9 @@ class Engine(ABC):
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
         self.classes = output_shape(spec)[0]  # K: the logits' width (and mixed batches' soft-label width)
+        # optim.class_weight, resolved from the training split (clsf.techniques.class_weights): (K,) or None
+        w = cfg.optim.class_weight
+        self.class_weights = [float(v) for v in w] if isinstance(w, list) else None
 
     @classmethod
     def detect_world(cls) -> World:

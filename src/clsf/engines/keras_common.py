@@ -100,11 +100,18 @@ def make_strategy(cfg: Config, world: World):
     return strategy
 
 
-def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False, soft: bool = False):
+def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False, soft: bool = False,
+              class_weights: list[float] | None = None):
     """Cross-entropy on logits (the model outputs logits; softmax lives inside the loss); `soft`:
-    the labels are (B, K) rows (mixup/cutmix), smoothed the same way as one-hot ones."""
+    the labels are (B, K) rows (mixup/cutmix), smoothed the same way as one-hot ones; `class_weights`:
+    each image's loss weighted by its class (clsf.techniques.class_weights)."""
     import keras
 
+    if class_weights is not None:
+        from clsf.techniques.class_weights import keras_loss
+
+        inner = make_loss(num_classes, label_smoothing, per_image=True, soft=soft)
+        return keras_loss(inner, class_weights, soft, None if per_image else "sum_over_batch_size")
     reduction = None if per_image else "sum_over_batch_size"  # per_image: (B,) losses, the caller weights them
     if soft:
         return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=reduction)
@@ -154,7 +161,7 @@ class KerasBase(Engine):
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
         self.freeze_trunk(True)
-        self.loss_fn = make_loss(self.classes, cfg.optim.label_smoothing, soft=self.pre.mixes)
+        self.loss_fn = make_loss(self.classes, cfg.optim.label_smoothing, soft=self.pre.mixes, class_weights=self.class_weights)
         self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
 
         h, w, c = spec.input_shape

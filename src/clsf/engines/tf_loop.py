@@ -59,7 +59,7 @@ class TFLoopEngine(KerasBase):
         import tensorflow as tf
 
         model, optimizer, traces, strategy = self.model, self.optimizer, self.traces, self.strategy
-        per_image = make_loss(self.classes, self.cfg.optim.label_smoothing, per_image=True)
+        per_image = make_loss(self.classes, self.cfg.optim.label_smoothing, per_image=True, class_weights=self.class_weights)
         replicas = self.world.size
 
         def replica_step(x, y, scale):

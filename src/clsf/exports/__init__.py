@@ -109,11 +109,25 @@ def _read(path: Path) -> bytes:
         raise UserError(f"cannot read {path} ({e.strerror or e}); export the run again.") from None
 
 
+def _verification_images(run: RunDir, cfg):
+    """The images an export is checked on: up to VERIFY_IMAGES of the run's test split (else its
+    validation split), or for an imported network (no data of its own) seeded random ones."""
+    from clsf.run.imported import verification_images
+    from clsf.run.setup import load_data
+
+    images = verification_images(run, 64)
+    if images is None:
+        prep = load_data(cfg)
+        part = prep.test if prep.test is not None else prep.val
+        images = part.x[:VERIFY_IMAGES]  # uint8 (n, H, W, C)
+    return images
+
+
 def export(run: str | Path, fmt: str, out: str | Path | None = None, probabilities: bool = False,
            which: str | None = None) -> dict:
     """Write RUN's model (or checkpoint `which`) in `fmt` to `out` (default RUN/export/FMT), verified;
     return clsf.json's content."""
-    from clsf.run.setup import checkpoint_engine, load_data
+    from clsf.run.setup import checkpoint_engine
 
     writer = engine_for_format(fmt)  # refuses an unknown format
     run = RunDir.open(run, None)
@@ -124,13 +138,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty; remove it or choose another --out.")
     trained_with, cfg.engine, filename = cfg.engine, writer, FILES[fmt]
-    from clsf.run.imported import verification_images
-
-    images = verification_images(run, 64)  # an imported network: seeded random images
-    if images is None:
-        prep = load_data(cfg)
-        part = prep.test if prep.test is not None else prep.val
-        images = part.x[:VERIFY_IMAGES]  # uint8 (n, H, W, C)
+    images = _verification_images(run, cfg)
     engine = checkpoint_engine(run, cfg, which)
     reference = engine.predict_logits(images)  # (n, K) what clsf computes
     if probabilities:

@@ -263,7 +263,7 @@ def check_keras(path: Path) -> None:
                 cls, module = node["class_name"], node.get("module")
                 registered = node.get("registered_name")
                 ours = isinstance(registered, str) and registered.startswith("clsf>")
-                if not ours and (cls not in KERAS_CLASSES or not (module is None or str(module).split(".")[0] == "keras")):
+                if not ours and (cls not in KERAS_CLASSES or not (module is None or re.match(r"keras(\.|$)", str(module)))):
                     raise _refuse(path, f"the class {module + '.' if module else ''}{cls}")
             for v in node.values():
                 walk(v)
@@ -277,23 +277,8 @@ def check_keras(path: Path) -> None:
 
 
 def _check_h5_links(path: Path, raw: bytes) -> None:
-    import io
+    from clsf.models.pretrained import h5_problems
 
-    import h5py
-
-    try:
-        with h5py.File(io.BytesIO(raw), "r") as f:
-            found = []
-
-            def visit(name, link):  # links as written, none followed (an external one would open its file)
-                if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
-                    found.append(f"a link {name}")
-                elif isinstance(f[name], h5py.Dataset) and (f[name].external or f[name].is_virtual):
-                    found.append(f"a dataset {name} stored in another file")
-
-            f.visititems_links(visit)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}'s weights are not an HDF5 file clsf can read ({str(e)[:120]}); export the run "
-                        "again.") from None
+    found = h5_problems(path, raw)
     if found:
         raise _refuse(path, found[0])

@@ -327,6 +327,28 @@ def _read_keras_archive(path: Path) -> dict:
     return _read_h5(path, weights, order)
 
 
+def h5_problems(path: Path, raw: bytes) -> list[str]:
+    """What in an HDF5 file would make a reader open other files: external or soft links, datasets
+    stored in other files (external, virtual). Read without following any link."""
+    import io
+
+    import h5py
+
+    found = []
+    try:
+        with h5py.File(io.BytesIO(raw), "r") as f:
+            def visit(name, link):  # links as written, none followed (an external one would open its file)
+                if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+                    found.append(f"a link {name}")
+                elif isinstance(f[name], h5py.Dataset) and (f[name].external or f[name].is_virtual):
+                    found.append(f"a dataset {name} stored in another file")
+
+            f.visititems_links(visit)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not an HDF5 file clsf can read ({str(e)[:120]}); save the weights again.") from None
+    return found
+
+
 def _read_h5(path: Path, raw: bytes, order: list | None = None) -> dict:
     """Keras weights as {layer name: [arrays in the layer's variable order]}. Keras 2 files name their
     layers (attrs layer_names/weight_names); Keras 3 files hold layers/<class>_<n>/vars/<i>, which
@@ -335,9 +357,10 @@ def _read_h5(path: Path, raw: bytes, order: list | None = None) -> dict:
 
     import h5py
 
-    from clsf.exports.safety import _check_h5_links
-
-    _check_h5_links(path, raw)  # no external links or storage: only this file is read
+    problems = h5_problems(path, raw)  # no external links or storage: only this file is read
+    if problems:
+        raise UserError(f"{path} holds {problems[0]}, which would make a reader open another file; clsf reads weights "
+                        "stored in the file itself.")
     out = {}
     with h5py.File(io.BytesIO(raw), "r") as f:
         if "layer_names" in f.attrs:  # Keras 2 (and keras.applications' published files)

@@ -93,8 +93,13 @@ def run_page(rec: RunRecord) -> Page:
         page.heading("Test set")
         page.image("confusion", plots.plot_confusion(np.array(f["confusion"]), names, None, page.title),
                    "confusion matrix (rows: true class; colour: fraction of the true class)")
-        page.table(["class", "test accuracy", "images"],
-                   [[n, fmt(a, 3), int(np.sum(f["confusion"][i]))] for i, (n, a) in enumerate(f["per_class_acc"].items())])
+        per = f.get("per_class") or {}  # runs from before per-class precision and F1 show accuracy alone
+        if f.get("macro_f1") is not None:
+            page.text(f"Test accuracy {fmt(f['test_acc'], 4)}, balanced accuracy {fmt(f['balanced_acc'], 4)} (the mean of "
+                      f"the classes' recalls), macro-F1 {fmt(f['macro_f1'], 4)}.")
+        page.table(["class", "recall (test accuracy)", "precision", "F1", "images"],
+                   [[n, fmt(a, 3), fmt(per.get(n, {}).get("precision"), 3), fmt(per.get(n, {}).get("f1"), 3),
+                     int(np.sum(f["confusion"][i]))] for i, (n, a) in enumerate(f["per_class_acc"].items())])
         pred = rec.predictions()
         if pred is not None and "mistake_images" in pred and len(pred["mistake_index"]):
             k = min(MISTAKES_SHOWN, len(pred["mistake_index"]))

@@ -16,6 +16,7 @@ from clsf.data.base import machine_memory
 from clsf.models.spec import ModelSpec, output_shape, param_count, training_bytes
 from clsf.models.yaml_spec import is_spec_file
 from clsf.models.zoo import get_spec
+from clsf.techniques import class_weights
 from clsf.run.rundir import RunDir
 
 
@@ -26,6 +27,8 @@ def load_data(cfg: Config) -> Prepared:
     if d.scale == "standardize" and (d.mean is None or d.std is None):  # from the training split only; stored in config.yaml
         x = prep.train.x
         d.mean, d.std = channel_stats(sample_for_stats(x, cfg.seed) if isinstance(x, Files) else x)  # streamed: 10k of them
+    # one weight per class, from the training split likewise (config.yaml keeps the resolved list)
+    cfg.optim.class_weight = class_weights.resolve(cfg.optim.class_weight, prep.train.y, ds.class_names)
     return prep
 
 
@@ -72,4 +75,20 @@ def test_report(logits: np.ndarray, y: np.ndarray, class_names: list[str]) -> di
     np.add.at(cm, (y, pred), 1)
     per_class = {name: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, name in enumerate(class_names)}
     return {"test_loss": loss, "test_acc": acc, "test_images": int(len(y)), "per_class_acc": per_class,
-            "confusion": cm.tolist(), "class_names": class_names}
+            **class_metrics(cm, class_names), "confusion": cm.tolist(), "class_names": class_names}
+
+
+def class_metrics(cm: np.ndarray, class_names: list[str]) -> dict:
+    """From a confusion matrix (rows: true class): each class's precision, recall and F1, and over the
+    classes with test images their mean recall (balanced accuracy) and mean F1 (macro-F1): the
+    numbers that say how the rare classes fare, where plain accuracy says how the common ones do."""
+    support, predicted, hits = cm.sum(1), cm.sum(0), np.diag(cm)
+    per = {}
+    for i, name in enumerate(class_names):
+        p = float(hits[i] / predicted[i]) if predicted[i] else 0.0
+        r = float(hits[i] / support[i]) if support[i] else None
+        f1 = (2 * p * r / (p + r) if p + r else 0.0) if r is not None else None
+        per[name] = {"precision": p, "recall": r, "f1": f1, "images": int(support[i])}
+    present = [v for v in per.values() if v["recall"] is not None]
+    return {"per_class": per, "balanced_acc": float(np.mean([v["recall"] for v in present])) if present else None,
+            "macro_f1": float(np.mean([v["f1"] for v in present])) if present else None}

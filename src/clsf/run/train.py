@@ -30,6 +30,7 @@ from clsf.run.setup import build_spec, load_data, test_report
 from clsf.run.state import RunState
 from clsf.run.tracking import MlflowTracking, require_mlflow
 from clsf.run.whitening import whiten_first_conv
+from clsf.techniques.class_weights import imbalance_warning
 from clsf.words import count
 
 MISTAKES = 48  # misclassified test images kept in predictions.npz for the report
@@ -60,6 +61,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         raise UserError(f"{prep.dataset.source} has no test images to report on; add a test/ folder of the same "
                         "classes (or a test split to the file), or hold some out with data.test_split=0.2.")
     spec = build_spec(cfg, prep.dataset.image_shape, prep.dataset.num_classes, run)
+    if run is None and cfg.optim.class_weight is None and (warning := imbalance_warning(prep.train.y, prep.dataset.class_names)):
+        print(warning, file=sys.stderr)  # shown even with --quiet, once, as the run starts
     fingerprint = fingerprints(cfg, spec)
     if state is not None:
         check_fingerprints(run, state, fingerprint)  # before anything is written
@@ -184,6 +187,8 @@ def _write_setup(run: RunDir, cfg: Config, spec: ModelSpec, engine, prep: Prepar
                    **({"test_held_out": prep.held_out} if prep.held_out else {})}
     if pretrained is not None:
         env["pretrained"] = pretrained
+    if cfg.optim.class_weight is not None:
+        env["data"]["class_weights"] = dict(zip(ds.class_names, cfg.optim.class_weight))
     env["replicas"] = {"count": engine.world.size, "processes": engine.world.processes,
                        "batch_size_per_replica": cfg.batch_size, "effective_batch_size": cfg.batch_size * engine.world.size}
     run.write_env(env)
@@ -313,9 +318,12 @@ def _summary(run: RunDir, cfg: Config, engine, prep: Prepared, rows: list[dict],
              f"data       {prep.dataset.source} ({len(prep.train)} train / {len(prep.val) if prep.val else 0} val / {len(prep.test)} test)",
              f"recipe     {cfg.optim.name} lr {cfg.optim.lr} ({cfg.optim.schedule}), batch {cfg.batch_size}, {count(len(rows), 'epoch')}, seed {cfg.seed}",
              f"train time {total_s:.1f}s ({np.mean([r['images_per_s'] for r in rows]):.0f} images/s)",
-             f"test       loss {final['test_loss']:.4f}  acc {final['test_acc']:.4f}", "",
-             "per-class test accuracy:"]
-    lines += [f"  {name:<14} {acc:.3f}" if acc is not None else f"  {name:<14} -" for name, acc in final["per_class_acc"].items()]
+             f"test       loss {final['test_loss']:.4f}  acc {final['test_acc']:.4f}  balanced acc "
+             f"{final['balanced_acc']:.4f}  macro-F1 {final['macro_f1']:.4f}", "",
+             f"  {'class':<14} {'recall':>6} {'precision':>9} {'F1':>6} {'images':>7}"]
+    dash = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines += [f"  {name:<14} {dash(m['recall']):>6} {dash(m['precision']):>9} {dash(m['f1']):>6} {m['images']:>7}"
+              for name, m in final["per_class"].items()]
     if tracing:
         lines += ["", "traced functions:"] + [
             f"  {fn:<13} traced {t['traces']} time(s)" + (f", {t['graph_nodes']:,} graph nodes" if t["graph_nodes"] else "")
