@@ -91,7 +91,7 @@ class TorchEngine(Engine):
         self.memory_format = torch.channels_last if cfg.torch.channels_last and not narrow else torch.contiguous_format
         self.model = model.to(self.torch_device, memory_format=self.memory_format)
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
-        self.weights = None if self.class_weights is None else torch.tensor(self.class_weights, device=self.torch_device)
+        self.loss_weights = None if self.class_weights is None else torch.tensor(self.class_weights, device=self.torch_device)
         self.step = 0  # global step: the schedule's only state
         self.freeze_trunk(True)
         self._resident = (None,)  # a GPU run: (key of the numpy split, x on the device, y on the device)
@@ -161,8 +161,8 @@ class TorchEngine(Engine):
             with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
                 logits = self.forward(xb).float()  # (B, K) logits, no softmax; float32 for the loss
             per = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing, reduction="none")  # (B,)
-            if self.weights is not None:  # optim.class_weight: mean of w[y] * loss, as Keras weighs samples
-                per = torch_weighted(per, yb, self.weights)
+            if self.loss_weights is not None:  # optim.class_weight: mean of w[y] * loss, as Keras weighs samples
+                per = torch_weighted(per, yb, self.loss_weights)
             if w.size == 1:
                 loss = per.mean()
             else:  # this process's share of the global batch's mean (DDP averages over processes)
