@@ -65,8 +65,12 @@ def entry(name: str) -> EngineEntry:
 
 
 def engine_class(name: str) -> type[Engine]:
-    """The engine's class, its framework imported (quietly, once) or refused naming the extra."""
+    """The engine's class, its framework imported (quietly, once) or refused naming the extra; the
+    process's allocator set to keep freed memory (clsf.frameworks.keep_freed_memory)."""
+    from clsf.frameworks import keep_freed_memory
+
     e = entry(name)
+    keep_freed_memory()
     if e.requires == "tensorflow":
         from clsf.frameworks import import_tf
 
