@@ -58,6 +58,9 @@ class ModelConfig:
     init: str = "glorot_uniform"  # "glorot_uniform" (Keras' default) | "he_uniform" | "torch_default"
     args: dict = field(default_factory=dict)  # the model function's options, e.g. {dropout: 0.5}
     whiten_init: bool = False  # the first conv from the training images' patch whitening (airbench's init; clsf.run.whitening)
+    # every batch norm keeps its moving statistics, in training too (its scale and shift train): for fine-tuning a
+    # pretrained network on little data, where batch statistics of a few images would replace ImageNet's
+    bn_frozen: bool = False
     # start from pretrained weights: "imagenet" (an installed package's, e.g. efficientnet-lite0's) or a weights file
     # (.pth/.pt, .safetensors, .weights.h5/.keras/.h5, .npz); fixes the options and preprocessing they need (clsf.models.pretrained)
     pretrained: str | None = None
@@ -88,6 +91,9 @@ class OptimConfig:
     # imbalanced classes: "balanced" (N / (K * n_c) each), {class name: weight}; resolved from the training split into
     # one weight per class (a list, in class order) in config.yaml (clsf.techniques.class_weights)
     class_weight: str | dict | list | None = None
+    # with freeze=trunk and unfreeze_after: once every layer trains, the schedule starts again over the remaining
+    # epochs at this peak rate (a lower one keeps the pretrained features; clsf.engines.schedule.lr_at)
+    unfreeze_lr: float | None = None
 
 
 @dataclass
@@ -407,6 +413,10 @@ def _validate_run(cfg: Config) -> None:
          "give one of them.")
     need(cfg.unfreeze_after is None or (cfg.freeze == "trunk" and cfg.unfreeze_after >= 1),
          f"unfreeze_after={cfg.unfreeze_after} needs freeze=trunk and at least 1 frozen epoch; give --freeze trunk, or leave it out.")
+    need(cfg.unfreeze_after is None or cfg.unfreeze_after < cfg.epochs, f"unfreeze_after={cfg.unfreeze_after} leaves no "
+         f"epoch to train every layer in ({cfg.epochs} in all); give more --epochs, or freeze=trunk alone.")
+    need(cfg.optim.unfreeze_lr is None or cfg.unfreeze_after, "optim.unfreeze_lr is the rate once the trunk unfreezes; "
+         "give unfreeze_after (and freeze=trunk) too, or leave it out.")
     need(cfg.precision in PRECISIONS, f"precision '{cfg.precision}' is not known; use one of {', '.join(PRECISIONS)}.")
     need(cfg.tf.mode in TF_MODES, f"tf.mode '{cfg.tf.mode}' is not known; use one of {', '.join(TF_MODES)}.")
     need(1 <= cfg.epochs <= MAX_EPOCHS, f"epochs={cfg.epochs} must be in [1, {MAX_EPOCHS:,}].")
@@ -456,6 +466,8 @@ def _validate_optim(o: OptimConfig, epochs: int) -> None:
     need(0 <= o.warmup_epochs <= epochs, f"optim.warmup_epochs={o.warmup_epochs} must lie in [0, epochs].")
     need(o.step_epochs >= 1 and 0 < o.gamma <= 1, "optim.step_epochs must be >= 1 and optim.gamma in (0, 1].")
     need(0 <= o.min_lr < o.lr, f"optim.min_lr={o.min_lr} must be in [0, lr).")
+    need(o.unfreeze_lr is None or 0 < o.unfreeze_lr < math.inf, f"optim.unfreeze_lr={o.unfreeze_lr} must be a finite "
+         "number > 0 (the peak rate once the trunk unfreezes), or null.")
 
 
 def _validate_data(d: DataConfig) -> None:

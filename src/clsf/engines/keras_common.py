@@ -69,7 +69,8 @@ def schedule(cfg: Config, steps_per_epoch: int):
 
         def fill(self, step: int) -> None:
             self.start.assign(step)
-            self.table.assign(np.array([lr_at(step + i, steps_per_epoch, cfg.epochs, cfg.optim) for i in range(n)],
+            self.table.assign(np.array([lr_at(step + i, steps_per_epoch, cfg.epochs, cfg.optim, cfg.unfreeze_after)
+                                        for i in range(n)],
                                        np.float32))
 
         def get_config(self):

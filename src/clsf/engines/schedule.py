@@ -10,7 +10,19 @@ import math
 from clsf.config import OptimConfig
 
 
-def lr_at(step: int, steps_per_epoch: int, epochs: int, o: OptimConfig) -> float:
+def lr_at(step: int, steps_per_epoch: int, epochs: int, o: OptimConfig, unfreeze_after: int | None = None) -> float:
+    """The rate of global step `step`. With optim.unfreeze_lr and unfreeze_after (freeze=trunk for that
+    many epochs), the run is two phases, each the schedule over its own epochs: the head alone at
+    optim.lr, then every layer at optim.unfreeze_lr (fastai's fine_tune: two one-cycles)."""
+    if o.unfreeze_lr is not None and unfreeze_after:
+        from dataclasses import replace
+
+        cut = unfreeze_after * steps_per_epoch
+        if step < cut:
+            return lr_at(step, steps_per_epoch, unfreeze_after, replace(o, unfreeze_lr=None))
+        second = replace(o, lr=o.unfreeze_lr, unfreeze_lr=None, min_lr=min(o.min_lr, o.unfreeze_lr / 10),
+                         warmup_epochs=min(o.warmup_epochs, epochs - unfreeze_after))
+        return lr_at(step - cut, steps_per_epoch, epochs - unfreeze_after, second)
     total = max(1, steps_per_epoch * epochs)
     warm = int(round(o.warmup_epochs * steps_per_epoch))
     if o.schedule == "onecycle":

@@ -156,7 +156,7 @@ class TorchEngine(Engine):
         o, w = self.cfg.optim, self.world
         for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64 or (B, K) soft
             for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o)
+                group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o, self.cfg.unfreeze_after)
             xb = xb.contiguous(memory_format=self.memory_format)
             with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
                 logits = self.forward(xb).float()  # (B, K) logits, no softmax; float32 for the loss

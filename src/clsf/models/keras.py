@@ -104,6 +104,25 @@ def scaled_bias_batch_norm_class():
     return _SCALED_BN[0]
 
 
+_FROZEN_BN = []
+
+
+def frozen_batch_norm_class():
+    """Batch norm that normalises by its moving statistics in training too and never updates them,
+    its scale and shift still training (the spec's BatchNorm.frozen; made once, registered so .keras
+    files reload). Keras' own trainable=False freezes the scale and shift as well."""
+    if not _FROZEN_BN:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="clsf")
+        class FrozenStatsBatchNorm(keras.layers.BatchNormalization):
+            def call(self, inputs, training=None, mask=None):
+                return super().call(inputs, training=False, mask=mask)
+
+        _FROZEN_BN.append(FrozenStatsBatchNorm)
+    return _FROZEN_BN[0]
+
+
 _PAD = []
 
 
@@ -140,6 +159,7 @@ def register_custom_layers() -> None:
     """clsf's own Keras layers, registered so a .keras file using them reloads (safe mode)."""
     activity_penalty_class()
     scaled_bias_batch_norm_class()
+    frozen_batch_norm_class()
     pad_class()
 
 
@@ -217,6 +237,8 @@ def _apply(layer, x, prefix: str, spec: ModelSpec):
         seed = None if _DROPOUT_SEED[0] is None else (_DROPOUT_SEED[0] ^ zlib.crc32(name.encode())) % 2**31
         return L.Dropout(layer.rate, seed=seed, name=name)(x)
     if t is BatchNorm:
+        if layer.frozen:
+            return frozen_batch_norm_class()(momentum=layer.momentum, epsilon=layer.epsilon, scale=layer.scale, name=name)(x)
         if layer.bias_scale != 1:
             return scaled_bias_batch_norm_class()(layer.bias_scale, momentum=layer.momentum, epsilon=layer.epsilon,
                                                   scale=layer.scale, name=name)(x)

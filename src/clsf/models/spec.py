@@ -136,6 +136,9 @@ class BatchNorm:
     # the layer adds bias_scale * beta, beta being the stored weight: a gradient step moves the bias
     # bias_scale^2 times further, weight decay alike (airbench's 64x learning rate for these biases: 8.0)
     bias_scale: float = 1.0
+    # statistics fixed: it normalises by its moving statistics in training too and never updates them
+    # (its scale and shift still train): fine-tuning on little data keeps the pretrained statistics
+    frozen: bool = False
 
 
 @dataclass(frozen=True)
@@ -349,6 +352,8 @@ def validate(spec: ModelSpec) -> None:
             raise SpecError(f"layer '{name}': l1 and l2 must be >= 0")
         if isinstance(layer, BatchNorm) and not (math.isfinite(layer.bias_scale) and layer.bias_scale > 0):
             raise SpecError(f"layer '{name}': bias_scale {layer.bias_scale} must be a positive number")
+        if isinstance(layer, BatchNorm) and layer.frozen and layer.bias_scale != 1:
+            raise SpecError(f"layer '{name}': a frozen batch norm takes no bias_scale")
         if isinstance(layer, Scale) and not (math.isfinite(layer.factor) and layer.factor != 0):
             raise SpecError(f"layer '{name}': factor {layer.factor} must be a finite, non-zero number")
         for f in fields(layer):
@@ -370,6 +375,25 @@ def validate(spec: ModelSpec) -> None:
         if act not in ACTIVATIONS:
             raise SpecError(f"block '{layer.name}': activation '{act}' is not known; use one of {', '.join(ACTIVATIONS)}")
     infer_shapes(spec)
+
+
+def freeze_batch_norms(spec: ModelSpec) -> ModelSpec:
+    """The spec with every batch norm's statistics fixed (BatchNorm.frozen), composite blocks included."""
+    from dataclasses import replace
+
+    def layers(items):
+        out = []
+        for layer in items:
+            if isinstance(layer, BatchNorm):
+                layer = replace(layer, frozen=True)
+            elif isinstance(layer, Residual):
+                layer = replace(layer, body=layers(layer.body), shortcut=layers(layer.shortcut))
+            elif isinstance(layer, SqueezeExcite):
+                layer = replace(layer, body=layers(layer.body))
+            out.append(layer)
+        return tuple(out)
+
+    return replace(spec, layers=layers(spec.layers))
 
 
 def output_activation(spec: ModelSpec) -> str:

@@ -128,15 +128,19 @@ class _KerasVariance:
     The spec's scale=False drops the weight (gamma = 1); bias_scale multiplies the stored bias."""
 
     bias_scale = 1.0
+    frozen = False  # statistics fixed (the spec's BatchNorm.frozen): the moving ones, in training too
 
-    def configure(self, scale: bool, bias_scale: float):
+    def configure(self, scale: bool, bias_scale: float, frozen: bool = False):
         if not scale:
             del self.weight
             self.register_parameter("weight", None)
-        self.bias_scale = float(bias_scale)
+        self.bias_scale, self.frozen = float(bias_scale), bool(frozen)
         return self
 
     def forward(self, x):
+        if self.frozen:  # normalise by the moving statistics, never update them; scale and shift still train
+            self._check_input_dim(x)
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         bias = self.bias if self.bias_scale == 1 else self.bias * self.bias_scale
         if not (self.training and self.track_running_stats):
             if bias is self.bias:
@@ -206,7 +210,7 @@ def _module(layer, in_shape: tuple) -> nn.Module:
     if t is BatchNorm:
         cls = BatchNorm2d if len(in_shape) == 3 else BatchNorm1d
         bn = cls(in_shape[-1], eps=layer.epsilon, momentum=1 - layer.momentum)  # torch momentum = 1 - Keras'
-        return bn.configure(layer.scale, layer.bias_scale)
+        return bn.configure(layer.scale, layer.bias_scale, layer.frozen)
     if t is Scale:
         factor = float(layer.factor)
         return Lambda(lambda x: x * factor, f"x {factor:g}")

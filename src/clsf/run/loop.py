@@ -65,7 +65,7 @@ def epoch_row(engine, data: Prepared, cfg: Config, state: RunState, meter: Meter
     val_loss = val_acc = None
     if data.val is not None:
         val_loss, val_acc = metrics_from_logits(logits_of(engine, data.val.x, cfg), data.val.y)
-    lr = lr_at(engine.global_step() - 1, steps_per_epoch, cfg.epochs, cfg.optim)  # the epoch's last step
+    lr = lr_at(engine.global_step() - 1, steps_per_epoch, cfg.epochs, cfg.optim, cfg.unfreeze_after)  # the epoch's last step
     return {"epoch": state.epoch + 1, "train_loss": meter.loss, "train_acc": meter.acc, "val_loss": val_loss,
             "val_acc": val_acc, "lr": lr, "seconds": seconds, "images_per_s": meter.seen / seconds,
             "peak_mem_mb": peak_memory_mb()}

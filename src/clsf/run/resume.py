@@ -89,8 +89,8 @@ def check_fingerprints(run: RunDir, state: RunState, now: dict) -> None:
 def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:
     step = meta["global_step"]
     spe = max(1, round(step / meta["epoch"]))  # steps per epoch, as trained
-    before = lr_at(step - 1, spe, old_epochs, cfg.optim)
-    after = lr_at(step, spe, cfg.epochs, cfg.optim)
+    before = lr_at(step - 1, spe, old_epochs, cfg.optim, cfg.unfreeze_after)
+    after = lr_at(step, spe, cfg.epochs, cfg.optim, cfg.unfreeze_after)
     print(f"clsf: warning: optim.schedule={cfg.optim.schedule} spans the run's total epochs, so extending it from "
           f"{old_epochs} to {cfg.epochs} recomputes the curve: the learning rate goes from {before:.3g} (last step "
           f"trained) to {after:.3g} at epoch {meta['epoch'] + 1} and then falls to {cfg.optim.min_lr:g} by epoch "

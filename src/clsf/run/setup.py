@@ -13,7 +13,7 @@ from clsf.engines import create_engine
 from clsf.engines.base import metrics_from_logits
 from clsf.errors import UserError
 from clsf.data.base import machine_memory
-from clsf.models.spec import ModelSpec, output_shape, param_count, training_bytes
+from clsf.models.spec import ModelSpec, freeze_batch_norms, output_shape, param_count, training_bytes
 from clsf.models.yaml_spec import is_spec_file
 from clsf.models.zoo import get_spec
 from clsf.techniques import class_weights
@@ -43,6 +43,8 @@ def build_spec(cfg: Config, image_shape, num_classes: int, run: RunDir | None = 
     if spec is None or spec.kind != "classifier":
         raise UserError(f"model '{cfg.model.name}' is a GAN {kind if spec is None else spec.kind}, not a classifier; "
                         f"choose a classifier (see `clsf models list`).")
+    if cfg.model.bn_frozen:
+        spec = freeze_batch_norms(spec)
     out = output_shape(spec)
     if out != (num_classes,):
         raise UserError(f"model '{cfg.model.name}' outputs {out} but the data has {num_classes} classes; "
