@@ -3,12 +3,20 @@
     python examples/compare_and_report.py [DATA] [OUT]
 """
 
+import argparse
 import sys
 
 import clsf
+from clsf.errors import UserError
 
-data, out = (sys.argv[1] if len(sys.argv) > 1 else "cifar10-sample"), (sys.argv[2] if len(sys.argv) > 2 else "runs/example-compare")
-cfg = clsf.build_config(flags={"epochs": 2, "data": {"name": data}})
-# two seeds: the verdict holds the engines' spread against the seed-to-seed one (one seed cannot decide)
-folder = clsf.compare(cfg, engines=["keras", "torch"], seeds=[0, 1], out=out)  # each run in its own process
+p = argparse.ArgumentParser(description="one recipe in keras and torch, two seeds, the same initial weights; a report")
+p.add_argument("data", nargs="?", default="cifar10-sample", help="a dataset name or path (default: %(default)s)")
+p.add_argument("out", nargs="?", default="runs/example-compare", help="the compare folder (default: %(default)s)")
+args = p.parse_args()
+try:
+    cfg = clsf.build_config(flags={"epochs": 2, "data": {"name": args.data}})
+    # two seeds: the verdict holds the engines' spread against the seed-to-seed one (one seed cannot decide)
+    folder = clsf.compare(cfg, engines=["keras", "torch"], seeds=[0, 1], out=args.out)  # each run in its own process
+except UserError as e:
+    sys.exit(f"clsf: error: {e}\n{p.format_usage().strip()}")
 print(f"open {folder / 'report.html'}")

@@ -1,7 +1,7 @@
 """The classic TF MNIST custom loop with clsf's pieces: data, model from the spec, a GradientTape step
-under tf.function, metrics by hand. python examples/mnist_tf_loop.py [DATA] [EPOCHS]
-(DATA: mnist, found through $CLSF_DATA; a path; synthetic)."""
+under tf.function, metrics by hand. python examples/mnist_tf_loop.py [DATA] [EPOCHS]"""
 
+import argparse
 import sys
 
 import numpy as np
@@ -11,7 +11,10 @@ from clsf import get_spec, load_dataset
 from clsf.errors import UserError
 from clsf.models.keras import build_keras
 
-data, epochs = (sys.argv[1] if len(sys.argv) > 1 else "mnist"), int(sys.argv[2]) if len(sys.argv) > 2 else 2
+p = argparse.ArgumentParser(description="the classic TensorFlow MNIST custom loop on clsf's data and model")
+p.add_argument("data", nargs="?", default="mnist", help="mnist (found through $CLSF_DATA), a path, or synthetic")
+p.add_argument("epochs", nargs="?", type=int, default=2)
+data, epochs = vars(p.parse_args()).values()
 try:
     ds = load_dataset(data)
 except UserError as e:  # one line and the usage, not a traceback
@@ -22,7 +25,6 @@ model = build_keras(get_spec("mnist-mlp", ds.num_classes, ds.image_shape))  # ou
 loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # softmax lives in the loss
 optimizer = tf.keras.optimizers.Adam(1e-3)
 
-
 @tf.function  # one graph for the step; the batch size may change (the last batch), see tf.mode in the README
 def train_step(x, y):
     with tf.GradientTape() as tape:
@@ -30,7 +32,6 @@ def train_step(x, y):
         loss = loss_fn(y, logits)
     optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
     return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == y, tf.int32))
-
 
 for epoch in range(epochs):
     order = np.random.default_rng(epoch).permutation(len(y_train))

@@ -9,8 +9,11 @@ from clsf.run.checks import Checks
 
 
 class FakeEngine:
-    def __init__(self, traces=None):
-        self.traces = traces or {}
+    def __init__(self, traces=None, steps=1875):
+        self.traces, self.steps = traces or {}, steps
+
+    def global_step(self):
+        return self.steps
 
     def diagnostics(self, detail=False):
         return {fn: {"traces": n, "graph_nodes": None} for fn, n in self.traces.items()}
@@ -20,11 +23,11 @@ def _rows(losses, accs):
     return [{"epoch": i + 1, "train_loss": l, "train_acc": a, "val_acc": a} for i, (l, a) in enumerate(zip(losses, accs))]
 
 
-def _fired(spec_args=None, rows=(), traces_per_epoch=None):
+def _fired(spec_args=None, rows=(), traces_per_epoch=None, steps_per_epoch=1875):
     checks = Checks(get_spec("seed-cnn", **(spec_args or {})), 10, quiet=True)
     checks.before_training()
     for i in range(len(rows)):
-        checks.after_epoch(list(rows[: i + 1]), FakeEngine((traces_per_epoch or [{}] * len(rows))[i]))
+        checks.after_epoch(list(rows[: i + 1]), FakeEngine((traces_per_epoch or [{}] * len(rows))[i], steps_per_epoch * (i + 1)))
     return {key.split(":")[0] for key, _ in checks.fired}
 
 
@@ -34,9 +37,15 @@ def test_output_activation():
     assert _fired() == set()
 
 
-def test_chance_level_after_the_first_epoch():
-    assert "chance" in _fired(rows=_rows([2.3], [0.098]))  # the seeds' relu-on-logits MNIST model
+def test_chance_level_on_evidence_only():
+    assert "chance" in _fired(rows=_rows([2.3], [0.098]))  # the seeds' relu-on-logits MNIST model: 1,875 steps
     assert "chance" not in _fired(rows=_rows([1.5], [0.45]))
+    # a healthy slow start: 32 steps of 1,000 images at chance (the built-in sample, lr 0.01, cosine) is no evidence ...
+    assert "chance" not in _fired(rows=_rows([2.29], [0.10]), steps_per_epoch=32)
+    # ... nor a loss already falling below chance's ln(10) = 2.303 while the accuracy has not moved yet
+    assert "chance" not in _fired(rows=_rows([2.10, 1.95], [0.10, 0.105]), steps_per_epoch=150)
+    # a loss that stays at chance over enough steps is
+    assert "chance" in _fired(rows=_rows([2.31, 2.30], [0.10, 0.10]), steps_per_epoch=150)
 
 
 def test_flat_training_loss():

@@ -58,6 +58,7 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
     (work / "cat.png").write_bytes(png_bytes(np.zeros((32, 32, 3), np.uint8)))
     (work / "photos").mkdir()
     (work / "photos" / "dog.png").write_bytes(png_bytes(np.full((32, 32, 3), 200, np.uint8)))
+    make_image_tree(work / "mypets", classes=("cat", "dog"), per_class=6, size=(40, 48), splits=("",))  # no test split
     (work / "space.yaml").write_text("space:\n  optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")  # as docs/tune.md shows
     left_out = []
     for cmd in readme_commands():
@@ -196,6 +197,7 @@ def _prepare(work: Path, store: Path, made: dict, page: str) -> None:
         (work / d / "x.jpg").write_bytes(png_bytes(np.full((32, 32, 3), v, np.uint8), fmt="JPEG"))
     make_image_tree(work / "path/to/other-test-folder", classes=tuple("abc"), per_class=2, size=(32, 32), splits=("",))
     make_image_tree(work / "classes-a", classes=tuple("abc"), per_class=4, size=(32, 32))
+    make_image_tree(work / "mypets", classes=("cat", "dog"), per_class=6, size=(40, 48), splits=("",))  # no test split
     make_image_tree(work / "classes-b", classes=("d", "e"), per_class=4, size=(32, 32))
     (work / "examples").symlink_to(ROOT / "examples")
     my = (ROOT / "examples/models/tiny-resnet.yaml").read_text() if page == "models.md" else "epochs: 1\n"

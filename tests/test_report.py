@@ -280,7 +280,7 @@ def test_many_runs_each_get_a_legend_entry_and_a_line_of_their_own(monkeypatch):
     assert len(legends) == 1 and [t.get_text() for t in legends[0].get_texts()] == [name for name, _ in runs]
     styles = {(line.get_color(), line.get_linestyle()) for line in fig.axes[0].get_lines()}
     assert len(styles) == 15  # colour and style: no two runs alike
-    assert fig.axes[0].get_ylabel() == "accuracy (val; train without a val split)"
+    assert fig.axes[0].get_ylabel() == "validation accuracy"  # every run has a validation split
     fig.canvas.draw()  # labels fit inside the picture: nothing clipped
     renderer = fig.canvas.get_renderer()
     box = fig.bbox
@@ -322,3 +322,28 @@ def test_a_second_report_of_several_runs_does_not_replace_the_first(runs, tmp_pa
     said = capsys.readouterr().out
     assert f"wrote {Path('clsf-report') / 'report.html'}" in said and f"wrote {Path('clsf-report-2') / 'report.html'}" in said
     assert (tmp_path / "clsf-report" / "report.html").is_file() and (tmp_path / "clsf-report-2" / "report.html").is_file()
+
+
+def test_plain_words_one_epoch_axes_and_runs_told_apart(tmp_path, monkeypatch):
+    """A one-epoch run's picture spans its epoch (not 0.96-1.04) and 0..1 in accuracy; runs of two
+    compares named alike are told apart by their compare folder; a copy of a run's record (MLflow's
+    artifacts) is not a run."""
+    import shutil
+
+    from clsf.report.build import _labels
+    from clsf.report.runs import RunRecord
+    from clsf.run.rundir import find_runs
+
+    plots = _figure_of(monkeypatch)
+    fig = plots.plot_history([{**_rows(0.5)[0], "train_acc": 0.4}], None)
+    assert fig.axes[0].get_xlim() == (0.5, 1.5) and fig.axes[1].get_ylim() == (0, 1)
+    records = [RunRecord(Path(f"/x/{c}/runs/keras-s0"), {"seed": 0}, {}, [], None) for c in ("compare-a", "compare-b")]
+    _labels(records)
+    assert [r.label for r in records] == ["compare-a/keras-s0", "compare-b/keras-s0"]
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("epochs: 1\n")
+    copy = tmp_path / "mlartifacts" / "1" / "abc" / "artifacts"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints")  # MLflow keeps the record, not the checkpoints
+    assert find_runs(tmp_path) == [run]

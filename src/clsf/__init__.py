@@ -1,4 +1,4 @@
-"""clsf: one model spec, three training engines (Keras fit, TF custom loop, PyTorch).
+"""clsf: one model spec, five training engines (Keras fit on TensorFlow, JAX and PyTorch, a TF custom loop, a PyTorch loop).
 
 The command line is a thin layer over these functions, importable from `clsf` directly:
 

@@ -140,16 +140,25 @@ def cmd_gan(args) -> int:
     from clsf.gans.train import gan
 
     if args.resume:
-        gan(resume=args.resume, quiet=args.quiet)
+        gan(resume=args.resume, quiet=args.quiet, epochs=args.epochs)
         return 0
     gan(build_config(None, _flags(args), args.overrides), quiet=args.quiet)
     return 0
+
+
+def _quiet_children(args) -> None:
+    """--quiet: one line per run or trial even on a terminal (off one that is the default)."""
+    if args.quiet:
+        from clsf.experiments import runner
+
+        runner.ECHO[0] = False
 
 
 def cmd_compare(args) -> int:
     from clsf.config import build_config
     from clsf.experiments.compare import compare, parse_engines, parse_seeds
 
+    _quiet_children(args)
     engines, seeds = parse_engines(args.engines), parse_seeds(args.seeds)
     compare(build_config(args.config, _flags(args), args.overrides, args.recipe), engines, seeds, args.out, args.independent_init)
     return 0
@@ -160,6 +169,7 @@ def cmd_sweep(args) -> int:
     from clsf.experiments.compare import parse_seeds
     from clsf.experiments.sweep import parse_grid, sweep
 
+    _quiet_children(args)
     sweep(build_config(args.config, _flags(args), args.overrides, args.recipe), parse_grid(args.grid), parse_seeds(args.seeds), args.out)
     return 0
 
@@ -168,6 +178,7 @@ def cmd_tune(args) -> int:
     from clsf.config import build_config
     from clsf.experiments.tune import tune
 
+    _quiet_children(args)
     flags, overrides = _flags(args), args.overrides
 
     def make_config(recipe: str | None = None):  # a searched recipe takes --recipe's place under everything else
@@ -234,7 +245,7 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from clsf.exports import export
 
-    info = export(args.run, args.format, args.out, args.probabilities, args.checkpoint)
+    info = export(args.run, args.format, args.out, args.probabilities, args.checkpoint, args.force)
     v = info["verified"]
     print(f"wrote {info['path']} ({info['format']} of {info['weights']}, output {info['output']}; verified with {v['runtime']} on {v['images']} "
           f"test images: max |difference| {v['max_abs_diff']:.2g}, same prediction {100 * v['same_prediction']:.2f}%)")
@@ -402,6 +413,11 @@ def _gan_parser(sub) -> None:
     p.set_defaults(func=cmd_gan)
 
 
+def _add_quiet(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="one line per run (the default off a terminal); every run's own "
+                   "lines are in the folder's logs/")
+
+
 def _compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="one recipe through several engines and seeds, each run in its own process",
                        description="Train the same recipe with each engine and seed (every run in its own process, the "
@@ -411,6 +427,7 @@ def _compare_parser(sub) -> None:
                    "initial weights are given to the others")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default: %(default)s)")
     p.add_argument("--independent-init", action="store_true", help="let each engine draw its own initial weights")
+    _add_quiet(p)
     p.add_argument("--out", metavar="FOLDER", help="the compare folder (default: RUNS_DIR/compare-MODEL-DATA-PLANID)")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_compare)
@@ -426,6 +443,7 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--seeds", default="0", help="comma list of seeds (default: %(default)s)")
     p.add_argument("--out", metavar="FOLDER", help="the sweep folder (default: RUNS_DIR/sweep-MODEL-DATA-PLANID)")
     _add_recipe_args(p)
+    _add_quiet(p)
     p.set_defaults(func=cmd_sweep)
 
 
@@ -448,6 +466,7 @@ def _tune_parser(sub) -> None:
     p.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the folder's name)")
     p.add_argument("--out", metavar="FOLDER", help="the tune folder (default: RUNS_DIR/tune-MODEL-DATA-PLANID)")
     _add_recipe_args(p)
+    _add_quiet(p)
     p.set_defaults(func=cmd_tune)
 
 
@@ -484,6 +503,8 @@ def _export_parser(sub) -> None:
     p.add_argument("--out", metavar="FOLDER", help="default: RUN_DIR/export/FORMAT")
     p.add_argument("--probabilities", action="store_true", help="bake softmax in: the model outputs probabilities")
     p.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
+    p.add_argument("--force", action="store_true", help="replace an earlier export in that folder, once the new one is "
+                   "verified (only a folder clsf's export wrote)")
     p.set_defaults(func=cmd_export)
 
 
@@ -526,8 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClsfError as e:
         print(f"clsf: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("clsf: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if not getattr(e, "reported", False):  # a command that said how far it got (and how to go on) said enough
+            print("clsf: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader left (`clsf evaluate RUN | head -1`): not an error to report
         import os

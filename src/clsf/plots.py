@@ -60,7 +60,8 @@ def plot_history(rows: list[dict], out: Path | None, title: str = ""):
             ax.plot(epochs, [np.nan if v is None else v for v in val], "s-", label=f"val_{metric}")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel(metric)
+        _axes_for(ax, epochs, accuracy=metric == "acc")
+        ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[metric])
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -68,18 +69,19 @@ def plot_history(rows: list[dict], out: Path | None, title: str = ""):
     return save_figure(fig, out)
 
 
-def plot_columns(rows: list[dict], groups: list[list[str]], out: Path | None, title: str = ""):
-    """Per-epoch curves of any metrics.csv columns, one panel per group of columns (e.g. a GAN's
-    [d_loss, g_loss] and [frechet]); columns with no values are left out."""
+def plot_columns(rows: list[dict], groups: list[list[str]], out: Path | None, title: str = "", x: str = "epoch"):
+    """Curves of any columns against `x` (an epoch, a step), one panel per group of columns (e.g. a
+    GAN's [d_loss, g_loss] and [frechet]); columns with no values are left out."""
     plt = _plt()
     groups = [[c for c in g if any(r.get(c) is not None for r in rows)] for g in groups]
     groups = [g for g in groups if g]
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.8), squeeze=False)
     for ax, group in zip(axes[0], groups):
         for c in group:
-            ax.plot(*_curve(rows, c), "o-", ms=3, label=c)
-        ax.set_xlabel("epoch")
+            ax.plot(*_curve(rows, c, x), "o-", ms=3, label=c)
+        ax.set_xlabel(x)
         ax.xaxis.get_major_locator().set_params(integer=True)
+        _axes_for(ax, [r[x] for r in rows])
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -109,9 +111,20 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], out: Path | None, tit
     return save_figure(fig, out)
 
 
-def _curve(rows: list[dict], metric: str) -> tuple[list[int], list[float]]:
-    pts = [(r["epoch"], r[metric]) for r in rows if r.get(metric) is not None]
+def _curve(rows: list[dict], metric: str, x: str = "epoch") -> tuple[list[int], list[float]]:
+    pts = [(r[x], r[metric]) for r in rows if r.get(metric) is not None]
     return [e for e, _ in pts], [v for _, v in pts]
+
+
+def _axes_for(ax, xs, accuracy: bool = False) -> None:
+    """One point on the x axis gets room around it (not matplotlib's +-4% of a single value, which
+    reads 0.96..1.04); an accuracy axis with one point spans 0..1."""
+    xs = sorted(set(xs))
+    if len(xs) == 1:
+        ax.set_xlim(xs[0] - 0.5, xs[0] + 0.5)
+        ax.set_xticks(xs)
+        if accuracy:
+            ax.set_ylim(0, 1)
 
 
 STYLES = ("-", "--", ":", "-.")  # with tab10's colours: 40 runs told apart without a colour ramp
@@ -130,11 +143,14 @@ def plot_runs(runs: list[tuple[str, list[dict]]], out: Path | None = None, title
         axes[0].plot(*_curve(rows, acc), style, marker="o", color=c, ms=3, label=label)
         axes[1].plot(*_curve(rows, "val_loss"), style, marker="o", color=c, ms=3, label=label)
         axes[1].plot(*_curve(rows, "train_loss"), ":", color=c, alpha=0.6)
-    axes[0].set_ylabel("accuracy (val; train without a val split)")
-    axes[1].set_ylabel("loss (val markers, train dotted)")
-    for ax in axes:
+    with_val = [any(r.get("val_acc") is not None for r in rows) for _, rows in runs]
+    axes[0].set_ylabel("validation accuracy" if all(with_val) else "training accuracy" if not any(with_val)
+                       else "accuracy (validation; training where a run has no validation split)")
+    axes[1].set_ylabel("loss (validation: markers; training: dotted)")
+    for i, ax in enumerate(axes):
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
+        _axes_for(ax, [r["epoch"] for _, rows in runs for r in rows], accuracy=i == 0)
         ax.grid(alpha=0.3)
     if many:  # beside the plots, in columns, rather than over the curves
         axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 + len(runs) // 25, frameon=False)
@@ -167,6 +183,7 @@ def plot_bands(groups: dict[str, list[list[dict]]], out: Path | None = None, tit
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
+        _axes_for(ax, [r["epoch"] for runs in groups.values() for rows in runs for r in rows], accuracy=metric.endswith("acc"))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)

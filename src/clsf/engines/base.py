@@ -97,6 +97,13 @@ class Engine(ABC):
         w = cfg.optim.class_weight
         self.class_weights = [float(v) for v in w] if isinstance(w, list) else None
 
+    def check_device(self, requested: str) -> None:
+        """A GPU asked for by name (device=cuda, gpu:0) where the engine finds none: refused in one line,
+        as the torch engine refuses, never trained on the CPU under that name."""
+        if requested not in ("auto", "cpu") and self.device == "cpu":
+            raise UserError(f"device '{requested}' asks for a GPU, and the {self.name} engine finds none here; use "
+                            "device=auto (a GPU where there is one) or device=cpu.")
+
     @classmethod
     def detect_world(cls) -> World:
         """The replicas this run has, from what its launcher set (read before the engine is built:

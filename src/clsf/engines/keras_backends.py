@@ -48,6 +48,7 @@ class KerasBackendEngine(Engine):
         self.world = World()
         keras.utils.set_random_seed(cfg.seed)  # python, numpy and the backend's seeds: initial weights, dropout
         self.device = self.find_device()
+        self.check_device(cfg.device)
         self.precision = resolve_precision(cfg, self.device != "cpu", self.device)
         keras.mixed_precision.set_global_policy(MIXED[self.precision])  # around this model only, as in `keras`
         try:

@@ -69,7 +69,7 @@ def compare(cfg: Config, engines: list[str], seeds: list[int], out: str | Path |
         summary = runner.finish(folder)
     for e, p in summary["engines"].items():
         if p["test_acc"][0] is not None:
-            print(f"  {e:<6} test_acc {pm(p['test_acc'], 100)} %   train {pm(p['train_s'], digits=1)} s   "
+            print(f"  {e:<6} test_acc {pm(p['test_acc'], digits=4)}   train {pm(p['train_s'], digits=1)} s   "
                   f"({p['finished']}/{p['of']} runs)")
     print(summary["verdict"])
     runner.raise_failed(folder, "compare", failed)

@@ -143,6 +143,24 @@ def watch_parent(parent: int, every_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="clsf-watch-parent", daemon=True).start()
 
 
+ECHO: list[bool | None] = [None]  # a run's own lines: None = when stdout is a terminal; False = never (--quiet)
+
+
+def echo_children() -> bool:
+    """Whether each run's epoch lines stream through (a terminal), or only one line per run does (a
+    log, a pipe, CI, --quiet): the runs' own lines are in the folder's logs/ either way."""
+    return sys.stdout.isatty() if ECHO[0] is None else ECHO[0]
+
+
+def outcome_line(run: Path, outcome: str, seconds: float) -> str:
+    """'finished, test_acc 0.7512 in 1:05' (or 'failed in 0:12'): what a run ended with."""
+    from clsf.run.progress import clock
+
+    final = RunDir(run).final() if outcome == "finished" and (run / RunDir.FINAL).is_file() else None
+    result = f", test_acc {final['test_acc']:.4f}" if final and "test_acc" in final else ""
+    return f"{outcome}{result} in {clock(seconds)}"
+
+
 def _child_env() -> dict:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter stays in the log
@@ -157,7 +175,7 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
     Raises UserError when the run rejected its input (every other run would too), and
     KeyboardInterrupt after the child has stopped on Ctrl-C."""
     run = folder / "runs" / name
-    was = state(run)
+    was, echo = state(run), echo_children()
     if was == "finished":
         print(f"{progress} {name}: finished earlier, skipped")
         return "finished"
@@ -167,7 +185,7 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
         return "failed"
     if was == "resume":
         argv = ["train", "--resume", str(run)]
-        print(f"{progress} {name}: resuming after {RunDir(run).reached('last')}")
+        print(f"{progress} {name}: resuming after {RunDir(run).reached('last')}", flush=True)
     else:
         shutil.rmtree(run, ignore_errors=True)  # died before its first epoch: nothing to keep
         (folder / "configs").mkdir(exist_ok=True)
@@ -177,7 +195,8 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
             cfg.track_experiment = folder.name
         rundir.write_text(config, cfg.to_yaml())
         argv = ["train", "--config", str(config)]
-        print(f"{progress} {name}: training")
+        if echo:
+            print(f"{progress} {name}: training", flush=True)
     (folder / "logs").mkdir(exist_ok=True)
     with open(folder / "logs" / f"{name}.log", "a", buffering=1) as log:  # line by line: `tail -f` follows it
         log.write(f"$ clsf {' '.join(argv)}\n")
@@ -187,8 +206,9 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
                                  text=True, env={**_child_env(), **(env or {})},
                                  preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         try:
-            for line in child.stdout:  # the child's epoch lines, shown as they come and kept in the log
-                print(f"  [{name}] {line}", end="", flush=True)
+            for line in child.stdout:  # the child's epoch lines, kept in the log (and on a terminal shown as they come)
+                if echo:
+                    print(f"  [{name}] {line}", end="", flush=True)
                 log.write(line)
         except KeyboardInterrupt:
             if os.getppid() != parent:  # not Ctrl-C but our own parent's death (_die_with_parent): pass it on
@@ -220,13 +240,16 @@ def train_all(folder: Path, jobs: list[tuple[str, Config]], kind: str) -> list[s
             outcome = train_run(folder, name, cfg, f"[{i + 1}/{len(jobs)}]")
             if outcome == "failed":
                 failed.append(name)
-            clock.done(time.perf_counter() - t0, trained=before != "finished")
-            if i + 1 < len(jobs) and before != "finished":
-                print(f"[{i + 1}/{len(jobs)}] {name}: {outcome}; {clock.line(len(jobs) - i - 1)}", flush=True)
-    except KeyboardInterrupt:
+            seconds = time.perf_counter() - t0
+            clock.done(seconds, trained=before != "finished")
+            if before != "finished":  # one line per run, whatever else is shown
+                print(f"[{i + 1}/{len(jobs)}] {name}: {outcome_line(folder / 'runs' / name, outcome, seconds)}; "
+                      f"{clock.line(len(jobs) - i - 1)}", flush=True)
+    except KeyboardInterrupt as e:
         done = sum(state(folder / "runs" / n) == "finished" for n, _ in jobs)
         print(f"\nclsf: {kind} stopped with {done} of {len(jobs)} runs finished; run the same command again "
               f"to finish the rest (finished runs are skipped, the interrupted one resumes).", file=sys.stderr)
+        e.reported = True
         raise
     return failed
 

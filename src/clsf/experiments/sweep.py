@@ -150,7 +150,7 @@ def sweep(cfg: Config, grid: dict[str, list], seeds: list[int], out: str | Path 
         summary = runner.finish(folder)
     for t in summary["points"][:10]:
         if t["test_acc"][0] is not None:
-            print(f"  test_acc {pm(t['test_acc'], 100)} %  {t['train_s'][0]:7.1f} s  "
+            print(f"  test_acc {pm(t['test_acc'], digits=4)}  {t['train_s'][0]:7.1f} s  "
                   + "  ".join(f"{k}={v}" for k, v in t["point"].items()))
     runner.raise_failed(folder, "sweep", failed)
     return folder

@@ -59,6 +59,7 @@ from clsf.config import Config, apply, nest, read_yaml, validate
 from clsf.errors import RunsFailed, UserError
 from clsf.experiments import runner
 from clsf.experiments.sweep import SHAPE_KEYS, check_models
+from clsf.run.progress import clock
 from clsf.run.pruning import ENV, make_pruner, open_storage
 from clsf.run import rundir
 from clsf.run.rundir import RunDir
@@ -361,6 +362,7 @@ def run_trial(study, trial, folder: Path, plan: dict, make_config, storage_url: 
     beat = threading.Thread(target=_heartbeat, args=(study, trial._trial_id, stop), daemon=True)
     beat.start()
     shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    t0 = time.perf_counter()
     try:
         try:
             _wait_unlocked(folder / "runs" / name)
@@ -375,18 +377,28 @@ def run_trial(study, trial, folder: Path, plan: dict, make_config, storage_url: 
             raise
     finally:
         stop.set()
+    result, value = _told(study, trial, folder / "runs" / name, plan["objective"], outcome)
+    said = f", {plan['objective']} {value:.4f}" if value is not None else ""
+    print(f"[trial {trial.number}] {shown}: {result}{said} in {clock(time.perf_counter() - t0)}", flush=True)
+    return result
+
+
+def _told(study, trial, run: Path, objective: str, outcome: str) -> tuple[str, float | None]:
+    """The study told how the trial's run ended: complete with its objective, pruned, or failed."""
+    from optuna.trial import TrialState
+
     if outcome != "finished":
         study.tell(trial, state=TrialState.FAIL)
-        return "failed"
-    value, stopped = _objective_value(folder / "runs" / name, plan["objective"])
+        return "failed", None
+    value, stopped = _objective_value(run, objective)
     if stopped == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
-        return "pruned"
+        return "pruned", value
     if value is None:
         study.tell(trial, state=TrialState.FAIL)
-        return "failed"
+        return "failed", None
     study.tell(trial, value)
-    return "complete"
+    return "complete", value
 
 
 def _wait_unlocked(run: Path, seconds: float = 120) -> None:
@@ -488,7 +500,8 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
             failed = work(folder, plan, make_config, trials, storage_url, study_name, threads, deadline, worker)
             for w in extra:
                 w.wait()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
+            e.reported = True  # said below
             for w in extra:  # their own process groups: the terminal's Ctrl-C reached only ours
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(w.pid, signal.SIGINT)

@@ -124,9 +124,10 @@ def _verification_images(run: RunDir, cfg):
 
 
 def export(run: str | Path, fmt: str, out: str | Path | None = None, probabilities: bool = False,
-           which: str | None = None) -> dict:
+           which: str | None = None, force: bool = False) -> dict:
     """Write RUN's model (or checkpoint `which`) in `fmt` to `out` (default RUN/export/FMT), verified;
-    return clsf.json's content."""
+    return clsf.json's content. `force`: replace an earlier export there (a folder clsf wrote, holding
+    clsf.json), once the new one is verified; any other non-empty folder is refused either way."""
     from clsf.run.setup import checkpoint_engine
 
     writer = engine_for_format(fmt)  # refuses an unknown format
@@ -135,8 +136,11 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
     cfg = run.validate(which)
     names, shape = run.class_names, run.image_shape
     out = Path(out) if out else run / "export" / fmt
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not empty; remove it or choose another --out.")
+    replace = force and out.is_dir() and (out / "clsf.json").is_file()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not replace:
+        hint = "--force replaces only an export clsf wrote (a folder with clsf.json)" if force else \
+            "--force replaces an earlier export"
+        raise UserError(f"{out} exists and is not empty; remove it, choose another --out, or ({hint}).")
     trained_with, cfg.engine, filename = cfg.engine, writer, FILES[fmt]
     images = _verification_images(run, cfg)
     engine = checkpoint_engine(run, cfg, which)
@@ -185,10 +189,15 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
                              "same_prediction": float((got.argmax(1) == reference.argmax(1)).mean())}}
         try:
             write_json(tmp / "clsf.json", info)
-            if out.exists():
+            old = out.with_name(out.name + ".old")
+            if replace:  # the earlier export aside, the new one in, then the earlier one gone
+                shutil.rmtree(old, ignore_errors=True)
+                out.rename(old)
+            elif out.exists():
                 out.rmdir()
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp.rename(out)  # the folder appears whole, verified, or not at all
+            shutil.rmtree(old, ignore_errors=True)
         except OSError as e:
             raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
     finally:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsf.config import Config, flatten
+from clsf.config import Config, flatten, validate
 from clsf.data import load_dataset
 from clsf.data.order import epoch_plan
 from clsf.data.split import subset
@@ -103,15 +103,26 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     tmp.replace(path)
 
 
-def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool = False) -> Path:
-    """Train (or resume) a GAN run; return its directory."""
+def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool = False,
+        epochs: int | None = None) -> Path:
+    """Train (or resume) a GAN run; return its directory. `epochs` with `resume`: train on to that many
+    epochs in all (a finished run too), as `clsf train --resume RUN --epochs N` does."""
     from clsf.gans.steps import GANS
 
     run = state = None
+    changed = {}
     if resume is not None:
         run, cfg, state = _resume(resume)
-        if run.final() is not None:
-            print(f"{run} is finished ({count(state.epoch, 'epoch')}); nothing to do.")
+        if epochs is not None and epochs != cfg.epochs:
+            if epochs < state.epoch:
+                raise UserError(f"--epochs {epochs} is fewer than the {count(state.epoch, 'epoch')} this run has trained; "
+                                f"give at least {state.epoch}.")
+            changed["epochs"] = [cfg.epochs, epochs]
+            cfg.epochs = epochs
+            validate(cfg)
+        if run.final() is not None and state.epoch >= cfg.epochs:
+            print(f"{run} is finished ({count(state.epoch, 'epoch')}); nothing to do — to train further, resume with "
+                  f"--epochs above {state.epoch}.")
             return run.path
     x, real, image_shape = _data(cfg)
     model = GANS[cfg.engine](cfg, image_shape)
@@ -126,7 +137,7 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
                                                       "train": len(x)}})
     else:
         model.load(run.checkpoint("last"))
-        run.add_resume({"after_epoch": state.epoch, "time": env["started"], "device": env["device"], "changed": {}})
+        run.add_resume({"after_epoch": state.epoch, "time": env["started"], "device": env["device"], "changed": changed})
     state.epochs = cfg.epochs
     run.write_config(cfg)
     run.samples_dir.mkdir(exist_ok=True)
@@ -149,8 +160,9 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
                 if state.stop == "interrupt":
                     raise KeyboardInterrupt
                 callbacks.on_epoch_end(state, row, state.end_epoch(row))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             print("\n" + run.interrupted("clsf gan"), file=sys.stderr)
+            e.reported = True  # said once, here
             raise
         finally:
             callbacks.on_train_end(state)

@@ -54,12 +54,26 @@ def gan_page(rec: RunRecord) -> Page:
     page = Page(f"{rec.label}: GAN / {c['engine']} / {Path(str(c['data']['name'])).name}")
     keys = ["d_loss", "g_loss", "d_acc_real", "d_acc_fake", "confident", "class_entropy", "frechet"]
     page.table(["status", "epochs"] + keys, [[rec.row()["status"], len(rec.metrics)] + [fmt(f.get(k)) for k in keys]])
+    if f.get("confident") is not None:
+        page.text("With a judge (a digit classifier): confident is the share of samples it puts above 0.9 "
+                  "probability — a classifier can be sure of noise too, so read it beside class_entropy (how "
+                  "evenly the samples spread over the classes; ln 10 = 2.30 is all ten alike) and the Fréchet "
+                  "distance of the samples' features from real test images' (lower is closer; noise stays far).")
     if rec.metrics:
         page.heading("Curves")
         page.image("gan-history", plots.plot_columns(rec.metrics, [["d_loss", "g_loss"], ["d_acc_real", "d_acc_fake"],
                                                                    ["frechet"]], None, page.title),
                    "losses, discriminator accuracy and (with a judge) the Fréchet distance per epoch")
     run = RunDir(rec.path)
+    if run.quality_csv.is_file():  # the judge's scores at every sample grid, between epochs too
+        import csv
+
+        with open(run.quality_csv, newline="") as fh:
+            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+        if rows:
+            page.image("gan-quality", plots.plot_columns(rows, [["confident"], ["class_entropy"], ["frechet"]], None,
+                                                         page.title, x="step"),
+                       "the judge's scores of the fixed latent batch's samples at every sample grid")
     grids = run.sample_grids()
     if grids:
         page.heading("Samples")
@@ -67,8 +81,8 @@ def gan_page(rec: RunRecord) -> Page:
         if progress.is_file():
             page.image("gan-progress", progress.read_bytes(), "the first row of every sample grid, oldest at the top")
         page.image("gan-last", grids[-1].read_bytes(), f"samples at {grids[-1].stem} (one fixed latent batch)")
-    page.heading("Config")
-    page.pre(yaml.safe_dump(c, sort_keys=False))
+    page.heading("Config")  # a GAN trains by gan.*: the classifier's model and optimizer sections say nothing of it
+    page.pre(yaml.safe_dump({k: v for k, v in c.items() if k not in ("model", "optim")}, sort_keys=False))
     return page
 
 
@@ -131,13 +145,20 @@ def runs_section(page: Page, records: list[RunRecord]) -> None:
     page.table(RUN_COLUMNS, _run_rows(records))
     keys = differing_keys(records)
     page.heading("Config keys that differ")
-    if keys:
+    if keys and len(keys) > len(records):  # many keys: a row per key, so the table grows down, not right
+        page.table(["key"] + [r.label for r in records], [[k] + [fmt(r.flat.get(k)) for r in records] for k in keys])
+    elif keys:
         page.table(["run"] + keys, [[r.label] + [fmt(r.flat.get(k)) for k in keys] for r in records])
     else:
         page.text("none: every run has the same config")
     if any(r.metrics for r in records):
         page.heading("Curves")
         page.image("curves", plots.plot_runs([(r.label, r.metrics) for r in records]), "every run, overlaid")
+
+
+def _over_seeds(seeds: list) -> str:
+    return (f"mean ± std over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1
+            else f"one seed ({seeds[0]}): no spread to judge by")
 
 
 def _step0(diffs: dict, engine: str, i: int) -> str:
@@ -149,12 +170,12 @@ def _step0(diffs: dict, engine: str, i: int) -> str:
 def compare_section(page: Page, plan: dict, records: dict[str, RunRecord]) -> dict:
     s = compare_summary(plan, records)
     page.text(s["verdict"], css="verdict")
-    page.table(["engine", "runs", "test_acc (%)", "test_loss", "train_s", "images/s", "peak_mem_mb", "step-0 max |Δlogit|"],
-               [[e, f"{p['finished']}/{p['of']}", pm(p["test_acc"], 100), pm(p["test_loss"], digits=4), pm(p["train_s"], digits=1),
-                 pm(p["images_per_s"], digits=0), pm(p["peak_mem_mb"], digits=0),
+    page.table(["engine", "runs", "test_acc", "test_loss", "train_s", "images/s", "peak_mem_mb", "step-0 max |Δlogit|"],
+               [[e, f"{p['finished']}/{p['of']}", pm(p["test_acc"], digits=4), pm(p["test_loss"], digits=4),
+                 pm(p["train_s"], digits=1), pm(p["images_per_s"], digits=0), pm(p["peak_mem_mb"], digits=0),
                  _step0(s["step0_max_abs_logit_diff"], e, i)]
                 for i, (e, p) in enumerate(s["engines"].items())],
-               caption=f"mean ± std over seeds {', '.join(map(str, plan['seeds']))}; images/s is each run's median epoch")
+               caption=f"{_over_seeds(plan['seeds'])}; images/s is each run's median epoch")
     init = ("each engine from its own initial weights (--independent-init)" if plan.get("independent_init") else
             f"every engine from {plan['engines'][0]}'s initial weights for the same seed; the step-0 column is the largest "
             f"difference of their logits on the same images before any training")
@@ -170,11 +191,11 @@ def compare_section(page: Page, plan: dict, records: dict[str, RunRecord]) -> di
 def sweep_section(page: Page, plan: dict, records: dict[str, RunRecord]) -> dict:
     s = sweep_summary(plan, records)
     keys = s["keys"]
-    page.table(keys + ["test_acc (%)", "test_loss", "train_s", "runs"],
-               [[fmt(t["point"].get(k)) for k in keys] + [pm(t["test_acc"], 100), pm(t["test_loss"], digits=4),
+    page.table(keys + ["test_acc", "test_loss", "train_s", "runs"],
+               [[fmt(t["point"].get(k)) for k in keys] + [pm(t["test_acc"], digits=4), pm(t["test_loss"], digits=4),
                                                          pm(t["train_s"], digits=1), f"{t['finished']}/{t['of']}"]
                 for t in s["points"]],
-               caption=f"engine {plan['engine']}; mean ± std over seeds {', '.join(map(str, plan['seeds']))}; best first")
+               caption=f"engine {plan['engine']}; {_over_seeds(plan['seeds'])}; best first")
     done = [(t["point"], t["test_accs"]) for t in s["points"] if t["test_accs"]]
     if done and keys:
         grid = {k: list(dict.fromkeys(r["point"][k] for r in plan["runs"])) for k in keys}  # values in grid order
@@ -202,10 +223,17 @@ def experiment_page(folder: Path, storage: str | None = None) -> tuple[Page, dic
 
 
 def _labels(records: list[RunRecord]) -> None:
-    """Unique names: the folder name, or parent/name where two runs share one."""
-    names = [r.path.name for r in records]
-    for r in records:
-        r.label = r.path.name if names.count(r.path.name) == 1 else f"{r.path.parent.name}/{r.path.name}"
+    """Unique names: the folder name, else as many folders above it as tell the runs apart (a compare's
+    or sweep's folder, not the runs/ inside it: compare-a/keras-s0 and compare-b/keras-s0)."""
+    def parts(r):
+        return [p for p in r.path.parts if p != "runs"]
+
+    for depth in range(1, max(len(parts(r)) for r in records) + 1):
+        labels = ["/".join(parts(r)[-depth:]) for r in records]
+        if len(set(labels)) == len(labels):
+            break
+    for r, label in zip(records, labels):
+        r.label = label
 
 
 def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path:

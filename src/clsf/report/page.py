@@ -16,7 +16,8 @@ from clsf.errors import DiskFull, UserError
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 16px;color:#1b1f24}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #d0d7de;padding-bottom:4px}h3{font-size:15px}
-table{border-collapse:collapse;margin:8px 0 14px}th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;margin:8px 0 14px;display:block;max-width:100%;overflow-x:auto}
+th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;max-width:24em;overflow-wrap:anywhere}
 th{background:#f6f8fa;cursor:pointer;user-select:none}td:first-child,th:first-child{text-align:left}
 pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px}figure{margin:10px 0}figcaption{color:#57606a;font-size:12px}
 img{max-width:100%}.verdict{font-size:16px;font-weight:600;padding:8px 12px;background:#ddf4ff;border-left:4px solid #0969da}"""

@@ -56,7 +56,7 @@ def compare_summary(plan: dict, records: dict[str, RunRecord]) -> dict:
         verdict = "one engine only: nothing to compare"
     elif seed_std is None and spread > AGREE_POINTS:  # one seed: no measure of the noise to hold the spread against
         verdict = (f"cannot decide: spread of test accuracy {spread:.2f} points with one seed per engine, so no "
-                   "seed-to-seed std to judge it by; run with --seeds 0,1,2")
+                   "seed-to-seed std to judge it by; run with more seeds (--seeds 0,1,2; from Python, seeds=[0, 1, 2])")
     else:
         std_text = f"seed-to-seed std {seed_std:.2f} points" if seed_std is not None else "one seed, so no seed-to-seed std"
         agree = spread <= AGREE_POINTS or spread <= 2 * seed_std

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 from clsf.models.spec import ModelSpec, output_activation
@@ -34,15 +35,20 @@ class Checks:
         self.expected += 1  # one more start, which may trace as often as the first (fit: twice)
         self.traces = {}  # what grows in the next epoch is that start
 
+    EVIDENCE_STEPS = 200  # optimizer steps before accuracy at chance says more than a slow start
+
     def after_epoch(self, rows: list[dict], engine) -> None:
         last = rows[-1]
         chance = 1.0 / self.k
-        if len(rows) == 1:
-            acc = last["val_acc"] if last.get("val_acc") is not None else last["train_acc"]
-            if acc < chance * 1.15 + 0.005:
-                self.warn("chance", f"accuracy is {acc:.3f} after the first epoch, chance level for {self.k} classes; "
-                                    "check that the model outputs logits (no relu/softmax on the last layer), "
-                                    "that labels match images, and try a smaller learning rate.")
+        acc = last["val_acc"] if last.get("val_acc") is not None else last["train_acc"]
+        # evidence, not a slow start: enough steps, accuracy at chance, and a loss still at chance's ln(K) (a
+        # model that learns lowers its loss before its accuracy moves; relu or softmax on the logits keep it there)
+        if engine.global_step() >= self.EVIDENCE_STEPS and acc < chance * 1.15 + 0.005 \
+                and last["train_loss"] >= 0.98 * math.log(self.k):
+            self.warn("chance", f"accuracy is {acc:.3f} and the training loss {last['train_loss']:.3f} (chance: "
+                                f"{math.log(self.k):.3f}) after {engine.global_step()} steps, chance level for {self.k} "
+                                "classes; check that the model outputs logits (no relu/softmax on the last layer), "
+                                "that labels match images, and try a smaller learning rate.")
         if len(rows) >= 3 and rows[-1]["train_loss"] >= rows[0]["train_loss"] - 1e-3:
             self.warn("flat", f"the training loss has not fallen in {len(rows)} epochs "
                               f"({rows[0]['train_loss']:.4f} -> {rows[-1]['train_loss']:.4f}); lower optim.lr, "

@@ -32,6 +32,8 @@ def evaluate(run: str | Path, which: str | None = None, engine: str | None = Non
         raise UserError(f"split '{split}' is not known; use test or val.")
     if data:
         cfg.data.name = data
+        h, w, c = run.image_shape  # another folder's images at the model's input, as predict reads them
+        cfg.data.image_size, cfg.data.channels = [h, w], c
         if split == "test":  # another dataset's test images, every one (a folder without splits: all its images)
             cfg.data.val_split, cfg.data.train_subset, cfg.data.test_subset, cfg.data.test_split = 0.0, None, None, 0.0
     prep = load_data(cfg)
@@ -46,7 +48,7 @@ def evaluate(run: str | Path, which: str | None = None, engine: str | None = Non
     if prep.dataset.image_shape != run.image_shape:
         shape = lambda s: "x".join(map(str, s))  # noqa: E731
         raise UserError(f"{prep.dataset.source} holds {shape(prep.dataset.image_shape)} images but the run's model takes "
-                        f"{shape(run.image_shape)}; resize them (--image-size) or evaluate on data of that size.")
+                        f"{shape(run.image_shape)}; evaluate on data of that size.")
     part = prep.test if split == "test" else prep.val
     if part is None and data and split == "test":  # a folder of class folders, no test/ inside: all of it
         part, split = prep.train, "all"

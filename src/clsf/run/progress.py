@@ -1,6 +1,6 @@
-"""One-line progress for long work, on a terminal only: a bar with rate and time left for an epoch
-(training, the GAN), and elapsed / left for a compare or sweep. Off a terminal (a log, a pipe, CI)
-nothing here prints: the callers' one line per epoch or per run is the record."""
+"""Progress for long work: on a terminal a bar with rate and time left for an epoch (training, the
+GAN), redrawn in place; off a terminal (a log, a pipe, CI) a plain line a minute inside a long epoch,
+so a log shows the work moving; and elapsed / left for a compare, sweep or tune."""
 
 from __future__ import annotations
 
@@ -16,15 +16,20 @@ def clock(seconds: float) -> str:
 
 
 class Bar:
+    PLAIN_EVERY_S = 60.0  # off a terminal: a line this often inside an epoch
+
     def __init__(self, enabled: bool, epoch: int, epochs: int, out=None):
         self.out = out or sys.stdout
-        self.enabled = enabled and self.out.isatty()
+        tty = self.out.isatty()
+        self.enabled, self.plain = enabled and tty, enabled and not tty
         self.prefix = f"epoch {epoch + 1}/{epochs}"
         self.start = time.perf_counter()
         self.last = 0.0
 
     def __call__(self, step: int, n_steps: int, **values: float) -> None:
         """Step `step` (0-based) of `n_steps` done; `values` (loss=..., acc=...) shown as they are."""
+        if self.plain:
+            self._line(step, n_steps, values)
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -38,6 +43,17 @@ class Bar:
         shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
         self.out.write(f"\r{self.prefix} [{bar}] {step + 1}/{n_steps} {shown} {rate:.1f} it/s "
                        f"ETA {clock((n_steps - step - 1) / rate)} ")
+        self.out.flush()
+
+    def _line(self, step: int, n_steps: int, values: dict) -> None:
+        now = time.perf_counter()
+        if now - self.start < self.PLAIN_EVERY_S or now - self.last < self.PLAIN_EVERY_S or step + 1 >= n_steps:
+            return
+        self.last = now
+        rate = (step + 1) / (now - self.start)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+        self.out.write(f"{self.prefix} step {step + 1}/{n_steps} {shown} ({clock(now - self.start)} elapsed, about "
+                       f"{clock((n_steps - step - 1) / rate)} left)\n")
         self.out.flush()
 
     def close(self) -> None:

@@ -662,12 +662,13 @@ def checkpoint_meta(run: str | Path, which: str = "last") -> dict:
 
 
 def find_runs(folder: str | Path) -> list[Path]:
-    """Run directories at or below `folder` (not inside a run's own checkpoints), sorted by path."""
+    """Run directories at or below `folder`, sorted by path: folders with a config.yaml and checkpoints
+    (not a run's own checkpoints, nor a copy of its record elsewhere: MLflow's mlartifacts/ hold one)."""
     folder = Path(folder)
     if RunDir.is_run(folder):
         return [folder]
     return [cfg.parent for cfg in sorted(folder.rglob(RunDir.CONFIG))
-            if "checkpoints" not in cfg.parent.relative_to(folder).parts]
+            if "checkpoints" not in cfg.parent.relative_to(folder).parts and (cfg.parent / "checkpoints").is_dir()]
 
 
 def has_weights(folder: str | Path) -> bool:

@@ -48,6 +48,10 @@ def require_mlflow() -> None:
 
     if importlib.util.find_spec("mlflow") is None:
         raise UserError("track=mlflow needs MLflow: pip install -e '.[track]' (or leave track out).")
+    import logging
+
+    for name in ("mlflow", "alembic"):  # MLflow's INFO lines as it creates its database on first use
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class MlflowTracking(Callback):

@@ -83,6 +83,15 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     with _lock(run), _disk_space(run):  # one process trains a run; a full disk: one line, the last checkpoint intact
         if run is not None:
             _write_setup(run, cfg, spec, engine, prep, changed, state, pretrained)
+        if not quiet and changed is None and cfg.run_name and run.name != cfg.run_name:
+            print(f"clsf: note: {Path(cfg.runs_dir) / cfg.run_name} exists, so this run is {run} (clsf never writes "
+                  "into another run).", file=sys.stderr)
+        d = cfg.data
+        if not quiet and changed is None and d.train_subset and not (d.val_subset or d.test_subset) and \
+                max(len(prep.val) if prep.val else 0, len(prep.test)) > len(prep.train):
+            print(f"clsf: note: data.train_subset={d.train_subset} shrinks the training split only; each epoch still "
+                  f"evaluates all {len(prep.val) if prep.val else 0} validation images and the finish all "
+                  f"{len(prep.test)} test images — data.val_subset and data.test_subset shrink those.", file=sys.stderr)
         if not quiet:
             counts = f"{len(prep.train)} train / {len(prep.val) if prep.val else 0} val / {len(prep.test)} test images"
             held = (f"; the test images are {prep.held_out['fraction']:.0%} of the folder's, held out (stratified, the "
@@ -215,9 +224,10 @@ def _fit(engine, prep: Prepared, state: RunState, callbacks, cfg: Config, steps_
         if state.stop == "interrupt":
             raise KeyboardInterrupt
         return state
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if run is not None:
             print("\n" + run.interrupted("clsf train"), file=sys.stderr)
+            e.reported = True  # said once, here
         raise
 
 
