@@ -261,6 +261,12 @@ T = "train --engine torch --data " + DATA + " --runs-dir runs --epochs 1"
 CASES = [
     # command line flags and config values
     (T + " optim.lrr=0.1", nothing, 2, "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
+    ("train --engine keras --device cuda --data " + DATA + " --runs-dir runs --epochs 1", nothing, 2,
+     "device 'cuda' asks for a GPU, and the keras engine finds none here"),
+    ("train --engine tf --device gpu:0 --data " + DATA + " --runs-dir runs --epochs 1", nothing, 2,
+     "device 'gpu:0' asks for a GPU, and the tf engine finds none here"),
+    (T + " optim.class_weight=sometimes", nothing, 2, "optim.class_weight='sometimes' is not known; use balanced"),
+    (T + " optim.unfreeze_lr=0.001", nothing, 2, "optim.unfreeze_lr is the rate once the trunk unfreezes"),
     (T + " epochs=many", nothing, 2, "config key 'epochs' expects int"),
     (T + " optim.schedule=sawtooth", nothing, 2, "optim.schedule 'sawtooth' is not known"),
     (T + " --batch-size 0", nothing, 2, "batch_size=0 must be at least 1"),

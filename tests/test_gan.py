@@ -37,17 +37,16 @@ def test_gan_run_directory_and_exact_resume(tmp_path, engine):
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("epoch,d_loss,g_loss,d_acc_real,d_acc_fake")
     assert _gan(tmp_path, "cut", engine, "--epochs", "1") == 0
-    cut = tmp_path / "cut"
-    (cut / "final.json").unlink()  # as if stopped after epoch 1 of 2
-    text = (cut / "config.yaml").read_text().replace("epochs: 1", "epochs: 2")
-    (cut / "config.yaml").write_text(text)
-    assert main(["gan", "--resume", str(cut), "--quiet"]) == 0
+    cut = tmp_path / "cut"  # a finished one-epoch run, extended to two as `clsf train --resume --epochs` extends
+    assert main(["gan", "--resume", str(cut), "--quiet"]) == 0 and not (cut / "samples" / "step-00002.png").exists()
+    assert main(["gan", "--resume", str(cut), "--epochs", "2", "--quiet"]) == 0
     rows = lambda r: [l.split(",")[:5] for l in (r / "metrics.csv").read_text().splitlines()]  # noqa: E731
     assert rows(cut) == rows(run)  # the same losses and accuracies, epoch by epoch
     a, b = (np.load(r / "checkpoints" / "last" / "generator.npz") for r in (run, cut))
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
     env = json.loads((cut / "env.json").read_text())  # the resume is on record; the start stays as it was
     assert env["kind"] == "gan" and len(env["resumes"]) == 1 and env["resumes"][0]["after_epoch"] == 1
+    assert env["resumes"][0]["changed"] == {"epochs": [1, 2]}
     assert env["device"] == "cpu" and env["threads"]["intra_op"]
     assert main(["train", "--resume", str(run)]) == 2  # a GAN run resumes with clsf gan
     assert main(["report", str(run)]) == 0  # a GAN run reports its losses and samples

@@ -121,3 +121,52 @@ def test_short_runs_validate_and_test_on_subsets_and_the_header_says_so(tmp_path
     assert json.loads((tmp_path / "r" / "final.json").read_text())["test_images"] == 16
     with pytest.raises(UserError, match="val_subset"):
         build_config(overrides=["data.val_subset=0"])
+
+
+def test_help_counts_the_engines():
+    from clsf.cli import build_parser
+    from clsf.engines import ENGINES
+
+    assert len(ENGINES) == 5 and "five training engines" in build_parser().format_help()
+
+
+@pytest.mark.torch
+def test_notes_for_a_taken_run_name_and_a_training_subset_beside_whole_splits(tmp_path, capsys):
+    base = ["train", "--engine", "torch", "--data", "synthetic:train=120,test=40,size=8x8x3,classes=3", "--epochs", "1",
+            "--runs-dir", str(tmp_path), "model.args.widths=[4, 4]", "model.args.dense=8"]
+    assert main([*base, "--run-name", "mine"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--run-name", "mine", "data.train_subset=20"]) == 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'mine'} exists, so this run is {tmp_path / 'mine-2'}" in err
+    assert "data.train_subset=20 shrinks the training split only" in err and "data.val_subset and data.test_subset" in err
+
+
+@pytest.mark.torch
+def test_a_slow_start_is_not_called_chance_level(tmp_path, capsys):
+    """The built-in sample, 1,000 images, lr 0.01 under cosine: a healthy run at chance after one short
+    epoch is no evidence of a mistake (32 steps)."""
+    assert main(["train", "--engine", "torch", "--epochs", "1", "--lr", "0.01", "optim.schedule=cosine",
+                 "data.train_subset=1000", "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    assert "chance level" not in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_export_force_replaces_only_an_export(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--engine", "torch", "--data", "synthetic:train=60,test=20,size=8x8x3,classes=3", "--epochs", "1",
+                 "--runs-dir", str(tmp_path), "--run-name", "r", "--quiet", "model.args.widths=[4, 4]",
+                 "model.args.dense=8"]) == 0
+    out = tmp_path / "exp"
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(out)]) == 0
+    first = (out / "clsf.json").stat().st_mtime_ns
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(out)]) == 2
+    assert "--force replaces an earlier export" in capsys.readouterr().err
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(out), "--force"]) == 0
+    assert (out / "clsf.json").stat().st_mtime_ns != first and not (tmp_path / "exp.old").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(mine), "--force"]) == 2
+    assert "--force replaces only an export clsf wrote" in capsys.readouterr().err and (mine / "notes.txt").exists()

@@ -152,6 +152,7 @@ def test_ctrl_c_checkpoints_and_the_run_resumes(tmp_path):
     assert p.returncode == 130 and "Traceback" not in err, err
     meta = rundir.checkpoint_meta(tmp_path / "r")
     assert meta["epoch"] >= 2 and "checkpoints/last holds the run up to epoch" in err
+    assert err.count("interrupted") == 1, err  # said once, with how far it got
     r = subprocess.run([sys.executable, "-m", "clsf", "train", "--resume", str(tmp_path / "r"), "--epochs", str(meta["epoch"] + 1), "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from clsf.errors import UserError
 
-if TYPE_CHECKING:  # config imports this module for the engine names; the types only for checkers
-    from clsf.config import Config
-    from clsf.engines.base import Engine
-    from clsf.models.spec import ModelSpec
+# config imports this module for the engine names, so it imports nothing that imports config: the
+# annotations "Config", "ModelSpec" and "Engine" below are names only (clsf.config, clsf.models.spec,
+# clsf.engines.base)
 
 
 @dataclass(frozen=True)

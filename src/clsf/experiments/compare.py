@@ -16,7 +16,7 @@ from clsf.engines import names as engine_names
 from clsf.errors import UserError
 from clsf.experiments import runner
 from clsf.run.rundir import RunDir
-from clsf.report.build import pm
+from clsf.report.format import pm
 
 
 def parse_engines(text: str) -> list[str]:

@@ -18,7 +18,7 @@ import yaml
 from clsf.config import Config, apply, flatten, nest, validate
 from clsf.errors import UserError
 from clsf.experiments import runner
-from clsf.report.build import pm
+from clsf.report.format import pm
 
 
 def _split_values(text: str) -> list[str]:

@@ -123,6 +123,34 @@ def _verification_images(run: RunDir, cfg):
     return images
 
 
+def _write(engine, fmt: str, path: Path, a, b, probabilities: bool, raw: np.ndarray, out: Path) -> None:
+    """The engine writes the export; a full disk (an OSError, or TF's ResourceExhaustedError) is exit 5."""
+    try:
+        engine.export(fmt, path, a, b, probabilities, raw)
+    except Exception as e:  # noqa: BLE001 - a full disk reaches here as an OSError, or TF's ResourceExhaustedError
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e):
+            raise DiskFull(f"the disk under {out.parent} is full; free space and export again (nothing was written).") from None
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
+        raise
+
+
+def _swap_in(tmp: Path, out: Path, replace: bool) -> None:
+    """The verified folder in place, whole or not at all; `replace`: the earlier export aside first, then gone."""
+    old = out.with_name(out.name + ".old")
+    try:
+        if replace:
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        elif out.exists():
+            out.rmdir()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
+
+
 def export(run: str | Path, fmt: str, out: str | Path | None = None, probabilities: bool = False,
            which: str | None = None, force: bool = False) -> dict:
     """Write RUN's model (or checkpoint `which`) in `fmt` to `out` (default RUN/export/FMT), verified;
@@ -157,15 +185,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
         raise UserError(f"cannot write the export into {out.parent} ({e.strerror or e}); choose another --out.") from None
     try:
         raw = images.astype(np.float32)  # the exported model's input: raw pixels, 0-255
-        try:
-            engine.export(fmt, tmp / filename, a, b, probabilities, raw)
-        except Exception as e:  # noqa: BLE001 - a full disk reaches here as an OSError, or TF's ResourceExhaustedError
-            full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e)
-            if full:
-                raise DiskFull(f"the disk under {out.parent} is full; free space and export again (nothing was written).") from None
-            if isinstance(e, OSError):
-                raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
-            raise
+        _write(engine, fmt, tmp / filename, a, b, probabilities, raw, out)
         try:
             predict, runtime = load_runtime(fmt, tmp / filename)
             got = np.concatenate([predict(raw[i:i + 64]) for i in range(0, len(raw), 64)])
@@ -187,19 +207,8 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
                 "output": "probabilities" if probabilities else "logits",
                 "verified": {"runtime": runtime, "images": len(raw), "max_abs_diff": diff, "tolerance": TOLERANCE,
                              "same_prediction": float((got.argmax(1) == reference.argmax(1)).mean())}}
-        try:
-            write_json(tmp / "clsf.json", info)
-            old = out.with_name(out.name + ".old")
-            if replace:  # the earlier export aside, the new one in, then the earlier one gone
-                shutil.rmtree(old, ignore_errors=True)
-                out.rename(old)
-            elif out.exists():
-                out.rmdir()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(out)  # the folder appears whole, verified, or not at all
-            shutil.rmtree(old, ignore_errors=True)
-        except OSError as e:
-            raise UserError(f"cannot write the export to {out} ({e.strerror or e}); choose another --out.") from None
+        write_json(tmp / "clsf.json", info)
+        _swap_in(tmp, out, replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     from clsf.run.tracking import log_export

@@ -15,28 +15,13 @@ import yaml
 
 from clsf.errors import UserError
 from clsf import plots
+from clsf.report.format import fmt, pm
 from clsf.report.page import Page
 from clsf.report.runs import RunRecord, differing_keys, read_run
 from clsf.run.rundir import RunDir, find_runs, fresh_path
 from clsf.report.summary import compare_summary, sweep_summary
 
 MISTAKES_SHOWN = 24
-
-
-def fmt(v, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def pm(ms: tuple, scale: float = 1.0, digits: int = 2) -> str:
-    """'mean ± std' (or just the mean with one value, '-' with none)."""
-    mean, std = ms
-    if mean is None:
-        return "-"
-    return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
 
 
 RUN_COLUMNS = ["run", "engine", "model", "seed", "epochs", "test_acc", "test_loss", "best_val_acc", "train_s",

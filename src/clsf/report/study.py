@@ -77,7 +77,7 @@ def study_summary(plan: dict, trials: list[dict], importances: dict, planned: di
 
 def study_section(page, plan: dict, folder: Path, records: dict, storage: str | None = None) -> dict:
     """The study's part of a tune folder's page (`records`: its runs, already read, by name)."""
-    from clsf.report.build import fmt  # (build imports this module inside a function: no cycle at import)
+    from clsf.report.format import fmt
 
     trials, importances = read_study(folder, plan, storage)
     s = study_summary(plan, trials, importances, {t["number"]: _planned_epochs(records, plan, t) for t in trials})
