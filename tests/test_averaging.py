@@ -12,7 +12,7 @@ import pytest
 
 from clsf.models.transfer import load_npz
 from clsf.run import rundir
-from clsf.run.averaging import Averaged
+from clsf.techniques.averaging import Averaged
 from helpers import engine_params, tiny_config
 
 DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"

@@ -71,7 +71,7 @@ def train_case(name: str, extra: list[str], epochs: int, x, y, initial: dict | N
     keep_initial), through `epochs` epochs of its own train_epoch: (neutral weights, [epoch losses]).
     With optim.ema the weights are the average (what the run would report on and checkpoint)."""
     from clsf.engines import create_engine
-    from clsf.run.averaging import averaged
+    from clsf.techniques.averaging import averaged
     from clsf.run.setup import build_spec
 
     cfg = build_config(flags={"engine": name, "epochs": epochs, "batch_size": B, "device": "cpu"}, overrides=extra)

@@ -32,7 +32,7 @@ def _patch_covariance(x: np.ndarray, kernel: np.ndarray, pre: Preprocess) -> np.
 
 
 def test_the_whitened_patches_are_decorrelated_with_unit_variance():
-    from clsf.run.whitening import whitening_kernel
+    from clsf.techniques.whitening import whitening_kernel
 
     x, pre = _images(), Preprocess(scale="0-1")
     w = whitening_kernel(x, pre, kernel=2, filters=24)
@@ -56,7 +56,7 @@ def test_every_engine_starts_from_the_same_whitening(engine, tmp_path):
     from clsf.cli import main
     from clsf.data import load_dataset
     from clsf.models.transfer import load_npz
-    from clsf.run.whitening import whitening_kernel
+    from clsf.techniques.whitening import whitening_kernel
 
     args = ["train", "--engine", engine, "--data", DATA, "--epochs", "1", "--runs-dir", str(tmp_path), "--quiet", *AIRBENCH]
     small = ["model.args.widths=[4, 4, 4]", "data.val_split=0"]
@@ -73,7 +73,7 @@ def test_every_engine_starts_from_the_same_whitening(engine, tmp_path):
 
 def test_a_model_it_cannot_whiten_is_refused_in_one_line():
     from clsf.models.zoo import get_spec
-    from clsf.run.whitening import first_conv
+    from clsf.techniques.whitening import first_conv
 
     with pytest.raises(UserError, match="has 32 filters; whitening 3x3x3 patches needs 27 or 54"):
         first_conv(get_spec("seed-cnn", 10, (32, 32, 3)))

@@ -57,7 +57,7 @@ class ModelConfig:
     name: str = "seed-cnn"
     init: str = "glorot_uniform"  # "glorot_uniform" (Keras' default) | "he_uniform" | "torch_default"
     args: dict = field(default_factory=dict)  # the model function's options, e.g. {dropout: 0.5}
-    whiten_init: bool = False  # the first conv from the training images' patch whitening (airbench's init; clsf.run.whitening)
+    whiten_init: bool = False  # the first conv from the training images' patch whitening (airbench's init; clsf.techniques.whitening)
     # every batch norm keeps its moving statistics, in training too (its scale and shift train): for fine-tuning a
     # pretrained network on little data, where batch statistics of a few images would replace ImageNet's
     bn_frozen: bool = False

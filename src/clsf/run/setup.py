@@ -50,7 +50,7 @@ def build_spec(cfg: Config, image_shape, num_classes: int, run: RunDir | None = 
         raise UserError(f"model '{cfg.model.name}' outputs {out} but the data has {num_classes} classes; "
                         f"give its last layer units: num_classes.")
     if cfg.model.whiten_init:  # its first layer must be one it can set: refused before anything is written
-        from clsf.run.whitening import first_conv
+        from clsf.techniques.whitening import first_conv
 
         first_conv(spec)
     need, have = training_bytes(spec, cfg.batch_size), machine_memory()

@@ -20,7 +20,7 @@ from clsf.errors import UserError
 from clsf.models.pretrained import configure as configure_pretrained
 from clsf.models.spec import ModelSpec
 from clsf.run import callbacks as cb
-from clsf.run.averaging import averaged
+from clsf.techniques.averaging import averaged
 from clsf.run.checks import Checks
 from clsf.run.loop import fit, logits_of
 from clsf.run.pruning import trial_reporter
@@ -29,7 +29,7 @@ from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
 from clsf.run.state import RunState
 from clsf.run.tracking import MlflowTracking, require_mlflow
-from clsf.run.whitening import whiten_first_conv
+from clsf.techniques.whitening import whiten_first_conv
 from clsf.techniques.class_weights import imbalance_warning
 from clsf.words import count
 
