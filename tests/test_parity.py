@@ -266,6 +266,27 @@ def test_every_engine_mixes_alike(monkeypatch):
         assert_same_weights(got["keras"][0], off, rel=1e-4)
 
 
+def test_frozen_batch_norm_statistics_train_alike_in_every_engine(monkeypatch):
+    """model.bn_frozen: every batch norm normalises by its moving statistics in training too, its scale
+    and shift training: keras, tf and torch reach the same weights, the statistics untouched; the
+    teeth: torch's batch norm using batch statistics after all is caught."""
+    from clsf.models import torch as builders
+
+    extra = overrides("resnet-s", "sgd", "cosine", True) + ["model.bn_frozen=true"]
+    got = train_engines(("keras", "tf", "torch"), extra)
+    assert_same_weights(got["keras"][0], got["tf"][0], abs_=1e-6)
+    assert_same_weights(got["keras"][0], got["torch"][0], rel=1e-4)
+    for layer, w in got["keras"][0].items():
+        if "moving_mean" in w:
+            assert np.array_equal(w["moving_mean"], got["initial"][layer]["moving_mean"]), layer
+    configure = builders._KerasVariance.configure
+    monkeypatch.setattr(builders._KerasVariance, "configure", lambda self, scale, bias_scale, frozen=False:
+                        configure(self, scale, bias_scale, False))
+    off = train_case("torch", extra, EPOCHS, X, Y, got["initial"])[0]
+    with pytest.raises(AssertionError, match="difference"):
+        assert_same_weights(got["keras"][0], off, rel=1e-4)
+
+
 def _torch_weight_semantics(per, y, weights):
     """torch's own cross_entropy(weight=w): the batch's weighted losses over the sum of its weights."""
     w = weights[y]
