@@ -1,5 +1,6 @@
 """Several processes on one machine (over 127.0.0.1): torch DDP through torchrun's launcher, and
-the tf engine under MultiWorkerMirroredStrategy (TF_CONFIG).
+the tf engine under MultiWorkerMirroredStrategy (TF_CONFIG); and two nodes, each its own process
+group and its own loopback address (127.0.0.1, 127.0.0.2) as two machines would be.
 
 The equivalence: 2 processes x batch B train to the same weights as 1 process x batch 2B on the
 same data order, including an epoch whose last global batch holds one image (one process's share
@@ -8,6 +9,7 @@ one process mid-run: the command must stop within a bounded time with one line a
 and the run must resume afterwards (with another process count).
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -205,3 +207,107 @@ def test_a_checkpoint_inside_an_epoch_resumes_only_with_its_own_replica_count(tm
         train(resume=run, quiet=True)
     meta_file.write_text(json.dumps(meta))
     assert (train(resume=run, quiet=True) / "final.json").exists()
+
+
+# -- two nodes: `clsf train --nodes A,B --node-rank I` on each, as on two machines -------------------
+
+
+def _nodes(engine: str) -> str:
+    """Two machines' addresses on the loopback range; distinct ports (TF's servers listen on every address)."""
+    from clsf.distributed.launch import _free_ports
+
+    return ",".join(f"127.0.0.{i + 1}:{p}" for i, p in enumerate(_free_ports(2)))
+
+
+def _start_nodes(cmd: list[str], nodes: str) -> list[subprocess.Popen]:
+    """Node 0 and node 1, each in its own session (its launcher and workers one process group)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [subprocess.Popen([*cmd, "--nodes", nodes, "--node-rank", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, start_new_session=True) for i in range(2)]
+
+
+@pytest.mark.parametrize("engine", ["torch", pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
+def test_two_nodes_train_as_one_process_with_the_doubled_batch(tmp_path_factory, tmp_path, engine):
+    cmd = [sys.executable, "-m", "clsf", "train", "--engine", engine, *COMMON, "--batch-size", "16", "--runs-dir", str(tmp_path),
+           "--run-name", "two", "model.args.dropout=0", "data.train_subset=65"]
+    nodes = _start_nodes(cmd, _nodes(engine))
+    errs = [p.communicate(timeout=300)[1] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], errs
+    with np.load(tmp_path / "two" / "checkpoints" / "last" / "weights.npz") as z:
+        two = {k: z[k] for k in z.files}
+    assert _max_diff(one_process(tmp_path_factory, 65, engine), two) <= 1e-5
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["replicas"]["processes"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two"]  # node 0 alone wrote the run
+
+
+@pytest.mark.slow  # the teeth of the test above, through torchrun's own command line (what docs/scale-out.md shows)
+@pytest.mark.parametrize("sabotage", ["none", "same-share"])
+def test_torchrun_two_nodes_equivalence_catches_a_broken_share_rule(tmp_path_factory, tmp_path, sabotage):
+    from clsf.distributed.launch import _free_ports
+
+    port = _free_ports(1)[0]
+    args = ["--engine", "torch", *COMMON, "--batch-size", "16", "--runs-dir", str(tmp_path), "--run-name", "two",
+            "model.args.dropout=0", "data.train_subset=67"]
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(i),
+                                "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                                str(WORKER), sabotage, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True) for i in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in agents]
+    assert [p.returncode for p in agents] == [0, 0], errs
+    with np.load(tmp_path / "two" / "checkpoints" / "last" / "weights.npz") as z:
+        diff = _max_diff(one_process(tmp_path_factory, 67), {k: z[k] for k in z.files})
+    assert diff <= 1e-5 if sabotage == "none" else diff > 1e-4
+
+
+def _kill_tree(pid: int) -> None:
+    """A machine gone: its launcher and every process under it, at once."""
+    tree, frontier = [pid], [pid]
+    while frontier:
+        kids = subprocess.run(["pgrep", "-P", str(frontier.pop())], capture_output=True, text=True).stdout.split()
+        tree += map(int, kids)
+        frontier += map(int, kids)
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("engine", ["torch", pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
+def test_a_killed_node_stops_the_other_in_one_line_and_the_run_resumes(tmp_path, engine):
+    run = tmp_path / "k"
+    cmd = [sys.executable, "-m", "clsf", "train", "--engine", engine, "--data", "synthetic:train=3000", "--epochs", "30",
+           "--batch-size", "16", "--runs-dir", str(tmp_path), "--run-name", "k", "--quiet", "dist_timeout_s=20"]
+    lead, other = _start_nodes(cmd, _nodes(engine))
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "last").is_dir():  # an epoch is done: node 1 goes down in the next
+        assert lead.poll() is None and time.monotonic() < deadline, lead.communicate()[1][-2000:]
+        time.sleep(0.2)
+    _kill_tree(other.pid)
+    killed = time.monotonic()
+    _, err = lead.communicate(timeout=120)
+    other.communicate()
+    assert time.monotonic() - killed < 60  # measured: torch 2 s, tf 3-10 s (its heartbeats)
+    assert lead.returncode == 6, err[-2000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "another process stopped answering" in lines[0] and "clsf train --resume" in lines[0], err[-3000:]
+    assert not (run / "final.json").exists()
+    done = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())["epoch"]
+
+    # the same run, resumed on one machine in one process (an epoch's end: any process count), finishes
+    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--resume", str(run), "--epochs", str(done + 1), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((run / "final.json").read_text())["epochs"] == done + 1
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--nodes", "127.0.0.1:29500,127.0.0.2:29500"], "--nodes and --node-rank go together"),
+    (["--node-rank", "1"], "--nodes and --node-rank go together"),
+    (["--nodes", "127.0.0.1,127.0.0.2:29500", "--node-rank", "0"], "'127.0.0.1' is not HOST:PORT"),
+    (["--nodes", "a:1,a:1", "--node-rank", "0"], "names an address twice"),
+    (["--nodes", "a:1,b:1", "--node-rank", "2"], "--node-rank 2 is not one of the 2 nodes"),
+    (["--engine", "keras", "--nodes", "a:1,b:1", "--node-rank", "0"], "--engine tf"),
+])
+def test_nodes_refuses_nonsense_in_one_line_before_starting_anything(tmp_path, args, said):
+    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--engine", "torch", *args, "--runs-dir", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr and not any(tmp_path.iterdir()), r.stderr

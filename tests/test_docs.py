@@ -147,7 +147,8 @@ NOT_RUN = {  # docs lines not executed here, and why
     "python -m pytest": "the test suite itself",
     "python bench/": "a benchmark on the real datasets (minutes to hours)",
     "export CLSF_DATA": "the harness sets CLSF_DATA itself",
-    "torchrun --nnodes": "several machines",
+    "torchrun --nnodes": "several machines (tests/test_distributed.py runs torchrun's two-node line on 127.0.0.1)",
+    "--nodes": "several machines at once (tests/test_distributed.py runs these on 127.0.0.1 and 127.0.0.2)",
 }
 PLACEHOLDERS = ("RUN_OR_EXPORT", "CLASSIFIER_RUN", "RUN_DIR", "COMPARE_OR_SWEEP_FOLDER", "RUN")
 

@@ -131,7 +131,7 @@ def cmd_train(args) -> int:
     from clsf.distributed.launch import train_command
 
     train_command(args.argv, args.config, args.recipe, _flags(args), args.overrides, args.resume, args.nproc, args.quiet,
-                  args.weights_only)
+                  args.weights_only, args.nodes, args.node_rank)
     return 0
 
 
@@ -388,6 +388,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--nproc", type=int, metavar="N", help="train in N processes on this machine (torch: DDP through "
                    "torchrun's launcher; tf: MultiWorkerMirroredStrategy; keras runs as one); --batch-size is per process")
+    p.add_argument("--nodes", metavar="HOST:PORT,...", help="train on several machines: every machine's address, the "
+                   "same list on each, the first one leading (torch: its rendezvous; tf: its chief); with --node-rank")
+    p.add_argument("--node-rank", type=int, metavar="I", help="with --nodes: which of them this machine is (0 on the first)")
     p.set_defaults(func=cmd_train)
 
 
@@ -545,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, so that a reader gone early is met below and not at the interpreter's exit
         return code
     except ClsfError as e:
-        print(f"clsf: error: {e}", file=sys.stderr)
+        if str(e):  # empty: the failure was already said (a process of this launch printed its own line)
+            print(f"clsf: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
         if not getattr(e, "reported", False):  # a command that said how far it got (and how to go on) said enough

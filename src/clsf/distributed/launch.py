@@ -1,10 +1,13 @@
-"""`clsf train --nproc N`: the same command in N processes on this machine.
+"""`clsf train --nproc N [--nodes H0:P0,H1:P1,... --node-rank I]`: the same command in N processes
+on this machine, which is node I of several when --nodes names them.
 
 torch: through torchrun's own launcher (torch.distributed.launcher, what `torchrun --standalone`
-runs), so each process finds RANK, WORLD_SIZE and the rendezvous as under torchrun. tf: N
-processes with TF_CONFIG naming N workers on 127.0.0.1 (MultiWorkerMirroredStrategy's cluster
-spec). When one process fails, the others are stopped and the command exits with a line saying
-which process failed and how; the run resumes from its last checkpoint.
+runs; with --nodes, what `torchrun --nnodes K --node-rank I --master-addr H0 --master-port P0`
+runs: the static rendezvous, node 0 hosting its store), so each process finds RANK, WORLD_SIZE and
+the rendezvous as under torchrun. tf: N processes with TF_CONFIG naming every node's workers
+(node i's at Hi:Pi, Pi+1, ...; MultiWorkerMirroredStrategy's cluster spec). When one process fails,
+this node's others are stopped and the command exits with a line saying which process failed and
+how (a process on another node shows up as a lost peer); the run resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -17,21 +20,58 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 
 from clsf.errors import ClsfError, PeerLost, UserError
 
 
-def strip_nproc(argv: list[str]) -> list[str]:
-    """The command line without --nproc N / --nproc=N."""
+LAUNCH_FLAGS = ("--nproc", "--nodes", "--node-rank")  # the launcher's own: not passed on to the processes
+
+
+def strip_launch_flags(argv: list[str]) -> list[str]:
+    """The command line without --nproc N, --nodes LIST, --node-rank I (or their --flag=value forms)."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--nproc":
+        elif a in LAUNCH_FLAGS:
             skip = True
-        elif not a.startswith("--nproc="):
+        elif not a.startswith(tuple(f + "=" for f in LAUNCH_FLAGS)):
             out.append(a)
     return out
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """The machines of one run, in rank order (node 0 leads: torch's rendezvous store, tf's chief),
+    and which of them this is."""
+
+    addresses: tuple[tuple[str, int], ...]
+    rank: int
+
+    @classmethod
+    def parse(cls, text: str | None, rank: int | None) -> "Nodes | None":
+        if text is None and rank is None:
+            return None
+        if text is None or rank is None:
+            raise UserError("--nodes and --node-rank go together: --nodes HOST0:PORT,HOST1:PORT names every machine "
+                            "(the same list on each) and --node-rank I says which one this is.")
+        addresses = []
+        for item in text.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise UserError(f"--nodes entry {item.strip()!r} is not HOST:PORT (a port from 1 to 65535); "
+                                "give every machine as HOST:PORT, separated by commas.")
+            addresses.append((host.strip("[]"), int(port)))
+        if len(set(addresses)) < len(addresses):
+            raise UserError(f"--nodes {text} names an address twice; each machine needs its own HOST:PORT.")
+        if not 0 <= rank < len(addresses):
+            raise UserError(f"--node-rank {rank} is not one of the {len(addresses)} nodes --nodes names; "
+                            f"use 0 to {len(addresses) - 1} (0 on the first machine listed).")
+        return cls(tuple(addresses), rank)
+
+    def __len__(self) -> int:
+        return len(self.addresses)
 
 
 def _thread_env(nproc: int) -> dict:
@@ -41,16 +81,21 @@ def _thread_env(nproc: int) -> dict:
     return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
 
 
-def _failed(rank: int, nproc: int, code: int) -> ClsfError:
+def _failed(rank: int, total: int, code: int, nodes: Nodes | None = None) -> ClsfError:
+    if code == PeerLost.exit_code and nodes:  # it lost a process on another machine and said so: nothing to add
+        e = ClsfError("")
+        e.exit_code = code
+        return e
     if code in (2, 3, 5, 6):  # the process said why (bad input, non-finite loss, full disk, a lost peer): pass its code on
-        e = ClsfError(f"process {rank} of {nproc} stopped with exit code {code} (its message is above)")
+        e = ClsfError(f"process {rank} of {total} stopped with exit code {code} (its message is above)")
         e.exit_code = code
         return e
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-    return PeerLost(f"process {rank} of {nproc} {how} and the others were stopped")
+    others = "this machine's other processes were stopped" if nodes else "the others were stopped"
+    return PeerLost(f"process {rank} of {total} {how} and {others}")
 
 
-def run_torch(argv: list[str], nproc: int) -> None:
+def run_torch(argv: list[str], nproc: int, nodes: Nodes | None = None, timeout_s: float = 300) -> None:
     import logging
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -58,8 +103,14 @@ def run_torch(argv: list[str], nproc: int) -> None:
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the agent's notices; failures come below
     os.environ.update(_thread_env(nproc))
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2)
+    if nodes:  # torchrun --nnodes K --node-rank I --master-addr H0 --master-port P0: ranks follow the node order
+        host, port = nodes.addresses[0]
+        config = LaunchConfig(min_nodes=len(nodes), max_nodes=len(nodes), nproc_per_node=nproc, run_id="clsf",
+                              rdzv_backend="static", rdzv_endpoint=f"{host}:{port}",
+                              rdzv_configs={"rank": nodes.rank, "timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.2)
+    else:
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                              rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2)
     try:
         elastic_launch(config, sys.executable)("-m", "clsf", *argv)
     except ChildFailedError as e:
@@ -69,7 +120,7 @@ def run_torch(argv: list[str], nproc: int) -> None:
         def consequence(failure) -> tuple:
             return failure.exitcode == PeerLost.exit_code, failure.exitcode == -signal.SIGTERM, failure.timestamp
         rank, failure = min(e.failures.items(), key=lambda kv: consequence(kv[1]))
-        raise _failed(rank, nproc, failure.exitcode) from None
+        raise _failed(rank, nproc * (len(nodes) if nodes else 1), failure.exitcode, nodes) from None
 
 
 def _free_ports(n: int) -> list[int]:
@@ -82,11 +133,15 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def run_tf(argv: list[str], nproc: int, timeout_s: float) -> None:
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(nproc)]
+def run_tf(argv: list[str], nproc: int, timeout_s: float, nodes: Nodes | None = None) -> None:
+    if nodes:  # node i's processes listen on Hi:Pi, Pi+1, ...; worker 0 (node 0's first) is the chief
+        workers = [f"{h}:{p + j}" for h, p in nodes.addresses for j in range(nproc)]
+        first = nodes.rank * nproc
+    else:
+        workers, first = [f"127.0.0.1:{p}" for p in _free_ports(nproc)], 0
     procs = []
-    for i in range(nproc):
-        env = {**os.environ, **_thread_env(nproc),
+    for i in range(first, first + nproc):
+        env = {"TF_CPP_MIN_LOG_LEVEL": "3", **os.environ, **_thread_env(nproc),  # a lost worker: clsf's line, not TF's C++ log
                "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})}
         procs.append(subprocess.Popen([sys.executable, "-m", "clsf", *argv], env=env))
     try:
@@ -103,7 +158,7 @@ def run_tf(argv: list[str], nproc: int, timeout_s: float) -> None:
                     except subprocess.TimeoutExpired:
                         p.kill()
                 rank, code = bad[0]
-                raise _failed(rank, nproc, code)
+                raise _failed(first + rank, len(workers), code, nodes)
             if all(c == 0 for c in codes):
                 return
             time.sleep(0.2)
@@ -113,9 +168,10 @@ def run_tf(argv: list[str], nproc: int, timeout_s: float) -> None:
         raise
 
 
-def launch(argv: list[str], nproc: int, engine: str, timeout_s: float) -> None:
+def launch(argv: list[str], nproc: int, engine: str, timeout_s: float, nodes: Nodes | None = None) -> None:
     if os.environ.get("WORLD_SIZE") or os.environ.get("TF_CONFIG"):
-        raise UserError("--nproc launches the processes itself; under torchrun or with TF_CONFIG set, leave --nproc out.")
+        raise UserError("--nproc and --nodes launch the processes themselves; under torchrun or with TF_CONFIG set, "
+                        "leave them out.")
     from clsf.engines import ENGINES, entry
 
     how = entry(engine).launcher
@@ -123,17 +179,19 @@ def launch(argv: list[str], nproc: int, engine: str, timeout_s: float) -> None:
         several = " or ".join(f"--engine {e.name}" for e in ENGINES.values() if e.launcher)
         raise UserError(f"the {engine} engine runs as one process; for several, use {several} "
                         "(the same model and optimizer in a loop that runs distributed).")
-    argv = strip_nproc(argv)
+    argv = strip_launch_flags(argv)
     if how == "torchrun":
-        run_torch(argv, nproc)
+        run_torch(argv, nproc, nodes, timeout_s)
     else:
-        run_tf(argv, nproc, timeout_s)
+        run_tf(argv, nproc, timeout_s, nodes)
 
 
 def train_command(argv: list[str], config: str | None, recipe: str | None, flags: dict, overrides: list[str],
-                  resume: str | None, nproc: int | None, quiet: bool, weights_only: bool = False) -> None:
+                  resume: str | None, nproc: int | None, quiet: bool, weights_only: bool = False,
+                  nodes: str | None = None, node_rank: int | None = None) -> None:
     """`clsf train` as typed: a new run or a resumed one, here or in `nproc` processes (the same
-    command again in each, through the engine's launcher). Bad input stops here, once."""
+    command again in each, through the engine's launcher), on this machine or as one node of
+    several. Bad input stops here, once."""
     from clsf.config import build_config, merge, parse_overrides
     from clsf.run.resume import resume_config
     from clsf.run.train import train
@@ -149,10 +207,11 @@ def train_command(argv: list[str], config: str | None, recipe: str | None, flags
     if resume and (config or recipe):
         flag = "--config" if config else "--recipe"
         raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config); drop {flag}.")
+    machines = Nodes.parse(nodes, node_rank)
     changes = merge(flags, parse_overrides(overrides)) if resume else None
-    if nproc and nproc > 1:
+    if (nproc and nproc > 1) or machines:
         cfg = resume_config(resume, changes)[1] if resume else build_config(config, flags, overrides, recipe)
-        launch(argv, nproc, cfg.engine, cfg.dist_timeout_s)
+        launch(argv, nproc or 1, cfg.engine, cfg.dist_timeout_s, machines)
     elif resume:
         train(resume=resume, changes=changes, quiet=quiet, weights_only=weights_only)
     else:

@@ -14,6 +14,7 @@ the update); gradients are clipped first, by global L2 norm (optim.clip_norm).
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from clsf.config import Config, OptimConfig
 from clsf.distributed import World, tf_world
 from clsf.engines.base import Engine, resolve_precision, damaged_state, frozen_layers, missing_state
 from clsf.engines.schedule import lr_at
-from clsf.errors import UserError
+from clsf.errors import PeerLost, UserError
 from clsf.frameworks import import_keras
 from clsf.models.spec import ModelSpec
 
@@ -99,6 +100,33 @@ def make_strategy(cfg: Config, world: World):
         raise UserError(f"optim.clip_norm with {world.size} TensorFlow replicas would clip each replica's share of the "
                         "gradient (Keras' order), not the batch's; drop optim.clip_norm or use the torch engine.")
     return strategy
+
+
+@contextlib.contextmanager
+def collective(what: str):
+    """A worker of a MultiWorkerMirroredStrategy run that died (its heartbeats stop; measured: noticed
+    in about 9 s) or stopped answering (dist_timeout_s) inside the block becomes one clear line,
+    as torch's `clsf.distributed.torch_ddp.collective` does."""
+    import tensorflow as tf
+
+    lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError, tf.errors.CancelledError)
+    try:
+        yield
+    except lost as e:
+        raise PeerLost(f"another process stopped answering while {what} ({_lost_cause(str(e.message))})") from None
+
+
+def _lost_cause(message: str) -> str:
+    """The gist of TF's collective error, which opens with "Graph execution error:" and a stack."""
+    import re
+
+    if "stopped sending heartbeats" in message:  # the coordination service names the dead workers
+        tasks = sorted(set(re.findall(r"/job:worker/replica:\d+/task:(\d+)\s*$", message, re.M)), key=int)
+        if tasks:
+            return f"worker {', '.join(tasks)} stopped sending heartbeats"
+    lines = [re.sub(r"\{\{.*?\}\}", "", line).strip() for line in message.splitlines()]
+    said = [line for line in lines if any(k in line for k in ("aborted", "Connection", "Deadline", "timed out"))]
+    return ((said or [line for line in lines if line]) or ["no detail"])[0][:160]
 
 
 def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False, soft: bool = False,

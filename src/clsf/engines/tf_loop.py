@@ -10,7 +10,7 @@ added to the data loss. The learning rate is the optimizer's schedule (keras_com
 from __future__ import annotations
 
 from clsf.engines.base import Meter
-from clsf.engines.keras_common import KerasBase, make_loss
+from clsf.engines.keras_common import KerasBase, collective, make_loss
 
 
 class TFLoopEngine(KerasBase):
@@ -87,11 +87,12 @@ class TFLoopEngine(KerasBase):
         from clsf.data.tf_pipeline import make_dataset
 
         if self.world.size > 1:  # each replica's share of every global batch, summed back
-            for step, (xb, yb, scale) in enumerate(self.replica_batches(x, y, epoch, first_step), start=first_step):
-                loss, correct = self.train_step(xb, yb, scale)
-                meter.add(step, float(loss), int(correct))
-                if meter.stop_requested:  # at a step boundary: Ctrl-C, or a pause the loop asked for
-                    break
+            with collective("training a step"):  # a worker lost: one line, not TF's traceback
+                for step, (xb, yb, scale) in enumerate(self.replica_batches(x, y, epoch, first_step), start=first_step):
+                    loss, correct = self.train_step(xb, yb, scale)
+                    meter.add(step, float(loss), int(correct))
+                    if meter.stop_requested:  # at a step boundary: Ctrl-C, or a pause the loop asked for
+                        break
             return
         ds = make_dataset(x, y, self.cfg.batch_size, self.pre, training=True, seed=self.cfg.seed, epoch=epoch,
                           first_step=first_step, classes=self.classes)
