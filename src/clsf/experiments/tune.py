@@ -288,12 +288,61 @@ def load_study(plan: dict, storage_url: str, study_name: str, heartbeat: bool, w
 
 
 @contextlib.contextmanager
-def _asking(folder: Path):
-    """One worker of this machine asks at a time, so the count of trials it checks stays true
-    while it adds one (workers on other machines may overshoot --trials by one each)."""
-    with open(folder / ".ask.lock", "w") as f:
+def asking(storage_url: str, study_name: str):
+    """One worker of the study asks at a time, so the count of trials it checks stays true while it
+    adds one: exactly --trials, however many workers and machines. On a database server the lock is
+    the server's own, which every machine reaching it shares and which the server drops with the
+    connection of a worker that dies (PostgreSQL's advisory lock, MySQL's GET_LOCK); on SQLite, a
+    lock file beside the database (SQLite is one machine's)."""
+    dialect = storage_url.split(":", 1)[0].split("+", 1)[0]
+    if dialect in ("postgresql", "mysql", "mariadb"):
+        with _server_lock(storage_url, dialect, study_name):
+            yield
+        return
+    path = storage_url.partition(":///")[2] if dialect == "sqlite" else ""
+    if not path or path == ":memory:":  # another kind of database: this machine's workers take turns
+        import tempfile
+        import zlib
+
+        path = str(Path(tempfile.gettempdir()) / f"clsf-tune-{zlib.crc32(study_name.encode()):08x}")
+    lock = Path(path + ".ask.lock")
+    with open(lock, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+_LOCK_ENGINES: dict[str, object] = {}  # one connection pool per storage URL, for the lock alone
+
+
+@contextlib.contextmanager
+def _server_lock(storage_url: str, dialect: str, study_name: str):
+    """A session lock on the database server, named after the study, held on a connection of its own."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    engine = _LOCK_ENGINES.get(storage_url)
+    if engine is None:
+        engine = _LOCK_ENGINES[storage_url] = sa.create_engine(storage_url, pool_size=1, pool_pre_ping=True)
+    name = f"clsf-tune:{study_name}"
+    if dialect == "postgresql":  # a bigint key: the name's hash
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        take, give, args = "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)", {"k": key}
+    else:  # MySQL/MariaDB: a named lock, names at most 64 characters; -1: wait as long as it takes
+        take, give, args = "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)", {"k": name[:64]}
+    try:
+        conn = engine.connect()
+        conn.execute(sa.text(take), args)
+    except sa.exc.SQLAlchemyError as e:
+        raise UserError(f"the study storage {shown_url(storage_url)} is not reachable ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:160]}); check the URL and that the database is up.") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):  # a connection lost meanwhile took the lock with it
+            conn.execute(sa.text(give), args)
+            conn.rollback()
+        conn.close()
 
 
 def run_name(study, trial) -> str:
@@ -305,12 +354,12 @@ def run_name(study, trial) -> str:
     return f"trial-{frozen.number if first is None else first:04d}"
 
 
-def _next_trial(study, folder: Path, plan: dict, trials: int):
+def _next_trial(study, folder: Path, plan: dict, trials: int, storage_url: str):
     """A trial to train, None to wait for others to finish theirs, or "done"."""
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    with _asking(folder):
+    with asking(storage_url, study.study_name):
         fail_stale_trials(study)  # lost workers' trials: failed and queued again
         states = [t.state for t in study.get_trials(deepcopy=False)]
         finished = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
@@ -419,7 +468,7 @@ def work(folder: Path, plan: dict, make_config, trials: int, storage_url: str, s
         if deadline is not None and time.monotonic() >= deadline:
             print("tune: the time budget (--minutes) is spent; no new trial starts", flush=True)
             return failed
-        trial = _next_trial(study, folder, plan, trials)
+        trial = _next_trial(study, folder, plan, trials, storage_url)
         if trial == "done":
             return failed
         if trial is None:  # the last trials are running elsewhere: wait for them, or for them to be lost
