@@ -7,7 +7,7 @@ import pytest
 from clsf.config import build_config
 from clsf.errors import NonFiniteLoss
 from clsf.run import rundir
-from clsf.run.tensorboard import read_scalars
+from clsf.integrations.tensorboard import read_scalars
 from clsf.run.evaluate import evaluate
 from clsf.run.train import train
 from helpers import engine_params, tiny_config
@@ -154,7 +154,7 @@ def test_schedules():
 def test_tensorboard_files_are_readable_by_tensorflow(tmp_path):
     import tensorflow as tf
 
-    from clsf.run.tensorboard import ScalarWriter
+    from clsf.integrations.tensorboard import ScalarWriter
 
     w = ScalarWriter(tmp_path)
     w.scalars(1, {"val_acc": 0.5, "lr": 0.001})

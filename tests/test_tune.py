@@ -250,7 +250,7 @@ def test_the_pruners_judge_from_the_epoch_after_the_warm_up():
     """warmup_epochs: epochs every trial trains before it can be pruned (Optuna's steps here are epochs, from 1)."""
     from optuna.pruners import MedianPruner, NopPruner, SuccessiveHalvingPruner
 
-    from clsf.run.pruning import make_pruner
+    from clsf.integrations.pruning import make_pruner
 
     median = make_pruner({"name": "median", "startup_trials": 3, "warmup_epochs": 1})
     assert isinstance(median, MedianPruner) and median._n_warmup_steps == 2 and median._n_startup_trials == 3

@@ -60,7 +60,7 @@ from clsf.errors import RunsFailed, UserError
 from clsf.experiments import runner
 from clsf.experiments.sweep import SHAPE_KEYS, check_models
 from clsf.run.progress import clock
-from clsf.run.pruning import ENV, make_pruner, open_storage
+from clsf.integrations.pruning import ENV, make_pruner, open_storage
 from clsf.run import rundir
 from clsf.run.rundir import RunDir
 from clsf.words import count

@@ -211,7 +211,7 @@ def export(run: str | Path, fmt: str, out: str | Path | None = None, probabiliti
         _swap_in(tmp, out, replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    from clsf.run.tracking import log_export
+    from clsf.integrations.tracking import log_export
 
     log_export(run, out)  # a run tracked in MLflow: the verified export joins its artifacts
     info["path"] = str(out / filename)

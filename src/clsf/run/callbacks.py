@@ -171,7 +171,7 @@ class Logs(Callback):
         self.hparams = hparams  # the resolved config, flat: TensorBoard's HParams dashboard, once per run
 
     def on_train_start(self, state):
-        from clsf.run.tensorboard import ScalarWriter
+        from clsf.integrations.tensorboard import ScalarWriter
 
         self.tb = ScalarWriter(self.run.tb_dir, purge_step=1 if state.rows else None)
         if self.hparams and not state.rows:

@@ -23,12 +23,12 @@ from clsf.run import callbacks as cb
 from clsf.techniques.averaging import averaged
 from clsf.run.checks import Checks
 from clsf.run.loop import fit, logits_of
-from clsf.run.pruning import trial_reporter
+from clsf.integrations.pruning import trial_reporter
 from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
 from clsf.run.state import RunState
-from clsf.run.tracking import MlflowTracking, require_mlflow
+from clsf.integrations.tracking import MlflowTracking, require_mlflow
 from clsf.techniques.whitening import whiten_first_conv
 from clsf.techniques.class_weights import imbalance_warning
 from clsf.words import count
@@ -290,7 +290,7 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     logits and the most confident mistakes in predictions.npz, pictures, summary.txt, and final.json
     written last."""
     from clsf.plots import plot_confusion, plot_history
-    from clsf.run.tensorboard import ScalarWriter
+    from clsf.integrations.tensorboard import ScalarWriter
 
     logits = logits_of(engine, prep.test.x, cfg)  # (N, K) float32; every process takes part
     report = test_report(logits, prep.test.y, prep.dataset.class_names)
