@@ -27,6 +27,16 @@ def engine_params(names=None) -> list:
             or (names is not None and e.name in names)]
 
 
+def long(params, *names) -> list:
+    """`params` with those whose value is in `names` marked `long`: out of the default suite (its 12
+    minutes on 2 cores), run by CI's second step (`-m "(extra or long) and not slow"`)."""
+    out = []
+    for p in params:
+        p = p if hasattr(p, "values") else pytest.param(p)
+        out.append(pytest.param(*p.values, marks=[*p.marks, pytest.mark.long], id=p.id) if p.values[0] in names else p)
+    return out
+
+
 def tiny_config(engine: str, runs_dir, data: str, *overrides, epochs: int = 2, small=TINY, **flags):
     """A run's config on synthetic data, small enough for the default suite."""
     from clsf.config import build_config

@@ -13,7 +13,7 @@ import pytest
 from clsf.models.transfer import load_npz
 from clsf.run import rundir
 from clsf.techniques.averaging import Averaged
-from helpers import engine_params, tiny_config
+from helpers import engine_params, long, tiny_config
 
 DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"
 
@@ -120,7 +120,7 @@ def test_the_run_reports_on_the_average_and_trains_as_without_it(tmp_path, capsy
     assert a[-1]["val_loss"] != pytest.approx(b[-1]["val_loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("engine", engine_params())
+@pytest.mark.parametrize("engine", long(engine_params(), "keras"))
 def test_a_resume_inside_an_epoch_continues_the_average(tmp_path, engine):
     from clsf.run.train import train
 

@@ -130,7 +130,7 @@ def _rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
     return out
 
 
-@pytest.mark.parametrize("engine", ["torch", pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
+@pytest.mark.parametrize("engine", [pytest.param("torch", marks=pytest.mark.long), pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
 def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path, engine):
     run = tmp_path / "k"
     cmd = [sys.executable, "-m", "clsf", "train", "--engine", engine, "--nproc", "2", "--data", "synthetic:train=3000",

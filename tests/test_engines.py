@@ -10,7 +10,7 @@ from clsf.run import rundir
 from clsf.integrations.tensorboard import read_scalars
 from clsf.run.evaluate import evaluate
 from clsf.run.train import train
-from helpers import engine_params, tiny_config
+from helpers import engine_params, long, tiny_config
 
 ENGINES = engine_params()
 DATA = "synthetic:train=120,test=40,size=12x12x3,classes=3"
@@ -46,7 +46,7 @@ def test_run_directory_shape_metrics_and_exact_evaluate(engine, tmp_path):
     assert reloaded.engine == engine and reloaded.model.args["widths"] == [8, 8]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", long(ENGINES, "keras"))
 def test_resume_matches_uninterrupted_run(engine, tmp_path):
     recipe = ["optim.name=adam", "optim.schedule=cosine", "optim.warmup_epochs=1", "data.hflip=true",
               "data.crop_padding=2", "model.args.dropout=0.3", "optim.weight_decay=0.01", "batch_size=25"]

@@ -9,7 +9,7 @@ import pytest
 from clsf.cli import main
 from clsf.gans.steps import GANS
 from clsf.gans.train import frechet
-from helpers import engine_params
+from helpers import engine_params, long
 
 DATA = "synthetic:train=96,test=64,size=28x28x1,classes=4"
 ENGINES = engine_params(GANS)  # the engines a GAN trains in
@@ -27,7 +27,7 @@ def test_frechet_distance():
     assert frechet(a, 2 * a) == pytest.approx(3 * (1 - 2) ** 2, rel=0.05)  # std 1 vs 2: (1 - 2)^2 per dimension
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", long(ENGINES, "tf"))
 def test_gan_run_directory_and_exact_resume(tmp_path, engine):
     assert _gan(tmp_path, "whole", engine, "--epochs", "2") == 0
     run = tmp_path / "whole"

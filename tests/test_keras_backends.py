@@ -16,7 +16,7 @@ from clsf.engines import ENGINES
 from helpers import png_bytes
 
 HERE = Path(__file__).parent
-OTHER_BACKENDS = [pytest.param(e.name, marks=[pytest.mark.jax] if e.requires == "jax" else [pytest.mark.torch])
+OTHER_BACKENDS = [pytest.param(e.name, marks=[pytest.mark.jax] if e.requires == "jax" else [pytest.mark.torch, pytest.mark.long])
                   for e in ENGINES.values() if e.keras_backend not in (None, "tensorflow")]
 
 

@@ -131,7 +131,7 @@ def test_a_tensorboard_record_cut_by_a_kill_is_dropped_not_fatal(tmp_path):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("writes", [pytest.param((0, 4)), pytest.param((1, 2, 3), marks=pytest.mark.slow)])
+@pytest.mark.parametrize("writes", [pytest.param((0, 4), marks=pytest.mark.long), pytest.param((1, 2, 3), marks=pytest.mark.slow)])
 def test_a_kill_at_every_write_of_the_finish_is_completed_by_resume_without_training(tmp_path, writes):
     """The finish is a step of its own: the checkpoint already says training is done, final.json is
     written last, and a resume writes what is missing and trains nothing. The default suite kills

@@ -11,12 +11,12 @@ import pytest
 
 from clsf.errors import UserError
 from clsf.run import rundir
-from helpers import engine_params, tiny_config
+from helpers import engine_params, long, tiny_config
 
 DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"
 
 
-@pytest.mark.parametrize("engine", engine_params())
+@pytest.mark.parametrize("engine", long(engine_params(), "keras"))
 def test_a_mixed_run_trains_and_resumes_in_every_engine(tmp_path, engine):
     from clsf.run.train import train
 

@@ -8,7 +8,7 @@ import pytest
 
 from clsf.run import rundir
 from clsf.run.train import train
-from helpers import tiny_config
+from helpers import long, tiny_config
 
 DATA = "synthetic:train=150,test=30,size=10x10x3,classes=3"
 TINY = ["model.args.widths=[4, 4]", "model.args.dense=8", "model.args.dropout=0"]
@@ -20,7 +20,7 @@ def _run(tmp_path, engine, name, *overrides):
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("engine", ["tf", "keras"])
+@pytest.mark.parametrize("engine", long(["tf", "keras"], "keras"))
 def test_eager_graph_and_xla_train_the_same_model(tmp_path, engine):
     graph_run, graph = _run(tmp_path, engine, "graph")
     eager_run, eager = _run(tmp_path, engine, "eager", "tf.mode=eager")

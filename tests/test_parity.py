@@ -181,7 +181,7 @@ def test_keras_and_torch_reach_the_same_weights(optimizer, schedule, regularised
     check("seed-cnn", optimizer, schedule, regularised, ("keras", "tf", "torch") if tf_too else ("keras", "torch"))
 
 
-@pytest.mark.parametrize("optimizer", [pytest.param("sgd", marks=pytest.mark.slow), "adam"])  # every optimizer: the slow variant below
+@pytest.mark.parametrize("optimizer", [pytest.param("sgd", marks=pytest.mark.slow), pytest.param("adam", marks=pytest.mark.long)])  # every optimizer: the slow variant below
 def test_batch_norm_model_in_training_mode(optimizer):
     check("resnet-s", optimizer, "cosine", True, ("keras", "tf", "torch") if optimizer == "adam" else ("keras", "torch"))
 
@@ -456,6 +456,7 @@ def backend_rows(tmp_path, keys=None) -> None:
 
 
 @pytest.mark.jax
+@pytest.mark.long
 def test_keras_on_jax_and_on_torch_reach_the_weights_of_keras_on_tensorflow(tmp_path):
     """From keras' initial weights, through keras-jax and keras-torch: every optimizer, every
     schedule, with and without decay+clip+smoothing, on seed-cnn and the batch-norm model; with

@@ -11,7 +11,7 @@ import pytest
 from clsf import build_config, train
 from clsf.cli import main
 from clsf.models.transfer import load_npz
-from helpers import engine_params
+from helpers import engine_params, long
 
 DATA = "synthetic:train=300,test=60,size=12x12x3,classes=3"
 SMALL = ["model.name=seed-cnn", "model.args.widths=[8, 16]", "model.args.dense=32", f"data.name={DATA}"]
@@ -51,7 +51,7 @@ def test_cpu_bf16_units_are_read_from_the_cpu_flags(tmp_path):
     assert not cpu_has_bf16(str(tmp_path / "absent"))  # another OS: no, so bf16 stays a GPU option
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", long(ENGINES, "keras"))
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_like_float32(tmp_path, monkeypatch, engine, precision):
     import importlib
@@ -73,7 +73,7 @@ def test_mixed_precision_trains_like_float32(tmp_path, monkeypatch, engine, prec
         assert keras.mixed_precision.global_policy().name == "float32"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", long(ENGINES, "keras"))
 def test_auto_precision_is_bf16_only_where_the_device_computes_in_it(tmp_path, monkeypatch, engine):
     _, full = _run(tmp_path, engine, "fp32")
     for has_units, expected in ((False, "fp32"), (True, "bf16")):

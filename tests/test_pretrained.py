@@ -287,6 +287,7 @@ def _rel(a, b) -> float:
 @needs_lite
 @pytest.mark.tf
 @pytest.mark.torch
+@pytest.mark.long
 def test_efficientnet_lite0_gives_its_reference_logits_and_top5_in_every_engine(tmp_path):
     """`clsf models import imagenet --model efficientnet-lite0` at 224 px: on real photographs and on
     noise, every engine's logits are the reference's within 1e-4 (relative to the largest), and each
@@ -513,6 +514,7 @@ def keras_finetuned(tmp_path_factory):
 @needs_lite
 @pytest.mark.tf
 @pytest.mark.torch
+@pytest.mark.long
 @pytest.mark.parametrize("sabotage", [None, "batch-norm-trains-while-frozen", "never-unfrozen"])
 def test_fine_tuning_means_the_same_in_every_engine(keras_finetuned, tmp_path, sabotage, monkeypatch):
     """From the ImageNet weights, one start in every engine (the file's trunk, a head drawn in numpy):

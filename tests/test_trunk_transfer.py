@@ -7,6 +7,7 @@ import pytest
 
 from clsf.cli import main
 from clsf.models.transfer import load_npz
+from helpers import long
 
 SRC = "synthetic:train=150,test=30,size=10x10x3,classes=3"
 NEW = "synthetic:train=150,test=30,size=10x10x3,classes=4,seed=3"  # other data, another class count
@@ -96,7 +97,7 @@ def test_unfreeze_after_trains_the_whole_network_alike_in_every_engine(source, t
     assert not sabotage, f"{sabotage} went unnoticed"
 
 
-@pytest.mark.parametrize("engine", [pytest.param("keras", marks=pytest.mark.tf), pytest.param("torch", marks=pytest.mark.torch)])
+@pytest.mark.parametrize("engine", long([pytest.param("keras", marks=pytest.mark.tf), pytest.param("torch", marks=pytest.mark.torch)], "keras"))
 def test_unfreeze_after_keeps_the_trunk_for_n_epochs_and_resumes_across_the_switch(source, tmp_path, engine):
     from clsf import build_config, train
 

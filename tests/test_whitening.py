@@ -8,7 +8,7 @@ import pytest
 
 from clsf.data.transforms import Preprocess, normalize_np
 from clsf.errors import UserError
-from helpers import engine_params
+from helpers import engine_params, long
 
 DATA = "synthetic:train=96,test=16,size=12x12x3,classes=3"
 AIRBENCH = ["--model", "airbench"]
@@ -49,7 +49,7 @@ def test_the_whitened_patches_are_decorrelated_with_unit_variance():
     assert np.abs(raw - np.diag(np.diag(raw))).max() > 0.1
 
 
-@pytest.mark.parametrize("engine", engine_params())
+@pytest.mark.parametrize("engine", long(engine_params(), "keras"))
 def test_every_engine_starts_from_the_same_whitening(engine, tmp_path):
     """The run's checkpoints/init holds, in each engine, exactly the numpy whitening of its training
     images; without the key the first convolution is an ordinary random init (the key changes it)."""
