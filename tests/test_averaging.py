@@ -120,7 +120,7 @@ def test_the_run_reports_on_the_average_and_trains_as_without_it(tmp_path, capsy
     assert a[-1]["val_loss"] != pytest.approx(b[-1]["val_loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("engine", long(engine_params(), "keras"))
+@pytest.mark.parametrize("engine", long(engine_params(), "keras", "tf"))
 def test_a_resume_inside_an_epoch_continues_the_average(tmp_path, engine):
     from clsf.run.train import train
 
