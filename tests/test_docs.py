@@ -149,6 +149,8 @@ NOT_RUN = {  # docs lines not executed here, and why
     "export CLSF_DATA": "the harness sets CLSF_DATA itself",
     "torchrun --nnodes": "several machines (tests/test_distributed.py runs torchrun's two-node line on 127.0.0.1)",
     "--nodes": "several machines at once (tests/test_distributed.py runs these on 127.0.0.1 and 127.0.0.2)",
+    "--executor ray": "a Ray cluster (tests/test_cluster.py starts one on this machine and runs these)",
+    "ray start": "a Ray cluster (tests/test_cluster.py starts one on this machine)",
 }
 PLACEHOLDERS = ("RUN_OR_EXPORT", "CLASSIFIER_RUN", "RUN_DIR", "COMPARE_OR_SWEEP_FOLDER", "RUN")
 

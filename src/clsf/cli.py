@@ -154,13 +154,28 @@ def _quiet_children(args) -> None:
         runner.ECHO[0] = False
 
 
+def _executor(args):
+    """--executor ray: the runs as tasks on a Ray cluster; None: here, one after another."""
+    if args.executor != "ray":
+        given = [f for f, v in (("--ray-address", args.ray_address), ("--cpus-per-run", args.cpus_per_run),
+                                ("--gpus-per-run", args.gpus_per_run)) if v is not None]
+        if given:
+            raise UserError(f"{given[0]} goes with --executor ray; add --executor ray or drop {given[0]}.")
+        return None
+    from clsf.experiments.cluster import RayExecutor
+
+    return RayExecutor(args.ray_address, 1.0 if args.cpus_per_run is None else args.cpus_per_run,
+                       0.0 if args.gpus_per_run is None else args.gpus_per_run)
+
+
 def cmd_compare(args) -> int:
     from clsf.config import build_config
     from clsf.experiments.compare import compare, parse_engines, parse_seeds
 
     _quiet_children(args)
     engines, seeds = parse_engines(args.engines), parse_seeds(args.seeds)
-    compare(build_config(args.config, _flags(args), args.overrides, args.recipe), engines, seeds, args.out, args.independent_init)
+    compare(build_config(args.config, _flags(args), args.overrides, args.recipe), engines, seeds, args.out, args.independent_init,
+            _executor(args))
     return 0
 
 
@@ -170,7 +185,8 @@ def cmd_sweep(args) -> int:
     from clsf.experiments.sweep import parse_grid, sweep
 
     _quiet_children(args)
-    sweep(build_config(args.config, _flags(args), args.overrides, args.recipe), parse_grid(args.grid), parse_seeds(args.seeds), args.out)
+    sweep(build_config(args.config, _flags(args), args.overrides, args.recipe), parse_grid(args.grid), parse_seeds(args.seeds), args.out,
+          _executor(args))
     return 0
 
 
@@ -184,7 +200,8 @@ def cmd_tune(args) -> int:
     def make_config(recipe: str | None = None):  # a searched recipe takes --recipe's place under everything else
         return build_config(args.config, flags, overrides, recipe or args.recipe)
 
-    tune(make_config, args.space, args.trials, args.workers, args.out, args.storage, args.study, args.argv, args.minutes)
+    tune(make_config, args.space, args.trials, args.workers, args.out, args.storage, args.study, args.argv, args.minutes,
+         _executor(args))
     return 0
 
 
@@ -421,6 +438,15 @@ def _add_quiet(p) -> None:
                    "lines are in the folder's logs/")
 
 
+def _add_executor(p, what: str = "runs") -> None:
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help=f"where the {what} train: here "
+                   "(default), or as tasks on a Ray cluster (the ray extra; the folder on a filesystem every node shares)")
+    p.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster (default: $RAY_ADDRESS)")
+    p.add_argument("--cpus-per-run", type=float, metavar="N", help="CPUs each run reserves on its node, and its "
+                   "thread count (default: 1)")
+    p.add_argument("--gpus-per-run", type=float, metavar="N", help="GPUs each run reserves (default: 0)")
+
+
 def _compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="one recipe through several engines and seeds, each run in its own process",
                        description="Train the same recipe with each engine and seed (every run in its own process, the "
@@ -432,6 +458,7 @@ def _compare_parser(sub) -> None:
     p.add_argument("--independent-init", action="store_true", help="let each engine draw its own initial weights")
     _add_quiet(p)
     p.add_argument("--out", metavar="FOLDER", help="the compare folder (default: RUNS_DIR/compare-MODEL-DATA-PLANID)")
+    _add_executor(p)
     _add_recipe_args(p)
     p.set_defaults(func=cmd_compare)
 
@@ -445,6 +472,7 @@ def _sweep_parser(sub) -> None:
                    help="config keys and their values, e.g. batch_size=16,32,64 optim.name=rmsprop,adam model.args.activation=relu,elu")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default: %(default)s)")
     p.add_argument("--out", metavar="FOLDER", help="the sweep folder (default: RUNS_DIR/sweep-MODEL-DATA-PLANID)")
+    _add_executor(p)
     _add_recipe_args(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_sweep)
@@ -468,6 +496,7 @@ def _tune_parser(sub) -> None:
                    "(default: $CLSF_TUNE_STORAGE, else FOLDER/study.db)")
     p.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the folder's name)")
     p.add_argument("--out", metavar="FOLDER", help="the tune folder (default: RUNS_DIR/tune-MODEL-DATA-PLANID)")
+    _add_executor(p, "tune workers")
     _add_recipe_args(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_tune)

@@ -49,8 +49,9 @@ def plan_compare(cfg: Config, engines: list[str], seeds: list[int], independent_
 
 
 def compare(cfg: Config, engines: list[str], seeds: list[int], out: str | Path | None = None,
-            independent_init: bool = False) -> Path:
-    """Train every (seed, engine) run that is not finished yet, then write the compare report."""
+            independent_init: bool = False, executor=None) -> Path:
+    """Train every (seed, engine) run that is not finished yet (`executor`: on a cluster,
+    clsf.experiments.cluster), then write the compare report."""
     if cfg.init_from:
         raise UserError("init_from cannot be given to compare (it transfers the first engine's initial weights itself); drop it.")
     plan = plan_compare(cfg, engines, seeds, independent_init)
@@ -62,10 +63,12 @@ def compare(cfg: Config, engines: list[str], seeds: list[int], out: str | Path |
         if not independent_init and r["engine"] != engines[0]:
             c.init_from = str(RunDir(folder / "runs" / f"{engines[0]}-s{r['seed']}").checkpoint("init"))
         jobs.append((r["name"], validate(c)))
+    if executor is not None:
+        executor.connect()  # a cluster that cannot run them: said before the folder is made
     with runner.open_folder(folder, plan):
         print(f"compare folder {folder}: {len(engines)} engines x {len(seeds)} seeds "
               f"(run the same command again to continue it)")
-        failed = runner.train_all(folder, jobs, "compare")
+        failed = runner.train_all(folder, jobs, "compare", executor)
         summary = runner.finish(folder)
     for e, p in summary["engines"].items():
         if p["test_acc"][0] is not None:

@@ -109,6 +109,26 @@ def state(run: Path) -> str:
     return "fresh"
 
 
+def share(processes: int) -> int:
+    """Each of `processes` trainings at once on this machine: its share of the cores."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
+def thread_env(threads: int, keep: bool = True) -> dict:
+    """The environment that gives a run `threads` threads: torch's OpenMP and TensorFlow's pools alike
+    (two 2-thread torch processes on 2 cores spin against each other: 30x slower, measured). `keep`:
+    a count already set in this environment wins (the user's; not a Ray worker's, set for itself)."""
+    want = {"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
+    return {k: os.environ.get(k, v) if keep else v for k, v in want.items()}
+
+
+def wait_unlocked(run: Path, seconds: float = 120) -> None:
+    """A lost worker's child may still be writing its checkpoint (it got SIGINT): wait for its lock."""
+    deadline = time.monotonic() + seconds
+    while run.is_dir() and RunDir(run).is_locked() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def _die_with_parent(parent: int) -> None:
     """In the child, before it runs: Linux sends it SIGINT when `parent` dies (even by kill -9), so
     it stops at its next step with a checkpoint instead of training on as an orphan. SIGINT goes back
@@ -229,9 +249,13 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
     return state(run)
 
 
-def train_all(folder: Path, jobs: list[tuple[str, Config]], kind: str) -> list[str]:
-    """Train every job in order; return the names of runs that failed (others go on)."""
+def train_all(folder: Path, jobs: list[tuple[str, Config]], kind: str, executor=None) -> list[str]:
+    """Train every job in order (`executor`: elsewhere, e.g. on a Ray cluster, `clsf.experiments.cluster`);
+    return the names of runs that failed (others go on)."""
     from clsf.run.progress import RunsClock
+
+    if executor is not None:
+        return executor.train_all(folder, jobs, kind)
 
     failed, clock = [], RunsClock(len(jobs))
     try:

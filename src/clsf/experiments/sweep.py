@@ -135,18 +135,21 @@ def check_models(base: Config, points: list[tuple[dict, Config]], what: str = "g
             raise UserError(f"{what} {point}: {e}") from None
 
 
-def sweep(cfg: Config, grid: dict[str, list], seeds: list[int], out: str | Path | None = None) -> Path:
-    """Train every grid point x seed that is not finished yet, then write the sweep report."""
+def sweep(cfg: Config, grid: dict[str, list], seeds: list[int], out: str | Path | None = None, executor=None) -> Path:
+    """Train every grid point x seed that is not finished yet (`executor`: on a cluster,
+    clsf.experiments.cluster), then write the sweep report."""
     if not grid:
         raise UserError("a sweep needs --grid KEY=V1,V2 ...; e.g. --grid batch_size=16,32 optim.name=adam,rmsprop.")
     plan, jobs = plan_sweep(cfg, grid, seeds)
     folder = Path(out) if out else runner.default_folder(cfg, "sweep", plan)
     for _, c in jobs:
         c.runs_dir = str(folder / "runs")
+    if executor is not None:
+        executor.connect()  # a cluster that cannot run them: said before the folder is made
     with runner.open_folder(folder, plan):
         print(f"sweep folder {folder}: {len(jobs) // len(seeds)} grid points x {len(seeds)} seeds, engine {cfg.engine} "
               f"(run the same command again to continue it)")
-        failed = runner.train_all(folder, jobs, "sweep")
+        failed = runner.train_all(folder, jobs, "sweep", executor)
         summary = runner.finish(folder)
     for t in summary["points"][:10]:
         if t["test_acc"][0] is not None:

@@ -414,7 +414,7 @@ def run_trial(study, trial, folder: Path, plan: dict, make_config, storage_url: 
     t0 = time.perf_counter()
     try:
         try:
-            _wait_unlocked(folder / "runs" / name)
+            runner.wait_unlocked(folder / "runs" / name)
             outcome = runner.train_run(folder, name, cfg, f"[trial {trial.number}] {shown} |", env)
         except KeyboardInterrupt:  # stopped with a checkpoint: queued again, so the next command resumes it
             study.tell(trial, state=TrialState.FAIL)
@@ -450,13 +450,6 @@ def _told(study, trial, run: Path, objective: str, outcome: str) -> tuple[str, f
     return "complete", value
 
 
-def _wait_unlocked(run: Path, seconds: float = 120) -> None:
-    """A lost worker's child may still be writing its checkpoint (it got SIGINT): wait for its lock."""
-    deadline = time.monotonic() + seconds
-    while run.is_dir() and RunDir(run).is_locked() and time.monotonic() < deadline:
-        time.sleep(0.5)
-
-
 def work(folder: Path, plan: dict, make_config, trials: int, storage_url: str, study_name: str,
          threads: dict | None = None, deadline: float | None = None, worker: int = 0) -> list[str]:
     """One worker (`worker`: its index in the command): trials until the study holds `trials` finished
@@ -479,20 +472,11 @@ def work(folder: Path, plan: dict, make_config, trials: int, storage_url: str, s
             failed.append(f"trial {trial.number}")
 
 
-def _thread_env(workers: int) -> dict:
-    """Each worker's share of the cores: torch's OpenMP and TensorFlow's pools alike (two 2-thread
-    torch processes on 2 cores spin against each other: 30x slower, measured)."""
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads),
-            "TF_NUM_INTRAOP_THREADS": os.environ.get("TF_NUM_INTRAOP_THREADS", threads),
-            "TF_NUM_INTEROP_THREADS": os.environ.get("TF_NUM_INTEROP_THREADS", "1")}
-
-
 def _start_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
     """n more workers: this command again in its own process group (Ctrl-C is passed on by us, once),
     told to train only (WORKER_ENV: this process's id and the worker's index); each stops with a
     checkpoint if this process dies (runner.die_with_parent)."""
-    env = {**os.environ, **_thread_env(n + 1), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **runner.thread_env(runner.share(n + 1)), "PYTHONUNBUFFERED": "1"}
     return [subprocess.Popen([sys.executable, "-m", "clsf", *argv], env={**env, WORKER_ENV: f"{os.getpid()}:{i}"},
                              start_new_session=True, preexec_fn=functools.partial(runner._die_with_parent, os.getpid()))
             for i in range(1, n + 1)]
@@ -506,11 +490,12 @@ def _worker_role() -> tuple[int | None, int]:
 
 def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 1, out: str | Path | None = None,
          storage: str | None = None, study_name: str | None = None, argv: list[str] | None = None,
-         minutes: float | None = None) -> Path:
+         minutes: float | None = None, executor=None) -> Path:
     """Run (or continue) a study until it holds `trials` finished trials, or until `minutes` have
     passed (no trial starts after that; running ones finish); write its report; return the folder.
     `cfg`: the Config every trial starts from, or a function recipe name (or None) -> Config when
-    the space searches `recipe`. `argv`: the command line the extra workers run."""
+    the space searches `recipe`. `argv`: the command line the extra workers run. `executor`: all
+    `workers` as tasks on a cluster (clsf.experiments.cluster), this process only reporting."""
     deadline = None if minutes is None else time.monotonic() + 60 * minutes
     require_optuna()
     settings = read_space(space_file)
@@ -519,8 +504,11 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
     if not 1 <= trials <= MAX_TRIALS or workers < 1 or (minutes is not None and not 0 < minutes < float("inf")):
         raise UserError(f"--trials {trials} must be in [1, {MAX_TRIALS:,}], --workers {workers} at least 1, and "
                         f"--minutes {minutes} a number of minutes > 0.")
+    parent, worker = _worker_role()
+    worker_only = parent is not None
+    executor = None if worker_only else executor  # a worker trains where it was placed (--workers counts them all)
     cores = os.cpu_count() or 1
-    if workers > cores and not os.environ.get("CLSF_OVERSUBSCRIBE"):
+    if executor is None and not worker_only and workers > cores and not os.environ.get("CLSF_OVERSUBSCRIBE"):
         raise UserError(f"--workers {workers} is more than this machine's {cores} cores; use {cores} or fewer, "
                         "or set CLSF_OVERSUBSCRIBE=1 to run them anyway.")
     base = make_config(None)
@@ -529,10 +517,10 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
     storage_url = storage or os.environ.get("CLSF_TUNE_STORAGE") or default_storage(folder)
     study_name = study_name or folder.name
     plan.update(storage=None if storage_url == default_storage(folder) else shown_url(storage_url), study=study_name)
-    parent, worker = _worker_role()
-    worker_only = parent is not None
     if worker_only:  # the command that started this worker may die (kill -9): then stop with a checkpoint
         runner.watch_parent(parent)
+    if executor is not None:
+        executor.connect()  # a cluster that cannot run them: said before the folder is made
     if storage_url != default_storage(folder):  # a wrong URL or another search: refused before the folder is made
         load_study(plan, storage_url, study_name, heartbeat=False)
     with runner.open_folder(folder, plan, shared=True):
@@ -541,11 +529,13 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
             print(f"tune folder {folder}: study '{study_name}' in {shown_url(storage_url)}, {trials} trials, "
                   f"{workers} worker(s), objective {plan['objective']} ({plan['direction']}); run the same command "
                   "again to continue it")
-        if workers > 1 and not worker_only and argv is None:
+        if (workers > 1 or executor is not None) and not worker_only and argv is None:
             argv = _worker_argv(folder, make_config, settings, space_file, trials, storage, study_name, deadline)
+        if executor is not None:
+            return _tune_elsewhere(executor, folder, argv, workers, storage_url)
         extra = _start_workers(workers - 1, argv) if workers > 1 and not worker_only else []
         try:
-            threads = _thread_env(workers) if workers > 1 and not worker_only else {}  # (extra workers have theirs)
+            threads = runner.thread_env(runner.share(workers)) if workers > 1 and not worker_only else {}  # (extra workers have theirs)
             failed = work(folder, plan, make_config, trials, storage_url, study_name, threads, deadline, worker)
             for w in extra:
                 w.wait()
@@ -568,6 +558,23 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
         print(f"clsf: warning: {len(lost)} worker(s) stopped early (exit {', '.join(str(w.returncode) for w in lost)}); "
               "their messages are above.", file=sys.stderr)
     runner.raise_failed(folder, "tune", failed)
+    return folder
+
+
+def _tune_elsewhere(executor, folder: Path, argv: list[str], workers: int, storage_url: str) -> Path:
+    """Every worker a task on the cluster; this process waits, passes their trial lines on, and
+    writes the report once they have found the study full."""
+    try:
+        lost = executor.tune_workers(folder, argv, workers)
+    except KeyboardInterrupt as e:
+        e.reported = True
+        print("\nclsf: tune stopped; run the same command again to continue the study (an interrupted trial "
+              "resumes from its checkpoint).", file=sys.stderr)
+        raise
+    summary = runner.finish(folder, storage=storage_url)
+    _print_best(summary)
+    for line in lost:
+        print(f"clsf: warning: {line}", file=sys.stderr)
     return folder
 
 

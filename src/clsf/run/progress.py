@@ -64,10 +64,11 @@ class Bar:
 
 class RunsClock:
     """Elapsed and time left of a compare or sweep: left = the mean time of the runs trained so far
-    in this command (skipped ones cost nothing) times the runs still to train."""
+    in this command (skipped ones cost nothing) times the runs still to train. `parallel` (runs
+    side by side, on a cluster): the mean wall time between endings instead."""
 
-    def __init__(self, total: int):
-        self.total, self.start, self.trained = total, time.perf_counter(), []
+    def __init__(self, total: int, parallel: bool = False):
+        self.total, self.start, self.trained, self.parallel = total, time.perf_counter(), [], parallel
 
     def done(self, seconds: float, trained: bool) -> None:
         if trained:
@@ -77,4 +78,5 @@ class RunsClock:
         elapsed = time.perf_counter() - self.start
         if not self.trained or not left:
             return f"elapsed {clock(elapsed)}"
-        return f"elapsed {clock(elapsed)}, about {clock(left * sum(self.trained) / len(self.trained))} left"
+        each = (elapsed if self.parallel else sum(self.trained)) / len(self.trained)
+        return f"elapsed {clock(elapsed)}, about {clock(left * each)} left"
