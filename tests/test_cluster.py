@@ -4,7 +4,7 @@ and end as the local executor's do (the same numbers, the same verdict); a node 
 takes its run's process with it, and the command run again finishes every run with each epoch
 trained once; a killed driver leaves its runs resumable; tune's workers run as tasks and fill the
 study exactly. Without Ray (the `ray` extra) these skip, naming it; the one-line refusals need no
-cluster."""
+cluster. The cluster's tests are `long` (about 2.5 minutes): CI's second step runs them."""
 
 from __future__ import annotations
 
@@ -116,6 +116,7 @@ def _results(folder: Path) -> dict:
 
 
 @pytest.mark.extra
+@pytest.mark.long
 @pytest.mark.torch
 def test_runs_land_on_both_nodes_and_end_as_the_local_executor_s(cluster, tmp_path):
     r = _clsf(*_compare(tmp_path / "ray", cluster))
@@ -130,6 +131,7 @@ def test_runs_land_on_both_nodes_and_end_as_the_local_executor_s(cluster, tmp_pa
 
 
 @pytest.mark.extra
+@pytest.mark.long
 @pytest.mark.torch
 def test_a_node_killed_mid_run_and_the_command_run_again_finish_every_run_once(cluster, tmp_path):
     out = tmp_path / "cmp"
@@ -158,6 +160,7 @@ def test_a_node_killed_mid_run_and_the_command_run_again_finish_every_run_once(c
 
 
 @pytest.mark.extra
+@pytest.mark.long
 @pytest.mark.torch
 def test_a_killed_driver_leaves_its_runs_resumable(cluster, tmp_path):
     out = tmp_path / "cmp"
@@ -176,6 +179,7 @@ def test_a_killed_driver_leaves_its_runs_resumable(cluster, tmp_path):
 
 
 @pytest.mark.extra
+@pytest.mark.long
 @pytest.mark.torch
 def test_tune_workers_run_as_tasks_and_fill_the_study_exactly(cluster, tmp_path):
     pytest.importorskip("optuna", reason="needs Optuna: pip install -e '.[tune]'")
@@ -211,6 +215,7 @@ def test_no_cluster_at_the_address_is_one_line_and_leaves_nothing(tmp_path):
 
 
 @pytest.mark.extra
+@pytest.mark.long
 @pytest.mark.torch
 def test_a_sweep_on_the_cluster_ends_as_the_local_one(cluster, tmp_path):
     def sweep(out, *where, env=None):
@@ -229,6 +234,7 @@ def test_a_sweep_on_the_cluster_ends_as_the_local_one(cluster, tmp_path):
 
 
 @pytest.mark.extra
+@pytest.mark.long
 @pytest.mark.torch
 def test_ctrl_c_stops_the_runs_with_a_checkpoint_and_the_command_again_finishes_them(cluster, tmp_path):
     out = tmp_path / "cmp"

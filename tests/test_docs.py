@@ -48,6 +48,7 @@ def test_the_readme_has_the_commands_this_test_runs():
 @pytest.mark.tf
 @pytest.mark.torch
 @pytest.mark.extra  # also in CI's second step, where its tune command runs too
+@pytest.mark.long  # 70 s
 def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
     store, work = tmp_path / "datasets", tmp_path / "work"
     store.mkdir()
