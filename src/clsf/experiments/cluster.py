@@ -35,6 +35,7 @@ from clsf.config import Config
 from clsf.errors import UserError
 from clsf.experiments import runner
 from clsf.run import rundir
+from clsf.run.folder import Folder
 
 
 def _on_node(folder: str, name: str, cfg: Config, progress: str, threads: int) -> dict:
@@ -42,7 +43,7 @@ def _on_node(folder: str, name: str, cfg: Config, progress: str, threads: int) -
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    run = Path(folder) / "runs" / name
+    run = Folder(folder).run(name)
     runner.wait_unlocked(run)  # a lost attempt's process may still be writing its checkpoint
     where = {"node": node, "host": socket.gethostname()}
     try:
@@ -112,7 +113,7 @@ class RayExecutor:
         task = ray.remote(_on_node).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=2)
         total, pending = len(jobs), []
         for i, (name, cfg) in enumerate(jobs):
-            if runner.state(folder / "runs" / name) == "finished":
+            if runner.state(Folder(folder).run(name)) == "finished":
                 print(f"[{i + 1}/{total}] {name}: finished earlier, skipped")
             else:
                 pending.append((i, name, cfg))
@@ -136,12 +137,12 @@ class RayExecutor:
                         failed.append(name)
                     seconds = time.perf_counter() - t0
                     clock.done(seconds, trained=True)
-                    print(f"[{i + 1}/{total}] {name}: {runner.outcome_line(folder / 'runs' / name, outcome, seconds)} "
+                    print(f"[{i + 1}/{total}] {name}: {runner.outcome_line(Folder(folder).run(name), outcome, seconds)} "
                           f"on {where}; {clock.line(len(pending) + len(running))}", flush=True)
         except (KeyboardInterrupt, UserError) as e:
-            _stop(ray, running, [folder / "runs" / name for _, name, _ in running.values()])
+            _stop(ray, running, [Folder(folder).run(name) for _, name, _ in running.values()])
             if isinstance(e, KeyboardInterrupt):
-                finished = sum(runner.state(folder / "runs" / n) == "finished" for n, _ in jobs)
+                finished = sum(runner.state(Folder(folder).run(n)) == "finished" for n, _ in jobs)
                 print(f"\nclsf: {kind} stopped with {finished} of {total} runs finished; run the same command again "
                       f"to finish the rest (finished runs are skipped, the interrupted ones resume).", flush=True)
                 e.reported = True
@@ -154,7 +155,7 @@ class RayExecutor:
         printed as they appear in their logs; what went wrong with any worker (none: [])."""
         ray = self.connect()
         task = ray.remote(_tune_worker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=2)
-        logs = [folder / "logs" / f"worker-{i}.log" for i in range(workers)]
+        logs = [Folder(folder).log(f"worker-{i}") for i in range(workers)]
         for log in logs:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.touch()

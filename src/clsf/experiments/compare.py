@@ -17,6 +17,7 @@ from clsf.errors import UserError
 from clsf.experiments import runner
 from clsf.run.rundir import RunDir
 from clsf.report.format import pm
+from clsf.run.folder import Folder
 
 
 def parse_engines(text: str) -> list[str]:
@@ -59,9 +60,9 @@ def compare(cfg: Config, engines: list[str], seeds: list[int], out: str | Path |
     jobs = []
     for r in plan["runs"]:
         c = copy.deepcopy(cfg)
-        c.engine, c.seed, c.runs_dir, c.run_name = r["engine"], r["seed"], str(folder / "runs"), r["name"]
+        c.engine, c.seed, c.runs_dir, c.run_name = r["engine"], r["seed"], str(Folder(folder).runs), r["name"]
         if not independent_init and r["engine"] != engines[0]:
-            c.init_from = str(RunDir(folder / "runs" / f"{engines[0]}-s{r['seed']}").checkpoint("init"))
+            c.init_from = str(RunDir(Folder(folder).run(f"{engines[0]}-s{r['seed']}")).checkpoint("init"))
         jobs.append((r["name"], validate(c)))
     if executor is not None:
         executor.connect()  # a cluster that cannot run them: said before the folder is made

@@ -34,6 +34,7 @@ from clsf.config import Config, flatten
 from clsf.errors import RunsFailed, UserError
 from clsf.run import rundir
 from clsf.run.rundir import RunDir
+from clsf.run.folder import Folder
 
 
 def plan_id(plan: dict) -> str:
@@ -70,20 +71,21 @@ def open_folder(folder: Path, plan: dict, shared: bool = False):
     """Hold the folder (a lock released by the OS if this process dies) with plan.json written, or
     checked to be the same plan when the folder is continued. `shared`: tune's workers, several at
     once (each trial's run has its own lock); compare and sweep hold it alone."""
-    if folder.exists() and not (folder / "plan.json").is_file() and any(p.name != ".lock" for p in folder.iterdir()):
-        raise UserError(f"{folder} exists and is not a clsf compare, sweep or tune folder (no plan.json); choose another --out.")
-    if (folder / "plan.json").is_file():
-        _read_plan(folder / "plan.json", folder)  # a damaged plan is refused before anything is written
+    f = Folder(folder)
+    if folder.exists() and not f.plan.is_file() and any(p != f.lock for p in folder.iterdir()):
+        raise UserError(f"{folder} exists and is not a clsf compare, sweep or tune folder (no {f.plan.name}); choose another --out.")
+    if f.plan.is_file():
+        _read_plan(f.plan, folder)  # a damaged plan is refused before anything is written
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create {folder} ({e.strerror}); choose another --out.") from None
-    with open(folder / ".lock", "w") as lock:
+    with open(f.lock, "w") as lock:
         try:
             fcntl.flock(lock, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"another clsf command is working in {folder}; wait for it to finish, or choose another --out.") from None
-        path = folder / "plan.json"
+        path = f.plan
         if path.is_file():
             old = _read_plan(path, folder)
             if plan_id(old) != plan_id(plan):
@@ -194,7 +196,7 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
 
     Raises UserError when the run rejected its input (every other run would too), and
     KeyboardInterrupt after the child has stopped on Ctrl-C."""
-    run = folder / "runs" / name
+    run = Folder(folder).run(name)
     was, echo = state(run), echo_children()
     if was == "finished":
         print(f"{progress} {name}: finished earlier, skipped")
@@ -208,8 +210,8 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
         print(f"{progress} {name}: resuming after {RunDir(run).reached('last')}", flush=True)
     else:
         shutil.rmtree(run, ignore_errors=True)  # died before its first epoch: nothing to keep
-        (folder / "configs").mkdir(exist_ok=True)
-        config = folder / "configs" / f"{name}.yaml"
+        Folder(folder).configs.mkdir(exist_ok=True)
+        config = Folder(folder).config(name)
         if cfg.track and not cfg.track_experiment:  # the folder's runs: one MLflow experiment named after it
             cfg = copy.deepcopy(cfg)
             cfg.track_experiment = folder.name
@@ -217,8 +219,8 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
         argv = ["train", "--config", str(config)]
         if echo:
             print(f"{progress} {name}: training", flush=True)
-    (folder / "logs").mkdir(exist_ok=True)
-    with open(folder / "logs" / f"{name}.log", "a", buffering=1) as log:  # line by line: `tail -f` follows it
+    Folder(folder).logs.mkdir(exist_ok=True)
+    with open(Folder(folder).log(name), "a", buffering=1) as log:  # line by line: `tail -f` follows it
         log.write(f"$ clsf {' '.join(argv)}\n")
         log.flush()
         parent = os.getppid()
@@ -239,9 +241,9 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
     if rc == 130:
         raise KeyboardInterrupt
     if rc != 0:
-        lines = (folder / "logs" / f"{name}.log").read_text().splitlines()
+        lines = Folder(folder).log(name).read_text().splitlines()
         said = [ln for ln in lines if ln.startswith("clsf: error:")]
-        reason = said[-1][len("clsf: error: "):] if said else f"exit status {rc}; see {folder / 'logs' / (name + '.log')}"
+        reason = said[-1][len("clsf: error: "):] if said else f"exit status {rc}; see {Folder(folder).log(name)}"
         if rc == UserError.exit_code:
             raise UserError(f"run {name} refused its input: {reason}")
         print(f"  [{name}] failed: {reason}", file=sys.stderr)
@@ -260,17 +262,17 @@ def train_all(folder: Path, jobs: list[tuple[str, Config]], kind: str, executor=
     failed, clock = [], RunsClock(len(jobs))
     try:
         for i, (name, cfg) in enumerate(jobs):
-            before, t0 = state(folder / "runs" / name), time.perf_counter()
+            before, t0 = state(Folder(folder).run(name)), time.perf_counter()
             outcome = train_run(folder, name, cfg, f"[{i + 1}/{len(jobs)}]")
             if outcome == "failed":
                 failed.append(name)
             seconds = time.perf_counter() - t0
             clock.done(seconds, trained=before != "finished")
             if before != "finished":  # one line per run, whatever else is shown
-                print(f"[{i + 1}/{len(jobs)}] {name}: {outcome_line(folder / 'runs' / name, outcome, seconds)}; "
+                print(f"[{i + 1}/{len(jobs)}] {name}: {outcome_line(Folder(folder).run(name), outcome, seconds)}; "
                       f"{clock.line(len(jobs) - i - 1)}", flush=True)
     except KeyboardInterrupt as e:
-        done = sum(state(folder / "runs" / n) == "finished" for n, _ in jobs)
+        done = sum(state(Folder(folder).run(n)) == "finished" for n, _ in jobs)
         print(f"\nclsf: {kind} stopped with {done} of {len(jobs)} runs finished; run the same command again "
               f"to finish the rest (finished runs are skipped, the interrupted one resumes).", file=sys.stderr)
         e.reported = True
@@ -283,7 +285,7 @@ def finish(folder: Path, storage: str | None = None) -> dict:
     from clsf.report.build import experiment_page
 
     page, summary = experiment_page(folder, storage)
-    rundir.write_json(folder / "summary.json", summary)
+    rundir.write_json(Folder(folder).summary, summary)
     print(f"report: {page.write(folder)}")
     return summary
 
@@ -291,4 +293,4 @@ def finish(folder: Path, storage: str | None = None) -> dict:
 def raise_failed(folder: Path, kind: str, failed: list[str]) -> None:
     if failed:
         raise RunsFailed(f"{len(failed)} {kind} run(s) failed ({', '.join(failed)}); the report covers the rest — "
-                         f"see {folder / 'logs'} for why, fix it, and run the same command again.")
+                         f"see {Folder(folder).logs} for why, fix it, and run the same command again.")

@@ -19,6 +19,7 @@ from clsf.config import Config, apply, flatten, nest, validate
 from clsf.errors import UserError
 from clsf.experiments import runner
 from clsf.report.format import pm
+from clsf.run.folder import Folder
 
 
 def _split_values(text: str) -> list[str]:
@@ -143,7 +144,7 @@ def sweep(cfg: Config, grid: dict[str, list], seeds: list[int], out: str | Path 
     plan, jobs = plan_sweep(cfg, grid, seeds)
     folder = Path(out) if out else runner.default_folder(cfg, "sweep", plan)
     for _, c in jobs:
-        c.runs_dir = str(folder / "runs")
+        c.runs_dir = str(Folder(folder).runs)
     if executor is not None:
         executor.connect()  # a cluster that cannot run them: said before the folder is made
     with runner.open_folder(folder, plan):

@@ -64,6 +64,7 @@ from clsf.integrations.pruning import ENV, make_pruner, open_storage
 from clsf.run import rundir
 from clsf.run.rundir import RunDir
 from clsf.words import count
+from clsf.run.folder import Folder
 
 OBJECTIVES = ("val_acc", "val_loss", "train_acc", "train_loss")  # metrics.csv columns a trial is judged by
 SAMPLERS = ("tpe", "random")
@@ -228,7 +229,7 @@ def plan_tune(make_config, settings: dict, seed: int) -> dict:
 
 
 def default_storage(folder: Path) -> str:
-    return f"sqlite:///{(folder / 'study.db').resolve()}"
+    return f"sqlite:///{Folder(folder).study.resolve()}"
 
 
 def shown_url(url: str) -> str:
@@ -254,18 +255,31 @@ def sampler_seed(plan_seed: int, worker: int, shared: bool) -> int:
     return int(np.random.SeedSequence(parts).generate_state(1)[0])
 
 
-def load_study(plan: dict, storage_url: str, study_name: str, heartbeat: bool, worker: int = 0):
-    """The study (created on first use), refused if it was made for another search; its sampler is
-    this worker's (`sampler_seed`)."""
-    import optuna
+def worker_storage(storage_url: str, heartbeat: bool):
+    """The study's storage as a worker opens it (`heartbeat`: its trials beat, and a lost one's is
+    failed and queued again) -- kept by the worker, whose heartbeats and trial ids go through its
+    public methods (Optuna's Study and Trial keep theirs private)."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     beat = dict(heartbeat_interval=max(1, int(HEARTBEAT_S)), grace_period=max(2, int(GRACE_S)),
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRY, inherit_intermediate_values=True)
                 ) if heartbeat else {}
+    return open_storage(storage_url, **beat)
+
+
+def trial_id(storage, study, trial) -> int:
+    """The trial's id in the storage, through the storage's public API."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), trial.number)
+
+
+def load_study(plan: dict, storage_url: str, study_name: str, heartbeat: bool, worker: int = 0, storage=None):
+    """The study (created on first use), refused if it was made for another search; its sampler is
+    this worker's (`sampler_seed`). `storage`: the worker's own (worker_storage), else one opened here."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = open_storage(storage_url, **beat)
+        storage = storage or worker_storage(storage_url, heartbeat)
         seed = sampler_seed(plan["seed"], worker, shared=plan.get("storage") is not None)
         sampler = (optuna.samplers.TPESampler(seed=seed) if plan["sampler"] == "tpe"
                    else optuna.samplers.RandomSampler(seed=seed))
@@ -345,11 +359,11 @@ def _server_lock(storage_url: str, dialect: str, study_name: str):
         conn.close()
 
 
-def run_name(study, trial) -> str:
+def run_name(storage, study, trial) -> str:
     """trial-NNNN of the trial's first attempt: a retry resumes the lost attempt's run directory."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = storage.get_trial(trial_id(storage, study, trial))
     first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     return f"trial-{frozen.number if first is None else first:04d}"
 
@@ -366,7 +380,7 @@ def _next_trial(study, folder: Path, plan: dict, trials: int, storage_url: str):
         if finished >= trials:
             return "done"
         if states.count(TrialState.FAIL) > max(3, trials):
-            raise RunsFailed(f"{states.count(TrialState.FAIL)} trials failed; see {folder / 'logs'} for why, fix it, "
+            raise RunsFailed(f"{states.count(TrialState.FAIL)} trials failed; see {Folder(folder).logs} for why, fix it, "
                              "and run the same command again.")
         waiting = states.count(TrialState.WAITING)
         if not waiting and finished + states.count(TrialState.RUNNING) >= trials:
@@ -378,13 +392,13 @@ def _next_trial(study, folder: Path, plan: dict, trials: int, storage_url: str):
         return study.ask(distributions(plan["space"]))
 
 
-def _heartbeat(study, trial_id: int, stop: threading.Event) -> None:
+def _heartbeat(storage, trial_id: int, stop: threading.Event) -> None:
     """One beat at once (a trial without any counts as alive forever), then every HEARTBEAT_S."""
     with contextlib.suppress(Exception):
-        study._storage.record_heartbeat(trial_id)
+        storage.record_heartbeat(trial_id)
     while not stop.wait(HEARTBEAT_S):
         with contextlib.suppress(Exception):  # a missed beat is retried at the next; GRACE_S allows two
-            study._storage.record_heartbeat(trial_id)
+            storage.record_heartbeat(trial_id)
 
 
 def _objective_value(run: Path, key: str) -> tuple[float | None, str | None]:
@@ -395,38 +409,38 @@ def _objective_value(run: Path, key: str) -> tuple[float | None, str | None]:
     return (None if value in (None, "") else float(value)), final.get("stopped")
 
 
-def run_trial(study, trial, folder: Path, plan: dict, make_config, storage_url: str, study_name: str,
+def run_trial(storage, study, trial, folder: Path, plan: dict, make_config, storage_url: str, study_name: str,
               threads: dict) -> str:
     """Train one trial as an ordinary run in a child process and tell the study how it ended."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
-    name = run_name(study, trial)
+    name, tid = run_name(storage, study, trial), trial_id(storage, study, trial)
     trial.set_user_attr("run", name)
     cfg = trial_config(make_config, trial.params, plan["seed"], plan["space"])
-    cfg.runs_dir, cfg.run_name = str(folder / "runs"), name
-    env = {ENV: json.dumps({"storage": storage_url, "study": study_name, "trial_id": trial._trial_id,
+    cfg.runs_dir, cfg.run_name = str(Folder(folder).runs), name
+    env = {ENV: json.dumps({"storage": storage_url, "study": study_name, "trial_id": tid,
                             "objective": plan["objective"], "pruner": plan["pruner"]}), **threads}
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(study, trial._trial_id, stop), daemon=True)
+    beat = threading.Thread(target=_heartbeat, args=(storage, tid, stop), daemon=True)
     beat.start()
     shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     t0 = time.perf_counter()
     try:
         try:
-            runner.wait_unlocked(folder / "runs" / name)
+            runner.wait_unlocked(Folder(folder).run(name))
             outcome = runner.train_run(folder, name, cfg, f"[trial {trial.number}] {shown} |", env)
         except KeyboardInterrupt:  # stopped with a checkpoint: queued again, so the next command resumes it
             study.tell(trial, state=TrialState.FAIL)
             RetryHeartbeatStaleTrialCallback(MAX_RETRY, inherit_intermediate_values=True)(
-                study, study._storage.get_trial(trial._trial_id))
+                study, storage.get_trial(tid))
             raise
         except UserError:
             study.tell(trial, state=TrialState.FAIL)
             raise
     finally:
         stop.set()
-    result, value = _told(study, trial, folder / "runs" / name, plan["objective"], outcome)
+    result, value = _told(study, trial, Folder(folder).run(name), plan["objective"], outcome)
     said = f", {plan['objective']} {value:.4f}" if value is not None else ""
     print(f"[trial {trial.number}] {shown}: {result}{said} in {clock(time.perf_counter() - t0)}", flush=True)
     return result
@@ -455,7 +469,8 @@ def work(folder: Path, plan: dict, make_config, trials: int, storage_url: str, s
     """One worker (`worker`: its index in the command): trials until the study holds `trials` finished
     ones, or until `deadline` (time.monotonic()) has passed — then no new trial starts (`threads`: the
     environment that sets each trial's thread count); the names of failed runs."""
-    study = load_study(plan, storage_url, study_name, heartbeat=True, worker=worker)
+    storage = worker_storage(storage_url, heartbeat=True)
+    study = load_study(plan, storage_url, study_name, heartbeat=True, worker=worker, storage=storage)
     failed = []
     while True:
         if deadline is not None and time.monotonic() >= deadline:
@@ -467,7 +482,7 @@ def work(folder: Path, plan: dict, make_config, trials: int, storage_url: str, s
         if trial is None:  # the last trials are running elsewhere: wait for them, or for them to be lost
             time.sleep(min(HEARTBEAT_S, 5))
             continue
-        outcome = run_trial(study, trial, folder, plan, make_config, storage_url, study_name, threads or {})
+        outcome = run_trial(storage, study, trial, folder, plan, make_config, storage_url, study_name, threads or {})
         if outcome == "failed":
             failed.append(f"trial {trial.number}")
 
@@ -590,8 +605,8 @@ def _worker_argv(folder: Path, make_config, settings: dict, space_file, trials: 
     """The command line extra workers run when tune() was called from Python: the base config as a file."""
     if "recipe" in settings["space"]:
         raise UserError("several workers searching 'recipe' from Python need the command line: use clsf tune.")
-    (folder / "configs").mkdir(exist_ok=True)
-    base = folder / "configs" / "tune-base.yaml"
+    Folder(folder).configs.mkdir(exist_ok=True)
+    base = Folder(folder).config("tune-base")
     rundir.write_text(base, make_config(None).to_yaml())
     argv = ["tune", "--config", str(base), "--space", str(space_file), "--trials", str(trials), "--out", str(folder)]
     argv += ["--minutes", str((deadline - time.monotonic()) / 60)] if deadline is not None else []

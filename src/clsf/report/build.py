@@ -20,6 +20,7 @@ from clsf.report.page import Page
 from clsf.report.runs import RunRecord, differing_keys, read_run
 from clsf.run.rundir import RunDir, find_runs, fresh_path
 from clsf.report.summary import compare_summary, sweep_summary
+from clsf.run.folder import Folder
 
 MISTAKES_SHOWN = 24
 
@@ -192,10 +193,11 @@ def experiment_page(folder: Path, storage: str | None = None) -> tuple[Page, dic
     """A compare, sweep or tune folder's page (`storage`: a tune study's URL, if not the folder's own)."""
     from clsf.report.study import study_section
 
-    plan = json.loads((folder / "plan.json").read_text())
+    f = Folder(folder)
+    plan = json.loads(f.plan.read_text())
     names = [r["name"] for r in plan["runs"]] if "runs" in plan else \
-        sorted(p.name for p in (folder / "runs").glob("*") if p.is_dir())  # a tune's trials: whatever ran here
-    records = {n: read_run(folder / "runs" / n, n) for n in names if RunDir.is_run(folder / "runs" / n)}
+        sorted(p.name for p in f.runs.glob("*") if p.is_dir())  # a tune's trials: whatever ran here
+    records = {n: read_run(f.run(n), n) for n in names if RunDir.is_run(f.run(n))}
     title = f"{plan['kind']}: {plan['model']} on {Path(str(plan['data'])).name}"
     page = Page(title)
     if plan["kind"] == "tune":
@@ -229,7 +231,7 @@ def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path
     for p in paths:
         if not p.exists():
             raise UserError(f"'{p}' does not exist; pass run directories or folders that hold them.")
-    if len(paths) == 1 and (paths[0] / "plan.json").is_file():
+    if len(paths) == 1 and Folder.holds_plan(paths[0]):
         page, _ = experiment_page(paths[0])
         return page.write(out or paths[0])
     if len(paths) == 1 and RunDir.is_run(paths[0]):

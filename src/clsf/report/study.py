@@ -12,10 +12,11 @@ from pathlib import Path
 
 from clsf import plots
 from clsf.errors import UserError
+from clsf.run.folder import Folder
 
 
 def study_storage(folder: Path, plan: dict, storage: str | None = None) -> str:
-    url = storage or os.environ.get("CLSF_TUNE_STORAGE") or plan.get("storage") or f"sqlite:///{(folder / 'study.db').resolve()}"
+    url = storage or os.environ.get("CLSF_TUNE_STORAGE") or plan.get("storage") or f"sqlite:///{Folder(folder).study.resolve()}"
     if "***" in url:
         raise UserError(f"{folder}'s study is in {url}; give its URL with the password in $CLSF_TUNE_STORAGE to report on it.")
     return url
