@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.extra, pytest.mark.torch]
+pytestmark = [pytest.mark.extra, pytest.mark.long, pytest.mark.torch]  # long: about 1.5 minutes
 URL = os.environ.get("CLSF_TEST_POSTGRES", "postgresql://clsf:clsf@127.0.0.1:5432/clsf")
 TRIAL = ["--engine", "torch", "--optimizer", "adam", "data.val_split=0.25", "model.args.widths=[4, 4]", "model.args.dense=8"]
 SPACE = "space:\n  optim.lr: {low: 1.0e-3, high: 0.01, log: true}\npruner: none\n"

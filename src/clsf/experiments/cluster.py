@@ -144,11 +144,10 @@ class RayExecutor:
             if isinstance(e, KeyboardInterrupt):
                 finished = sum(runner.state(Folder(folder).run(n)) == "finished" for n, _ in jobs)
                 print(f"\nclsf: {kind} stopped with {finished} of {total} runs finished; run the same command again "
-                      f"to finish the rest (finished runs are skipped, the interrupted ones resume).", flush=True)
+                      f"to finish the rest (finished runs are skipped, the interrupted ones resume).", file=sys.stderr)
                 e.reported = True
             raise
         return failed
-
 
     def tune_workers(self, folder: Path, argv: list[str], workers: int) -> list[str]:
         """`workers` tune workers as tasks, until each has found the study full; their trial lines
