@@ -104,6 +104,19 @@ def _compare(out, cluster=None, seeds="0,1", epochs="2", data=DATA):
             "--quiet", *where, *TINY]
 
 
+def _driver_past_epoch_two(args: list[str], runs: list[Path]) -> subprocess.Popen:
+    """The command started, returned once every run in `runs` has finished two epochs."""
+    driver = subprocess.Popen([sys.executable, "-m", "clsf", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    deadline = time.monotonic() + 300
+    while not all((r / "metrics.csv").is_file() and len(_epochs(r)) >= 2 for r in runs):
+        if time.monotonic() > deadline or driver.poll() is not None:
+            driver.kill()
+            pytest.fail(f"the runs did not start: {driver.communicate()[0][-2000:]}")
+        time.sleep(0.5)
+    return driver
+
+
 def _epochs(run: Path) -> list[int]:
     with open(run / "metrics.csv") as f:
         return [int(r["epoch"]) for r in csv.DictReader(f)]
@@ -136,16 +149,8 @@ def test_runs_land_on_both_nodes_and_end_as_the_local_executor_s(cluster, tmp_pa
 def test_a_node_killed_mid_run_and_the_command_run_again_finish_every_run_once(cluster, tmp_path):
     out = tmp_path / "cmp"
     args = _compare(out, cluster, "0,1", "20", LONGER)
-    driver = subprocess.Popen([sys.executable, "-m", "clsf", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # both runs past their first epoch: one of them is on the second node
-        if all((out / "runs" / n / "metrics.csv").is_file() and len(_epochs(out / "runs" / n)) >= 2 for n in ("torch-s0", "torch-s1")):
-            break
-        time.sleep(0.5)
-    else:
-        driver.kill()
-        pytest.fail("the runs did not start")
+    # both runs under way: one of them is on the second node
+    driver = _driver_past_epoch_two(args, [out / "runs" / n for n in ("torch-s0", "torch-s1")])
     cluster.kill_node()
     said, _ = driver.communicate(timeout=600)
     cluster.add_node()  # back for the tests after this one
@@ -164,14 +169,10 @@ def test_a_node_killed_mid_run_and_the_command_run_again_finish_every_run_once(c
 @pytest.mark.torch
 def test_a_killed_driver_leaves_its_runs_resumable(cluster, tmp_path):
     out = tmp_path / "cmp"
-    args = _compare(out, cluster, "0", "20", LONGER)
-    driver = subprocess.Popen([sys.executable, "-m", "clsf", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run = out / "runs" / "torch-s0"
-    deadline = time.monotonic() + 300
-    while not ((run / "metrics.csv").is_file() and len(_epochs(run)) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    args, run = _compare(out, cluster, "0", "20", LONGER), out / "runs" / "torch-s0"
+    driver = _driver_past_epoch_two(args, [run])
     driver.kill()
-    driver.wait()
+    driver.communicate()
     r = _clsf(*args)
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert "clsf train --resume" in (out / "logs" / "torch-s0.log").read_text()
@@ -227,6 +228,7 @@ def test_a_sweep_on_the_cluster_ends_as_the_local_one(cluster, tmp_path):
     said = sweep(tmp_path / "ray", "--executor", "ray", "--ray-address", cluster.address)
     assert said.count(" on node ") == 2
     sweep(tmp_path / "local", env=ONE_THREAD)
+
     def points(folder):  # every number but the seconds
         return [{k: v for k, v in p.items() if k != "train_s"} for p in json.loads((folder / "summary.json").read_text())["points"]]
 
@@ -238,13 +240,8 @@ def test_a_sweep_on_the_cluster_ends_as_the_local_one(cluster, tmp_path):
 @pytest.mark.torch
 def test_ctrl_c_stops_the_runs_with_a_checkpoint_and_the_command_again_finishes_them(cluster, tmp_path):
     out = tmp_path / "cmp"
-    args = _compare(out, cluster, "0,1", "20", LONGER)
-    driver = subprocess.Popen([sys.executable, "-m", "clsf", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-    runs = [out / "runs" / n for n in ("torch-s0", "torch-s1")]
-    deadline = time.monotonic() + 300
-    while not all((r / "metrics.csv").is_file() and len(_epochs(r)) >= 2 for r in runs) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    args, runs = _compare(out, cluster, "0,1", "20", LONGER), [out / "runs" / n for n in ("torch-s0", "torch-s1")]
+    driver = _driver_past_epoch_two(args, runs)
     driver.send_signal(signal.SIGINT)
     said, _ = driver.communicate(timeout=300)
     assert driver.returncode == 130, said
