@@ -130,6 +130,17 @@ def _rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
     return out
 
 
+def _resumed_in_one_process(run) -> list[dict]:
+    """The stopped run resumed in one process (at an epoch's end any process count may resume) for
+    one more epoch: it must finish; its env.json's resumes."""
+    done = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())["epoch"]
+    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--resume", str(run), "--epochs", str(done + 1), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((run / "final.json").read_text())["epochs"] == done + 1
+    return json.loads((run / "env.json").read_text())["resumes"]
+
+
 @pytest.mark.parametrize("engine", [pytest.param("torch", marks=pytest.mark.long), pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
 def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path, engine):
     run = tmp_path / "k"
@@ -147,15 +158,7 @@ def test_a_killed_process_stops_the_run_in_bounded_time_and_it_resumes(tmp_path,
     assert launcher.returncode == 6, err[-2000:]
     assert "process 1 of 2 was killed by SIGKILL" in err and "clsf train --resume" in err, err[-3000:]
     assert not (run / "final.json").exists()
-    done = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())["epoch"]
-
-    # the same run, resumed in one process (an epoch's end: any process count), finishes
-    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--resume", str(run), "--epochs", str(done + 1), "--quiet"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((run / "final.json").read_text())["epochs"] == done + 1
-    resumes = json.loads((run / "env.json").read_text())["resumes"]
-    assert resumes[-1]["changed"]["replicas"] == [2, 1]
+    assert _resumed_in_one_process(run)[-1]["changed"]["replicas"] == [2, 1]
 
 
 @pytest.mark.parametrize("survivor", [6, -signal.SIGTERM])
@@ -290,13 +293,7 @@ def test_a_killed_node_stops_the_other_in_one_line_and_the_run_resumes(tmp_path,
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "another process stopped answering" in lines[0] and "clsf train --resume" in lines[0], err[-3000:]
     assert not (run / "final.json").exists()
-    done = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())["epoch"]
-
-    # the same run, resumed on one machine in one process (an epoch's end: any process count), finishes
-    r = subprocess.run([sys.executable, "-m", "clsf", "train", "--resume", str(run), "--epochs", str(done + 1), "--quiet"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((run / "final.json").read_text())["epochs"] == done + 1
+    _resumed_in_one_process(run)  # on one machine now
 
 
 @pytest.mark.parametrize("args, said", [
