@@ -37,8 +37,17 @@ def test_train_evaluate_predict(tmp_path, capsys):
 def test_resume_from_cli_extends_epochs(tmp_path):
     assert main(["train", "--engine", "torch", "--data", DATA, "--epochs", "1", "--runs-dir", str(tmp_path),
                  "--run-name", "r", "--quiet", "model.args.widths=[4, 4]"]) == 0
-    assert main(["train", "--resume", str(tmp_path / "r"), "--epochs", "2", "--quiet"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "--epochs", "2", "--quiet", "--outcome", str(tmp_path / "o.json")]) == 0
     assert len((tmp_path / "r" / "metrics.csv").read_text().strip().splitlines()) == 3
+    assert json.loads((tmp_path / "o.json").read_text()) == {"exit_code": 0, "error": None}
+
+
+def test_outcome_file_holds_the_error_line(tmp_path):
+    """--outcome: how the command ended, for the process that started it (compare, sweep, tune)."""
+    out = tmp_path / "o.json"
+    r = _clsf("train", "optim.lrr=0.1", "--runs-dir", str(tmp_path / "runs"), "--outcome", str(out))
+    assert r.returncode == 2 and json.loads(out.read_text()) == {
+        "exit_code": 2, "error": r.stderr.strip().removeprefix("clsf: error: ")}
 
 
 @pytest.mark.parametrize("args,message", [
@@ -51,6 +60,7 @@ def test_resume_from_cli_extends_epochs(tmp_path):
     (["train", "--resume", "."], "not a clsf run directory"),
     (["evaluate", "."], "not a clsf run directory"),
     (["train", "model.args.colour=red"], "has no option colour"),
+    (["train", "--trial", "missing.json"], "--trial missing.json could not be read as a trial file"),
 ])
 def test_bad_train_input_is_one_line_exit_2(args, message, tmp_path):
     r = _clsf(*args, "--runs-dir", str(tmp_path)) if args[0] == "train" else _clsf(*args)

@@ -259,6 +259,27 @@ def test_the_pruners_judge_from_the_epoch_after_the_warm_up():
     assert isinstance(make_pruner({"name": "none"}), NopPruner)
 
 
+def test_a_trial_file_keeps_the_storage_password_out(tmp_path, monkeypatch):
+    """clsf tune names each trial's file on `clsf train --trial`: the file (and so the command line)
+    holds the URL with *** for its password; the trial process takes the whole URL from
+    CLSF_TUNE_STORAGE, and only when it is the same database's."""
+    from clsf.integrations.pruning import STORAGE_ENV, read_trial, write_trial
+
+    url = "postgresql://clsf:s3cret@db.example:5432/studies"
+    path = tmp_path / "trial.json"
+    write_trial(path, url, "st", 7, "val_acc", {"name": "median"})
+    assert "s3cret" not in path.read_text()
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert read_trial(path)["storage"] == "postgresql://clsf:***@db.example:5432/studies"  # (the reporter warns, trains on)
+    monkeypatch.setenv(STORAGE_ENV, "postgresql://clsf:other@elsewhere/studies")
+    assert "***" in read_trial(path)["storage"]  # another database's password is not used
+    monkeypatch.setenv(STORAGE_ENV, url)
+    assert read_trial(path) == {"storage": url, "study": "st", "trial_id": 7, "objective": "val_acc", "pruner": {"name": "median"}}
+    path.write_text(json.dumps({"storage": url, "study": "st"}))
+    with pytest.raises(UserError, match="is not a clsf tune trial file"):
+        read_trial(path)
+
+
 @pytest.mark.torch
 def test_a_spent_time_budget_starts_no_trial(tmp_path):
     """--minutes: no trial starts once the budget is spent (here at once); the command still reports."""

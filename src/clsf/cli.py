@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from clsf.config import OPTIMIZERS
 from clsf.engines import ENGINES, export_formats
@@ -131,7 +132,7 @@ def cmd_train(args) -> int:
     from clsf.distributed.launch import train_command
 
     train_command(args.argv, args.config, args.recipe, _flags(args), args.overrides, args.resume, args.nproc, args.quiet,
-                  args.weights_only, args.nodes, args.node_rank)
+                  args.weights_only, args.nodes, args.node_rank, args.trial)
     return 0
 
 
@@ -201,7 +202,7 @@ def cmd_tune(args) -> int:
         return build_config(args.config, flags, overrides, recipe or args.recipe)
 
     tune(make_config, args.space, args.trials, args.workers, args.out, args.storage, args.study, args.argv, args.minutes,
-         _executor(args))
+         _executor(args), args.worker_of)
     return 0
 
 
@@ -408,6 +409,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--nodes", metavar="HOST:PORT,...", help="train on several machines: every machine's address, the "
                    "same list on each, the first one leading (torch: its rendezvous; tf: its chief); with --node-rank")
     p.add_argument("--node-rank", type=int, metavar="I", help="with --nodes: which of them this machine is (0 on the first)")
+    p.add_argument("--trial", metavar="FILE", help="a trial file clsf tune wrote: each epoch's objective goes to its "
+                   "study, whose pruner may stop the run (how clsf tune trains its trials)")
+    _add_outcome(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -436,6 +440,22 @@ def _gan_parser(sub) -> None:
 def _add_quiet(p) -> None:
     p.add_argument("--quiet", action="store_true", help="one line per run (the default off a terminal); every run's own "
                    "lines are in the folder's logs/")
+
+
+def _add_outcome(p) -> None:
+    p.add_argument("--outcome", metavar="FILE", help="write how the command ended to FILE as JSON: exit_code and error "
+                   "(the one-line message, or null) -- what compare, sweep and tune read of each run they start")
+
+
+def _write_outcome(path: str | None, code: int, error: str | None) -> None:
+    """--outcome FILE: the exit status and the error line, for the process that started this one."""
+    if path:
+        from clsf.run.rundir import write_json
+
+        try:
+            write_json(Path(path), {"exit_code": code, "error": error})
+        except OSError as e:  # the exit status still says it
+            print(f"clsf: warning: --outcome {path} could not be written ({e.strerror or e})", file=sys.stderr)
 
 
 def _add_executor(p, what: str = "runs") -> None:
@@ -496,6 +516,7 @@ def _tune_parser(sub) -> None:
                    "(default: $CLSF_TUNE_STORAGE, else FOLDER/study.db)")
     p.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the folder's name)")
     p.add_argument("--out", metavar="FOLDER", help="the tune folder (default: RUNS_DIR/tune-MODEL-DATA-PLANID)")
+    p.add_argument("--worker-of", metavar="PID:I", help=argparse.SUPPRESS)  # an extra worker: clsf tune's own
     _add_executor(p, "tune workers")
     _add_recipe_args(p)
     _add_quiet(p)
@@ -576,17 +597,21 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = sys.argv[1:] if argv is None else list(argv)  # what --nproc runs again in each process
+    outcome = getattr(args, "outcome", None)
     try:
         code = args.func(args) or 0
         sys.stdout.flush()  # here, so that a reader gone early is met below and not at the interpreter's exit
+        _write_outcome(outcome, code, None)
         return code
     except ClsfError as e:
         if str(e):  # empty: the failure was already said (a process of this launch printed its own line)
             print(f"clsf: error: {e}", file=sys.stderr)
+        _write_outcome(outcome, e.exit_code, str(e) or None)
         return e.exit_code
     except KeyboardInterrupt as e:
         if not getattr(e, "reported", False):  # a command that said how far it got (and how to go on) said enough
             print("clsf: interrupted", file=sys.stderr)
+        _write_outcome(outcome, 130, "interrupted")
         return 130
     except BrokenPipeError:  # the reader left (`clsf evaluate RUN | head -1`): not an error to report
         import os
@@ -594,3 +619,6 @@ def main(argv: list[str] | None = None) -> int:
         # stdout now goes nowhere, so the interpreter's last flush of it cannot raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # what a shell reports for a writer stopped by SIGPIPE (128 + 13)
+    except Exception as e:  # a crash: its traceback follows on stderr, and the starter learns what it was
+        _write_outcome(outcome, 1, f"{type(e).__name__}: {str(e).strip()[:300]}")
+        raise

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from clsf.errors import ClsfError, PeerLost, UserError
 
 
-LAUNCH_FLAGS = ("--nproc", "--nodes", "--node-rank")  # the launcher's own: not passed on to the processes
+LAUNCH_FLAGS = ("--nproc", "--nodes", "--node-rank", "--outcome")  # the launcher's own: not passed on to the processes
 
 
 def strip_launch_flags(argv: list[str]) -> list[str]:
-    """The command line without --nproc N, --nodes LIST, --node-rank I (or their --flag=value forms)."""
+    """The command line without --nproc N, --nodes LIST, --node-rank I, --outcome FILE (or their --flag=value forms)."""
     out, skip = [], False
     for a in argv:
         if skip:
@@ -188,10 +188,11 @@ def launch(argv: list[str], nproc: int, engine: str, timeout_s: float, nodes: No
 
 def train_command(argv: list[str], config: str | None, recipe: str | None, flags: dict, overrides: list[str],
                   resume: str | None, nproc: int | None, quiet: bool, weights_only: bool = False,
-                  nodes: str | None = None, node_rank: int | None = None) -> None:
+                  nodes: str | None = None, node_rank: int | None = None, trial: str | None = None) -> None:
     """`clsf train` as typed: a new run or a resumed one, here or in `nproc` processes (the same
     command again in each, through the engine's launcher), on this machine or as one node of
-    several. Bad input stops here, once."""
+    several (`trial`: a `clsf tune` trial file, whose reporter every process plugs in). Bad input
+    stops here, once."""
     from clsf.config import build_config, merge, parse_overrides
     from clsf.run.resume import resume_config
     from clsf.run.train import train
@@ -208,11 +209,16 @@ def train_command(argv: list[str], config: str | None, recipe: str | None, flags
         flag = "--config" if config else "--recipe"
         raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config); drop {flag}.")
     machines = Nodes.parse(nodes, node_rank)
+    plugins = []
+    if trial is not None:
+        from clsf.integrations.pruning import trial_plugin
+
+        plugins.append(trial_plugin(trial))  # (a file that is not a trial file: refused before anything starts)
     changes = merge(flags, parse_overrides(overrides)) if resume else None
     if (nproc and nproc > 1) or machines:
         cfg = resume_config(resume, changes)[1] if resume else build_config(config, flags, overrides, recipe)
         launch(argv, nproc or 1, cfg.engine, cfg.dist_timeout_s, machines)
     elif resume:
-        train(resume=resume, changes=changes, quiet=quiet, weights_only=weights_only)
+        train(resume=resume, changes=changes, quiet=quiet, weights_only=weights_only, plugins=plugins)
     else:
-        train(build_config(config, flags, overrides, recipe), quiet=quiet)
+        train(build_config(config, flags, overrides, recipe), quiet=quiet, plugins=plugins)

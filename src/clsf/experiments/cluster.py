@@ -53,17 +53,17 @@ def _on_node(folder: str, name: str, cfg: Config, progress: str, threads: int) -
 
 
 def _tune_worker(argv: list[str], index: int, threads: int, log: str) -> dict:
-    """The task: one tune worker on this node -- the command again, told to train only (WORKER_ENV:
+    """The task: one tune worker on this node -- the command again, told to train only (--worker-of:
     this task's process and the worker's index), its lines in `log`; it stops with a checkpoint if
     this task's process dies (runner._die_with_parent: a lost node, a stopped command)."""
     import ray
 
-    from clsf.experiments.tune import WORKER_ENV
+    from clsf.experiments.tune import WORKER_FLAG
 
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
-    env = {**os.environ, **runner.thread_env(threads, keep=False), "PYTHONUNBUFFERED": "1", WORKER_ENV: f"{os.getpid()}:{index}"}
+    env = {**os.environ, **runner.thread_env(threads, keep=False), "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as out:
-        child = subprocess.Popen([sys.executable, "-m", "clsf", *argv], env=env, stdout=out, stderr=subprocess.STDOUT,
+        child = subprocess.Popen([sys.executable, "-m", "clsf", *argv, WORKER_FLAG, f"{os.getpid()}:{index}"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True, preexec_fn=functools.partial(runner._die_with_parent, os.getpid()))
         return {"code": child.wait(), **where}
 

@@ -5,6 +5,7 @@
     configs/NAME.yaml  the config each run starts from
     runs/NAME/       ordinary run directories (clsf train / evaluate / report work on them as usual)
     logs/NAME.log    each run's output, stderr included
+    logs/NAME.json   how its process ended (exit status, error line), which is what the command reads
     report.html, report.md, report_files/, summary.json
     .lock            held (flock) by the command working in the folder
 
@@ -27,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from clsf.config import Config, flatten
@@ -190,9 +191,11 @@ def _child_env() -> dict:
     return env
 
 
-def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | None = None) -> str:
-    """Train (or resume, or skip) one run in its own process (`env`: added to its environment);
-    return its state afterwards.
+def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | None = None,
+              args: tuple[str, ...] = ()) -> str:
+    """Train (or resume, or skip) one run in its own process (`env`: added to its environment, `args`:
+    to its command line, e.g. a tune trial's --trial FILE); return its state afterwards. The process
+    says how it ended in the folder's logs/NAME.json (--outcome), read here.
 
     Raises UserError when the run rejected its input (every other run would too), and
     KeyboardInterrupt after the child has stopped on Ctrl-C."""
@@ -220,6 +223,9 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
         if echo:
             print(f"{progress} {name}: training", flush=True)
     Folder(folder).logs.mkdir(exist_ok=True)
+    outcome = Folder(folder).outcome(name)
+    outcome.unlink(missing_ok=True)  # an earlier attempt's
+    argv += [*args, "--outcome", str(outcome)]
     with open(Folder(folder).log(name), "a", buffering=1) as log:  # line by line: `tail -f` follows it
         log.write(f"$ clsf {' '.join(argv)}\n")
         log.flush()
@@ -241,14 +247,20 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
     if rc == 130:
         raise KeyboardInterrupt
     if rc != 0:
-        lines = Folder(folder).log(name).read_text().splitlines()
-        said = [ln for ln in lines if ln.startswith("clsf: error:")]
-        reason = said[-1][len("clsf: error: "):] if said else f"exit status {rc}; see {Folder(folder).log(name)}"
+        said = _said(outcome)
+        reason = said or f"exit status {rc}; see {Folder(folder).log(name)}"
         if rc == UserError.exit_code:
             raise UserError(f"run {name} refused its input: {reason}")
         print(f"  [{name}] failed: {reason}", file=sys.stderr)
         return "failed"
     return state(run)
+
+
+def _said(outcome: Path) -> str | None:
+    """The error line a run's process left in its --outcome file; None if it left none (killed)."""
+    with suppress(OSError, ValueError, AttributeError):
+        return json.loads(outcome.read_text()).get("error")
+    return None
 
 
 def train_all(folder: Path, jobs: list[tuple[str, Config]], kind: str, executor=None) -> list[str]:

@@ -42,7 +42,6 @@ import contextlib
 import copy
 import fcntl
 import functools
-import json
 import os
 import signal
 import subprocess
@@ -60,7 +59,7 @@ from clsf.errors import RunsFailed, UserError
 from clsf.experiments import runner
 from clsf.experiments.sweep import SHAPE_KEYS, check_models
 from clsf.run.progress import clock
-from clsf.integrations.pruning import ENV, make_pruner, open_storage
+from clsf.integrations.pruning import STORAGE_ENV, make_pruner, open_storage, shown_url, write_trial
 from clsf.run import rundir
 from clsf.run.rundir import RunDir
 from clsf.words import count
@@ -74,7 +73,7 @@ NOT_SEARCHABLE = ("engine", "seed", "run_name", "runs_dir", "init_from", "track"
 HEARTBEAT_S = float(os.environ.get("CLSF_TUNE_HEARTBEAT_S", 10))  # seconds between a running trial's heartbeats
 GRACE_S = 3 * HEARTBEAT_S  # seconds without one before the trial counts as lost and is queued again
 MAX_RETRY = 3  # times a lost trial is queued again
-WORKER_ENV = "CLSF_TUNE_WORKER"  # set in the extra workers --workers starts: they train, the command reports
+WORKER_FLAG = "--worker-of"  # PID:I on the command line of an extra worker: it trains, the command PID reports
 
 
 def require_optuna() -> None:
@@ -230,15 +229,6 @@ def plan_tune(make_config, settings: dict, seed: int) -> dict:
 
 def default_storage(folder: Path) -> str:
     return f"sqlite:///{Folder(folder).study.resolve()}"
-
-
-def shown_url(url: str) -> str:
-    """A storage URL fit to print and keep in plan.json: a password replaced by ***."""
-    head, sep, rest = url.partition("://")
-    if sep and "@" in rest.split("/", 1)[0] and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        return f"{head}://{user}:***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def sampler_seed(plan_seed: int, worker: int, shared: bool) -> int:
@@ -419,8 +409,9 @@ def run_trial(storage, study, trial, folder: Path, plan: dict, make_config, stor
     trial.set_user_attr("run", name)
     cfg = trial_config(make_config, trial.params, plan["seed"], plan["space"])
     cfg.runs_dir, cfg.run_name = str(Folder(folder).runs), name
-    env = {ENV: json.dumps({"storage": storage_url, "study": study_name, "trial_id": tid,
-                            "objective": plan["objective"], "pruner": plan["pruner"]}), **threads}
+    Folder(folder).configs.mkdir(exist_ok=True)
+    write_trial(Folder(folder).trial(name), storage_url, study_name, tid, plan["objective"], plan["pruner"])
+    env = {**threads, **({STORAGE_ENV: storage_url} if shown_url(storage_url) != storage_url else {})}  # (a password)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(storage, tid, stop), daemon=True)
     beat.start()
@@ -429,7 +420,8 @@ def run_trial(storage, study, trial, folder: Path, plan: dict, make_config, stor
     try:
         try:
             runner.wait_unlocked(Folder(folder).run(name))
-            outcome = runner.train_run(folder, name, cfg, f"[trial {trial.number}] {shown} |", env)
+            outcome = runner.train_run(folder, name, cfg, f"[trial {trial.number}] {shown} |", env,
+                                       ("--trial", str(Folder(folder).trial(name))))
         except KeyboardInterrupt:  # stopped with a checkpoint: queued again, so the next command resumes it
             study.tell(trial, state=TrialState.FAIL)
             RetryHeartbeatStaleTrialCallback(MAX_RETRY, inherit_intermediate_values=True)(
@@ -489,28 +481,32 @@ def work(folder: Path, plan: dict, make_config, trials: int, storage_url: str, s
 
 def _start_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
     """n more workers: this command again in its own process group (Ctrl-C is passed on by us, once),
-    told to train only (WORKER_ENV: this process's id and the worker's index); each stops with a
+    told to train only (--worker-of: this process's id and the worker's index); each stops with a
     checkpoint if this process dies (runner.die_with_parent)."""
     env = {**os.environ, **runner.thread_env(runner.share(n + 1)), "PYTHONUNBUFFERED": "1"}
-    return [subprocess.Popen([sys.executable, "-m", "clsf", *argv], env={**env, WORKER_ENV: f"{os.getpid()}:{i}"},
+    return [subprocess.Popen([sys.executable, "-m", "clsf", *argv, WORKER_FLAG, f"{os.getpid()}:{i}"], env=env,
                              start_new_session=True, preexec_fn=functools.partial(runner._die_with_parent, os.getpid()))
             for i in range(1, n + 1)]
 
 
-def _worker_role() -> tuple[int | None, int]:
-    """(the command's process id, this worker's index) in an extra worker; (None, 0) in the command."""
-    parent, _, index = os.environ.get(WORKER_ENV, "").partition(":")
-    return (int(parent), int(index)) if parent.isdigit() and index.isdigit() else (None, 0)
+def _worker_role(worker_of: str | None) -> tuple[int | None, int]:
+    """(the command's process id, this worker's index) in an extra worker (--worker-of PID:I); (None, 0)
+    in the command."""
+    parent, _, index = (worker_of or "").partition(":")
+    if worker_of is not None and not (parent.isdigit() and index.isdigit()):
+        raise UserError(f"{WORKER_FLAG} {worker_of} must be PID:INDEX (clsf tune gives it to the workers it starts).")
+    return (int(parent), int(index)) if worker_of is not None else (None, 0)
 
 
 def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 1, out: str | Path | None = None,
          storage: str | None = None, study_name: str | None = None, argv: list[str] | None = None,
-         minutes: float | None = None, executor=None) -> Path:
+         minutes: float | None = None, executor=None, worker_of: str | None = None) -> Path:
     """Run (or continue) a study until it holds `trials` finished trials, or until `minutes` have
     passed (no trial starts after that; running ones finish); write its report; return the folder.
     `cfg`: the Config every trial starts from, or a function recipe name (or None) -> Config when
     the space searches `recipe`. `argv`: the command line the extra workers run. `executor`: all
-    `workers` as tasks on a cluster (clsf.experiments.cluster), this process only reporting."""
+    `workers` as tasks on a cluster (clsf.experiments.cluster), this process only reporting.
+    `worker_of`: "PID:I" in an extra worker the command PID started (it trains, and stops when PID dies)."""
     deadline = None if minutes is None else time.monotonic() + 60 * minutes
     require_optuna()
     settings = read_space(space_file)
@@ -519,7 +515,7 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
     if not 1 <= trials <= MAX_TRIALS or workers < 1 or (minutes is not None and not 0 < minutes < float("inf")):
         raise UserError(f"--trials {trials} must be in [1, {MAX_TRIALS:,}], --workers {workers} at least 1, and "
                         f"--minutes {minutes} a number of minutes > 0.")
-    parent, worker = _worker_role()
+    parent, worker = _worker_role(worker_of)
     worker_only = parent is not None
     executor = None if worker_only else executor  # a worker trains where it was placed (--workers counts them all)
     cores = os.cpu_count() or 1
@@ -529,7 +525,7 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
     base = make_config(None)
     plan = plan_tune(make_config, settings, base.seed)
     folder = Path(out) if out else runner.default_folder(base, "tune", plan)
-    storage_url = storage or os.environ.get("CLSF_TUNE_STORAGE") or default_storage(folder)
+    storage_url = storage or os.environ.get(STORAGE_ENV) or default_storage(folder)
     study_name = study_name or folder.name
     plan.update(storage=None if storage_url == default_storage(folder) else shown_url(storage_url), study=study_name)
     if worker_only:  # the command that started this worker may die (kill -9): then stop with a checkpoint

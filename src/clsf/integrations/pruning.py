@@ -1,10 +1,13 @@
 """A run that is a trial of a `clsf tune` study: each epoch's objective goes to the study, and the
 study's pruner may stop the run there (a bad trial pays for a few epochs, not all of them).
 
-`clsf tune` starts each trial as an ordinary `clsf train` process and tells it which trial it is
-through the environment (CLSF_TUNE_TRIAL, a JSON object: storage URL, study name, trial id,
-objective key, pruner settings), so the storage URL (which may hold a password) never lands in
-the run's config.yaml. A run resumed by hand, without that variable, is an ordinary run.
+`clsf tune` starts each trial as an ordinary `clsf train` process and names a trial file on its
+command line (`clsf train --config C --trial FILE`): a JSON object with the study's storage URL,
+study name, trial id, objective key and pruner settings, which `clsf train` turns into one more
+callback. Not config.yaml: a run resumed by hand, without --trial, is an ordinary run. A storage
+URL's password is in neither the file nor the command line (which `ps` shows): the file keeps the
+URL with *** in its place, and the trial process takes the whole URL from CLSF_TUNE_STORAGE, the
+variable that gives `clsf tune` itself a URL to keep off its command line.
 
 A pruned run stops like an early-stopped one: at an epoch's end, finished (test split, final.json
 with "stopped": "pruned"), and a resume does not train it on.
@@ -15,10 +18,48 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
+from clsf.errors import UserError
 from clsf.run.callbacks import Callback
 
-ENV = "CLSF_TUNE_TRIAL"
+STORAGE_ENV = "CLSF_TUNE_STORAGE"  # a storage URL kept off command lines and files (it may hold a password)
+TRIAL_KEYS = {"storage", "study", "trial_id", "objective", "pruner"}
+
+
+def shown_url(url: str) -> str:
+    """A storage URL fit to print and write down: a password replaced by ***."""
+    head, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0] and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{head}://{user}:***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def write_trial(path: Path, storage_url: str, study: str, trial_id: int, objective: str, pruner: dict) -> None:
+    """The trial file `clsf train --trial` reads (the URL without its password; see the module's text)."""
+    from clsf.run.rundir import write_json
+
+    write_json(path, {"storage": shown_url(storage_url), "study": study, "trial_id": trial_id,
+                      "objective": objective, "pruner": pruner})
+
+
+def read_trial(path: str | Path) -> dict:
+    """A trial file's settings, with the storage URL whole; a file that is not one is one line."""
+    p = Path(path)
+    try:
+        info = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"--trial {path} could not be read as a trial file ({type(e).__name__}); --trial is for the "
+                        "files clsf tune writes: drop it to train an ordinary run.") from None
+    if not isinstance(info, dict) or set(info) != TRIAL_KEYS or not isinstance(info["trial_id"], int) \
+            or not isinstance(info["pruner"], dict) or not all(isinstance(info[k], str) for k in ("storage", "study", "objective")):
+        raise UserError(f"--trial {path} is not a clsf tune trial file (it needs exactly {', '.join(sorted(TRIAL_KEYS))}); "
+                        "drop --trial to train an ordinary run.")
+    whole = os.environ.get(STORAGE_ENV, "")
+    if "***" in info["storage"] and shown_url(whole) == info["storage"]:
+        info["storage"] = whole
+    return info
 
 
 def make_pruner(settings: dict):
@@ -44,18 +85,18 @@ def open_storage(url: str, **heartbeat):
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **heartbeat)
 
 
-def trial_reporter(quiet: bool) -> Callback | None:
-    """The callback for this process's trial, or None when it is not a trial."""
-    text = os.environ.get(ENV)
-    if not text:
-        return None
-    return TrialReport(json.loads(text), quiet)
+def trial_plugin(path: str | Path):
+    """`clsf train --trial FILE`: the plugin (clsf.run.train.train's `plugins`) that makes each
+    process's reporter for the trial the file names; a file that is not a trial file is refused here."""
+    info = read_trial(path)
+    return lambda run, quiet: TrialReport(info, quiet)
 
 
 class TrialReport(Callback):
     """Epoch by epoch: the objective to the study (step = epoch), then the pruner's decision.
-    A storage that fails costs one warning: the run goes on unpruned (the run directory is the
-    record, and the tune worker tells the study the result from it)."""
+    A storage that fails (or whose password CLSF_TUNE_STORAGE did not give) costs one warning: the
+    run goes on unpruned (the run directory is the record, and the tune worker tells the study the
+    result from it)."""
 
     def __init__(self, info: dict, quiet: bool):
         self.info, self.quiet, self.trial, self.dead = info, quiet, None, False

@@ -4,7 +4,9 @@ run's). Commands and reports ask it for paths; none spells them.
     FOLDER/plan.json          what was asked and the runs it implies (a later command must plan alike)
     FOLDER/runs/NAME/         each run's directory
     FOLDER/configs/NAME.yaml  the config each run was started from (tune: the base config too)
+    FOLDER/configs/NAME.trial.json  a tune trial's study, trial id and pruner (`clsf train --trial`)
     FOLDER/logs/NAME.log      each run's own lines (a Ray tune worker's: worker-I.log)
+    FOLDER/logs/NAME.json     how its last process ended: exit_code, error (`clsf train --outcome`)
     FOLDER/summary.json       what the report was built from
     FOLDER/study.db           a tune's Optuna study, unless it was given another database
     FOLDER/.lock              held while a command works in the folder
@@ -64,3 +66,9 @@ class Folder:
 
     def config(self, name: str) -> Path:
         return self.configs / f"{name}.yaml"
+
+    def trial(self, name: str) -> Path:
+        return self.configs / f"{name}.trial.json"
+
+    def outcome(self, name: str) -> Path:
+        return self.logs / f"{name}.json"

@@ -7,6 +7,7 @@ import contextlib
 import math
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ from clsf.run import callbacks as cb
 from clsf.techniques.averaging import averaged
 from clsf.run.checks import Checks
 from clsf.run.loop import fit, logits_of
-from clsf.integrations.pruning import trial_reporter
 from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
@@ -33,12 +33,13 @@ from clsf.techniques.whitening import whiten_first_conv
 from clsf.techniques.class_weights import imbalance_warning
 from clsf.words import count
 
+Plugin = Callable[[RunDir | None, bool], 'cb.Callback | None']  # (run, quiet) -> a callback, or None
 MISTAKES = 48  # misclassified test images kept in predictions.npz for the report
 
 
 def train(cfg: Config | None = None, resume: str | Path | None = None, changes: dict | None = None,
           quiet: bool = False, stop_after: int | None = None, stop_after_steps: int | None = None,
-          weights_only: bool = False) -> Path:
+          weights_only: bool = False, plugins: Sequence[Plugin] = ()) -> Path:
     """Train (or resume) a run; return its directory.
 
     `resume` continues a run from checkpoints/last (an epoch's end, or inside an epoch); `changes`
@@ -46,7 +47,9 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     clsf.run.resume). `stop_after` ends this call after that many epochs in total, and
     `stop_after_steps` after that many optimizer steps in total with a mid-epoch checkpoint, as an
     interruption would, leaving a run that `resume` completes. `weights_only` resumes from the
-    checkpoint's weights with a fresh optimizer (when its optimizer state is lost), on record."""
+    checkpoint's weights with a fresh optimizer (when its optimizer state is lost), on record.
+    `plugins`: more callbacks, each made by plugin(run, quiet) in every process (run is None where
+    the process writes nothing) -- e.g. a `clsf tune` trial's reporter (clsf.integrations.pruning)."""
     run = state = changed = None
     if resume is not None:
         run, cfg, changed, state = resume_config(resume, changes or {})
@@ -99,7 +102,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({counts}{held}), engine {cfg.engine} on "
                   f"{engine.device}, {count(cfg.epochs, 'epoch')}")
         tracker = MlflowTracking(cfg, run) if cfg.track == "mlflow" and run is not None else None
-        callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps, tracker)
+        extra = [c for c in (plugin(run, quiet) for plugin in plugins) if c is not None]
+        callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps, tracker, extra)
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
         if state.stop not in (None, "early", "pruned"):
             return run.path if run is not None else None  # paused on purpose: no final report yet
@@ -204,13 +208,13 @@ def _write_setup(run: RunDir, cfg: Config, spec: ModelSpec, engine, prep: Prepar
 
 
 def _callbacks(cfg: Config, run: RunDir | None, engine, checks: Checks, quiet: bool, stop_after: int | None,
-               stop_after_steps: int | None, tracker=None) -> cb.Callbacks:
-    """Every process decides alike (stops, early stop, unfreezing); only the lead writes and prints."""
+               stop_after_steps: int | None, tracker=None, extra: list[cb.Callback] = ()) -> cb.Callbacks:
+    """Every process decides alike (stops, early stop, unfreezing, `extra`: the plugins', e.g. a tune
+    trial's pruner, alongside early stopping); only the lead writes and prints."""
     decide = [cb.Interrupt(), cb.PauseAfter(engine, stop_after, stop_after_steps),
               cb.EarlyStop(cfg.early_stop_patience, quiet), cb.Unfreeze(engine, cfg.unfreeze_after, checks, quiet)]
     show = [] if quiet else [cb.Progress(cfg.epochs)]
-    trial = trial_reporter(quiet)  # a trial of `clsf tune`: its pruner decides alongside early stopping
-    decide += [trial] if trial is not None else []
+    decide += list(extra)
     write = [] if run is None else [cb.Checkpoints(run, engine, cfg.save_every_steps, cfg.save_every_minutes),
                                     cb.Logs(run, hparams=flatten(cfg.to_dict()))] + ([tracker] if tracker else [])
     return cb.Callbacks(show + decide + write + [cb.MistakeChecks(checks, engine)])
