@@ -236,11 +236,12 @@ def test_every_engine_averages_to_the_same_weights(form):
 MIXING = ["data.mixup=0.4", "data.cutmix=1.0"]  # each batch one or the other, from the shared plan
 
 
-def _rolled(x, y, classes, keep, other, box):
+def _rolled(self, x, y, p, classes):
     """torch's mixing with image i paired with image i-1 (a roll) instead of b-1-i."""
     import torch
 
-    y0, y1, x0, x1 = (int(v) for v in box)
+    keep, other = float(p["keep"]), float(p["other"])
+    y0, y1, x0, x1 = (int(v) for v in p["box"])
     xr = torch.roll(x, 1, 0)
     if y1 > y0:
         x = x.clone()
@@ -254,13 +255,13 @@ def _rolled(x, y, classes, keep, other, box):
 def test_every_engine_mixes_alike(monkeypatch):
     """mixup and cutmix: the same mixed images and soft labels (with label smoothing on them) give
     keras, tf and torch the same weights; the teeth: torch pairing the images otherwise is caught."""
-    from clsf.data import torch_pipeline
+    from clsf.techniques.mixing import Mixing
 
     extra = overrides("seed-cnn", "adam", "cosine", True) + MIXING
     got = train_engines(("keras", "tf", "torch"), extra)
     assert_same_weights(got["keras"][0], got["tf"][0], abs_=1e-6)
     assert_same_weights(got["keras"][0], got["torch"][0], rel=1e-4)
-    monkeypatch.setattr(torch_pipeline, "mix_torch", _rolled)
+    monkeypatch.setattr(Mixing, "torch", _rolled)
     off = train_case("torch", extra, EPOCHS, X, Y, got["initial"])[0]
     with pytest.raises(AssertionError, match="difference"):
         assert_same_weights(got["keras"][0], off, rel=1e-4)

@@ -1,8 +1,6 @@
 """The tf.data and torch pipelines give the same normalisation and the same augmentation meaning
 as the numpy reference in clsf.data.transforms."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -150,55 +148,6 @@ def test_every_pipeline_trains_on_the_same_batches(alternate):
             np.testing.assert_array_equal(yt, yn)
             np.testing.assert_allclose(xt, xp.transpose(0, 2, 3, 1), atol=1e-6)
             np.testing.assert_allclose(xt, xn, atol=1e-6)
-
-
-MIXES = {"mixup": Preprocess("-1-1", crop_padding=2, hflip=True, mixup=0.4),
-         "cutmix": Preprocess("-1-1", crop_padding=2, hflip=True, cutmix=1.0),
-         "both": Preprocess("-1-1", crop_padding=2, hflip=True, mixup=0.4, cutmix=1.0)}
-
-
-@pytest.mark.tf
-@pytest.mark.torch
-@pytest.mark.parametrize("mix", MIXES)
-def test_every_pipeline_mixes_the_same_images_by_the_same_weights(mix):
-    """mixup/cutmix from one numpy plan per batch: the tf.data, torch and numpy pipelines give the
-    same mixed pixels to the bit and the same soft labels; and they are mixed (the teeth: the same
-    batches without it differ, and the labels are no longer one-hot)."""
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("torch")
-    pre = MIXES[mix]
-    plain = dataclasses.replace(pre, mixup=0.0, cutmix=0.0)
-    for epoch in (0, 1):
-        tf_, torch_, np_ = _train_epoch_tf(3, epoch, pre), _train_epoch_torch(3, epoch, pre), _train_epoch_numpy(3, epoch, pre)
-        for (xt, yt), (xp, yp), (xn, yn), (x0, y0) in zip(tf_, torch_, np_, _train_epoch_numpy(3, epoch, plain), strict=True):
-            assert yt.shape == (len(y0), 6) and yt.dtype == np.float32
-            np.testing.assert_array_equal(yt, yp)
-            np.testing.assert_array_equal(yt, yn)
-            np.testing.assert_array_equal(xt, xp.transpose(0, 2, 3, 1))
-            np.testing.assert_array_equal(xt, xn)
-            np.testing.assert_allclose(yt.sum(1), 1, rtol=1e-6)
-            # the dominant label's weight is the image's own or its partner's (image i with b-1-i)
-            assert set(np.flatnonzero(yt[0])) <= {y0[0], y0[-1]}
-            if len(y0) > 1 and not np.array_equal(xn, x0):
-                assert (yt.max(1) < 1).any()
-
-
-def test_the_mix_plan_follows_its_distributions():
-    from clsf.data.order import epoch_plan, mix_plan
-
-    n, b = 64_000, 64
-    up = mix_plan(n, b, Preprocess(mixup=0.2), 0, 0, (32, 32))
-    assert not up.box.any() and np.all(up.keep + up.other == 1)
-    assert abs(up.keep.mean() - 0.5) < 0.02 and (np.minimum(up.keep, up.other) < 0.1).mean() > 0.5  # Beta(0.2, 0.2): mostly near 0 or 1
-    cut = mix_plan(n, b, Preprocess(cutmix=1.0), 0, 0, (32, 32))
-    area = (cut.box[:, 1] - cut.box[:, 0]) * (cut.box[:, 3] - cut.box[:, 2])
-    np.testing.assert_allclose(cut.keep, 1 - area / 1024, rtol=1e-6)  # the label weight is the pasted area
-    assert 0.6 < cut.keep.mean() < 0.75  # Beta(1, 1) areas, clipped at the border: more of the own image stays
-    both = mix_plan(n, b, Preprocess(mixup=0.2, cutmix=1.0), 0, 0, (32, 32))
-    assert 0.45 < (both.box[:, 1] > both.box[:, 0]).mean() < 0.55
-    # its own random stream: the epoch's order, crops and flips are those of the run without it
-    a, c = epoch_plan(n, Preprocess(crop_padding=2, hflip=True), 0, 3), epoch_plan(n, Preprocess(crop_padding=2, hflip=True, mixup=0.2), 0, 3)
-    assert all(np.array_equal(getattr(a, k), getattr(c, k)) for k in ("order", "oy", "ox", "flip"))
 
 
 def test_alternating_flips_mirror_each_image_in_exactly_one_of_two_epochs():

@@ -472,7 +472,10 @@ def _validate_optim(o: OptimConfig, epochs: int) -> None:
 
 def _validate_data(d: DataConfig) -> None:
     from clsf.data.transforms import Preprocess
+    from clsf.techniques import BATCH
 
+    for technique in BATCH:  # each batch technique checks its own fields (clsf.techniques.batch)
+        technique.check(d)
     Preprocess.of(d).validate()
     need(d.image_size is None or (len(d.image_size) == 2 and min(d.image_size) > 0), "data.image_size must be [H, W].")
     need(d.image_size is None or max(d.image_size) <= MAX_IMAGE_SIDE,
@@ -486,10 +489,6 @@ def _validate_data(d: DataConfig) -> None:
                                 "images held out to test on; 0 turns it off).")
     need(all(v is None or v >= 1 for v in (d.train_subset, d.val_subset, d.test_subset)),
          "data.train_subset/val_subset/test_subset must be >= 1 (or null for all).")
-    for key in ("mixup", "cutmix"):
-        a = getattr(d, key)
-        need(math.isfinite(a) and 0 <= a <= 100, f"data.{key}={a} must be in [0, 100] (a Beta concentration, e.g. "
-             f"{0.2 if key == 'mixup' else 1.0}; 0 turns it off).")
     need(d.crop_padding <= MAX_CROP_PADDING, f"data.crop_padding={d.crop_padding} must be at most {MAX_CROP_PADDING} pixels.")
 
 

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from clsf.data.order import epoch_plan, mix_plan
+from clsf.data.order import batch_plans, epoch_plan
 from clsf.data.stream import as_array
-from clsf.data.transforms import Preprocess, crop_flip_np, mix_np
+from clsf.data.transforms import Preprocess, crop_flip_np
 
 
 class NumpyBatches:
@@ -25,7 +25,7 @@ class NumpyBatches:
         self.x, self.y, self.batch_size, self.pre, self.training = x, y, batch_size, pre, training
         self.a, self.b = pre.affine(x.shape[-1])  # (C,) each: normalised = raw * a + b
         self.plan = epoch_plan(len(y), pre, seed, epoch) if training else None
-        self.mix = mix_plan(len(y), batch_size, pre, seed, epoch, x.shape[1:3]) if training and pre.mixes else None
+        self.techniques = batch_plans(len(y), batch_size, pre, seed, epoch, x.shape[1:3]) if training else []
         self.classes = classes
         self.first = first_step * batch_size if training else 0  # a run resumed inside an epoch starts here
 
@@ -40,7 +40,6 @@ class NumpyBatches:
         if self.training and self.pre.augments:
             xb = crop_flip_np(xb, self.pre.crop_padding, self.plan.oy[lo:hi], self.plan.ox[lo:hi], self.plan.flip[lo:hi])
         xb, yb = xb * self.a + self.b, self.y[idx]
-        if self.mix is not None:
-            s = lo // self.batch_size  # the batch's step from the epoch's start
-            xb, yb = mix_np(xb, yb, self.classes, self.mix.keep[s], self.mix.other[s], self.mix.box[s])
+        for t, plan in self.techniques:  # (mixup, cutmix, cutout): the numpy references themselves
+            xb, yb = t.numpy(xb, yb, t.part(plan, lo, hi, lo // self.batch_size), self.classes)
         return xb, yb

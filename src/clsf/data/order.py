@@ -5,8 +5,8 @@ per image in that order, the crop offsets and the flip. The tf.data and torch pi
 gather from it, so all three engines see the same batches with the same crops and flips — the
 engine parity test and `clsf compare` rest on that — and epoch k of a resumed run is epoch k of an
 uninterrupted one. With alternating flips the flip is a function of (seed, image, epoch parity).
-mixup and cutmix are planned per batch the same way (`mix_plan`): every engine mixes the same
-images with the same weight and box.
+Batch techniques (mixup, cutmix, cutout) are planned the same way (`batch_plans`), each from its own
+stream of the seed: every engine mixes or erases the same images with the same weights and boxes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from clsf.data.transforms import Preprocess
 
 
 ALTERNATE_STREAM = 1 << 30  # a second random stream of the run's seed, apart from any epoch's
-MIX_STREAM = 1 << 29  # mixup/cutmix draws: their own stream per epoch, so turning them on moves no crop or flip
 
 
 @dataclass
@@ -43,28 +42,7 @@ def epoch_plan(n: int, pre: Preprocess, seed: int, epoch: int) -> EpochPlan:
     return EpochPlan(order, oy, ox, flip)
 
 
-@dataclass
-class MixPlan:
-    """Per training batch of an epoch (index = the batch's step from the epoch's start)."""
-    keep: np.ndarray  # (S,) float32: the weight of each image's own label (and pixels, for mixup)
-    other: np.ndarray  # (S,) float32: its partner's, 1 - keep as float32 (every pipeline multiplies by these two)
-    box: np.ndarray  # (S, 4) int32: (y0, y1, x0, x1) pasted from the partner (cutmix); empty for mixup
-
-
-def mix_plan(n: int, batch_size: int, pre: Preprocess, seed: int, epoch: int, size: tuple[int, int]) -> MixPlan:
-    """mixup: keep ~ Beta(a, a) over the whole image. cutmix: a box of area (1 - lam) H W with
-    lam ~ Beta(a, a) (sides sqrt(1 - lam) H and W, its centre uniform, clipped to the image), and
-    keep = 1 - its clipped area / (H W). With both on, each batch is one of the two, half and half."""
-    steps = -(-n // batch_size)
-    rng = np.random.default_rng([seed, epoch, MIX_STREAM])
-    h, w = size
-    cut = (rng.random(steps) < 0.5) if pre.mixup and pre.cutmix else np.full(steps, pre.cutmix > 0)
-    lam = rng.beta(pre.cutmix or 1.0, pre.cutmix or 1.0, steps) if pre.cutmix else np.ones(steps)
-    mix = rng.beta(pre.mixup or 1.0, pre.mixup or 1.0, steps) if pre.mixup else np.ones(steps)
-    cy, cx = rng.integers(0, h, steps), rng.integers(0, w, steps)
-    ch, cw = (np.sqrt(1 - lam) * h).astype(int), (np.sqrt(1 - lam) * w).astype(int)
-    y0, y1 = np.clip(cy - ch // 2, 0, h), np.clip(cy + ch - ch // 2, 0, h)
-    x0, x1 = np.clip(cx - cw // 2, 0, w), np.clip(cx + cw - cw // 2, 0, w)
-    box = np.where(cut[:, None], np.stack([y0, y1, x0, x1], 1), 0).astype(np.int32)
-    keep = np.where(cut, 1 - (y1 - y0) * (x1 - x0) / (h * w), mix).astype(np.float32)
-    return MixPlan(keep, (1 - keep).astype(np.float32), box)
+def batch_plans(n: int, batch_size: int, pre: Preprocess, seed: int, epoch: int, size: tuple[int, int]) -> list:
+    """[(technique, its epoch plan)] for the active batch techniques (clsf.techniques.batch): every
+    engine applies the same draws to the same batches."""
+    return [(t, t.plan(n, batch_size, seed, epoch, size)) for t in pre.batch]

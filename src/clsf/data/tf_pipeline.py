@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clsf.data.order import epoch_plan, mix_plan
+from clsf.data.order import batch_plans, epoch_plan
 from clsf.data.stream import Files
 from clsf.data.transforms import Preprocess
 from clsf.distributed import share
@@ -29,21 +29,6 @@ def crop_flip_tf(x, pad: int, oy, ox, flip):
         x = tf.gather(x, rows, axis=1, batch_dims=1)  # (B, H, W+2p, C)
         x = tf.gather(x, cols, axis=2, batch_dims=1)  # (B, H, W, C)
     return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
-
-
-def mix_tf(x, y, classes: int, keep, other, box):
-    """clsf.data.transforms.mix_np for x (B,H,W,C) float32 normalised and y (B,) int64; keep/other
-    float32 scalars and box (4,) int32 tensors of one batch's plan."""
-    import tensorflow as tf
-
-    xr = tf.reverse(x, axis=[0])
-    h, w = tf.shape(x)[1], tf.shape(x)[2]
-    rows, cols = tf.range(h), tf.range(w)
-    inside = ((rows >= box[0]) & (rows < box[1]))[:, None] & ((cols >= box[2]) & (cols < box[3]))[None, :]  # (H, W)
-    cut = tf.where(inside[None, :, :, None], xr, x)  # an exact copy of the partner's pixels inside the box
-    out = tf.cond(box[1] > box[0], lambda: cut, lambda: x * keep + xr * other)
-    onehot = tf.one_hot(y, classes, dtype=tf.float32)
-    return out, onehot * keep + tf.reverse(onehot, axis=[0]) * other
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
@@ -78,12 +63,28 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess,
                                       num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.batch(batch_size).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and pre.mixes:  # each batch zipped with its step's weights and box
-        mix = mix_plan(len(y), batch_size, pre, seed, epoch, x.shape[1:3])
-        plan = tf.data.Dataset.from_tensor_slices((mix.keep[first_step:], mix.other[first_step:], mix.box[first_step:]))
-        ds = tf.data.Dataset.zip((ds, plan)).map(lambda batch, m: mix_tf(*batch, classes, *m),
-                                                 num_parallel_calls=tf.data.AUTOTUNE)
+    if training and pre.batch:  # each batch zipped with its part of every batch technique's plan
+        techniques = batch_plans(len(y), batch_size, pre, seed, epoch, x.shape[1:3])
+        parts = tuple(_plan_parts(t, plan, batch_size, first_step) for t, plan in techniques)
+
+        def apply(batch, parts):
+            xb, yb = batch
+            for (t, _), part in zip(techniques, parts):
+                xb, yb = t.tf(xb, yb, part, classes)
+            return xb, yb
+
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.zip(parts))).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _plan_parts(technique, plan: dict, batch_size: int, first_step: int):
+    """A technique's plan as one element per training batch from `first_step`: a batch of per-image
+    rows, or the step's own row."""
+    import tensorflow as tf
+
+    if technique.per_image:
+        return tf.data.Dataset.from_tensor_slices({k: v[first_step * batch_size:] for k, v in plan.items()}).batch(batch_size)
+    return tf.data.Dataset.from_tensor_slices({k: v[first_step:] for k, v in plan.items()})
 
 
 def decode_file(path, shape):
@@ -124,6 +125,9 @@ def make_replica_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Pre
             sizes.append(b - a)
             scales.append(weight)
     order, aug = tf.constant(plan.order), [tf.constant(v) for v in (plan.oy, plan.ox, plan.flip)]
+    # batch techniques that keep to each image (cutout; the ones that pair images are refused over replicas)
+    techniques = [(t, {k: tf.constant(v) for k, v in p.items()})
+                  for t, p in batch_plans(len(y), batch_size * total, pre, seed, epoch, x.shape[1:3])]
 
     def element(start, size, scale):
         pos = tf.range(start, start + size)
@@ -131,7 +135,10 @@ def make_replica_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Pre
         xb = tf.cast(tf.gather(images, idx), tf.float32)  # (b, H, W, C): this replica's share
         if pre.augments:
             xb = crop_flip_tf(xb, pre.crop_padding, *(tf.gather(v, pos) for v in aug))
-        return xb * a_ + b_, tf.gather(labels, idx), scale
+        xb, yb = xb * a_ + b_, tf.gather(labels, idx)
+        for t, p in techniques:  # a per-image plan at the share's positions; a per-batch one at its global step
+            xb, yb = t.tf(xb, yb, {k: tf.gather(v, pos if t.per_image else start // g) for k, v in p.items()}, 0)
+        return xb, yb, scale
 
     ds = tf.data.Dataset.from_tensor_slices((np.array(starts, np.int64), np.array(sizes, np.int64),
                                              np.array(scales, np.float32)))

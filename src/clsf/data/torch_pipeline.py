@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clsf.data.order import epoch_plan, mix_plan
+from clsf.data.order import batch_plans, epoch_plan
 from clsf.data.stream import Files
 from clsf.distributed import share
 from clsf.data.transforms import Preprocess
@@ -30,21 +30,6 @@ def crop_flip_torch(x, pad: int, oy, ox, flip):
         cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
         x = torch.gather(x, 3, cols)  # (B, C, H, W)
     return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-def mix_torch(x, y, classes: int, keep: float, other: float, box):
-    """clsf.data.transforms.mix_np for x (B,C,H,W) float32 normalised and y (B,) int64."""
-    import torch
-
-    y0, y1, x0, x1 = (int(v) for v in box)
-    xr = x.flip(0)
-    if y1 > y0:  # cutmix
-        x = x.clone()
-        x[:, :, y0:y1, x0:x1] = xr[:, :, y0:y1, x0:x1]
-    else:
-        x = x * keep + xr * other
-    onehot = torch.nn.functional.one_hot(y, classes).float()
-    return x, onehot * keep + onehot.flip(0) * other
 
 
 class Batches:
@@ -69,8 +54,8 @@ class Batches:
         self.a = torch.from_numpy(a).to(device)[None, :, None, None]
         self.b = torch.from_numpy(b).to(device)[None, :, None, None]
         self.plan = epoch_plan(len(y), pre, seed, epoch) if training else None
-        # mixed batches (one process only: the partner of an image is in its own batch), soft labels
-        self.mix = mix_plan(len(y), batch_size, pre, seed, epoch, x.shape[1:3]) if training and pre.mixes else None
+        # batch techniques (mixup/cutmix: one process only, the partner of an image is in its own batch)
+        self.techniques = batch_plans(len(y), batch_size, pre, seed, epoch, x.shape[1:3]) if training else []
         self.classes = classes
         self.rank, self.size = shard if training else (0, 1)
         self.step_images = batch_size * self.size  # the global batch
@@ -103,9 +88,8 @@ class Batches:
                 aug = (torch.from_numpy(v[a:b]).to(self.device) for v in (self.plan.oy, self.plan.ox, self.plan.flip))
                 xb = crop_flip_torch(xb, self.pre.crop_padding, *aug)
             xb, yb = xb * self.a + self.b, self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
-            if self.mix is not None:
-                s = a // self.step_images  # the batch's step from the epoch's start
-                xb, yb = mix_torch(xb, yb, self.classes, float(self.mix.keep[s]), float(self.mix.other[s]), self.mix.box[s])
+            for t, plan in self.techniques:  # this process's share a:b, step from the epoch's start
+                xb, yb = t.torch(xb, yb, t.part(plan, a, b, a // self.step_images), self.classes)
             yield xb, yb
 
     def _images(self, order, shares):

@@ -5,9 +5,8 @@ pixels and take a random HxW crop -> (train only) horizontal flip with probabili
 normalise. Padding happens before normalisation, so padded pixels are black in every scale.
 With `hflip_alternate` the flip is not drawn anew each epoch: an image flipped in one epoch is not
 flipped in the next (airbench's derandomised flips: every image is seen both ways in any two epochs).
-Then (train only, `mixup`/`cutmix`) each normalised batch is mixed with itself in reverse order
-(image i with image b-1-i, as timm pairs them) by the batch's weight and box from the plan
-(clsf.data.order.mix_plan), and the labels become the same mixture of one-hot rows.
+Then (train only) each normalised batch goes through the active batch techniques (mixup, cutmix,
+cutout: clsf.techniques.BATCH, each with its numpy reference and its plan drawn once for every engine).
 
 Scales:  "0-1"          x / 255
          "-1-1"         x / 127.5 - 1
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clsf.errors import UserError
+from clsf.techniques import BATCH
 
 SCALES = ("0-1", "-1-1", "standardize")
 
@@ -37,17 +37,17 @@ class Preprocess:
     crop_padding: int = 0  # pixels; 0 turns random crop off
     hflip: bool = False
     hflip_alternate: bool = False  # derandomised flips (airbench): each image's flip alternates by epoch
-    mixup: float = 0.0  # Beta concentration; 0 = off
-    cutmix: float = 0.0
+    batch: tuple = ()  # the active batch techniques (clsf.techniques.batch), in the registry's order
 
     @classmethod
     def of(cls, d) -> "Preprocess":
         """From a config's `data` section (clsf.config.DataConfig)."""
-        return cls(d.scale, d.mean, d.std, d.crop_padding, d.hflip, d.hflip_alternate, d.mixup, d.cutmix)
+        batch = tuple(t for t in (technique.of(d) for technique in BATCH) if t is not None)
+        return cls(d.scale, d.mean, d.std, d.crop_padding, d.hflip, d.hflip_alternate, batch)
 
     @property
-    def mixes(self) -> bool:  # training batches are mixed and their labels are soft (B, K) rows
-        return self.mixup > 0 or self.cutmix > 0
+    def soft_labels(self) -> bool:  # training labels are (B, K) float32 rows (mixup, cutmix)
+        return any(t.soft_labels for t in self.batch)
 
     def validate(self) -> None:
         if self.scale not in SCALES:
@@ -96,22 +96,6 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[f
 def normalize_np(x: np.ndarray, pre: Preprocess) -> np.ndarray:
     a, b = pre.affine(x.shape[-1])
     return x.astype(np.float32) * a + b
-
-
-def mix_np(x: np.ndarray, y: np.ndarray, classes: int, keep, other, box) -> tuple[np.ndarray, np.ndarray]:
-    """Reference: a normalised batch x (b, H, W, C) float32 and labels y (b,) -> the batch mixed with
-    its reverse (image i with image b-1-i) and soft labels (b, classes) float32. keep/other are the
-    plan's float32 weights (keep + other = 1); box = (y0, y1, x0, x1): inside it the partner's pixels
-    (cutmix), an empty box blends the whole image (mixup)."""
-    y0, y1, x0, x1 = (int(v) for v in box)
-    xr = x[::-1]
-    if y1 > y0:  # cutmix
-        out = x.copy()
-        out[:, y0:y1, x0:x1] = xr[:, y0:y1, x0:x1]
-    else:
-        out = x * keep + xr * other
-    onehot = np.eye(classes, dtype=np.float32)[y]
-    return out, onehot * keep + onehot[::-1] * other
 
 
 def crop_flip_np(x: np.ndarray, pad: int, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray) -> np.ndarray:

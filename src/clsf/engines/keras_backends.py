@@ -82,7 +82,7 @@ class KerasBackendEngine(Engine):
         if self.counts_traces:
             self.model.train_step = train_step
         self.model.compile(optimizer=self.optimizer, loss=make_loss(self.classes, cfg.optim.label_smoothing,
-                                                                    soft=self.pre.mixes, class_weights=self.class_weights),
+                                                                    soft=self.pre.soft_labels, class_weights=self.class_weights),
                            metrics=["acc"], run_eagerly=mode == "eager", jit_compile=self.jit)
 
     # -- the backend ---------------------------------------------------------------------------

@@ -191,7 +191,7 @@ class KerasBase(Engine):
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
         self.freeze_trunk(True)
-        self.loss_fn = make_loss(self.classes, cfg.optim.label_smoothing, soft=self.pre.mixes, class_weights=self.class_weights)
+        self.loss_fn = make_loss(self.classes, cfg.optim.label_smoothing, soft=self.pre.soft_labels, class_weights=self.class_weights)
         self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
 
         h, w, c = spec.input_shape

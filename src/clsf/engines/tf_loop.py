@@ -25,7 +25,7 @@ class TFLoopEngine(KerasBase):
 
         h, w, c = self.spec.input_shape
         images = tf.TensorSpec([None, h, w, c], tf.float32)  # None: any batch size, one trace
-        mixed = self.pre.mixes  # mixup/cutmix: (B, K) soft labels; accuracy against each row's largest weight
+        mixed = self.pre.soft_labels  # mixup/cutmix: (B, K) soft labels; accuracy against each row's largest weight
         labels = tf.TensorSpec([None, self.classes], tf.float32) if mixed else tf.TensorSpec([None], tf.int64)
         model, optimizer, loss_fn, traces = self.model, self.optimizer, self.loss_fn, self.traces
         fp16 = self.precision == "fp16"

@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clsf.models.spec import (COMPOSITES, Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense,
+from clsf.models.spec import (Activation, ActivityPenalty, AvgPool, BatchNorm, Conv, ConvTranspose, Dense,
                               DepthwiseConv, Dropout, Flatten, GlobalAvgPool, GlobalMaxPool, MaxPool, ModelSpec, Reshape,
-                              Residual, Scale, SqueezeExcite, dirac, layer_output, parts, pool_stride, validate, walk)
+                              Residual, Scale, SqueezeExcite, dirac, layer_output, pool_stride, validate, walk)
 
 
 def activation(name: str, alpha: float = 0.2) -> nn.Module:

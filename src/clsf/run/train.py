@@ -15,6 +15,7 @@ import numpy as np
 from clsf.config import Config, flatten
 from clsf.data import Prepared
 from clsf.data.stream import Files, as_array
+from clsf.data.transforms import Preprocess
 from clsf.engines import engine_class
 from clsf.engines.base import softmax
 from clsf.errors import UserError
@@ -128,8 +129,9 @@ def _finished(run: RunDir, cfg: Config, state: RunState, changed: dict) -> bool:
 
 
 def _check_inputs(cfg: Config, prep: Prepared, cls, replicas: int) -> None:
-    if replicas > 1 and (cfg.data.mixup or cfg.data.cutmix):
-        raise UserError(f"data.mixup and data.cutmix pair each image with another of its batch, which this run splits over "
+    paired = [f"data.{key}" for t in Preprocess.of(cfg.data).batch if t.pairs_in_batch for key in t.fields]
+    if replicas > 1 and paired:
+        raise UserError(f"{' and '.join(paired)} pair each image with another of its batch, which this run splits over "
                         f"{replicas} replicas; train them on one (no --nproc, one GPU), or leave them out.")
     if not isinstance(prep.train.x, Files):  # streamed from disk (clsf.data.stream): what that path does not do
         return

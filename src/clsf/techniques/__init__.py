@@ -1,2 +1,8 @@
 """Training techniques, one module each: its config check, its numpy reference and its realisation in
-each framework, which the engines call (clsf.techniques.class_weights first; see docs/architecture.md)."""
+each framework (see docs/architecture.md). Batch techniques (clsf.techniques.batch) are found here,
+by every pipeline and by the generated tests (tests/test_techniques.py); the others (class_weights,
+averaging, whitening) are called by the engines and the loop."""
+
+from clsf.techniques.mixing import Mixing
+
+BATCH = (Mixing,)  # every training batch goes through the active ones in this order
