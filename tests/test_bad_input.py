@@ -280,6 +280,7 @@ CASES = [
     (T + " --nproc 64", nothing, 2, "--nproc 64 is more processes than this machine's"),
     (T + " model.args.widths=[100000,100000]", nothing, 2, "GiB to train at batch 32"),
     (T + " data.mixup=-1", nothing, 2, "data.mixup=-1.0 must be in [0, 100] (a Beta concentration, e.g. 0.2"),
+    (T + " data.cutout=-4", nothing, 2, "data.cutout=-4 must be in [0, 1024] (the side of the erased square"),
     (T + " optim.ema=1", nothing, 2, "optim.ema=1.0 must be in [0, 1) (a decay per update"),
     (T + " optim.ema_every=0", nothing, 2, "optim.ema_every=0 must be >= 1"),
     (T + " optim.lookahead=true", nothing, 2, "optim.lookahead and optim.ema_power shape the weight average; give optim.ema"),

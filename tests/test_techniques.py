@@ -139,3 +139,31 @@ def test_mixing_pairs_each_image_with_the_reverse_of_its_batch():
     out, soft = Mixing(mixup=1.0).numpy(x, y, part, K)
     np.testing.assert_allclose(out[0], 0.75 * x[0] + 0.25 * x[-1], rtol=1e-6)
     assert soft[0, y[0]] == 0.75 and soft[0, y[-1]] == 0.25 and np.allclose(soft.sum(1), 1)
+
+
+def test_cutout_erases_one_square_of_its_side_clipped_at_the_border():
+    from clsf.techniques.cutout import Cutout
+
+    n, size = 4000, (8, 8)
+    box = Cutout(4).plan(n, 100, 0, 0, size)["box"]
+    sides = np.stack([box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]], 1)
+    assert sides.min() >= 2 and sides.max() == 4  # centre on the image: at least half the side stays inside
+    assert 0.3 < (sides == 4).all(1).mean() < 0.5  # whole squares where the centre is 2..5 rows and 2..6 columns in
+    x, y = np.ones((n, *size, 3), np.float32), np.zeros(n, np.int64)
+    out, labels = Cutout(4).numpy(x, y, {"box": box}, K)
+    np.testing.assert_array_equal((out[..., 0] == 0).sum((1, 2)), sides.prod(1))  # exactly the box, nothing else
+    assert (out[..., 1:] == out[..., :1]).all() and labels is y  # every channel; the labels untouched
+
+
+@pytest.mark.torch
+def test_a_cutout_run_trains(tmp_path):
+    """data.cutout through a whole run and its config (the pipelines are compared above)."""
+    import json
+
+    from clsf.cli import main
+
+    assert main(["train", "--engine", "torch", "--data", "synthetic:train=64,test=16,size=8x8x3,classes=2", "--epochs", "1",
+                 "--runs-dir", str(tmp_path), "--run-name", "r", "--quiet", "model.args.widths=[4, 4]", "data.cutout=4",
+                 "data.scale=standardize"]) == 0
+    assert "cutout: 4" in (tmp_path / "r" / "config.yaml").read_text()
+    assert json.loads((tmp_path / "r" / "final.json").read_text())["test_images"] == 16

@@ -48,6 +48,7 @@ class DataConfig:
     hflip_alternate: bool = False  # with hflip: each image's flip alternates between epochs (random in the first)
     mixup: float = 0.0  # Beta(a, a) concentration of mixup's weight, drawn per batch (e.g. 0.2); 0 = off
     cutmix: float = 0.0  # Beta(a, a) concentration of cutmix's box area, drawn per batch (e.g. 1.0); 0 = off; with mixup each batch is one or the other
+    cutout: int = 0  # pixels: a square of this side erased from each training image (0 after normalisation); 0 = off
     stream: bool | None = None  # image folders: decode from disk per batch; None = when decoded they'd exceed 4 GiB
     workers: int | None = None  # streaming: torch DataLoader decoding processes; None = 0 on <= 2 cores, else min(4, cores / 2)
 

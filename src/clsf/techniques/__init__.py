@@ -3,6 +3,7 @@ each framework (see docs/architecture.md). Batch techniques (clsf.techniques.bat
 by every pipeline and by the generated tests (tests/test_techniques.py); the others (class_weights,
 averaging, whitening) are called by the engines and the loop."""
 
+from clsf.techniques.cutout import Cutout
 from clsf.techniques.mixing import Mixing
 
-BATCH = (Mixing,)  # every training batch goes through the active ones in this order
+BATCH = (Mixing, Cutout)  # every training batch goes through the active ones in this order
