@@ -30,6 +30,7 @@ import pytest
 from clsf.config import SCHEDULES, build_config
 from clsf.data.synthetic import make_synthetic
 from clsf.engines.base import Meter
+from clsf.techniques import BATCH
 
 pytestmark = [pytest.mark.tf, pytest.mark.torch]
 
@@ -236,32 +237,23 @@ def test_every_engine_averages_to_the_same_weights(form):
 MIXING = ["data.mixup=0.4", "data.cutmix=1.0"]  # each batch one or the other, from the shared plan
 
 
-def _rolled(self, x, y, p, classes):
-    """torch's mixing with image i paired with image i-1 (a roll) instead of b-1-i."""
+def _skipped(self, x, y, p, classes):
+    """torch without the technique: the images as they came, hard labels made one-hot."""
     import torch
 
-    keep, other = float(p["keep"]), float(p["other"])
-    y0, y1, x0, x1 = (int(v) for v in p["box"])
-    xr = torch.roll(x, 1, 0)
-    if y1 > y0:
-        x = x.clone()
-        x[:, :, y0:y1, x0:x1] = xr[:, :, y0:y1, x0:x1]
-    else:
-        x = x * keep + xr * other
-    onehot = torch.nn.functional.one_hot(y, classes).float()
-    return x, onehot * keep + torch.roll(onehot, 1, 0) * other
+    return x, (torch.nn.functional.one_hot(y, classes).float() if self.soft_labels else y)
 
 
-def test_every_engine_mixes_alike(monkeypatch):
-    """mixup and cutmix: the same mixed images and soft labels (with label smoothing on them) give
-    keras, tf and torch the same weights; the teeth: torch pairing the images otherwise is caught."""
-    from clsf.techniques.mixing import Mixing
-
-    extra = overrides("seed-cnn", "adam", "cosine", True) + MIXING
+@pytest.mark.parametrize("technique", [pytest.param(t, id=t.key) for t in BATCH])
+def test_every_engine_trains_alike_with_each_batch_technique(technique, monkeypatch):
+    """Every registered batch technique (its last example: mixup and cutmix together), with label
+    smoothing: keras, tf and torch reach the same weights; the teeth: torch skipping it is caught."""
+    t = list(technique.examples().values())[-1]
+    extra = overrides("seed-cnn", "adam", "cosine", True) + t.overrides()
     got = train_engines(("keras", "tf", "torch"), extra)
     assert_same_weights(got["keras"][0], got["tf"][0], abs_=1e-6)
     assert_same_weights(got["keras"][0], got["torch"][0], rel=1e-4)
-    monkeypatch.setattr(Mixing, "torch", _rolled)
+    monkeypatch.setattr(technique, "torch", _skipped)
     off = train_case("torch", extra, EPOCHS, X, Y, got["initial"])[0]
     with pytest.raises(AssertionError, match="difference"):
         assert_same_weights(got["keras"][0], off, rel=1e-4)

@@ -32,7 +32,7 @@ class BatchTechnique:
     per_image: ClassVar[bool] = False  # plan arrays per image position (N, ...); else per batch step (S, ...)
     soft_labels: ClassVar[bool] = False  # the labels it returns are (b, K) float32 rows
     pairs_in_batch: ClassVar[bool] = False  # pairs an image with another of its batch: a batch split over replicas breaks it
-    fields: ClassVar[tuple[str, ...]] = ()  # its config keys in the `data` section
+    fields: ClassVar[tuple[str, ...]] = ()  # its config keys in the `data` section, each also its attribute
 
     @classmethod
     def check(cls, data) -> None:
@@ -46,6 +46,10 @@ class BatchTechnique:
     def examples(cls) -> dict[str, "BatchTechnique"]:
         """Settings the generated tests run it with, by name."""
         raise NotImplementedError
+
+    def overrides(self) -> list[str]:
+        """Its settings as config overrides (data.KEY=VALUE)."""
+        return [f"data.{key}={getattr(self, key)}" for key in self.fields]
 
     def draw(self, rng: np.random.Generator, n: int, steps: int, size: tuple[int, int]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -21,8 +21,8 @@ MAX_SIDE = 1024  # pixels
 class Cutout(BatchTechnique):
     key, stream, per_image, fields = "cutout", 1 << 28, True, ("cutout",)
 
-    def __init__(self, side: int):
-        self.side = side  # pixels
+    def __init__(self, cutout: int):
+        self.cutout = cutout  # pixels: the square's side
 
     @classmethod
     def check(cls, data) -> None:
@@ -42,9 +42,10 @@ class Cutout(BatchTechnique):
         """box (N, 4) int32: (y0, y1, x0, x1) of the square erased from the image at each position."""
         h, w = size
         cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
-        half = self.side // 2
-        y0, y1 = np.clip(cy - half, 0, h), np.clip(cy - half + self.side, 0, h)
-        x0, x1 = np.clip(cx - half, 0, w), np.clip(cx - half + self.side, 0, w)
+        side = self.cutout
+        half = side // 2
+        y0, y1 = np.clip(cy - half, 0, h), np.clip(cy - half + side, 0, h)
+        x0, x1 = np.clip(cx - half, 0, w), np.clip(cx - half + side, 0, w)
         return {"box": np.stack([y0, y1, x0, x1], 1).astype(np.int32)}
 
     def numpy(self, x, y, p, classes):
