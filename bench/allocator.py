@@ -20,10 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from speed import cpu_model  # noqa: E402
+from common import HERE, cpu_model
 
 WORK = r"""
 import json, sys, time, numpy as np

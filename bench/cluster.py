@@ -25,10 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from speed import cpu_model  # noqa: E402
+from common import HERE, cpu_model
 
 
 def free_port() -> int:

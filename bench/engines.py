@@ -1,7 +1,7 @@
 """Acceptance benchmark: the default recipe on real CIFAR-10 through every engine and several seeds.
 
     python bench/engines.py --data ../shared/data/cifar10-jpeg.tar.gz [--epochs 5] [--seeds 0,1,2] \
-        [--folder /tmp/clsf-bench/compare] [--out bench/results/cifar10-engines.md] [--figure docs/compare-cifar10.png]
+        [--folder /tmp/clsf-bench/compare] [--out bench/results/engines.md] [--figure docs/compare-cifar10.png]
 
 1. `clsf compare` trains every (seed, engine) in its own process (TF and torch never share one), the
    engines of a seed from the same initial weights; run again, it finishes only what is missing.
@@ -43,7 +43,7 @@ def main() -> int:
     ap.add_argument("--model", default="seed-cnn")
     ap.add_argument("--engines", default="keras,tf,torch")
     ap.add_argument("--folder", default="/tmp/clsf-bench/compare-cifar10", help="the compare folder (outside the repo)")
-    ap.add_argument("--out", default="bench/results/cifar10-engines.md")
+    ap.add_argument("--out", default="bench/results/engines.md")
     ap.add_argument("--figure", default="docs/compare-cifar10.png")
     args = ap.parse_args()
 

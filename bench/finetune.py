@@ -28,11 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from recipes import clsf_run  # noqa: E402  (whole processes timed as every bench table times them)
-from speed import cpu_model  # noqa: E402
+from common import HERE, clsf_run, cpu_model  # (whole processes timed as every bench table times them)
 
 
 def subset(data: str, per_class: int, out: Path) -> Path:

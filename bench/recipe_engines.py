@@ -27,11 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from recipes import clsf_run, timed_process  # noqa: E402  (the same timing as the time-to-accuracy table)
-from speed import cpu_model  # noqa: E402
+from common import HERE, clsf_run, cpu_model, timed_process  # (the same timing as the time-to-accuracy table)
 
 
 def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None:

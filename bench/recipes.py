@@ -20,7 +20,6 @@ bench/results/recipes.md and docs/time-to-accuracy.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -30,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from common import HERE, clsf_run, timed_process
 
 
 TUTORIAL_PRINTED = (0.6645, 0.6900)  # the test accuracies the tutorial's own runs printed for this 5-epoch script
@@ -41,7 +40,6 @@ def seeds_script(data: str, seed: int) -> None:
     import keras
     import numpy as np
 
-    sys.path.insert(0, str(HERE))
     from reference import keras_model
 
     from clsf.data import load_dataset
@@ -58,27 +56,6 @@ def seeds_script(data: str, seed: int) -> None:
     hist = model.fit(x, y, batch_size=32, epochs=5, validation_split=0.2, verbose=0)
     print(json.dumps({"test_acc": float(model.evaluate(xt, yt, verbose=0)[1]),
                       "val_acc": float(hist.history["val_accuracy"][-1])}))
-
-
-def timed_process(cmd: list[str]) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    seconds = time.perf_counter() - t0
-    if r.returncode:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
-    return seconds, r.stdout
-
-
-def clsf_run(root: Path, name: str, recipe: str, engine: str, data: str, epochs: int, *extra: str) -> dict:
-    cmd = [sys.executable, "-m", "clsf", "train", "--recipe", recipe, "--engine", engine, "--data", data, "--epochs", str(epochs),
-           "--runs-dir", str(root), "--run-name", name, "--quiet", *extra]
-    print("$", " ".join(cmd[2:]), flush=True)
-    seconds, _ = timed_process(cmd)
-    rows = list(csv.DictReader(open(root / name / "metrics.csv")))
-    final = json.loads((root / name / "final.json").read_text())
-    precision = json.loads((root / name / "env.json").read_text()).get("precision", "fp32")  # what auto resolved to
-    return {"name": name, "recipe": recipe, "epochs": epochs, "seconds": seconds, "test_acc": final["test_acc"], "precision": precision,
-            "train_seconds": sum(float(r["seconds"]) for r in rows), "images_per_s": float(rows[-1]["images_per_s"])}
 
 
 def plot(budget: float, ref_acc: float, ref_std: float, ref_seeds: int, runs: list[dict], out: str) -> None:

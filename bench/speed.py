@@ -15,7 +15,7 @@ then again) so a machine that slows down mid-run slows every configuration alike
 the median with min-max. A process trains one warm-up epoch on 1,024 images (tracing, compiling,
 allocator growth: excluded), then times one epoch on `--images` images and one evaluation of the
 10,000 test images (after a warm-up call). Peak memory is the process's maximum resident set.
-Results: bench/results/<date>-<cpu>.md and .json (CPU model, threads, library versions).
+Results: bench/results/speed-<cpu>-<cores>c-<date>.md and .json (CPU model, threads, library versions).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from common import HERE, cpu_model, fmt, med, versions
 WARM = 1024  # warm-up images per process (excluded from the timing)
 # (label, kind, framework, batch, config overrides)
 CONFIGS = [
@@ -110,7 +110,6 @@ def work_train(job) -> dict:
         x, y, xt, yt = z["x"], z["y"], z["xt"], z["yt"]
     n, b = job["images"], job["batch"]
     if job["kind"] == "reference":
-        sys.path.insert(0, str(HERE))
         from reference import LOOPS
 
         loop = LOOPS[job["framework"]](b)
@@ -145,28 +144,6 @@ def worker(job: dict) -> dict:
     if r.returncode != 0:
         raise SystemExit(f"worker failed: {job}\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        return re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
-    except (OSError, AttributeError):
-        return platform.processor() or platform.machine()
-
-
-def versions() -> dict:
-    code = ("import json, numpy, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
-            "('numpy', 'torch', 'tensorflow-cpu', 'keras', 'jax') if any(d.metadata['Name'] == p for d in m.distributions())}))")
-    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-
-
-def med(values) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
-def fmt(m, digits=0, unit="") -> str:
-    return f"{m[0]:,.{digits}f}{unit} ({m[1]:,.{digits}f}-{m[2]:,.{digits}f})"
 
 
 def main() -> int:
@@ -260,8 +237,10 @@ def main() -> int:
                  f"{statistics.median(prep):.2f} s for {args.images + WARM + 10000:,} images." if prep else "")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-")[:40]
-    stem = out / f"{time.strftime('%Y-%m-%d')}-{slug}-{machine['cores']}c"
+    # e.g. "Intel(R) Xeon(R) Processor" -> intel-xeon: the results' one naming scheme, SCRIPT[-VARIANT]
+    words = re.sub(r"\((r|tm)\)|\b(processor|cpu|\d+-core)\b", " ", machine["cpu"].lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", words).strip("-")[:40]
+    stem = out / f"speed-{slug}-{machine['cores']}c-{time.strftime('%Y-%m-%d')}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

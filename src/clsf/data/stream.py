@@ -6,7 +6,7 @@ training order, the crops and flips and the shares of several processes come fro
 `epoch_plan` as the in-memory path; only where the pixels come from changes:
   torch  a Dataset of files read by DataLoader worker processes (PIL), one batch of indices each
   tf     tf.data reading and decoding files in parallel (decode_jpeg with the accurate integer DCT,
-         which gives PIL's pixels exactly; measured on the CIFAR JPEGs: 0 of 255 apart)
+         which gives PIL's pixels exactly: bench/results/observations.md, O10)
 Every image must have the first image's size (resize the folder once, or load it in memory with
 --image-size). The checksum covers the file list with sizes and modification times, not the bytes.
 """

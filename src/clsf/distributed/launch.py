@@ -76,7 +76,7 @@ class Nodes:
 
 def _thread_env(nproc: int) -> dict:
     # N processes on a machine's cores: each gets its share of threads, or their OpenMP pools spin
-    # against each other (measured: two 2-thread torch processes on 2 cores ran 30x slower, not 2x)
+    # against each other (bench/results/observations.md, O3)
     threads = max(1, (os.cpu_count() or 1) // nproc)
     return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
 
@@ -116,7 +116,7 @@ def run_torch(argv: list[str], nproc: int, nodes: Nodes | None = None, timeout_s
     except ChildFailedError as e:
         # the cause: the first to fail other than as a consequence. Exit 6 (a lost peer) follows from
         # another's failure, and SIGTERM is what the agent sends the survivors; the timestamps are whole
-        # seconds, so a survivor terminated in the same second as the killed process ties with it (seen in CI)
+        # seconds, so a survivor can tie with the killed process (bench/results/observations.md, O4)
         def consequence(failure) -> tuple:
             return failure.exitcode == PeerLost.exit_code, failure.exitcode == -signal.SIGTERM, failure.timestamp
         rank, failure = min(e.failures.items(), key=lambda kv: consequence(kv[1]))

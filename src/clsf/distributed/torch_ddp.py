@@ -31,7 +31,7 @@ def join(world: World, device: torch.device, timeout_s: float) -> None:
 
 def leave(together: bool = False) -> None:
     """Leave the process group; `together`: after a barrier, so no process tears its side down while
-    another still talks to it (measured: gloo then aborts the early leaver's process now and then)."""
+    another still talks to it (gloo may abort the early leaver: bench/results/observations.md, O8)."""
     if dist.is_initialized():
         if together:
             with collective("finishing"):

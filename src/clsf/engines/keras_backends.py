@@ -223,7 +223,7 @@ class KerasTorchEngine(KerasBackendEngine):
         """Keras' torch backend draws an unseeded Dropout's masks from torch's global generator (its
         fast path), which fit's data loader also draws from once per call: a run resumed inside an
         epoch would get other masks. Seeded, each layer draws from its own seed state, a model
-        variable that checkpoints carry (measured: a mid-epoch resume then matches to 1e-6)."""
+        variable that checkpoints carry (bench/results/observations.md, O5)."""
         return seed
 
     def environment(self) -> dict:

@@ -104,8 +104,8 @@ def make_strategy(cfg: Config, world: World):
 
 @contextlib.contextmanager
 def collective(what: str):
-    """A worker of a MultiWorkerMirroredStrategy run that died (its heartbeats stop; measured: noticed
-    in about 9 s) or stopped answering (dist_timeout_s) inside the block becomes one clear line,
+    """A worker of a MultiWorkerMirroredStrategy run that died (its heartbeats stop: bench/results/
+    observations.md, O6) or stopped answering (dist_timeout_s) inside the block becomes one clear line,
     as torch's `clsf.distributed.torch_ddp.collective` does."""
     import tensorflow as tf
 

@@ -20,9 +20,8 @@ class KerasFitEngine(KerasBase):
         import tensorflow as tf
 
         if self.world.size > 1:
-            # measured with Keras 3.15: fit under MultiWorkerMirroredStrategy fails before its first step
-            # (it averages the first per-replica batch to build the model), and with that step bypassed,
-            # inside its loss reduction; the tf engine is the same model and optimizer in a custom loop
+            # fit under MultiWorkerMirroredStrategy fails before its first step and inside its loss reduction
+            # (bench/results/observations.md, O1); the tf engine is the same model and optimizer in a custom loop
             raise UserError(f"the keras engine (fit) runs as one replica, and this run has {self.world.size} "
                             "(TF_CONFIG / --nproc, or several GPUs); use --engine tf, the same model and optimizer "
                             "in a loop that runs under tf.distribute, or --engine torch.")

@@ -85,8 +85,8 @@ class TorchEngine(Engine):
         self.scaler = torch.amp.GradScaler(self.torch_device.type, enabled=self.precision == "fp16")
         # channels_last: weights and batches in NHWC order; otherwise batches are made plain NCHW
         model = build_torch(spec)
-        # ... except for convolutions a few channels wide: measured on an AMD EPYC, a resnet-s 4 channels
-        # wide trained 25x slower in NHWC (oneDNN) than in NCHW, and 8 or more wide ran as fast as NCHW or faster
+        # ... except for convolutions under 8 channels wide, which oneDNN runs many times slower in NHWC
+        # (bench/results/observations.md, O2)
         narrow = any(m.out_channels < 8 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
         self.memory_format = torch.channels_last if cfg.torch.channels_last and not narrow else torch.contiguous_format
         self.model = model.to(self.torch_device, memory_format=self.memory_format)

@@ -26,8 +26,7 @@ class KerasRule(torch.optim.Optimizer):
     (one call per line: on a GPU, multi-tensor kernels instead of a launch per tensor and line).
     `foreach=None` picks foreach on a GPU and the loop elsewhere: on a CPU the foreach calls loop
     over the tensors themselves, a pass over all ~8 MB of airbench's weights per line instead of
-    each tensor's lines while it is in cache — measured 0.55-1.01x the loop's speed on airbench and
-    1.01-1.04x on seed-cnn (bench/results/optimizer-step.md)."""
+    each tensor's lines while it is in cache (bench/results/optimizer-step.md; observations.md, O7)."""
 
     def __init__(self, params, o: OptimConfig, foreach: bool | None = None):
         super().__init__(params, dict(lr=o.lr))

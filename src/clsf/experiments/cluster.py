@@ -230,7 +230,7 @@ def _result(ray, ref) -> tuple[str, str]:
 def _stop(ray, running: dict, runs: list[Path] = ()) -> None:
     """Stop the running tasks, and wait while each run stops at a step with a checkpoint. Ray's
     gentle cancel reaches a task only between Python steps of its own, which a task waiting on its
-    `clsf train` does not take in time (measured: the runs trained on to their end), so the task's
+    `clsf train` does not take in time (bench/results/observations.md, O9), so the task's
     worker is ended instead, as a lost node's would be: each `clsf train` gets SIGINT as its parent
     dies (runner._die_with_parent) and stops with a checkpoint, releasing its run's lock."""
     for ref in running:

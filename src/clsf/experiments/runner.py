@@ -119,7 +119,7 @@ def share(processes: int) -> int:
 
 def thread_env(threads: int, keep: bool = True) -> dict:
     """The environment that gives a run `threads` threads: torch's OpenMP and TensorFlow's pools alike
-    (two 2-thread torch processes on 2 cores spin against each other: 30x slower, measured). `keep`:
+    (OpenMP pools of processes sharing cores spin against each other: bench/results/observations.md, O3). `keep`:
     a count already set in this environment wins (the user's; not a Ray worker's, set for itself)."""
     want = {"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
     return {k: os.environ.get(k, v) if keep else v for k, v in want.items()}

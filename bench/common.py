@@ -1,0 +1,74 @@
+"""What the bench scripts share: the machine's description, min/median/max, and a whole `clsf train`
+process timed the way every table times it. Scripts run as `python bench/NAME.py`, so this folder is
+on the import path and they import it as `common`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (speed differs 2-3x between machines: every table names it)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        return re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
+    except (OSError, AttributeError):
+        return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line for a table's header: CPU, cores, Python."""
+    return f"{cpu_model()}, {os.cpu_count()} CPU cores, python {platform.python_version()}"
+
+
+def versions() -> dict:
+    """The installed frameworks' versions (read in a fresh process: importing them here would load them)."""
+    code = ("import json, numpy, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
+            "('numpy', 'torch', 'tensorflow-cpu', 'keras', 'jax') if any(d.metadata['Name'] == p for d in m.distributions())}))")
+    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def med(values) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(m, digits=0, unit="") -> str:
+    """A `med` triple as 'median (min-max)'."""
+    return f"{m[0]:,.{digits}f}{unit} ({m[1]:,.{digits}f}-{m[2]:,.{digits}f})"
+
+
+def timed_process(cmd: list[str]) -> tuple[float, str]:
+    """A whole process's wall-clock seconds (start-up and imports included) and its stdout."""
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    seconds = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    return seconds, r.stdout
+
+
+def clsf_run(root: Path, name: str, recipe: str, engine: str, data: str, epochs: int, *extra: str) -> dict:
+    """`clsf train --recipe RECIPE` as a whole process: its seconds, test accuracy and what it trained at."""
+    cmd = [sys.executable, "-m", "clsf", "train", "--recipe", recipe, "--engine", engine, "--data", data, "--epochs", str(epochs),
+           "--runs-dir", str(root), "--run-name", name, "--quiet", *extra]
+    print("$", " ".join(cmd[2:]), flush=True)
+    seconds, _ = timed_process(cmd)
+    rows = list(csv.DictReader(open(root / name / "metrics.csv")))
+    final = json.loads((root / name / "final.json").read_text())
+    precision = json.loads((root / name / "env.json").read_text()).get("precision", "fp32")  # what auto resolved to
+    return {"name": name, "recipe": recipe, "epochs": epochs, "seconds": seconds, "test_acc": final["test_acc"], "precision": precision,
+            "train_seconds": sum(float(r["seconds"]) for r in rows), "images_per_s": float(rows[-1]["images_per_s"])}
