@@ -6,7 +6,6 @@ the engine contract, writing that spec's neutral weights."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -65,15 +64,15 @@ class NumpyEngine(Engine):
     def features(self, x):
         return self._x(x).astype(np.float32)
 
-    def save(self, folder: Path):  # the neutral layout of its spec, SPEC: Flatten then Dense "logits"
-        np.savez(folder / "weights.npz", **{"logits/kernel": self.w, "logits/bias": self.b})
-        np.savez(folder / "state.npz", vw=self.vw, vb=self.vb, step=self.step)
+    def save(self, ckpt):  # the neutral layout of its spec, SPEC: Flatten then Dense "logits"
+        np.savez(ckpt.weights, **{"logits/kernel": self.w, "logits/bias": self.b})
+        np.savez(ckpt.state("npz"), vw=self.vw, vb=self.vb, step=self.step)
 
-    def load(self, folder: Path, training_state=True, only=None):
-        with np.load(folder / "weights.npz") as z:
+    def load(self, ckpt, training_state=True, only=None):
+        with np.load(ckpt.weights) as z:
             self.w, self.b = z["logits/kernel"], z["logits/bias"]
-        if training_state and (folder / "state.npz").exists():
-            with np.load(folder / "state.npz") as z:
+        if training_state and ckpt.state("npz").exists():
+            with np.load(ckpt.state("npz")) as z:
                 self.vw, self.vb, self.step = z["vw"], z["vb"], int(z["step"])
 
     def global_step(self):

@@ -65,7 +65,7 @@ def test_the_fake_engines_resume_has_teeth(numpy_engine, tmp_path, monkeypatch):
                                    small=[f"model.name={numpy_engine}"])
     whole = train(cfg("whole"), quiet=True)
     real = fake_engine.NumpyEngine.save
-    monkeypatch.setattr(fake_engine.NumpyEngine, "save", lambda self, folder: (real(self, folder), (folder / "state.npz").unlink()))
+    monkeypatch.setattr(fake_engine.NumpyEngine, "save", lambda self, ckpt: (real(self, ckpt), ckpt.state("npz").unlink()))
     cut = train(cfg("cut"), quiet=True, stop_after=1)
     train(resume=cut, quiet=True)
     assert _metrics(cut)[0] == _metrics(whole)[0] and _metrics(cut)[1:] != _metrics(whole)[1:]

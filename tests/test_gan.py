@@ -69,12 +69,14 @@ def test_the_generator_transfers_between_frameworks(tmp_path):
     from clsf.config import build_config
     from clsf.gans.steps import TFGAN, TorchGAN
     from clsf.models.transfer import load_npz, set_keras_weights
+    from clsf.run.rundir import RunDir
 
     assert _gan(tmp_path, "g", "torch", "--epochs", "1") == 0
     cfg = build_config(flags={"engine": "tf", "gan": {"latent": 16}})
     torch_gan, tf_gan = TorchGAN(cfg, (28, 28, 1)), TFGAN(cfg, (28, 28, 1))
-    torch_gan.load(tmp_path / "g" / "checkpoints" / "last")
-    set_keras_weights(tf_gan.g, tf_gan.g_spec, load_npz(tmp_path / "g" / "checkpoints" / "last" / "generator.npz"))
+    last = RunDir(tmp_path / "g").checkpoint("last")
+    torch_gan.load(last)
+    set_keras_weights(tf_gan.g, tf_gan.g_spec, load_npz(last.generator))
     z = np.random.default_rng(1).normal(size=(16, 16)).astype(np.float32)
     assert np.abs(torch_gan.generate(z) - tf_gan.generate(z)).max() <= 1e-4
 

@@ -60,7 +60,7 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
 def test_an_early_stopped_run_without_its_finish_finishes_and_trains_nothing(tmp_path, capsys):
     """Killed after early stopping decided but before final.json: the resume writes the finish only."""
     run = _run("torch", tmp_path, epochs=4, stop_after=2)
-    meta_path = rundir.RunDir(run).checkpoint("last") / "meta.json"
+    meta_path = rundir.RunDir(run).checkpoint("last").meta
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "stopped_early": True}))  # what early stopping at epoch 2 leaves
     train(resume=run, quiet=True)

@@ -20,6 +20,7 @@ import numpy as np
 from clsf.config import Config
 from clsf.data.transforms import Preprocess
 from clsf.distributed import World
+from clsf.engines.checkpoint import Checkpoint
 from clsf.errors import NonFiniteLoss, UserError
 from clsf.models.spec import ModelSpec, output_shape
 
@@ -122,13 +123,13 @@ class Engine(ABC):
     def features(self, x: np.ndarray) -> np.ndarray: ...  # (N, D): the last layer's input, flattened
 
     @abstractmethod
-    def save(self, folder: Path) -> None: ...  # weights.npz (neutral layout) + the engine's training state
+    def save(self, ckpt: Checkpoint) -> None: ...  # ckpt.weights (neutral layout) + the engine's training state
 
     @abstractmethod
-    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None: ...
+    def load(self, ckpt: Checkpoint, training_state: bool = True, only: set[str] | None = None) -> None: ...
 
     def weights(self) -> dict[str, dict[str, np.ndarray]]:
-        """The model's weights as weights.npz holds them: {layer: {name: array}} (copies)."""
+        """The model's weights as a checkpoint's weights file holds them: {layer: {name: array}} (copies)."""
         raise UserError(f"the {self.name} engine does not hand its weights over, which optim.ema needs; "
                         "use optim.ema=0 with it.")
 
@@ -164,15 +165,15 @@ class Engine(ABC):
         """Teardown once the run's files are written (e.g. leaving a process group together)."""
 
 
-def missing_state(folder: Path, name: str) -> UserError:
+def missing_state(path: Path) -> UserError:
     """A resume asked for the training state and the checkpoint has only weights."""
-    return UserError(f"{folder / name} (the optimizer state) is missing, so the run cannot continue exactly; "
+    return UserError(f"{path} (the optimizer state) is missing, so the run cannot continue exactly; "
                      "restore it, or resume with --weights-only to go on from the weights with a fresh optimizer "
                      "(recorded in env.json).")
 
 
-def damaged_state(folder: Path, name: str, why: str) -> UserError:
-    return UserError(f"{folder / name} could not be read as clsf training state ({why[:120]}); restore it from a copy, "
+def damaged_state(path: Path, why: str) -> UserError:
+    return UserError(f"{path} could not be read as clsf training state ({why[:120]}); restore it from a copy, "
                      "or resume with --weights-only.")
 
 

@@ -21,7 +21,6 @@ updates exactly the variables its optimizer holds), so unfreeze_after is refused
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -172,14 +171,14 @@ class KerasBackendEngine(Engine):
         self.sync()
         set_keras_weights(self.model, self.spec, weights)
 
-    # -- checkpoints: the `keras` engine's files (weights.npz + state.npz) --------------------------
-    def save(self, folder: Path) -> None:
+    # -- checkpoints: the `keras` engine's files (neutral weights + every variable) -------------------
+    def save(self, ckpt) -> None:
         self.sync()
-        save_state(self.model, self.optimizer, self.spec, folder)
+        save_state(self.model, self.optimizer, self.spec, ckpt)
 
-    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
+    def load(self, ckpt, training_state: bool = True, only: set[str] | None = None) -> None:
         self.sync()
-        load_state(self.model, self.optimizer, self.spec, folder, training_state, only)
+        load_state(self.model, self.optimizer, self.spec, ckpt, training_state, only)
 
 
 class KerasJaxEngine(KerasBackendEngine):

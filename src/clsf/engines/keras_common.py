@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import zipfile
-from pathlib import Path
 
 import numpy as np
 
 from clsf.config import Config, OptimConfig
 from clsf.distributed import World, tf_world
 from clsf.engines.base import Engine, resolve_precision, damaged_state, frozen_layers, missing_state
+from clsf.engines.checkpoint import Checkpoint
 from clsf.engines.schedule import lr_at
 from clsf.errors import PeerLost, UserError
 from clsf.frameworks import import_keras
@@ -304,11 +304,11 @@ class KerasBase(Engine):
 
         set_keras_weights(self.model, self.spec, weights)
 
-    def save(self, folder: Path) -> None:
-        save_state(self.model, self.optimizer, self.spec, folder)
+    def save(self, ckpt: Checkpoint) -> None:
+        save_state(self.model, self.optimizer, self.spec, ckpt)
 
-    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
-        load_state(self.model, self.optimizer, self.spec, folder, training_state, only)
+    def load(self, ckpt: Checkpoint, training_state: bool = True, only: set[str] | None = None) -> None:
+        load_state(self.model, self.optimizer, self.spec, ckpt, training_state, only)
 
 
 def freeze_trunk(model, cfg: Config, spec: ModelSpec, frozen: bool) -> None:
@@ -320,36 +320,37 @@ def freeze_trunk(model, cfg: Config, spec: ModelSpec, frozen: bool) -> None:
 
 # -- checkpoints: neutral weights + every model/optimizer variable (dropout's seed state included),
 #    the same files on every Keras backend
-def save_state(model, optimizer, spec: ModelSpec, folder: Path) -> None:
+def save_state(model, optimizer, spec: ModelSpec, ckpt: Checkpoint) -> None:
     from clsf.models.transfer import keras_weights, save_npz
 
-    save_npz(folder / "weights.npz", keras_weights(model, spec))
+    save_npz(ckpt.weights, keras_weights(model, spec))
     state = {f"model/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
     state.update({f"optim/{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
-    np.savez(folder / "state.npz", **state)
+    np.savez(ckpt.state("npz"), **state)
 
 
-def load_state(model, optimizer, spec: ModelSpec, folder: Path, training_state: bool = True,
+def load_state(model, optimizer, spec: ModelSpec, ckpt: Checkpoint, training_state: bool = True,
                only: set[str] | None = None) -> None:
     """Weights (only those, without training_state), or every variable."""
     from clsf.models.transfer import load_npz, set_keras_weights
 
     if not training_state:
-        set_keras_weights(model, spec, load_npz(folder / "weights.npz"), only)
+        set_keras_weights(model, spec, load_npz(ckpt.weights), only)
         return
-    if not (folder / "state.npz").exists():
-        raise missing_state(folder, "state.npz")
+    path = ckpt.state("npz")
+    if not path.exists():
+        raise missing_state(path)
     variables = [("model", i, v) for i, v in enumerate(model.variables)]
     variables += [("optim", i, v) for i, v in enumerate(optimizer.variables)]
     try:
-        with np.load(folder / "state.npz", allow_pickle=False) as z:
+        with np.load(path, allow_pickle=False) as z:
             if len(z.files) != len(variables):
-                raise UserError(f"{folder} holds {len(z.files)} model/optimizer variables but this model and optimizer "
+                raise UserError(f"{ckpt} holds {len(z.files)} model/optimizer variables but this model and optimizer "
                                 f"have {len(variables)}; it was written by another model, optimizer, engine or clsf version.")
             values = [z[f"{part}/{i}"] for part, i, _ in variables]
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise damaged_state(folder, "state.npz", f"{type(e).__name__}: {e}") from None
+        raise damaged_state(path, f"{type(e).__name__}: {e}") from None
     for (_, _, v), value in zip(variables, values):
         if tuple(v.shape) != value.shape:
-            raise damaged_state(folder, "state.npz", f"a variable of shape {value.shape} where {tuple(v.shape)} belongs")
+            raise damaged_state(path, f"a variable of shape {value.shape} where {tuple(v.shape)} belongs")
         v.assign(value.astype(v.dtype) if value.dtype != np.dtype(v.dtype) else value)

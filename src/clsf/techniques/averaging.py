@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
 from clsf.engines.base import Engine, Meter, damaged_state
+from clsf.engines.checkpoint import Checkpoint
 
-TRAIN_WEIGHTS, COUNT = "train_weights.npz", "averaging.json"
 
 
 class Averaged:
@@ -103,32 +102,32 @@ class Averaged:
         return self._on_average(self.engine.features, x)
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def save(self, folder: Path) -> None:
+    def save(self, ckpt: Checkpoint) -> None:
         from clsf.models.transfer import save_npz
 
-        self.engine.save(folder)  # weights.npz: the trained weights, with the engine's training state
+        self.engine.save(ckpt)  # ckpt.weights: the trained weights, with the engine's training state
         if self.average is None:
             return
-        os.replace(folder / "weights.npz", folder / TRAIN_WEIGHTS)
-        save_npz(folder / "weights.npz", self.average)
-        (folder / COUNT).write_text(json.dumps({"updates": self.updates, "decay": self.decay, "every": self.every}))
+        os.replace(ckpt.weights, ckpt.train_weights)
+        save_npz(ckpt.weights, self.average)
+        ckpt.averaging.write_text(json.dumps({"updates": self.updates, "decay": self.decay, "every": self.every}))
 
-    def load(self, folder: Path, training_state: bool = True, only: set[str] | None = None) -> None:
+    def load(self, ckpt: Checkpoint, training_state: bool = True, only: set[str] | None = None) -> None:
         from clsf.models.transfer import load_npz
 
-        self.engine.load(folder, training_state, only)  # the average, or every weight from the engine's state
+        self.engine.load(ckpt, training_state, only)  # the average, or every weight from the engine's state
         self.average, self.updates = None, 0
-        if not training_state or not (folder / COUNT).exists():
+        if not training_state or not ckpt.averaging.exists():
             return  # weights only (init_from, --weights-only): the average starts again from them
-        if not (folder / TRAIN_WEIGHTS).exists():
-            raise damaged_state(folder, TRAIN_WEIGHTS, "the weights being trained are missing beside their average")
+        if not ckpt.train_weights.exists():
+            raise damaged_state(ckpt.train_weights, "the weights being trained are missing beside their average")
         try:
-            self.updates = int(json.loads((folder / COUNT).read_text())["updates"])
+            self.updates = int(json.loads(ckpt.averaging.read_text())["updates"])
         except (ValueError, KeyError, TypeError) as e:
-            raise damaged_state(folder, COUNT, str(e)) from None
+            raise damaged_state(ckpt.averaging, str(e)) from None
         self.average = {layer: {k: v.astype(np.float32) for k, v in ws.items()}
-                        for layer, ws in load_npz(folder / "weights.npz").items()}
-        self.engine.set_weights(load_npz(folder / TRAIN_WEIGHTS))
+                        for layer, ws in load_npz(ckpt.weights).items()}
+        self.engine.set_weights(load_npz(ckpt.train_weights))
 
 
 def averaged(engine: Engine, o, total_steps: int):

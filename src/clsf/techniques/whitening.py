@@ -14,12 +14,12 @@ take them with the first engine's initial weights.
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from clsf.data.stream import as_array
 from clsf.data.transforms import Preprocess, normalize_np
+from clsf.engines.checkpoint import Checkpoint
 from clsf.errors import UserError
 from clsf.models.spec import Conv, ModelSpec, walk
 from clsf.models.transfer import param_layers, save_npz
@@ -72,5 +72,5 @@ def whiten_first_conv(engine, spec: ModelSpec, x: np.ndarray, pre: Preprocess) -
     if layer.use_bias:
         weights["bias"] = np.zeros(layer.filters, np.float32)
     with tempfile.TemporaryDirectory() as tmp:  # through the engines' own neutral-weights loading
-        save_npz(Path(tmp) / "weights.npz", {name: weights})
-        engine.load(Path(tmp), training_state=False, only={name})
+        save_npz(Checkpoint(tmp).weights, {name: weights})
+        engine.load(Checkpoint(tmp), training_state=False, only={name})
