@@ -2,6 +2,7 @@
 files in the canonical dataset formats, the engine list from the registry, a tiny run's config."""
 
 import io
+import struct
 import pickle
 import tarfile
 import zipfile
@@ -105,3 +106,85 @@ def tar_dir(src: Path, dest: Path) -> Path:
     with tarfile.open(dest, "w:gz") as tf:
         tf.add(src, arcname=src.name)
     return dest
+
+
+# -- TensorBoard event files read from first principles (clsf writes them without TensorBoard; with the
+#    tensorboard extra, tests/test_engines.py also reads them with TensorBoard's own reader)
+
+def _masked_crc(data: bytes) -> int:
+    from clsf.integrations.tensorboard import masked_crc
+
+    return masked_crc(data)
+
+
+def read_scalars(path) -> list[tuple[int, str, float]]:
+    """(step, tag, value) scalar records of an events file, or of every events file in a folder in the
+    order written, checking every CRC and applying purge markers as TensorBoard does."""
+    path = Path(path)
+    files = sorted(path.glob("events.out.tfevents.*")) if path.is_dir() else [path]
+    out = []
+    for f in files:
+        data = f.read_bytes()
+        i = 0
+        while i < len(data):
+            if len(data) - i < 12 or len(data) - i < 16 + struct.unpack_from("<Q", data, i)[0]:
+                break  # a record cut short by a kill (records are appended): TensorBoard stops there too
+            (n,) = struct.unpack_from("<Q", data, i)
+            assert struct.unpack_from("<I", data, i + 8)[0] == _masked_crc(data[i:i + 8]), "bad length crc"
+            body = data[i + 12:i + 12 + n]
+            assert struct.unpack_from("<I", data, i + 12 + n)[0] == _masked_crc(body), "bad data crc"
+            i += 16 + n
+            step, scalars, start = _parse_event(body)
+            if start:
+                out = [r for r in out if r[0] < step]
+            out.extend(scalars)
+    return out
+
+
+def _read_varint(b: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        n |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return n, i
+
+
+def _fields(b: bytes):
+    i = 0
+    while i < len(b):
+        key, i = _read_varint(b, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _read_varint(b, i)
+        elif wire == 1:
+            v, i = b[i:i + 8], i + 8
+        elif wire == 5:
+            v, i = b[i:i + 4], i + 4
+        else:
+            n, i = _read_varint(b, i)
+            v, i = b[i:i + n], i + n
+        yield num, v
+
+
+def _parse_event(body: bytes):
+    step, out, start = 0, [], False
+    for num, v in _fields(body):
+        if num == 2:
+            step = v
+        elif num == 7:
+            start = dict(_fields(v)).get(1) == 1
+        elif num == 5:
+            for vnum, value in _fields(v):
+                if vnum == 1:
+                    tag, val = "", None
+                    for fnum, fv in _fields(value):
+                        if fnum == 1:
+                            tag = fv.decode()
+                        elif fnum == 2:
+                            val = struct.unpack("<f", fv)[0]
+                    if val is not None:  # a scalar (images and plugin data are not)
+                        out.append((step, tag, val))
+    return step, out, start

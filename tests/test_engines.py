@@ -7,7 +7,7 @@ import pytest
 from clsf.config import build_config
 from clsf.errors import NonFiniteLoss
 from clsf.run import rundir
-from clsf.integrations.tensorboard import read_scalars
+from helpers import read_scalars
 from clsf.run.evaluate import evaluate
 from clsf.run.train import train
 from helpers import engine_params, long, tiny_config
