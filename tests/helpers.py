@@ -112,7 +112,7 @@ def tar_dir(src: Path, dest: Path) -> Path:
 #    tensorboard extra, tests/test_engines.py also reads them with TensorBoard's own reader)
 
 def _masked_crc(data: bytes) -> int:
-    from clsf.integrations.tensorboard import masked_crc
+    from clsf.run.tensorboard import masked_crc
 
     return masked_crc(data)
 

@@ -138,9 +138,9 @@ def test_no_import_circles():
 
 @pytest.mark.parametrize("low", ["config", "data", "models", "techniques", "engines", "run", "plots"])
 def test_layers_point_down(low):
-    """The core never imports the commands built on it."""
+    """The core never imports the commands built on it, nor the integrations that plug into it."""
     high = ("clsf.cli", "clsf.report", "clsf.experiments", "clsf.gans", "clsf.exports", "clsf.inference",
-            "clsf.distributed.launch")
+            "clsf.distributed.launch", "clsf.integrations")
     files = [SRC / f"{low}.py"] if (SRC / f"{low}.py").exists() else sorted((SRC / low).rglob("*.py"))
     bad = {f"{f.relative_to(SRC)} imports {m}" for f in files for m in _imports(f) if m.startswith(high)}
     assert not bad
@@ -169,3 +169,16 @@ def test_a_non_finite_loss_says_what_is_kept_and_which_rates_to_lower():
     assert "checkpoints/last holds the last good epoch" in later and "lower optim.lr" in later
     gan = str(NonFiniteLoss(1, 0, 10, float("nan"), fix="gan.d_lr and gan.g_lr"))
     assert "lower gan.d_lr and gan.g_lr" in gan and "optim" not in gan
+
+
+def test_the_core_alone_refuses_tracking_it_cannot_do(tmp_path):
+    """clsf.run.train.train has no integrations of its own: asked to track, it says so before
+    writing anything (clsf.train and `clsf train` plug MLflow in)."""
+    from clsf.config import build_config
+    from clsf.errors import UserError
+    from clsf.run.train import train
+
+    cfg = build_config(flags={"engine": "torch", "epochs": 1, "runs_dir": str(tmp_path), "track": "mlflow"})
+    with pytest.raises(UserError, match="track=mlflow is done by clsf's integrations"):
+        train(cfg, quiet=True)
+    assert not any(tmp_path.iterdir())

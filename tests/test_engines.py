@@ -154,7 +154,7 @@ def test_schedules():
 def test_tensorboard_files_are_readable_by_tensorflow(tmp_path):
     import tensorflow as tf
 
-    from clsf.integrations.tensorboard import ScalarWriter
+    from clsf.run.tensorboard import ScalarWriter
 
     w = ScalarWriter(tmp_path)
     w.scalars(1, {"val_acc": 0.5, "lr": 0.001})

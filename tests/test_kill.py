@@ -119,7 +119,7 @@ def test_a_cut_swap_is_finished_on_the_next_read(tmp_path):
 
 
 def test_a_tensorboard_record_cut_by_a_kill_is_dropped_not_fatal(tmp_path):
-    from clsf.integrations.tensorboard import ScalarWriter
+    from clsf.run.tensorboard import ScalarWriter
     from helpers import read_scalars
 
     w = ScalarWriter(tmp_path)

@@ -7,7 +7,7 @@ import yaml
 
 from clsf.cli import main
 from clsf.run import rundir
-from clsf.integrations.tensorboard import ScalarWriter
+from clsf.run.tensorboard import ScalarWriter
 from helpers import read_scalars
 from clsf.run.evaluate import evaluate
 from clsf.run.train import train

@@ -34,7 +34,7 @@ def _runs(uri, experiment="clsf"):
 
 @pytest.mark.torch
 def test_a_resumed_run_continues_its_mlflow_run_without_repeating_epochs(tmp_path):
-    from clsf.run.train import train
+    from clsf import train
     from clsf.config import build_config
 
     cfg = build_config(flags={"engine": "torch", "epochs": 3, "runs_dir": str(tmp_path), "run_name": "r",
@@ -137,3 +137,4 @@ def test_a_sweeps_runs_share_one_experiment_named_after_its_folder(tmp_path):
     client, runs = _runs(f"sqlite:///{out / 'runs' / 'mlflow.db'}", experiment="sw")  # the default store, beside the runs
     assert sorted(r.info.run_name for r in runs) == ["bs16-s0", "bs32-s0"]
     assert all(r.info.status == "FINISHED" for r in runs)
+

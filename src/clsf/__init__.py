@@ -19,7 +19,7 @@ clsf.gans): importing a subpackage rebinds its name on `clsf`, which would turn 
 __version__ = "0.1.0"
 
 _API = {  # name -> "module" (the function of that name) or "module:function"
-    "build_config": "clsf.config", "train": "clsf.run.train", "evaluate": "clsf.run.evaluate",
+    "build_config": "clsf.config", "train": "clsf.integrations", "evaluate": "clsf.run.evaluate",
     "compare": "clsf.experiments.compare", "sweep": "clsf.experiments.sweep", "tune": "clsf.experiments.tune", "export": "clsf.exports",
     "write_report": "clsf.report.build", "get_spec": "clsf.models.zoo", "load_dataset": "clsf.data",
     "gan": "clsf.gans.train", "predict": "clsf.inference", "save_sample_grid": "clsf.report.grid",

@@ -209,11 +209,9 @@ def train_command(argv: list[str], config: str | None, recipe: str | None, flags
         flag = "--config" if config else "--recipe"
         raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config); drop {flag}.")
     machines = Nodes.parse(nodes, node_rank)
-    plugins = []
-    if trial is not None:
-        from clsf.integrations.pruning import trial_plugin
+    from clsf.integrations import plugins as integrations
 
-        plugins.append(trial_plugin(trial))  # (a file that is not a trial file: refused before anything starts)
+    plugins = integrations(trial)  # MLflow when the config says so; a tune trial's reporter (its file checked here)
     changes = merge(flags, parse_overrides(overrides)) if resume else None
     if (nproc and nproc > 1) or machines:
         cfg = resume_config(resume, changes)[1] if resume else build_config(config, flags, overrides, recipe)

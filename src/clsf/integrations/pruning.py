@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from clsf.errors import UserError
-from clsf.run.callbacks import Callback
+from clsf.run.callbacks import Callback, Plugin
 
 STORAGE_ENV = "CLSF_TUNE_STORAGE"  # a storage URL kept off command lines and files (it may hold a password)
 TRIAL_KEYS = {"storage", "study", "trial_id", "objective", "pruner"}
@@ -85,11 +85,17 @@ def open_storage(url: str, **heartbeat):
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **heartbeat)
 
 
-def trial_plugin(path: str | Path):
-    """`clsf train --trial FILE`: the plugin (clsf.run.train.train's `plugins`) that makes each
-    process's reporter for the trial the file names; a file that is not a trial file is refused here."""
-    info = read_trial(path)
-    return lambda run, quiet: TrialReport(info, quiet)
+class TrialPlugin(Plugin):
+    """`clsf train --trial FILE`: every process reports to the trial the file names (a file that is
+    not a trial file is refused here, before anything starts)."""
+
+    decides = True  # its pruner stops the run like early stopping, before the checkpoint is written
+
+    def __init__(self, path: str | Path):
+        self.info = read_trial(path)
+
+    def make(self, cfg, run, quiet: bool) -> Callback:
+        return TrialReport(self.info, quiet)
 
 
 class TrialReport(Callback):

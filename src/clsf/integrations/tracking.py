@@ -20,7 +20,7 @@ from pathlib import Path
 
 from clsf.config import Config, flatten
 from clsf.errors import UserError
-from clsf.run.callbacks import Callback
+from clsf.run.callbacks import Callback, Plugin
 from clsf.run.rundir import RunDir
 
 EXPERIMENT = "clsf"  # where a run goes when track_experiment is not set (compare/sweep: their folder's name)
@@ -117,7 +117,7 @@ class MlflowTracking(Callback):
             self._safe(f"logging epoch {row['epoch']}", self._metrics, {k: v for k, v in row.items() if k != "epoch"},
                        row["epoch"])
 
-    def finished(self, final: dict) -> None:
+    def on_finish(self, final: dict) -> None:
         """The test metrics and the run's files, then the MLflow run marked finished."""
         if not self.run_id:
             return
@@ -131,6 +131,19 @@ class MlflowTracking(Callback):
     def on_train_end(self, state):
         if self.run_id:  # stopped before the finish (Ctrl-C, a pause, an error): resumable, so not FINISHED
             self._safe("closing the MLflow run", self.client.set_terminated, self.run_id, "KILLED")
+
+
+class MlflowPlugin(Plugin):
+    """track=mlflow: MLflow checked for before anything is written, then the lead process tracks."""
+
+    keys = ("track",)
+
+    def check(self, cfg: Config) -> None:
+        if cfg.track == "mlflow":
+            require_mlflow()
+
+    def make(self, cfg: Config, run: RunDir | None, quiet: bool) -> Callback | None:
+        return MlflowTracking(cfg, run) if cfg.track == "mlflow" and run is not None else None
 
 
 def log_export(run: RunDir, folder: Path) -> None:

@@ -32,6 +32,25 @@ class Callback:
 
     def on_train_end(self, state: RunState) -> None: ...  # always, also when an error ends the loop
 
+    def on_finish(self, final: dict) -> None: ...  # the finished run's final.json, once it is written (the lead)
+
+
+class Plugin:
+    """What a layer above run/ plugs into a run (clsf.integrations: MLflow, a tune trial's pruner):
+    `check` before anything is written, then `make` in every process, giving a callback or None
+    (`run` is None in processes that write nothing). `keys`: the config keys it serves, so a run
+    whose config asks for one that no plugin serves is refused instead of silently ignored.
+    `decides`: its callback may stop the run, so it comes before the checkpoint is written (else
+    after the run directory's own logs)."""
+
+    keys: tuple[str, ...] = ()
+    decides: bool = False
+
+    def check(self, cfg) -> None: ...
+
+    def make(self, cfg, run: RunDir | None, quiet: bool) -> Callback | None:
+        raise NotImplementedError
+
 
 class Callbacks(Callback):
     """Calls each callback in order."""
@@ -58,6 +77,10 @@ class Callbacks(Callback):
     def on_train_end(self, state):
         for c in reversed(self.callbacks):
             c.on_train_end(state)
+
+    def on_finish(self, final):
+        for c in self.callbacks:
+            c.on_finish(final)
 
 
 class Interrupt(Callback):
@@ -171,7 +194,7 @@ class Logs(Callback):
         self.hparams = hparams  # the resolved config, flat: TensorBoard's HParams dashboard, once per run
 
     def on_train_start(self, state):
-        from clsf.integrations.tensorboard import ScalarWriter
+        from clsf.run.tensorboard import ScalarWriter
 
         self.tb = ScalarWriter(self.run.tb_dir, purge_step=1 if state.rows else None)
         if self.hparams and not state.rows:

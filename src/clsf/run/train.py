@@ -7,7 +7,7 @@ import contextlib
 import math
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +30,16 @@ from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.rundir import RunDir, environment, init_folder
 from clsf.run.setup import build_spec, load_data, test_report
 from clsf.run.state import RunState
-from clsf.integrations.tracking import MlflowTracking, require_mlflow
 from clsf.techniques.whitening import whiten_first_conv
 from clsf.techniques.class_weights import imbalance_warning
 from clsf.words import count
 
-Plugin = Callable[[RunDir | None, bool], 'cb.Callback | None']  # (run, quiet) -> a callback, or None
 MISTAKES = 48  # misclassified test images kept in predictions.npz for the report
 
 
 def train(cfg: Config | None = None, resume: str | Path | None = None, changes: dict | None = None,
           quiet: bool = False, stop_after: int | None = None, stop_after_steps: int | None = None,
-          weights_only: bool = False, plugins: Sequence[Plugin] = ()) -> Path:
+          weights_only: bool = False, plugins: Sequence[cb.Plugin] = ()) -> Path:
     """Train (or resume) a run; return its directory.
 
     `resume` continues a run from checkpoints/last (an epoch's end, or inside an epoch); `changes`
@@ -50,8 +48,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
     `stop_after_steps` after that many optimizer steps in total with a mid-epoch checkpoint, as an
     interruption would, leaving a run that `resume` completes. `weights_only` resumes from the
     checkpoint's weights with a fresh optimizer (when its optimizer state is lost), on record.
-    `plugins`: more callbacks, each made by plugin(run, quiet) in every process (run is None where
-    the process writes nothing) -- e.g. a `clsf tune` trial's reporter (clsf.integrations.pruning)."""
+    `plugins`: what layers above plug in (clsf.run.callbacks.Plugin: MLflow, a tune trial's
+    reporter; clsf.integrations.train passes them all)."""
     run = state = changed = None
     if resume is not None:
         run, cfg, changed, state = resume_config(resume, changes or {})
@@ -59,8 +57,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
             return run.path
     else:
         configure_pretrained(cfg)  # the options and preprocessing model.pretrained's weights need, into config.yaml
-    if cfg.track == "mlflow":
-        require_mlflow()  # refused before anything is written
+    _check_plugins(cfg, plugins)  # refused before anything is written
     prep = load_data(cfg)
     if prep.test is None or not len(prep.test):  # the finish reports on it: refused before training, not after
         raise UserError(f"{prep.dataset.source} has no test images to report on; add a test/ folder of the same "
@@ -103,15 +100,14 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
                     f"same for every run: data.test_split)" if prep.held_out else "")
             print(f"run {run}: {cfg.model.name} on {prep.dataset.name} ({counts}{held}), engine {cfg.engine} on "
                   f"{engine.device}, {count(cfg.epochs, 'epoch')}")
-        tracker = MlflowTracking(cfg, run) if cfg.track == "mlflow" and run is not None else None
-        extra = [c for c in (plugin(run, quiet) for plugin in plugins) if c is not None]
-        callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps, tracker, extra)
+        made = [(p.decides, p.make(cfg, run, quiet)) for p in plugins]
+        callbacks = _callbacks(cfg, run, engine, checks, quiet, stop_after, stop_after_steps,
+                               [c for d, c in made if d and c], [c for d, c in made if not d and c])
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
         if state.stop not in (None, "early", "pruned"):
             return run.path if run is not None else None  # paused on purpose: no final report yet
         final = finish(run, cfg, engine, prep, state.rows, checks, state.stopped)
-        if tracker is not None:
-            tracker.finished(final)
+        callbacks.on_finish(final)
     engine.close()  # e.g. every process leaves the group together, once the lead has written
     if not quiet:
         print(f"test_loss {final['test_loss']:.4f}  test_acc {final['test_acc']:.4f}  "
@@ -211,16 +207,27 @@ def _write_setup(run: RunDir, cfg: Config, spec: ModelSpec, engine, prep: Prepar
 
 
 def _callbacks(cfg: Config, run: RunDir | None, engine, checks: Checks, quiet: bool, stop_after: int | None,
-               stop_after_steps: int | None, tracker=None, extra: list[cb.Callback] = ()) -> cb.Callbacks:
-    """Every process decides alike (stops, early stop, unfreezing, `extra`: the plugins', e.g. a tune
-    trial's pruner, alongside early stopping); only the lead writes and prints."""
+               stop_after_steps: int | None, deciders: list[cb.Callback] = (),
+               others: list[cb.Callback] = ()) -> cb.Callbacks:
+    """Every process decides alike (stops, early stop, unfreezing, and the plugins' `deciders`, e.g. a
+    tune trial's pruner); only the lead writes and prints (the plugins' `others` after its own logs)."""
     decide = [cb.Interrupt(), cb.PauseAfter(engine, stop_after, stop_after_steps),
               cb.EarlyStop(cfg.early_stop_patience, quiet), cb.Unfreeze(engine, cfg.unfreeze_after, checks, quiet)]
     show = [] if quiet else [cb.Progress(cfg.epochs)]
-    decide += list(extra)
+    decide += list(deciders)
     write = [] if run is None else [cb.Checkpoints(run, engine, cfg.save_every_steps, cfg.save_every_minutes),
-                                    cb.Logs(run, hparams=flatten(cfg.to_dict()))] + ([tracker] if tracker else [])
+                                    cb.Logs(run, hparams=flatten(cfg.to_dict()))]
+    write += list(others)
     return cb.Callbacks(show + decide + write + [cb.MistakeChecks(checks, engine)])
+
+
+def _check_plugins(cfg: Config, plugins) -> None:
+    """Each plugin's own check, and no config key asking for an integration that nobody plugged in."""
+    for p in plugins:
+        p.check(cfg)
+    if cfg.track and "track" not in {k for p in plugins for k in p.keys}:
+        raise UserError(f"track={cfg.track} is done by clsf's integrations, which this call did not plug in; use "
+                        "clsf.train (or `clsf train`), which does, or leave track out.")
 
 
 def _fit(engine, prep: Prepared, state: RunState, callbacks, cfg: Config, steps_per_epoch: int,
@@ -297,7 +304,7 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     logits and the most confident mistakes in predictions.npz, pictures, summary.txt, and final.json
     written last."""
     from clsf.plots import plot_confusion, plot_history
-    from clsf.integrations.tensorboard import ScalarWriter
+    from clsf.run.tensorboard import ScalarWriter
 
     logits = logits_of(engine, prep.test.x, cfg)  # (N, K) float32; every process takes part
     report = test_report(logits, prep.test.y, prep.dataset.class_names)
