@@ -29,7 +29,8 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 # empty), 67 on three (shares of 2 and 1: the mean must weight images, not processes);
 # SGD at a gentle rate and no dropout, so the runs agree to float32 rounding (measured 2e-8; at lr 0.05
 # one ReLU that float rounding flips in epoch 2 already moves a weight by 3e-4)
-COMMON = ["--data", "synthetic", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "--quiet"]
+# data.cutout: a per-image batch technique, so each process must erase the squares of its own share
+COMMON = ["--data", "synthetic", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "--quiet", "data.cutout=8"]
 
 
 def test_part_tiles_the_batch_in_rank_order():

@@ -160,6 +160,34 @@ def test_ctrl_c_checkpoints_and_the_run_resumes(tmp_path):
 
 
 @pytest.mark.torch
+def test_ctrl_c_during_the_finish_is_held_until_the_run_is_complete(tmp_path, monkeypatch, capsys):
+    """SIGINT while the finish writes (a Ctrl-C, or a tune worker dying under its trial) used to land
+    anywhere in it, e.g. inside matplotlib's import, which made it an ImportError with a traceback and
+    no final.json. Now the finish completes, then the interrupt stops the process, saying so; the
+    teeth: the same SIGINT with the finish unguarded leaves no final.json."""
+    import os
+    import signal
+
+    from clsf.run import train as train_module
+
+    real = train_module.finish
+
+    def interrupted(*args, **kwargs):  # the signal arrives at the finish's start
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "finish", interrupted)
+    assert main(["train", "--engine", "torch", "--data", DATA, "--epochs", "1", "--runs-dir", str(tmp_path),
+                 "--run-name", "r", "--quiet", *TINY]) == 130
+    assert (tmp_path / "r" / "final.json").is_file()
+    assert "interrupted as the run finished; it is complete" in capsys.readouterr().err
+    monkeypatch.setattr(train_module, "_interrupt_held", lambda run: __import__("contextlib").nullcontext())
+    assert main(["train", "--engine", "torch", "--data", DATA, "--epochs", "1", "--runs-dir", str(tmp_path),
+                 "--run-name", "s", "--quiet", *TINY]) == 130
+    assert not (tmp_path / "s" / "final.json").exists()
+
+
+@pytest.mark.torch
 def test_a_full_disk_at_the_first_checkpoint_leaves_no_run_behind(tmp_path, monkeypatch, capsys):
     """The disk fills while checkpoints/init is written (torch.save's own C++ writer used to fail with
     `basic_ios::clear` there): exit 5 in one line, and no run directory that nothing could resume."""

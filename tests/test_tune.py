@@ -146,7 +146,9 @@ def test_a_killed_worker_s_trial_is_failed_queued_again_and_resumed(tmp_path):
     same run directory. The study ends with its trials finished and nothing trained twice."""
     space = _space(tmp_path, "space:\n  optim.lr: {low: 1.0e-3, high: 0.01, log: true}\npruner: none\n")
     folder = tmp_path / "tune"
-    args = ["--data", "synthetic:train=1536,test=32", "--epochs", "5", "--trials", "2", "--save-every-steps", "8"]
+    # ~1 s an epoch here: the kill lands mid-trial (with 1,536 images the victim could finish all 5
+    # epochs in the second before the kill, and the kill then fell on its finish)
+    args = ["--data", "synthetic:train=8192,test=32", "--epochs", "5", "--trials", "2", "--save-every-steps", "8"]
     env = {"OMP_NUM_THREADS": "1"}
     a = _tune(folder, space, *args, env=env, wait=False)
     deadline = time.time() + 120

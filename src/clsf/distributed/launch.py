@@ -194,6 +194,7 @@ def train_command(argv: list[str], config: str | None, recipe: str | None, flags
     several (`trial`: a `clsf tune` trial file, whose reporter every process plugs in). Bad input
     stops here, once."""
     from clsf.config import build_config, merge, parse_overrides
+    from clsf.integrations import plugins as integrations
     from clsf.run.resume import resume_config
     from clsf.run.train import train
 
@@ -209,8 +210,6 @@ def train_command(argv: list[str], config: str | None, recipe: str | None, flags
         flag = "--config" if config else "--recipe"
         raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config); drop {flag}.")
     machines = Nodes.parse(nodes, node_rank)
-    from clsf.integrations import plugins as integrations
-
     plugins = integrations(trial)  # MLflow when the config says so; a tune trial's reporter (its file checked here)
     changes = merge(flags, parse_overrides(overrides)) if resume else None
     if (nproc and nproc > 1) or machines:

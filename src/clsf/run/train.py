@@ -106,13 +106,39 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, changes: 
         state = _fit(engine, prep, state, callbacks, cfg, steps_per_epoch, run)
         if state.stop not in (None, "early", "pruned"):
             return run.path if run is not None else None  # paused on purpose: no final report yet
-        final = finish(run, cfg, engine, prep, state.rows, checks, state.stopped)
-        callbacks.on_finish(final)
+        with _interrupt_held(run):  # the finish runs whole: a few seconds, and the run is complete after it
+            final = finish(run, cfg, engine, prep, state.rows, checks, state.stopped)
+            callbacks.on_finish(final)
     engine.close()  # e.g. every process leaves the group together, once the lead has written
     if not quiet:
         print(f"test_loss {final['test_loss']:.4f}  test_acc {final['test_acc']:.4f}  "
               f"({final['test_images']} test images)  -> {run}")
     return run.path if run is not None else None
+
+
+@contextlib.contextmanager
+def _interrupt_held(run: RunDir | None):
+    """Ctrl-C (or SIGINT from a dying parent) while the finish writes is held until the finish is
+    done, then raised: raised inside it, it could land in an import of a C extension (matplotlib's),
+    which turns it into an ImportError and a traceback, with final.json never written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if held:
+        e = KeyboardInterrupt()
+        e.reported = True
+        if run is not None:
+            print(f"\nclsf: interrupted as the run finished; it is complete: {run}", file=sys.stderr)
+        raise e
 
 
 def _finished(run: RunDir, cfg: Config, state: RunState, changed: dict) -> bool:
