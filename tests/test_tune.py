@@ -139,6 +139,7 @@ def test_two_workers_share_one_study_with_a_share_of_the_threads_each(tmp_path):
 
 
 @pytest.mark.torch
+@pytest.mark.long  # about 30 s: out of the default suite's 12 minutes, in CI's second step
 def test_a_killed_worker_s_trial_is_failed_queued_again_and_resumed(tmp_path):
     """Two workers (two commands on one folder). Worker A is killed -9 while its trial trains: the
     trial's process stops with a checkpoint (it gets SIGINT when its worker dies), the heartbeat stops,
@@ -146,9 +147,10 @@ def test_a_killed_worker_s_trial_is_failed_queued_again_and_resumed(tmp_path):
     same run directory. The study ends with its trials finished and nothing trained twice."""
     space = _space(tmp_path, "space:\n  optim.lr: {low: 1.0e-3, high: 0.01, log: true}\npruner: none\n")
     folder = tmp_path / "tune"
-    # ~1 s an epoch here: the kill lands mid-trial (with 1,536 images the victim could finish all 5
-    # epochs in the second before the kill, and the kill then fell on its finish)
-    args = ["--data", "synthetic:train=8192,test=32", "--epochs", "5", "--trials", "2", "--save-every-steps", "8"]
+    # ~0.5 s an epoch here, the kill half a second after the first checkpoint: it lands mid-trial (with
+    # 1,536 images and a second's wait the victim could finish all 5 epochs first, and the kill then fell
+    # on its finish)
+    args = ["--data", "synthetic:train=4096,test=32", "--epochs", "5", "--trials", "2", "--save-every-steps", "8"]
     env = {"OMP_NUM_THREADS": "1"}
     a = _tune(folder, space, *args, env=env, wait=False)
     deadline = time.time() + 120
@@ -156,7 +158,7 @@ def test_a_killed_worker_s_trial_is_failed_queued_again_and_resumed(tmp_path):
         time.sleep(0.2)
     victim = next(folder.glob("runs/*/checkpoints/last")).parent.parent.name
     b = _tune(folder, space, *args, env=env, wait=False)
-    time.sleep(1.0)
+    time.sleep(0.5)
     a.kill()  # kill -9: no goodbye to the study
     a.wait()
     out_b, _ = b.communicate(timeout=600)
