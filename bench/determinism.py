@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results/determinism.md")
     args = ap.parse_args()
     lines = [f"# --deterministic on {Path(args.data).name} ({args.subset} training images, {args.epochs} epochs, seed-cnn)", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}. Measured "
+             f"Machine: {machine()}. Measured "
              f"{time.strftime('%Y-%m-%d')}; each run its own process, runs interleaved.", "",
              "| engine | s/epoch default (min / median / max) | s/epoch --deterministic (min / median / max) | median ratio | reruns identical (default) | reruns identical (--deterministic) |",
              "| --- | --- | --- | --- | --- | --- |"]

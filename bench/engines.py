@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import machine
 
 
 def clsf(*args: str, capture: bool = False) -> str:
@@ -68,7 +69,7 @@ def main() -> int:
     lines = [
         f"# {args.model} on {Path(args.data).name}: {len(plan['engines'])} engines x {len(plan['seeds'])} seeds, {args.epochs} epochs, default recipe",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}; python {platform.python_version()}, "
+        f"Machine: {machine()}, {platform.platform()}; "
         f"tensorflow {pk.get('tensorflow-cpu') or pk.get('tensorflow')}, keras {pk.get('keras')}, torch {pk.get('torch')}"
         f"{', jax ' + pk['jax'] if 'jax' in pk else ''}. "
         f"Measured {time.strftime('%Y-%m-%d')} with `clsf compare` (every run its own process, one at a time).",

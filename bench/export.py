@@ -15,14 +15,14 @@ import argparse
 import csv
 import io
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 FORMATS = ("onnx", "torchscript", "savedmodel", "keras")
 
@@ -45,7 +45,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results/export.md")
     args = ap.parse_args()
     lines = [f"# clsf export and predict on {args.images}", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}. Measured "
+             f"Machine: {machine()}. Measured "
              f"{time.strftime('%Y-%m-%d')}; every command its own process (so seconds include importing the runtime).", "",
              "| run (trained with) | predicted with | export seconds | max abs diff at export | predict seconds | images/s | accuracy on the image files | run's test_acc |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]

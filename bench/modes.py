@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 CONFIGS = [("tf", "tf.mode=eager"), ("tf", "tf.mode=graph"), ("tf", "tf.mode=xla"),
            ("torch", "torch.compile=false"), ("torch", "torch.compile=true")]
@@ -34,7 +34,7 @@ def main() -> int:
     args = ap.parse_args()
     cases = [("mnist-mlp", args.mnist, []), ("seed-cnn", args.cifar, ["data.train_subset=10000"])]
     lines = [f"# Eager, graph, XLA and torch.compile ({args.epochs} epochs each)", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}. Measured "
+             f"Machine: {machine()}. Measured "
              f"{time.strftime('%Y-%m-%d')}, every configuration its own process, in one run.", "",
              "| model (training images) | engine | mode | epoch 1 seconds | steady seconds/epoch | compile cost (s) | steady images/s | vs the engine's default | final train_loss |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

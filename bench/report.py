@@ -11,14 +11,14 @@ command does, and its time includes importing clsf.report and matplotlib.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def main() -> int:
         size = (Path(tmp) / "many" / "report.html").stat().st_size
     stats = lambda t: f"{min(t):.2f} | {statistics.median(t):.2f} | {max(t):.2f}"  # noqa: E731
     lines = ["# clsf report: time to write report.html + report.md", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}. "
+             f"Machine: {machine()}. "
              f"Measured {time.strftime('%Y-%m-%d')}, {args.repeat} repeats, each a fresh `clsf report` process "
              f"(imports included).", "",
              "| report | min s | median s | max s | target |", "| --- | --- | --- | --- | --- |",

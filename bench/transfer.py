@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -18,6 +16,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 A = ("airplane", "automobile", "bird", "cat", "deer")
 B = ("dog", "frog", "horse", "ship", "truck")
@@ -58,7 +58,7 @@ def main() -> int:
                  for n in ("trunk", "scratch", "fine-tuned", "frozen", "unfrozen")}
         secs = {n: sum(float(r.split(",")[6]) for r in (tmp / "runs" / n / "metrics.csv").read_text().splitlines()[1:]) for n in final}
     lines = [f"# Trunk transfer on {Path(args.data).name}: classes {', '.join(A)} -> {', '.join(B)}", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores. Measured {time.strftime('%Y-%m-%d')}; seed-cnn, "
+             f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}; seed-cnn, "
              f"engine {args.engine}, default recipe, {args.epochs} epochs each; the new task trains on {args.subset} images "
              "(a stratified subset of its training split; 20% of the split is held out for validation as always).", "",
              "| run | what it learns from | test acc (5 classes) | train seconds |", "| --- | --- | --- | --- |",

@@ -68,6 +68,3 @@ class Checkpoint:
 
     def exists(self) -> bool:
         return self.folder.exists()
-
-    def is_dir(self) -> bool:
-        return self.folder.is_dir()
