@@ -302,12 +302,11 @@ def _load_pretrained(engine, cfg: Config) -> dict:
     import tempfile
 
     from clsf.models.pretrained import load_pretrained
-    from clsf.run.rundir import save_arrays
+    from clsf.models.transfer import save_npz
 
     imported = load_pretrained(engine.spec, cfg.model.pretrained, cfg.seed)
     with tempfile.TemporaryDirectory(prefix="clsf-pretrained-") as tmp:
-        save_arrays(Checkpoint(tmp).weights, **{f"{layer}/{k}": v for layer, d in imported.weights.items()
-                                                for k, v in d.items()})
+        save_npz(Checkpoint(tmp).weights, imported.weights)
         engine.load(Checkpoint(tmp), training_state=False, only=set(imported.weights))
     return imported.info
 
