@@ -280,10 +280,13 @@ def test_frozen_batch_norm_statistics_train_alike_in_every_engine(monkeypatch):
         assert_same_weights(got["keras"][0], off, rel=1e-4)
 
 
-def _torch_weight_semantics(per, y, weights):
+def _torch_weight_semantics(self, logits, y):
     """torch's own cross_entropy(weight=w): the batch's weighted losses over the sum of its weights."""
-    w = weights[y]
-    return per * w * len(w) / w.sum()
+    import torch
+
+    w = torch.tensor(self.weights)
+    per = torch.nn.functional.cross_entropy(logits, y, weight=w, label_smoothing=self.smoothing, reduction="none")
+    return per * len(y) / w[y].sum()
 
 
 @pytest.mark.parametrize("mixing", [False, True], ids=["labels", "mixed"])
@@ -300,7 +303,7 @@ def test_every_engine_weighs_classes_alike(mixing, monkeypatch):
     with pytest.raises(AssertionError, match="difference"):  # the weights do something
         assert_same_weights(got["keras"][0], unweighted, rel=1e-4)
     if not mixing:
-        monkeypatch.setattr("clsf.engines.torch_loop.torch_weighted", _torch_weight_semantics)
+        monkeypatch.setattr("clsf.techniques.loss.Loss.torch", _torch_weight_semantics)
         off = train_case("torch", extra, EPOCHS, X, Y, got["initial"])[0]
         with pytest.raises(AssertionError, match="difference"):
             assert_same_weights(got["keras"][0], off, rel=1e-4)

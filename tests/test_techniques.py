@@ -12,6 +12,7 @@ import pytest
 
 from clsf.data.transforms import Preprocess
 from clsf.techniques import BATCH
+from clsf.techniques.loss import Loss
 
 CASES = [pytest.param(t, id=f"{technique.key}-{name}") for technique in BATCH for name, t in technique.examples().items()]
 FRAMEWORKS = [pytest.param("tf", marks=pytest.mark.tf), pytest.param("torch", marks=pytest.mark.torch)]
@@ -167,3 +168,59 @@ def test_a_cutout_run_trains(tmp_path):
                  "data.scale=standardize"]) == 0
     assert "cutout: 4" in (tmp_path / "r" / "config.yaml").read_text()
     assert json.loads((tmp_path / "r" / "final.json").read_text())["test_images"] == 16
+
+
+# -- the loss: cross-entropy with label smoothing and class weights (clsf.techniques.loss) ----------
+
+LOSSES = [pytest.param(name, id=name) for name in Loss.examples(K)]
+LOSS_FRAMEWORKS = [pytest.param("keras", marks=pytest.mark.tf), pytest.param("torch", marks=pytest.mark.torch)]
+
+
+def _loss_in(framework: str, loss: Loss, logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """loss's realisation in `framework`: its per-image losses (B,) and the batch's loss, as numpy."""
+    soft = y.ndim == 2
+    if framework == "keras":  # Keras on TensorFlow in this process; the engine tests run its other backends
+        import keras
+
+        z, t = keras.ops.convert_to_tensor(logits), keras.ops.convert_to_tensor(y)
+        per = keras.ops.convert_to_numpy(loss.keras(soft, per_image=True)(t, z))
+        return per, float(keras.ops.convert_to_numpy(loss.keras(soft)(t, z)))
+    import torch
+
+    per = loss.torch(torch.from_numpy(logits), torch.from_numpy(y))
+    return per.numpy(), float(per.mean())
+
+
+@pytest.mark.parametrize("labels", ["hard", "soft"])
+@pytest.mark.parametrize("framework", LOSS_FRAMEWORKS)
+@pytest.mark.parametrize("name", LOSSES)
+def test_each_framework_realises_the_reference_loss(name, framework, labels):
+    """Every example loss in Keras and torch against its numpy reference, per image and as the batch's
+    mean (over the batch size, not the sum of its weights), on class labels and on soft rows; the
+    teeth: each setting moves the reference off plain cross-entropy, so a realisation ignoring it fails."""
+    pytest.importorskip("tensorflow" if framework == "keras" else "torch")
+    loss = Loss.examples(K)[name]
+    rng = np.random.default_rng(7)
+    logits = (3 * rng.normal(size=(B, K))).astype(np.float32)
+    y = rng.permutation(K).astype(np.int64)
+    if labels == "soft":  # mixup's rows: two classes per image
+        y = (0.7 * np.eye(K)[y] + 0.3 * np.eye(K)[y[::-1]]).astype(np.float32)
+    want = loss.numpy(logits, y)
+    per, mean = _loss_in(framework, loss, logits, y)
+    np.testing.assert_allclose(per, want, rtol=2e-6)
+    assert mean == pytest.approx(want.mean(), rel=2e-6)
+    if name != "plain":
+        assert not np.allclose(Loss(K).numpy(logits, y), want, rtol=1e-3)
+
+
+def test_the_reference_loss_is_cross_entropy_weighed_over_the_batch_size():
+    """The numpy reference by hand on one image of two classes, and a batch's weights: it is what
+    the module says (Keras' sample weights), not torch's own division by the weights' sum."""
+    z, s = np.array([[2.0, 0.0]]), 0.1
+    p = np.exp(z[0]) / np.exp(z[0]).sum()
+    want = -((1 - s / 2) * np.log(p[0]) + s / 2 * np.log(p[1]))
+    assert Loss(2, s).numpy(z, np.array([0]))[0] == pytest.approx(want, rel=1e-12)
+    w = Loss(2, 0.0, [1.0, 3.0])
+    zz, yy = np.zeros((2, 2)), np.array([0, 1])
+    assert w.numpy(zz, yy).mean() == pytest.approx(2 * np.log(2))  # (1 + 3) / 2 * log 2, not (1 + 3) / 4 * ...
+    assert w.numpy(zz, np.array([[0.5, 0.5], [0.0, 1.0]])).tolist() == pytest.approx([2 * np.log(2), 3 * np.log(2)])

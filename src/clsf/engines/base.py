@@ -23,6 +23,7 @@ from clsf.distributed import World
 from clsf.engines.checkpoint import Checkpoint
 from clsf.errors import NonFiniteLoss, UserError
 from clsf.models.spec import ModelSpec, output_shape
+from clsf.techniques.loss import Loss
 
 class Meter:
     """One epoch's running training loss and accuracy, weighted by batch size (the short last batch
@@ -94,9 +95,8 @@ class Engine(ABC):
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)
         self.classes = output_shape(spec)[0]  # K: the logits' width (and mixed batches' soft-label width)
-        # optim.class_weight, resolved from the training split (clsf.techniques.class_weights): (K,) or None
-        w = cfg.optim.class_weight
-        self.class_weights = [float(v) for v in w] if isinstance(w, list) else None
+        # cross-entropy with optim.label_smoothing and optim.class_weight (resolved from the training split)
+        self.loss = Loss.of(cfg.optim, self.classes)
 
     def check_device(self, requested: str) -> None:
         """A GPU asked for by name (device=cuda, gpu:0) where the engine finds none: refused in one line,

@@ -27,7 +27,7 @@ import numpy as np
 from clsf.config import Config
 from clsf.distributed import World
 from clsf.engines.base import Engine, Meter, resolve_precision
-from clsf.engines.keras_common import MIXED, freeze_trunk, load_state, make_loss, make_optimizer, save_state, schedule
+from clsf.engines.keras_common import MIXED, freeze_trunk, load_state, make_optimizer, save_state, schedule
 from clsf.errors import UserError
 from clsf.frameworks import import_keras
 from clsf.models.spec import ModelSpec
@@ -80,8 +80,7 @@ class KerasBackendEngine(Engine):
 
         if self.counts_traces:
             self.model.train_step = train_step
-        self.model.compile(optimizer=self.optimizer, loss=make_loss(self.classes, cfg.optim.label_smoothing,
-                                                                    soft=self.pre.soft_labels, class_weights=self.class_weights),
+        self.model.compile(optimizer=self.optimizer, loss=self.loss.keras(soft=self.pre.soft_labels),
                            metrics=["acc"], run_eagerly=mode == "eager", jit_compile=self.jit)
 
     # -- the backend ---------------------------------------------------------------------------

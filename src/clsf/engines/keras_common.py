@@ -129,27 +129,6 @@ def _lost_cause(message: str) -> str:
     return ((said or [line for line in lines if line]) or ["no detail"])[0][:160]
 
 
-def make_loss(num_classes: int, label_smoothing: float, per_image: bool = False, soft: bool = False,
-              class_weights: list[float] | None = None):
-    """Cross-entropy on logits (the model outputs logits; softmax lives inside the loss); `soft`:
-    the labels are (B, K) rows (mixup/cutmix), smoothed the same way as one-hot ones; `class_weights`:
-    each image's loss weighted by its class (clsf.techniques.class_weights)."""
-    import keras
-
-    if class_weights is not None:
-        from clsf.techniques.class_weights import keras_loss
-
-        inner = make_loss(num_classes, label_smoothing, per_image=True, soft=soft)
-        return keras_loss(inner, class_weights, soft, None if per_image else "sum_over_batch_size")
-    reduction = None if per_image else "sum_over_batch_size"  # per_image: (B,) losses, the caller weights them
-    if soft:
-        return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=reduction)
-    if not label_smoothing:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
-    cce = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=reduction)
-    return lambda y, logits: cce(keras.ops.one_hot(keras.ops.reshape(y, [-1]), num_classes), logits)
-
-
 class KerasBase(Engine):
     """Model, optimizer, schedule, prediction and checkpoints for the two TensorFlow engines."""
 
@@ -191,7 +170,7 @@ class KerasBase(Engine):
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)  # slots for every variable, frozen or not
         self.freeze_trunk(True)
-        self.loss_fn = make_loss(self.classes, cfg.optim.label_smoothing, soft=self.pre.soft_labels, class_weights=self.class_weights)
+        self.loss_fn = self.loss.keras(soft=self.pre.soft_labels)  # the batch mean (clsf.techniques.loss)
         self.traces = {"train_step": 0, "predict_step": 0}  # Python side effects run once per tracing
 
         h, w, c = spec.input_shape

@@ -10,7 +10,7 @@ added to the data loss. The learning rate is the optimizer's schedule (keras_com
 from __future__ import annotations
 
 from clsf.engines.base import Meter
-from clsf.engines.keras_common import KerasBase, collective, make_loss
+from clsf.engines.keras_common import KerasBase, collective
 
 
 class TFLoopEngine(KerasBase):
@@ -59,7 +59,7 @@ class TFLoopEngine(KerasBase):
         import tensorflow as tf
 
         model, optimizer, traces, strategy = self.model, self.optimizer, self.traces, self.strategy
-        per_image = make_loss(self.classes, self.cfg.optim.label_smoothing, per_image=True, class_weights=self.class_weights)
+        per_image = self.loss.keras(soft=self.pre.soft_labels, per_image=True)  # (B,) w_i * loss_i
         replicas = self.world.size
 
         def replica_step(x, y, scale):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from clsf.config import Config
 from clsf.data.stream import Files, worker_count
@@ -27,7 +26,6 @@ from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
 from clsf.models.spec import ModelSpec
-from clsf.techniques.class_weights import torch_weighted
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -92,7 +90,6 @@ class TorchEngine(Engine):
         self.memory_format = torch.channels_last if cfg.torch.channels_last and not narrow else torch.contiguous_format
         self.model = model.to(self.torch_device, memory_format=self.memory_format)
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim
-        self.loss_weights = None if self.class_weights is None else torch.tensor(self.class_weights, device=self.torch_device)
         self.step = 0  # global step: the schedule's only state
         self.freeze_trunk(True)
         self._resident = (None,)  # a GPU run: (key of the numpy split, x on the device, y on the device)
@@ -161,9 +158,7 @@ class TorchEngine(Engine):
             xb = xb.contiguous(memory_format=self.memory_format)
             with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
                 logits = self.forward(xb).float()  # (B, K) logits, no softmax; float32 for the loss
-            per = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing, reduction="none")  # (B,)
-            if self.loss_weights is not None:  # optim.class_weight: mean of w[y] * loss, as Keras weighs samples
-                per = torch_weighted(per, yb, self.loss_weights)
+            per = self.loss.torch(logits, yb)  # (B,) w_i * loss_i: smoothing, class weights (clsf.techniques.loss)
             if w.size == 1:
                 loss = per.mean()
             else:  # this process's share of the global batch's mean (DDP averages over processes)

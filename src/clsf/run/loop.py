@@ -19,6 +19,7 @@ from clsf.engines.schedule import lr_at
 from clsf.run.callbacks import Callback
 from clsf.run.rundir import peak_memory_mb
 from clsf.run.state import RunState
+from clsf.techniques.tta import averaged_logits
 
 
 def fit(engine, data: Prepared, state: RunState, callbacks: Callback, cfg: Config, steps_per_epoch: int) -> RunState:
@@ -72,22 +73,6 @@ def epoch_row(engine, data: Prepared, cfg: Config, state: RunState, meter: Meter
 
 
 def logits_of(engine, x: np.ndarray, cfg: Config) -> np.ndarray:
-    """An engine's logits (N, K) for uint8 images (N, H, W, C), with test-time augmentation: tta_flip
-    averages each image's logits with its left-right mirror's; tta_shift=s averages that with the
-    mean of two views translated by (-s, -s) and (+s, +s) pixels (reflect-padded), half and half,
-    as airbench's multi-view evaluation does. Views are made here in numpy: every engine sees the
-    same pixels."""
-
-    def views(x):  # the flip-averaged logits of x
-        logits = engine.predict_logits(x)
-        if cfg.tta_flip:
-            logits = (logits + engine.predict_logits(np.ascontiguousarray(x[:, :, ::-1]))) / 2
-        return logits
-
-    logits = views(x)
-    if cfg.tta_shift:
-        s, (h, w) = cfg.tta_shift, x.shape[1:3]
-        padded = np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect")  # (N, H+2s, W+2s, C)
-        shifted = [np.ascontiguousarray(padded[:, o:o + h, o:o + w]) for o in (0, 2 * s)]
-        logits = 0.5 * logits + 0.5 * (views(shifted[0]) + views(shifted[1])) / 2
-    return logits
+    """An engine's logits (N, K) for uint8 images (N, H, W, C), averaged over the test-time views
+    cfg.tta_flip and cfg.tta_shift ask for (clsf.techniques.tta)."""
+    return averaged_logits(engine.predict_logits, x, cfg.tta_flip, cfg.tta_shift)

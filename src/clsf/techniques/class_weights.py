@@ -3,12 +3,10 @@
     optim.class_weight=balanced                  each class weighs N / (K * n_c): the classes count alike
     "optim.class_weight={cat: 3.0, dog: 1.0}"    by class name; classes left out weigh 1
 
-A batch's loss is mean_i w[y_i] * CE_i: Keras' sample weights under its default reduction, which
-divides by the batch size. torch's cross_entropy(weight=w) divides by the sum of the batch's weights
-instead — a different loss (and a trap: the two frameworks disagree by default); every engine here
-computes per-image losses and weights them itself. Soft labels (mixup, cutmix) weigh sum_k y_ik w_k,
-from the labels before smoothing. The weights are resolved once, from the training split, into one
-number per class in config.yaml, so every engine and a resume use the same numbers (env.json names them).
+A batch's loss is mean_i w[y_i] * CE_i in every engine (clsf.techniques.loss realises it, and says
+why not torch's own weighting); here: the config's check and the weights' resolution. The weights are
+resolved once, from the training split, into one number per class in config.yaml, so every engine and
+a resume use the same numbers (env.json names them).
 """
 
 from __future__ import annotations
@@ -67,50 +65,3 @@ def imbalance_warning(y: np.ndarray, names: list[str]) -> str | None:
     return (f"clsf: warning: the classes are imbalanced: {names[big]} has {counts[big]} training images, "
             f"{counts[big] / counts[small]:.1f}x the {counts[small]} of {names[small]}; weigh them with "
             "optim.class_weight=balanced, and judge by balanced accuracy and macro-F1 (final.json, the report).")
-
-
-def per_image_weights(y, weights):
-    """(B,) weights of a batch: w[y] for class indices, y @ w for (B, K) soft labels (numpy)."""
-    y = np.asarray(y)
-    w = np.asarray(weights, np.float64)
-    return y @ w if y.ndim == 2 else w[y]
-
-
-def loss_numpy(logits: np.ndarray, y: np.ndarray, weights, label_smoothing: float = 0.0) -> float:
-    """The reference: mean_i w_i * cross-entropy_i (with label smoothing), in float64."""
-    z = logits.astype(np.float64)
-    z = z - z.max(1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    k = logits.shape[1]
-    target = np.asarray(y, np.float64) if np.ndim(y) == 2 else np.eye(k)[np.asarray(y)]
-    target = target * (1 - label_smoothing) + label_smoothing / k
-    per = -(target * logp).sum(1)
-    return float(np.mean(per * per_image_weights(y, weights)))
-
-
-def torch_weighted(per_image, y, weights):
-    """torch: (B,) per-image losses times their weights (the caller takes the mean, or the sum)."""
-    w = y.to(weights.dtype) @ weights if y.ndim == 2 else weights[y]
-    return per_image * w
-
-
-def keras_loss(per_image, weights: list[float], soft: bool, reduction: str | None):
-    """A Keras loss: `per_image(y, logits)` (B,) times the labels' weights, reduced as Keras reduces
-    (sum_over_batch_size: the sum over the batch size; None: per image)."""
-    import keras
-
-    table = np.asarray(weights, np.float32)
-
-    class WeightedCrossEntropy(keras.losses.Loss):
-        def __init__(self):
-            super().__init__(reduction=reduction, name="weighted_cross_entropy")
-
-        def call(self, y, logits):
-            w = keras.ops.convert_to_tensor(table)
-            if soft:
-                per_w = keras.ops.matmul(keras.ops.cast(y, "float32"), w)
-            else:
-                per_w = keras.ops.take(w, keras.ops.cast(keras.ops.reshape(y, [-1]), "int32"))
-            return per_image(y, logits) * per_w
-
-    return WeightedCrossEntropy()
