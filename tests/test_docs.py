@@ -117,7 +117,8 @@ def test_every_command_in_the_docs_parses_and_its_settings_resolve():
     """Not run (that is the README walkthrough above): parsed by clsf's own parser, and for commands
     that build a config, their flags and KEY=VALUE overrides resolved and validated, so a renamed flag
     or key fails here. Synopsis lines (`a|b`, `[--opt]`, `...`) are checked for their command name only."""
-    from clsf.cli import _flags, build_parser
+    from clsf.cli import build_parser
+    from clsf.commands.common import config_flags
     from clsf.config import build_config
 
     commands = docs_commands()
@@ -137,7 +138,7 @@ def test_every_command_in_the_docs_parses_and_its_settings_resolve():
             model = getattr(args, "model", None)
             if config or (model and model.endswith(".yaml")):
                 continue  # names a file the reader makes
-            build_config(None, _flags(args), args.overrides, getattr(args, "recipe", None))
+            build_config(None, config_flags(args), args.overrides, getattr(args, "recipe", None))
 
 
 # --- every docs page's commands and Python blocks, executed ---------------------------------------

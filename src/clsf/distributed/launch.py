@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from clsf.distributed.cores import thread_env, threads_each
 from clsf.errors import ClsfError, PeerLost, UserError
 
 
@@ -75,10 +76,9 @@ class Nodes:
 
 
 def _thread_env(nproc: int) -> dict:
-    # N processes on a machine's cores: each gets its share of threads, or their OpenMP pools spin
-    # against each other (bench/results/observations.md, O3)
-    threads = max(1, (os.cpu_count() or 1) // nproc)
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    # N processes on a machine's cores: each its share of OpenMP's threads (clsf.distributed.cores);
+    # TensorFlow's pools stay as they were (only OpenMP's were measured to clash here)
+    return thread_env(threads_each(nproc), tf_pools=False)
 
 
 def _failed(rank: int, total: int, code: int, nodes: Nodes | None = None) -> ClsfError:
@@ -184,38 +184,3 @@ def launch(argv: list[str], nproc: int, engine: str, timeout_s: float, nodes: No
         run_torch(argv, nproc, nodes, timeout_s)
     else:
         run_tf(argv, nproc, timeout_s, nodes)
-
-
-def train_command(argv: list[str], config: str | None, recipe: str | None, flags: dict, overrides: list[str],
-                  resume: str | None, nproc: int | None, quiet: bool, weights_only: bool = False,
-                  nodes: str | None = None, node_rank: int | None = None, trial: str | None = None) -> None:
-    """`clsf train` as typed: a new run or a resumed one, here or in `nproc` processes (the same
-    command again in each, through the engine's launcher), on this machine or as one node of
-    several (`trial`: a `clsf tune` trial file, whose reporter every process plugs in). Bad input
-    stops here, once."""
-    from clsf.config import build_config, merge, parse_overrides
-    from clsf.integrations import plugins as integrations
-    from clsf.run.resume import resume_config
-    from clsf.run.train import train
-
-    if nproc is not None and nproc < 1:
-        raise UserError(f"--nproc {nproc} must be at least 1.")
-    cores = os.cpu_count() or 1
-    if nproc and nproc > cores and not os.environ.get("CLSF_OVERSUBSCRIBE"):
-        raise UserError(f"--nproc {nproc} is more processes than this machine's {cores} cores (each would get a "
-                        f"fraction of one); use --nproc {cores} or fewer, or set CLSF_OVERSUBSCRIBE=1 to run them anyway.")
-    if weights_only and not resume:
-        raise UserError("--weights-only goes with --resume RUN (it continues from a checkpoint's weights); add --resume.")
-    if resume and (config or recipe):
-        flag = "--config" if config else "--recipe"
-        raise UserError(f"{flag} cannot be combined with --resume (a resumed run keeps its own config); drop {flag}.")
-    machines = Nodes.parse(nodes, node_rank)
-    plugins = integrations(trial)  # MLflow when the config says so; a tune trial's reporter (its file checked here)
-    changes = merge(flags, parse_overrides(overrides)) if resume else None
-    if (nproc and nproc > 1) or machines:
-        cfg = resume_config(resume, changes)[1] if resume else build_config(config, flags, overrides, recipe)
-        launch(argv, nproc or 1, cfg.engine, cfg.dist_timeout_s, machines)
-    elif resume:
-        train(resume=resume, changes=changes, quiet=quiet, weights_only=weights_only, plugins=plugins)
-    else:
-        train(build_config(config, flags, overrides, recipe), quiet=quiet, plugins=plugins)

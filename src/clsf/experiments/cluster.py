@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clsf.config import Config
+from clsf.distributed.cores import thread_env
 from clsf.errors import UserError
 from clsf.experiments import runner
 from clsf.run import rundir
@@ -47,7 +48,7 @@ def _on_node(folder: str, name: str, cfg: Config, progress: str, threads: int) -
     runner.wait_unlocked(run)  # a lost attempt's process may still be writing its checkpoint
     where = {"node": node, "host": socket.gethostname()}
     try:
-        return {"outcome": runner.train_run(Path(folder), name, cfg, progress, runner.thread_env(threads, keep=False)), **where}
+        return {"outcome": runner.train_run(Path(folder), name, cfg, progress, thread_env(threads, keep=False)), **where}
     except UserError as e:
         return {"outcome": "refused", "error": str(e), **where}
 
@@ -61,7 +62,7 @@ def _tune_worker(argv: list[str], index: int, threads: int, log: str) -> dict:
     from clsf.experiments.tune import WORKER_FLAG
 
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
-    env = {**os.environ, **runner.thread_env(threads, keep=False), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **thread_env(threads, keep=False), "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as out:
         child = subprocess.Popen([sys.executable, "-m", "clsf", *argv, WORKER_FLAG, f"{os.getpid()}:{index}"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True, preexec_fn=functools.partial(runner._die_with_parent, os.getpid()))

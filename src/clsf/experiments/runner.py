@@ -112,19 +112,6 @@ def state(run: Path) -> str:
     return "fresh"
 
 
-def share(processes: int) -> int:
-    """Each of `processes` trainings at once on this machine: its share of the cores."""
-    return max(1, (os.cpu_count() or 1) // processes)
-
-
-def thread_env(threads: int, keep: bool = True) -> dict:
-    """The environment that gives a run `threads` threads: torch's OpenMP and TensorFlow's pools alike
-    (OpenMP pools of processes sharing cores spin against each other: bench/results/observations.md, O3). `keep`:
-    a count already set in this environment wins (the user's; not a Ray worker's, set for itself)."""
-    want = {"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
-    return {k: os.environ.get(k, v) if keep else v for k, v in want.items()}
-
-
 def wait_unlocked(run: Path, seconds: float = 120) -> None:
     """A lost worker's child may still be writing its checkpoint (it got SIGINT): wait for its lock."""
     deadline = time.monotonic() + seconds

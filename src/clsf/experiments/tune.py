@@ -55,6 +55,7 @@ import numpy as np
 import yaml
 
 from clsf.config import Config, apply, nest, read_yaml, validate
+from clsf.distributed.cores import check_cores, thread_env, threads_each
 from clsf.errors import RunsFailed, UserError
 from clsf.experiments import runner
 from clsf.experiments.sweep import SHAPE_KEYS, check_models
@@ -483,7 +484,7 @@ def _start_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
     """n more workers: this command again in its own process group (Ctrl-C is passed on by us, once),
     told to train only (--worker-of: this process's id and the worker's index); each stops with a
     checkpoint if this process dies (runner.die_with_parent)."""
-    env = {**os.environ, **runner.thread_env(runner.share(n + 1)), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **thread_env(threads_each(n + 1)), "PYTHONUNBUFFERED": "1"}
     return [subprocess.Popen([sys.executable, "-m", "clsf", *argv, WORKER_FLAG, f"{os.getpid()}:{i}"], env=env,
                              start_new_session=True, preexec_fn=functools.partial(runner._die_with_parent, os.getpid()))
             for i in range(1, n + 1)]
@@ -518,10 +519,8 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
     parent, worker = _worker_role(worker_of)
     worker_only = parent is not None
     executor = None if worker_only else executor  # a worker trains where it was placed (--workers counts them all)
-    cores = os.cpu_count() or 1
-    if executor is None and not worker_only and workers > cores and not os.environ.get("CLSF_OVERSUBSCRIBE"):
-        raise UserError(f"--workers {workers} is more than this machine's {cores} cores; use {cores} or fewer, "
-                        "or set CLSF_OVERSUBSCRIBE=1 to run them anyway.")
+    if executor is None and not worker_only:
+        check_cores(workers, "--workers")
     base = make_config(None)
     plan = plan_tune(make_config, settings, base.seed)
     folder = Path(out) if out else runner.default_folder(base, "tune", plan)
@@ -546,7 +545,7 @@ def tune(cfg, space_file: str | Path, trials: int | None = None, workers: int = 
             return _tune_elsewhere(executor, folder, argv, workers, storage_url)
         extra = _start_workers(workers - 1, argv) if workers > 1 and not worker_only else []
         try:
-            threads = runner.thread_env(runner.share(workers)) if workers > 1 and not worker_only else {}  # (extra workers have theirs)
+            threads = thread_env(threads_each(workers)) if workers > 1 and not worker_only else {}  # (extra workers have theirs)
             failed = work(folder, plan, make_config, trials, storage_url, study_name, threads, deadline, worker)
             for w in extra:
                 w.wait()
