@@ -166,7 +166,7 @@ def main() -> int:
     from clsf.models.zoo import get_spec
 
     flops = 3 * forward_flops(get_spec("seed-cnn"))  # per training image: forward + backward
-    from clsf.engines.base import cpu_has_bf16
+    from clsf.engines.precision import cpu_has_bf16
 
     configs = CONFIGS + (BF16_CONFIGS if shutil.which("nvidia-smi") or cpu_has_bf16() else [])
     if args.only:

@@ -136,7 +136,7 @@ def test_no_import_circles():
     assert not circles, circles
 
 
-@pytest.mark.parametrize("low", ["config", "data", "models", "techniques", "engines", "run", "plots"])
+@pytest.mark.parametrize("low", ["config", "metrics", "data", "models", "techniques", "engines", "run", "plots"])
 def test_layers_point_down(low):
     """The core never imports the commands built on it, nor the integrations that plug into it."""
     high = ("clsf.cli", "clsf.commands", "clsf.report", "clsf.experiments", "clsf.gans", "clsf.exports", "clsf.inference",

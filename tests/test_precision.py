@@ -28,7 +28,7 @@ def _run(tmp_path, engine, name, *extra):
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_is_refused_on_a_cpu_without_its_units(tmp_path, capsys, monkeypatch, engine, precision):
-    monkeypatch.setattr("clsf.engines.base.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("clsf.engines.precision.cpu_has_bf16", lambda: False)
     assert main(["train", "--engine", engine, "--runs-dir", str(tmp_path), "--data", DATA, *SMALL[:3], f"precision={precision}"]) == 2
     err = capsys.readouterr().err
     if precision == "bf16":
@@ -39,7 +39,7 @@ def test_mixed_precision_is_refused_on_a_cpu_without_its_units(tmp_path, capsys,
 
 
 def test_cpu_bf16_units_are_read_from_the_cpu_flags(tmp_path):
-    from clsf.engines.base import cpu_has_bf16
+    from clsf.engines.precision import cpu_has_bf16
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\nbugs\t\t: spectre\n")
@@ -77,7 +77,7 @@ def test_mixed_precision_trains_like_float32(tmp_path, monkeypatch, engine, prec
 def test_auto_precision_is_bf16_only_where_the_device_computes_in_it(tmp_path, monkeypatch, engine):
     _, full = _run(tmp_path, engine, "fp32")
     for has_units, expected in ((False, "fp32"), (True, "bf16")):
-        monkeypatch.setattr("clsf.engines.base.cpu_has_bf16", lambda: has_units)
+        monkeypatch.setattr("clsf.engines.precision.cpu_has_bf16", lambda: has_units)
         run, losses = _run(tmp_path, engine, f"auto-{expected}", "precision=auto")
         assert json.loads((run / "env.json").read_text())["precision"] == expected
         if has_units:  # computed in bf16: other numbers, the same curve

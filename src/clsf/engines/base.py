@@ -1,11 +1,12 @@
-"""The contract every engine implements, and the bookkeeping and metrics they all share.
+"""The contract every engine implements, and the Meter each reports its training steps to.
 
 An engine owns a model, an optimizer and one step function for its framework. The loop that calls
 it (clsf.run.loop) is shared, so every engine logs the same metrics and writes the same run
 directory. An engine reports each training step to a `Meter` (running loss and accuracy, the stop
-on a non-finite loss, the progress bar), written once here. Validation and test metrics are
-computed here too, in numpy, from the logits an engine returns in batches, so "val_acc" means the
-same number whichever framework produced the logits.
+on a non-finite loss, the progress bar), written once here. Validation and test metrics come from
+the logits an engine returns in batches (clsf.metrics, in numpy), so "val_acc" means the same number
+whichever framework produced the logits; its loss comes from clsf.techniques.loss, its precision
+from clsf.engines.precision, its checkpoint's file names from clsf.engines.checkpoint.
 """
 
 from __future__ import annotations
@@ -165,68 +166,8 @@ class Engine(ABC):
         """Teardown once the run's files are written (e.g. leaving a process group together)."""
 
 
-def missing_state(path: Path) -> UserError:
-    """A resume asked for the training state and the checkpoint has only weights."""
-    return UserError(f"{path} (the optimizer state) is missing, so the run cannot continue exactly; "
-                     "restore it, or resume with --weights-only to go on from the weights with a fresh optimizer "
-                     "(recorded in env.json).")
-
-
-def damaged_state(path: Path, why: str) -> UserError:
-    return UserError(f"{path} could not be read as clsf training state ({why[:120]}); restore it from a copy, "
-                     "or resume with --weights-only.")
-
-
-CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of x86 CPUs with bf16 matrix instructions
-
-
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (Intel AMX or AVX512-BF16), read from its flags.
-
-    Where it cannot tell (another OS, another architecture) it says no, and bf16 stays a GPU option."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path(cpuinfo).read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return any(f in flags for f in CPU_BF16_FLAGS)
-
-
-def resolve_precision(cfg: Config, on_gpu: bool, device: str) -> str:
-    """The precision a run computes in: cfg.precision, or for `auto` bf16 where the device computes in
-    it (a GPU; a CPU with bf16 matrix instructions, where oneDNN runs the convolutions and matmuls in
-    bf16: measured in docs/speed.md) and fp32 elsewhere. Mixed precision
-    where no unit computes in it only costs casts, so it is refused."""
-    if cfg.precision == "auto":
-        return "bf16" if on_gpu or cpu_has_bf16() else "fp32"
-    if cfg.precision == "fp32" or on_gpu or (cfg.precision == "bf16" and cpu_has_bf16()):
-        return cfg.precision
-    if cfg.precision == "bf16":
-        raise UserError(f"precision=bf16 needs a GPU or a CPU with bf16 matrix instructions ({' or '.join(CPU_BF16_FLAGS)}), "
-                        f"and this run is on a {device} without them; use precision=fp32 (the default) or precision=auto.")
-    raise UserError(f"precision={cfg.precision} is for GPUs and this run is on {device}; "
-                    "use precision=fp32 (the default), precision=auto (bf16 where the CPU computes in it), "
-                    "or run where a GPU is found (device=auto).")
-
-
 def frozen_layers(cfg: Config, spec: ModelSpec) -> list[str]:
     """The layers freeze=trunk keeps fixed: every layer with weights but the classifier head."""
     from clsf.models.transfer import param_layers
 
     return param_layers(spec)[:-1] if cfg.freeze == "trunk" else []
-
-
-def metrics_from_logits(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy (no label smoothing) and accuracy, computed in float64."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    loss = float(-logp[np.arange(len(y)), y].mean())
-    acc = float((logits.argmax(axis=1) == y).mean())
-    return loss, acc
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

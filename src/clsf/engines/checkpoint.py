@@ -10,6 +10,8 @@
     FOLDER/generator.npz, discriminator.npz   a GAN's two networks, framework-neutral
     FOLDER/meta.json          the RunState (clsf.run.state), written last: a folder without it is incomplete
 
+A checkpoint an engine cannot read is refused in one line (missing_state, damaged_state).
+
 The run directory (clsf.run.rundir) makes, swaps and copies these folders; engines, techniques and
 the GAN read and write only the paths a Checkpoint gives them.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from clsf.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -68,3 +72,15 @@ class Checkpoint:
 
     def exists(self) -> bool:
         return self.folder.exists()
+
+
+def missing_state(path: Path) -> UserError:
+    """A resume asked for the training state and the checkpoint has only weights."""
+    return UserError(f"{path} (the optimizer state) is missing, so the run cannot continue exactly; "
+                     "restore it, or resume with --weights-only to go on from the weights with a fresh optimizer "
+                     "(recorded in env.json).")
+
+
+def damaged_state(path: Path, why: str) -> UserError:
+    return UserError(f"{path} could not be read as clsf training state ({why[:120]}); restore it from a copy, "
+                     "or resume with --weights-only.")

@@ -26,7 +26,8 @@ import numpy as np
 
 from clsf.config import Config
 from clsf.distributed import World
-from clsf.engines.base import Engine, Meter, resolve_precision
+from clsf.engines.base import Engine, Meter
+from clsf.engines.precision import resolve_precision
 from clsf.engines.keras_common import MIXED, freeze_trunk, load_state, make_optimizer, save_state, schedule
 from clsf.errors import UserError
 from clsf.frameworks import import_keras

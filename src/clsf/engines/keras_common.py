@@ -21,7 +21,9 @@ import numpy as np
 
 from clsf.config import Config, OptimConfig
 from clsf.distributed import World, tf_world
-from clsf.engines.base import Engine, resolve_precision, damaged_state, frozen_layers, missing_state
+from clsf.engines.base import Engine, frozen_layers
+from clsf.engines.checkpoint import damaged_state, missing_state
+from clsf.engines.precision import resolve_precision
 from clsf.engines.checkpoint import Checkpoint
 from clsf.engines.schedule import lr_at
 from clsf.errors import PeerLost, UserError

@@ -20,7 +20,9 @@ from clsf.config import Config
 from clsf.data.stream import Files, worker_count
 from clsf.data.torch_pipeline import Batches
 from clsf.distributed import World, part, torch_ddp, torch_world
-from clsf.engines.base import Engine, Meter, resolve_precision, damaged_state, frozen_layers, missing_state
+from clsf.engines.base import Engine, Meter, frozen_layers
+from clsf.engines.checkpoint import damaged_state, missing_state
+from clsf.engines.precision import resolve_precision
 from clsf.engines.checkpoint import Checkpoint
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from clsf.engines import engine_for_format, entry
-from clsf.engines.base import softmax
+from clsf.metrics import softmax
 from clsf.exports import safety
 from clsf.errors import ClsfError, DiskFull, UserError
 from clsf.run.rundir import RunDir, write_json

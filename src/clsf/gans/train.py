@@ -68,7 +68,7 @@ class Judge:
         return self.engine.features(images_u8)
 
     def score(self, images01: np.ndarray) -> dict:
-        from clsf.engines.base import softmax
+        from clsf.metrics import softmax
 
         u8 = np.clip(np.rint(images01 * 255), 0, 255).astype(np.uint8)
         p = softmax(self.engine.predict_logits(u8))

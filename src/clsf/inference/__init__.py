@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from clsf.data.folder import IMAGE_EXTS, decode_image, image_to_array
-from clsf.engines.base import softmax
+from clsf.metrics import softmax
 from clsf.errors import UserError
 from clsf.run.rundir import RunDir, read_json
 

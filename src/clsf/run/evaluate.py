@@ -10,7 +10,8 @@ import numpy as np
 from clsf.errors import UserError
 from clsf.run.loop import logits_of
 from clsf.run.rundir import RunDir
-from clsf.run.setup import checkpoint_engine, load_data, test_report
+from clsf.metrics import split_report
+from clsf.run.setup import checkpoint_engine, load_data
 
 
 def evaluate(run: str | Path, which: str | None = None, engine: str | None = None, split: str = "test",
@@ -58,7 +59,7 @@ def evaluate(run: str | Path, which: str | None = None, engine: str | None = Non
     if not data and run.env().get("data", {}).get("checksum") not in (None, prep.dataset.checksum):
         print(f"clsf: warning: the data at {prep.dataset.source} changed since this run trained (checksum differs).", file=sys.stderr)
     logits = logits_of(checkpoint_engine(run, cfg, which), part.x, cfg)
-    report = {**test_report(logits, part.y, prep.dataset.class_names), "split": split, "engine": cfg.engine,
+    report = {**split_report(logits, part.y, prep.dataset.class_names), "split": split, "engine": cfg.engine,
               "trained_with": trained_with, "checkpoint": which, "weights": run.describe_checkpoint(which)}
     saved = run.predictions()
     if split == "test" and not data and which == (run.final() or {}).get("checkpoint") and saved is not None:

@@ -1,16 +1,13 @@
 """What training and every command that reloads a run share: the data, the model spec, an engine
-holding a checkpoint's weights, and the metrics of a split."""
+holding a checkpoint's weights."""
 
 from __future__ import annotations
-
-import numpy as np
 
 from clsf.config import Config
 from clsf.data import Prepared, load_dataset, prepare
 from clsf.data.stream import Files, sample_for_stats
 from clsf.data.transforms import channel_stats
 from clsf.engines import create_engine
-from clsf.engines.base import metrics_from_logits
 from clsf.errors import UserError
 from clsf.data.base import machine_memory
 from clsf.models.spec import ModelSpec, freeze_batch_norms, output_shape, param_count, training_bytes
@@ -66,31 +63,3 @@ def checkpoint_engine(run: RunDir, cfg: Config, which: str):
     engine = create_engine(cfg, build_spec(cfg, run.image_shape, len(run.class_names), run), 1)
     engine.load(run.checkpoint(which), training_state=False)
     return engine
-
-
-def test_report(logits: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
-    """Metrics of a split from an engine's logits: the one definition `train` and `evaluate` share."""
-    loss, acc = metrics_from_logits(logits, y)
-    k = len(class_names)
-    pred = logits.argmax(1)
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
-    per_class = {name: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, name in enumerate(class_names)}
-    return {"test_loss": loss, "test_acc": acc, "test_images": int(len(y)), "per_class_acc": per_class,
-            **class_metrics(cm, class_names), "confusion": cm.tolist(), "class_names": class_names}
-
-
-def class_metrics(cm: np.ndarray, class_names: list[str]) -> dict:
-    """From a confusion matrix (rows: true class): each class's precision, recall and F1, and over the
-    classes with test images their mean recall (balanced accuracy) and mean F1 (macro-F1): the
-    numbers that say how the rare classes fare, where plain accuracy says how the common ones do."""
-    support, predicted, hits = cm.sum(1), cm.sum(0), np.diag(cm)
-    per = {}
-    for i, name in enumerate(class_names):
-        p = float(hits[i] / predicted[i]) if predicted[i] else 0.0
-        r = float(hits[i] / support[i]) if support[i] else None
-        f1 = (2 * p * r / (p + r) if p + r else 0.0) if r is not None else None
-        per[name] = {"precision": p, "recall": r, "f1": f1, "images": int(support[i])}
-    present = [v for v in per.values() if v["recall"] is not None]
-    return {"per_class": per, "balanced_acc": float(np.mean([v["recall"] for v in present])) if present else None,
-            "macro_f1": float(np.mean([v["f1"] for v in present])) if present else None}

@@ -17,7 +17,6 @@ from clsf.data import Prepared
 from clsf.data.stream import Files, as_array
 from clsf.data.transforms import Preprocess
 from clsf.engines import engine_class
-from clsf.engines.base import softmax
 from clsf.engines.checkpoint import Checkpoint
 from clsf.errors import UserError
 from clsf.models.pretrained import configure as configure_pretrained
@@ -28,7 +27,8 @@ from clsf.run.checks import Checks
 from clsf.run.loop import fit, logits_of
 from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.rundir import RunDir, environment, init_folder
-from clsf.run.setup import build_spec, load_data, test_report
+from clsf.metrics import softmax, split_report
+from clsf.run.setup import build_spec, load_data
 from clsf.run.state import RunState
 from clsf.techniques.whitening import whiten_first_conv
 from clsf.techniques.class_weights import imbalance_warning
@@ -332,7 +332,7 @@ def finish(run: RunDir | None, cfg: Config, engine, prep: Prepared, rows: list[d
     from clsf.run.tensorboard import ScalarWriter
 
     logits = logits_of(engine, prep.test.x, cfg)  # (N, K) float32; every process takes part
-    report = test_report(logits, prep.test.y, prep.dataset.class_names)
+    report = split_report(logits, prep.test.y, prep.dataset.class_names)
     if run is None:  # not the lead process: nothing to write
         return report
     # the test logits stay with the run, and the most confident mistakes with their images, so

@@ -32,7 +32,8 @@ import os
 
 import numpy as np
 
-from clsf.engines.base import Engine, Meter, damaged_state
+from clsf.engines.base import Engine, Meter
+from clsf.engines.checkpoint import damaged_state
 from clsf.engines.checkpoint import Checkpoint
 
 
