@@ -26,6 +26,7 @@ import numpy as np
 def write_runs(root: Path, n: int, epochs: int = 5, classes: int = 10, test: int = 10_000) -> list[Path]:
     from clsf.config import Config
     from clsf.run import rundir
+    from clsf.run.environment import environment
 
     rng = np.random.default_rng(0)
     names = [f"class{i}" for i in range(classes)]
@@ -35,7 +36,7 @@ def write_runs(root: Path, n: int, epochs: int = 5, classes: int = 10, test: int
                      run_name=f"run{i:03d}", runs_dir=str(root))
         run = rundir.RunDir.create(str(root), cfg.model.name, cfg.engine, cfg.data.name, cfg.run_name)
         run.write_config(cfg)
-        run.write_env(rundir.environment("torch", "cpu") | {"data": {"class_names": names}})
+        run.write_env(environment("torch", "cpu") | {"data": {"class_names": names}})
         acc = 0.4 + 0.25 * (1 - np.exp(-np.arange(1, epochs + 1) / 2)) + rng.normal(0, 0.01, epochs)
         run.write_metrics([{"epoch": e + 1, "train_loss": 2 - acc[e], "train_acc": acc[e] + 0.02,
                                     "val_loss": 2.1 - acc[e], "val_acc": acc[e], "lr": 1e-3, "seconds": 60.0,

@@ -11,7 +11,7 @@ import pytest
 from clsf.cli import main
 from clsf.report.runs import RunRecord
 from clsf.report.summary import compare_summary
-from clsf.run import rundir
+from clsf.run import files, rundir
 
 DATA = "synthetic:train=120,test=40,size=10x10x3,classes=3"
 TINY = ["model.args.widths=[4, 4]", "model.args.dense=8"]
@@ -269,7 +269,7 @@ def test_plan_ids_follow_the_plan():
     assert plan_id(a) == plan_id(plan_compare(Config(), ["keras", "torch"], [0, 1], False))
     assert plan_id(a) != plan_id(plan_compare(Config(epochs=6), ["keras", "torch"], [0, 1], False))
     assert plan_id(a) != plan_id(plan_compare(Config(), ["torch", "keras"], [0, 1], False))
-    assert rundir.slug("../shared/data/cifar10-jpeg.tar.gz") == "cifar10-jpeg.tar.gz"
+    assert files.slug("../shared/data/cifar10-jpeg.tar.gz") == "cifar10-jpeg.tar.gz"
 
 
 def test_sweep_runs_have_short_readable_names_that_never_clash(monkeypatch):

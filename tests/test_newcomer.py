@@ -55,7 +55,8 @@ def test_predict_pointed_at_an_export_file_or_elsewhere_says_what_to_pass(tmp_pa
                                            ("mnist.npz", "mnist"), ("cifar10", "cifar10"), ("/data/imgs/", "imgs"),
                                            (".zip", ".zip")])
 def test_run_folders_are_named_after_the_data_without_an_archive_suffix(tmp_path, data, expected):
-    from clsf.run.rundir import RunDir, data_slug
+    from clsf.run.files import data_slug
+    from clsf.run.rundir import RunDir
 
     assert data_slug(data) == expected
     run = RunDir.create(str(tmp_path), "seed-cnn", "torch", data)

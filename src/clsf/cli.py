@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _write_outcome(path: str | None, code: int, error: str | None) -> None:
     """--outcome FILE: the exit status and the error line, for the process that started this one."""
     if path:
-        from clsf.run.rundir import write_json
+        from clsf.run.files import write_json
 
         try:
             write_json(Path(path), {"exit_code": code, "error": error})

@@ -7,7 +7,7 @@ import sys
 from clsf.engines import export_formats
 from clsf.engines import names as engine_names
 from clsf.errors import UserError
-from clsf.run.rundir import CHECKPOINT_HELP
+from clsf.run.checkpoints import CHECKPOINT_HELP
 
 
 def cmd_evaluate(args) -> int:

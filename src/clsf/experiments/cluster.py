@@ -35,7 +35,7 @@ from clsf.config import Config
 from clsf.distributed.cores import thread_env
 from clsf.errors import UserError
 from clsf.experiments import runner
-from clsf.run import rundir
+from clsf.run import checkpoints
 from clsf.run.folder import Folder
 
 
@@ -209,7 +209,7 @@ def _reachable(address: str, seconds: float = 5.0) -> None:
 def _ready(cfg: Config, waiting: set[str]) -> bool:
     """A run can start once the initial weights it takes exist, or once the run that makes them has
     ended without them (then it is reported as not started, as locally)."""
-    if not cfg.init_from or rundir.has_weights(cfg.init_from):
+    if not cfg.init_from or checkpoints.has_weights(cfg.init_from):
         return True
     source = Path(cfg.init_from).parent.parent.name  # <folder>/runs/SOURCE/checkpoints/init
     return source not in waiting

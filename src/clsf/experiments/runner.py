@@ -33,7 +33,7 @@ from pathlib import Path
 
 from clsf.config import Config, flatten
 from clsf.errors import RunsFailed, UserError
-from clsf.run import rundir
+from clsf.run import checkpoints, files
 from clsf.run.rundir import RunDir
 from clsf.run.folder import Folder
 
@@ -53,12 +53,12 @@ def base_config(cfg: Config) -> dict:
 
 
 def default_folder(cfg: Config, kind: str, plan: dict) -> Path:
-    return Path(cfg.runs_dir) / f"{kind}-{rundir.slug(cfg.model.name)}-{rundir.data_slug(str(cfg.data.name))}-{plan_id(plan)}"
+    return Path(cfg.runs_dir) / f"{kind}-{files.slug(cfg.model.name)}-{files.data_slug(str(cfg.data.name))}-{plan_id(plan)}"
 
 
 def _read_plan(path: Path, folder: Path) -> dict:
     try:
-        old = rundir.read_json(path)
+        old = files.read_json(path)
         if not isinstance(old, dict):
             raise ValueError("not a mapping")
         return old
@@ -95,7 +95,7 @@ def open_folder(folder: Path, plan: dict, shared: bool = False):
                 raise UserError(f"{folder} holds a {old.get('kind', 'folder')} with another plan ({'; '.join(diff[:4])}); "
                                 f"rerun with its arguments to continue it, or choose another --out.")
         else:
-            rundir.write_json(path, plan)
+            files.write_json(path, plan)
         yield
 
 
@@ -191,7 +191,7 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
     if was == "finished":
         print(f"{progress} {name}: finished earlier, skipped")
         return "finished"
-    if was == "fresh" and cfg.init_from and not rundir.has_weights(cfg.init_from):
+    if was == "fresh" and cfg.init_from and not checkpoints.has_weights(cfg.init_from):
         print(f"{progress} {name}: not started — its initial weights ({cfg.init_from}) were never written, "
               f"because the run that makes them failed", file=sys.stderr)
         return "failed"
@@ -205,7 +205,7 @@ def train_run(folder: Path, name: str, cfg: Config, progress: str, env: dict | N
         if cfg.track and not cfg.track_experiment:  # the folder's runs: one MLflow experiment named after it
             cfg = copy.deepcopy(cfg)
             cfg.track_experiment = folder.name
-        rundir.write_text(config, cfg.to_yaml())
+        files.write_text(config, cfg.to_yaml())
         argv = ["train", "--config", str(config)]
         if echo:
             print(f"{progress} {name}: training", flush=True)
@@ -284,7 +284,7 @@ def finish(folder: Path, storage: str | None = None) -> dict:
     from clsf.report.build import experiment_page
 
     page, summary = experiment_page(folder, storage)
-    rundir.write_json(Folder(folder).summary, summary)
+    files.write_json(Folder(folder).summary, summary)
     print(f"report: {page.write(folder)}")
     return summary
 

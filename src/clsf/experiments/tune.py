@@ -61,7 +61,7 @@ from clsf.experiments import runner
 from clsf.experiments.sweep import SHAPE_KEYS, check_models
 from clsf.run.progress import clock
 from clsf.integrations.pruning import STORAGE_ENV, make_pruner, open_storage, shown_url, write_trial
-from clsf.run import rundir
+from clsf.run import files
 from clsf.run.rundir import RunDir
 from clsf.words import count
 from clsf.run.folder import Folder
@@ -602,7 +602,7 @@ def _worker_argv(folder: Path, make_config, settings: dict, space_file, trials: 
         raise UserError("several workers searching 'recipe' from Python need the command line: use clsf tune.")
     Folder(folder).configs.mkdir(exist_ok=True)
     base = Folder(folder).config("tune-base")
-    rundir.write_text(base, make_config(None).to_yaml())
+    files.write_text(base, make_config(None).to_yaml())
     argv = ["tune", "--config", str(base), "--space", str(space_file), "--trials", str(trials), "--out", str(folder)]
     argv += ["--minutes", str((deadline - time.monotonic()) / 60)] if deadline is not None else []
     return argv + (["--storage", storage] if storage else []) + (["--study", study_name] if study_name else [])

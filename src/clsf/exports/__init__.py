@@ -27,7 +27,8 @@ from clsf.engines import engine_for_format, entry
 from clsf.metrics import softmax
 from clsf.exports import safety
 from clsf.errors import ClsfError, DiskFull, UserError
-from clsf.run.rundir import RunDir, write_json
+from clsf.run.files import write_json
+from clsf.run.rundir import RunDir
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "savedmodel": "saved_model", "keras": "model.keras"}
 # which engine writes a format: the registry's (clsf.engines), each engine's `export` method

@@ -30,7 +30,9 @@ from clsf.data.transforms import Preprocess
 from clsf.errors import NonFiniteLoss, UserError
 from clsf.run import callbacks as cb
 from clsf.run.progress import Bar
-from clsf.run.rundir import RunDir, environment, write_text
+from clsf.run.environment import environment
+from clsf.run.files import write_text
+from clsf.run.rundir import RunDir
 from clsf.run.state import RunState
 from clsf.words import count
 

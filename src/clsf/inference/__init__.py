@@ -19,7 +19,8 @@ import numpy as np
 from clsf.data.folder import IMAGE_EXTS, decode_image, image_to_array
 from clsf.metrics import softmax
 from clsf.errors import UserError
-from clsf.run.rundir import RunDir, read_json
+from clsf.run.files import read_json
+from clsf.run.rundir import RunDir
 
 
 class Model:

@@ -38,7 +38,7 @@ def shown_url(url: str) -> str:
 
 def write_trial(path: Path, storage_url: str, study: str, trial_id: int, objective: str, pruner: dict) -> None:
     """The trial file `clsf train --trial` reads (the URL without its password; see the module's text)."""
-    from clsf.run.rundir import write_json
+    from clsf.run.files import write_json
 
     write_json(path, {"storage": shown_url(storage_url), "study": study, "trial_id": trial_id,
                       "objective": objective, "pruner": pruner})

@@ -18,7 +18,8 @@ from clsf import plots
 from clsf.report.format import fmt, pm
 from clsf.report.page import Page
 from clsf.report.runs import RunRecord, differing_keys, read_run
-from clsf.run.rundir import RunDir, find_runs, fresh_path
+from clsf.run.files import fresh_path
+from clsf.run.rundir import RunDir, find_runs
 from clsf.report.summary import compare_summary, sweep_summary
 from clsf.run.folder import Folder
 

@@ -11,7 +11,7 @@ import errno
 import html
 from pathlib import Path
 
-from clsf.run.rundir import write_text
+from clsf.run.files import write_text
 from clsf.errors import DiskFull, UserError
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 16px;color:#1b1f24}

@@ -15,7 +15,9 @@ import importlib.util
 from pathlib import Path
 
 from clsf.errors import UserError
-from clsf.run.rundir import RunDir, environment, save_arrays, write_json
+from clsf.run.environment import environment
+from clsf.run.files import save_arrays, write_json
+from clsf.run.rundir import RunDir
 
 VERIFY_SEED = 20223  # an imported network has no data of its own: export checks it on seeded random images
 

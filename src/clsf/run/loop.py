@@ -18,7 +18,7 @@ from clsf.engines.base import Meter
 from clsf.metrics import metrics_from_logits
 from clsf.engines.schedule import lr_at
 from clsf.run.callbacks import Callback
-from clsf.run.rundir import peak_memory_mb
+from clsf.run.environment import peak_memory_mb
 from clsf.run.state import RunState
 from clsf.techniques.tta import averaged_logits
 

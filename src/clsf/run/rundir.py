@@ -15,19 +15,18 @@ file names:
     predictions.npz    test logits and labels, and the most confident mistakes (images included)
     model.yaml         the exact network as a model file (pinned input shape and class count)
     summary.txt, history.png, confusion.png
+
+Beside it: clsf.run.files writes every file whole (a temporary name, then a rename);
+clsf.run.checkpoints makes, swaps, copies and recovers the checkpoint folders;
+clsf.run.validation checks a run before a command changes anything; clsf.run.environment gathers
+env.json's facts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import errno
-import json
 import os
-import platform
-import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +34,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clsf.engines.checkpoint import Checkpoint
-from clsf.errors import DiskFull, UserError
+from clsf.errors import UserError
+from clsf.run.checkpoints import (CHECKPOINTS, MODEL_CHECKPOINT, copy_checkpoint, disk_space, folder, recover_checkpoint,
+                                  save_checkpoint)
+from clsf.run.files import data_slug, fresh_path, read_json, save_arrays, slug, write_json, write_text
+from clsf.run.validation import predictions_problem
 
 if TYPE_CHECKING:
     from clsf.config import Config
@@ -43,168 +46,6 @@ if TYPE_CHECKING:
 
 # peak_mem_mb: the training process's peak resident memory so far (host RAM, MiB)
 METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "peak_mem_mb"]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name if os.sep in text or "/" in text else text).strip("_")[:40]
-
-
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip", ".npz")
-
-
-def fresh_path(path: Path) -> Path:
-    """`path`, or path-2, path-3, ... when it is taken: what clsf creates never replaces what exists."""
-    path, i, stem = Path(path), 1, Path(path)
-    while path.exists():
-        i += 1
-        path = stem.with_name(f"{stem.name}-{i}")
-    return path
-
-
-def data_slug(data: str) -> str:
-    """A dataset's part of a run's name: the file's stem, so a run folder never looks like an archive
-    (cifar10-jpeg.tar.gz -> cifar10-jpeg)."""
-    text = slug(data)
-    for suffix in ARCHIVE_SUFFIXES:
-        if text.lower().endswith(suffix) and len(text) > len(suffix):
-            return text[: -len(suffix)]
-    return text
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write whole or not at all: a temporary name, then an atomic rename."""
-    tmp = path.with_name(path.name + ".part")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no .part left behind
-
-
-def write_json(path: Path, data) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def save_arrays(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def environment(engine: str, device: str, facts: dict | None = None) -> dict:
-    """env.json's start: package versions, machine, git commit, and the engine's own `facts`
-    (threads, devices: Engine.environment())."""
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("clsf", "numpy", "tensorflow-cpu", "tensorflow", "keras", "torch", "jax", "jaxlib", "pillow", "matplotlib",
-                "pyyaml"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {
-        "engine": engine, "device": device, "python": platform.python_version(),
-        "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-        "threads": None, **(facts or {}), "packages": versions, "git_commit": commit,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def save_checkpoint(engine, run: Path, which: str, meta: dict) -> None:
-    """Write checkpoints/<which> as a whole: into a temporary folder first, then swap it in, so an
-    interruption leaves either the old checkpoint or the new one, never half of one."""
-    ckpts = run / "checkpoints"
-    tmp, final, old = ckpts / f".{which}.tmp", ckpts / which, ckpts / f".{which}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        engine.save(Checkpoint(tmp))
-        write_json(Checkpoint(tmp).meta, meta)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed write (a full disk, a kill signal) leaves the old checkpoint only
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def copy_checkpoint(run: Path, src: str, dst: str) -> None:
-    """checkpoints/<src> copied to <dst> with the same swap as save_checkpoint (renames only, so a
-    kill leaves the old or the new copy; recover_checkpoint finishes a cut swap)."""
-    ckpts = run / "checkpoints"
-    tmp, old = ckpts / f".{dst}.tmp", ckpts / f".{dst}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(ckpts / src, tmp)
-    shutil.rmtree(old, ignore_errors=True)
-    if (ckpts / dst).exists():
-        os.replace(ckpts / dst, old)
-    os.replace(tmp, ckpts / dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def disk_space(run: Path):
-    """Turn a write that failed for lack of space into one line: where, how much, and what to do."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        last = run / "checkpoints" / "last"
-        need = 2 * sum(p.stat().st_size for p in last.glob("*")) if last.is_dir() else 0  # new + old while swapping
-        free = shutil.disk_usage(run).free
-        then = (f"checkpoints/last holds epoch {RunDir(run).meta()['epoch']} intact — free space, then continue with "
-                f"clsf train --resume {run}" if last.is_dir() else "no epoch finished, so nothing is kept — free space "
-                "and start it again")
-        needs = f"; a checkpoint needs about {max(need / 2**20, 1):.0f} MiB" if need else ""
-        raise DiskFull(f"no space left on the device holding {run} ({free / 2**20:.0f} MiB free{needs}); {then}.") from None
-
-
-def recover_checkpoint(run: Path, which: str = "last") -> None:
-    """Finish a checkpoint swap a kill interrupted (between moving the old folder aside and moving
-    the new one in): the new folder is complete once its meta.json exists (written last), else the
-    old one stands."""
-    ckpts = run / "checkpoints"
-    final, tmp, old = ckpts / which, ckpts / f".{which}.tmp", ckpts / f".{which}.old"
-    if final.exists():
-        return
-    if Checkpoint(tmp).meta.is_file():
-        os.replace(tmp, final)
-    elif old.is_dir():
-        os.replace(old, final)
-
-
-def peak_memory_mb() -> float:
-    """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
-
-
-
-
-MODEL_CHECKPOINT = "last"  # the run's model: what it ended with (Keras' fit keeps the last weights too)
-CHECKPOINTS = ("last", "best", "init")
-CHECKPOINT_HELP = ("which weights: the run's model by default (checkpoints/last, what final.json reports); "
-                   "best: the epoch with the lowest val_loss")
 
 
 class RunDir:
@@ -257,40 +98,11 @@ class RunDir:
         return run
 
     def validate(self, which: str | None = None) -> Config:
-        """Every file a command reads, checked before it changes anything: config, model file and
-        environment parse and hold what they must, the checkpoint's meta and weights read back, and
-        the logs and results that exist parse. Damage is one line naming the file (UserError)."""
-        self._no_links()
-        cfg = self.config()
-        spec = None
-        if self.has_model_file():
-            try:
-                spec = self.model_spec()
-            except (UserError, ValueError, TypeError, AttributeError, KeyError) as e:
-                raise self.damaged(self.MODEL, str(e).split(";")[0][:120] or type(e).__name__) from None
-        gan = self.env().get("kind") == "gan"  # env.json read once here; a GAN's weights are its own files
-        if not gan:
-            self._data()
-        if which is not None:
-            self.meta(which)
-            ckpt = self.checkpoint(which)
-            for path in (ckpt.weights, ckpt.train_weights):  # the second only with optim.ema
-                if (not gan and path == ckpt.weights) or path.exists():
-                    _check_weights(self, which, path, None if gan else spec)
-        self.metrics()
-        self.final()
-        self.predictions()  # where it exists: the one reader, which names the file if it is damaged
-        return cfg
+        """Every file a command reads, checked before it changes anything (clsf.run.validation)."""
+        from clsf.run.validation import validate
 
-    def _no_links(self) -> None:
-        """A symbolic link inside a run directory is damage: writing a checkpoint through one would
-        change files outside the run (and a swap of folders would leave links behind)."""
-        for folder, dirs, files in os.walk(self.path):
-            for name in dirs + files:
-                p = Path(folder) / name
-                if p.is_symlink():
-                    raise UserError(f"{p} is a symbolic link (to {os.readlink(p)}); a run directory holds its own files — "
-                                    "replace the link with a copy of what it points to; nothing was changed.")
+        return validate(self, which)
+
 
     # -- config, model file, environment
     def damaged(self, name: str, why: str) -> UserError:
@@ -368,7 +180,7 @@ class RunDir:
         env = self.env()
         self.write_env({**env, "resumes": env.get("resumes", []) + [entry]})
 
-    def _data(self) -> dict:
+    def data_facts(self) -> dict:
         data = self.env().get("data")
         if not isinstance(data, dict) or not isinstance(data.get("class_names"), list) or \
                 not isinstance(data.get("image_shape"), list) or len(data["image_shape"]) != 3:
@@ -378,15 +190,15 @@ class RunDir:
 
     @property
     def class_names(self) -> list[str]:
-        return self._data()["class_names"]
+        return self.data_facts()["class_names"]
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(self._data()["image_shape"])
+        return tuple(self.data_facts()["image_shape"])
 
     # -- checkpoints
     def checkpoint(self, which: str) -> Checkpoint:
-        return Checkpoint(self.path / "checkpoints" / which)
+        return folder(self.path, which)
 
     def has_checkpoint(self, which: str) -> bool:
         recover_checkpoint(self.path, which)
@@ -488,7 +300,7 @@ class RunDir:
                 arrays = {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise self.damaged(self.PREDICTIONS, type(e).__name__) from None
-        why = _predictions_problem(arrays, len(self.class_names) if self.env().get("kind") != "gan" else None)
+        why = predictions_problem(arrays, len(self.class_names) if self.env().get("kind") != "gan" else None)
         if why:
             raise self.damaged(self.PREDICTIONS, why)
         return arrays
@@ -589,73 +401,6 @@ class RunDir:
             return False
 
 
-def _check_npz(run: RunDir, name: str, spec: ModelSpec | None = None) -> None:
-    """An .npz of the run readable as arrays (its zip directory and every array's header, nothing
-    decompressed); with `spec`, holding exactly the model's weights, each of its shape."""
-    import zipfile
-
-    from clsf.data.base import npz_headers
-
-    path = run.path / name
-    if not path.exists():
-        raise run.damaged(name, "it is missing")
-    try:
-        headers = npz_headers(path)
-        if not headers:
-            raise ValueError("it holds no arrays")
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise run.damaged(name, str(e).splitlines()[0][:100] if str(e) else type(e).__name__) from None
-    if spec is not None:
-        from clsf.models.transfer import neutral_shapes
-
-        want = neutral_shapes(spec)
-        missing, extra = sorted(set(want) - set(headers)), sorted(set(headers) - set(want))
-        if missing or extra:
-            raise run.damaged(name, f"it lacks {missing[0]}" if missing else f"it holds {extra[0]}, which the model has not")
-        wrong = next((k for k in want if headers[k][0] != want[k]), None)
-        if wrong:
-            raise run.damaged(name, f"{wrong} has shape {headers[wrong][0]} where the model's is {want[wrong]}")
-
-
-def _check_weights(run: RunDir, which: str, path: Path, spec: ModelSpec | None) -> None:
-    """A checkpoint's weights file against the run's model; where the model file is what changed since
-    the checkpoint was written (its recorded hash differs), that file is the one named."""
-    try:
-        _check_npz(run, str(path.relative_to(run.path)), spec)
-    except UserError:
-        from clsf.models.yaml_spec import model_digest
-
-        recorded = (run.meta(which).get("fingerprints") or {}).get("model")
-        if spec is not None and recorded not in (None, model_digest(spec)):
-            raise UserError(f"{run.path / run.MODEL} changed since checkpoints/{which} was written, so its weights no "
-                            "longer fit it; restore the file (or start a new run with the new model).") from None
-        raise
-
-
-PREDICTIONS_SCHEMA = {"logits": 2, "labels": 1, "mistake_index": 1, "mistake_images": 4}  # array: dimensions
-
-
-def _predictions_problem(arrays: dict, classes: int | None) -> str | None:
-    """What is wrong with predictions.npz's arrays, or None: test logits (N, K), labels (N,) in 0..K-1,
-    the mistakes' indices (M,) into them and their images (M, H, W, C) uint8."""
-    for key, ndim in PREDICTIONS_SCHEMA.items():
-        if key not in arrays:
-            return f"it lacks {key}"
-        if arrays[key].ndim != ndim:
-            return f"its {key} has {arrays[key].ndim} dimensions, not {ndim}"
-    logits, labels, index, images = (arrays[k] for k in PREDICTIONS_SCHEMA)
-    n, k = logits.shape
-    if not np.issubdtype(logits.dtype, np.floating) or (classes is not None and k != classes):
-        return f"its logits are {logits.dtype} of {k} classes" + (f", not {classes}" if classes is not None else "")
-    if not np.issubdtype(labels.dtype, np.integer) or len(labels) != n or (n and not 0 <= labels.min() <= labels.max() < k):
-        return "its labels do not match its logits"
-    if not np.issubdtype(index.dtype, np.integer) or (len(index) and not 0 <= index.min() <= index.max() < n):
-        return "its mistake_index points outside the test split"
-    if images.dtype != np.uint8 or len(images) != len(index):
-        return "its mistake_images do not match mistake_index"
-    return None
-
-
 def read_metrics(run: str | Path) -> list[dict]:
     return RunDir(run).metrics()
 
@@ -674,16 +419,5 @@ def find_runs(folder: str | Path) -> list[Path]:
             if "checkpoints" not in cfg.parent.relative_to(folder).parts and (cfg.parent / "checkpoints").is_dir()]
 
 
-def has_weights(folder: str | Path) -> bool:
-    """A checkpoint folder (e.g. checkpoints/init) that holds its framework-neutral weights."""
-    return Checkpoint(folder).weights.is_file()
 
 
-def init_folder(path: str | Path) -> Checkpoint:
-    """The checkpoint folder `init_from` names: a folder holding its neutral weights, or a run
-    directory (its model's checkpoint)."""
-    p = Path(path)
-    for ckpt in (Checkpoint(p), RunDir(p).checkpoint(MODEL_CHECKPOINT)):
-        if ckpt.weights.is_file():
-            return ckpt
-    raise UserError(f"init_from '{path}' holds no {Checkpoint(p).weights.name}; give a checkpoint folder (e.g. RUN/checkpoints/best) or a run directory.")

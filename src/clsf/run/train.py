@@ -26,7 +26,9 @@ from clsf.techniques.averaging import averaged
 from clsf.run.checks import Checks
 from clsf.run.loop import fit, logits_of
 from clsf.run.resume import check_fingerprints, fingerprints, resume_config
-from clsf.run.rundir import RunDir, environment, init_folder
+from clsf.run.checkpoints import init_folder
+from clsf.run.environment import environment
+from clsf.run.rundir import RunDir
 from clsf.metrics import softmax, split_report
 from clsf.run.setup import build_spec, load_data
 from clsf.run.state import RunState
