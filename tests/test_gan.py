@@ -150,3 +150,42 @@ def test_the_gan_sample_grids_are_in_tensorboard_at_their_steps(tmp_path):
     mux.Reload()
     assert [e.step for e in mux.Images("g", "samples")] == [2]
     assert "d_loss" in mux.Runs()["g"]["scalars"]
+
+
+@pytest.mark.torch
+def test_a_gan_stops_on_a_non_finite_loss_through_the_shared_loop(tmp_path, capsys, monkeypatch):
+    """The GAN trains through clsf.run.loop.fit with the Meter every run reports to: a NaN in either
+    loss (here the generator's, at the second epoch's second step) stops it at once with exit 3,
+    naming the GAN's rates, and checkpoints/last keeps the last good epoch."""
+    step = GANS["torch"].step
+    calls = []
+
+    def failing(self, *args):
+        out = step(self, *args)
+        calls.append(1)
+        return (out[0], float("nan"), *out[2:]) if len(calls) == 5 else out
+
+    monkeypatch.setattr(GANS["torch"], "step", failing)
+    capsys.readouterr()
+    assert _gan(tmp_path, "nan", "torch", "--epochs", "3") == 3
+    err = capsys.readouterr().err
+    assert "at epoch 2, step 2 (global step 5)" in err and "lower gan.d_lr and gan.g_lr" in err
+    assert json.loads((tmp_path / "nan" / "checkpoints" / "last" / "meta.json").read_text())["epoch"] == 1
+    assert not (tmp_path / "nan" / "final.json").exists()
+
+
+@pytest.mark.torch
+def test_a_damaged_gan_checkpoint_is_named_before_a_resume(tmp_path, capsys):
+    """A GAN run lists its checkpoint arrays in env.json (its run kind); the core checks them as it
+    checks a classifier's weights: a cut generator.npz is one line, exit 2, nothing changed."""
+    assert _gan(tmp_path, "g", "torch", "--epochs", "1") == 0
+    run = tmp_path / "g"
+    assert json.loads((run / "env.json").read_text())["checkpoint_files"] == ["generator.npz", "discriminator.npz"]
+    gen = run / "checkpoints" / "last" / "generator.npz"
+    gen.write_bytes(gen.read_bytes()[:100])
+    before = (run / "metrics.csv").read_text()
+    capsys.readouterr()
+    assert main(["gan", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoints/last/generator.npz is damaged" in err and "Traceback" not in err
+    assert (run / "metrics.csv").read_text() == before

@@ -32,8 +32,9 @@ class Meter:
     leave the epoch once `stop_requested` is set (by the loop's `on_step`, at a step boundary)."""
 
     def __init__(self, epoch: int, first_step: int, images: int, batch_size: int,
-                 on_step: Callable[[int], None] | None = None):
+                 on_step: Callable[[int], None] | None = None, fix: str = "optim.lr"):
         self.epoch, self.first_step, self.images, self.batch_size = epoch, first_step, images, batch_size
+        self.fix = fix  # the settings a non-finite loss's message says to lower
         self.n_steps = math.ceil(images / batch_size)
         self.on_step = on_step  # on_step(step): the loop's callbacks after every optimizer step
         self.stop_requested = False
@@ -66,7 +67,7 @@ class Meter:
         self.seen = self._seen_after(step)
         self.loss_sum, self.correct = loss_sum, correct
         if not math.isfinite(self.loss):  # big_vision's rule: stop at once, saying where
-            raise NonFiniteLoss(self.epoch, step, self.first_step + step, self.loss)
+            raise NonFiniteLoss(self.epoch, step, self.first_step + step, self.loss, self.fix)
         if self.on_step:
             self.on_step(step)
 

@@ -27,15 +27,19 @@ from clsf.data import load_dataset
 from clsf.data.order import epoch_plan
 from clsf.data.split import subset
 from clsf.data.transforms import Preprocess
-from clsf.errors import NonFiniteLoss, UserError
+from clsf.engines.base import Meter
+from clsf.engines.checkpoint import Checkpoint
+from clsf.errors import UserError
 from clsf.run import callbacks as cb
 from clsf.run.progress import Bar
 from clsf.run.environment import environment
 from clsf.run.files import write_text
+from clsf.run.loop import Task, fit
 from clsf.run.rundir import RunDir
 from clsf.run.state import RunState
 from clsf.words import count
 
+KIND = "gan"  # its run kind (clsf.run.rundir.RunKind): env.json's "kind", and the command, `clsf gan`
 QUALITY_IMAGES = 1000
 COLUMNS = ["epoch", "d_loss", "g_loss", "d_acc_real", "d_acc_fake", "confident", "class_entropy", "frechet",
            "seconds", "images_per_s"]
@@ -135,8 +139,9 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
     if run is None:
         run = RunDir.create(cfg.runs_dir, "gan", cfg.engine, cfg.data.name, cfg.run_name)
         state = RunState(extra={"initial": judge.score(model.generate(probe)) if judge else None, "quality": []})
-        run.write_env({**env, "kind": "gan", "data": {"source": str(cfg.data.name), "image_shape": list(image_shape),
-                                                      "train": len(x)}})
+        arrays = Checkpoint(run.path)  # the names only: what each checkpoint holds, checked before a resume
+        run.write_env({**env, "kind": KIND, "checkpoint_files": [arrays.generator.name, arrays.discriminator.name],
+                       "data": {"source": str(cfg.data.name), "image_shape": list(image_shape), "train": len(x)}})
     else:
         model.load(run.checkpoint("last"))
         run.add_resume({"after_epoch": state.epoch, "time": env["started"], "device": env["device"], "changed": changed})
@@ -150,24 +155,16 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
     if not quiet:
         print(f"{run}: GAN on {len(x)} images ({steps_per_epoch} steps an epoch), engine {cfg.engine} on {model.device}, "
               f"{count(cfg.epochs, 'epoch')}" + (f", from epoch {state.epoch + 1}" if state.epoch else ""), flush=True)
+    task = GanEpochs(model, x, cfg, steps_per_epoch, judge, fixed, probe, run, quiet, logs)
     with run.lock(), run.disk_space():  # one process trains a run
         try:
-            callbacks.on_train_start(state)
-            while not state.done:
-                bar = Bar(not quiet, state.epoch, cfg.epochs)
-                try:
-                    row = _epoch(model, x, state, cfg, steps_per_epoch, judge, fixed, probe, run, bar, logs.tb)
-                finally:
-                    bar.close()
-                if state.stop == "interrupt":
-                    raise KeyboardInterrupt
-                callbacks.on_epoch_end(state, row, state.end_epoch(row))
+            fit(task, state, callbacks)  # the loop every run shares
+            if state.stop == "interrupt":  # inside an epoch: the last epoch's checkpoint stands
+                raise KeyboardInterrupt
         except KeyboardInterrupt as e:
             print("\n" + run.interrupted("clsf gan"), file=sys.stderr)
             e.reported = True  # said once, here
             raise
-        finally:
-            callbacks.on_train_end(state)
         _finish(run, model, state, cfg.epochs * steps_per_epoch, fixed)
     if not quiet:
         print(f"-> {run}")
@@ -176,9 +173,10 @@ def gan(cfg: Config | None = None, resume: str | Path | None = None, quiet: bool
 
 def _resume(path) -> tuple[RunDir, Config, RunState]:
     run = RunDir.open(path, "last")
-    if run.env().get("kind") != "gan":
+    if run.kind().name != KIND:
         raise UserError(f"{run} is a classifier run, not a GAN run; resume it with clsf train --resume {run}.")
-    return run, run.config(), RunState.from_meta(run.meta("last"), run.metrics(), extra_keys=("initial", "quality"))
+    cfg = run.validate("last")  # every file it reads, its two networks' arrays too, before anything changes
+    return run, cfg, RunState.from_meta(run.meta("last"), run.metrics(), extra_keys=("initial", "quality"))
 
 
 def _data(cfg: Config) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -193,37 +191,62 @@ def _data(cfg: Config) -> tuple[np.ndarray, np.ndarray, tuple]:
     return train.x.astype(np.float32) / 255, real, ds.image_shape
 
 
-def _epoch(model, x: np.ndarray, state: RunState, cfg: Config, steps_per_epoch: int, judge, fixed, probe,
-           run: RunDir, bar=None, tb=None) -> dict:
-    """One epoch of (discriminator, generator) steps; sample grids every gan.sample_every steps."""
-    epoch = state.epoch
-    rng = np.random.default_rng([cfg.seed, epoch, 7])  # latents and label noise: a function of (seed, epoch)
-    order = epoch_plan(len(x), Preprocess(), cfg.seed, epoch).order
-    sums, t0 = np.zeros(4), time.perf_counter()
-    for s in range(steps_per_epoch):
-        real = x[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]]  # (B, 28, 28, 1)
-        b = len(real)
-        z, z2 = (rng.normal(size=(b, cfg.gan.latent)).astype(np.float32) for _ in range(2))
-        noise = (cfg.gan.label_noise * rng.uniform(size=(2 * b, 1))).astype(np.float32)
-        out = model.step(real, z, z2, noise)
-        if not all(math.isfinite(v) for v in out[:2]):  # big_vision's rule: stop at once, saying where
-            raise NonFiniteLoss(epoch, s, epoch * steps_per_epoch + s, out[0] if not math.isfinite(out[0]) else out[1],
-                                fix="gan.d_lr and gan.g_lr")
-        sums += np.array(out) * b
-        state.global_step = epoch * steps_per_epoch + s + 1
-        if bar is not None:
-            bar(s, steps_per_epoch, d_loss=out[0], g_loss=out[1])
-        if state.global_step % cfg.gan.sample_every == 0:
-            _save_png(_grid(model.generate(fixed)), run.sample_grid(state.global_step))
-            if tb is not None:  # the same grid in TensorBoard, at its step
-                tb.images(state.global_step, {"samples": run.sample_grid(state.global_step).read_bytes()})
-            if judge:  # the quality curve between epochs, at every sample grid
-                state.extra["quality"].append({"step": state.global_step, **judge.score(model.generate(probe))})
-        if state.stop:  # Ctrl-C: the last epoch's checkpoint stands
-            break
-    seconds = time.perf_counter() - t0
-    return dict(zip(COLUMNS[1:5], (sums / len(x)).tolist()), epoch=epoch + 1, seconds=seconds,
-                images_per_s=len(x) / seconds, **(judge.score(model.generate(probe)) if judge else {}))
+class GanEpochs(Task):
+    """The GAN pair's epochs for the shared loop: (discriminator, generator) steps over the images in
+    the epoch's order, sample grids every gan.sample_every steps. It reports no steps to the
+    callbacks: a GAN checkpoints at epochs' ends only, and an epoch stopped inside starts again
+    whole on resume (its latents are a function of (seed, epoch))."""
+
+    def __init__(self, model, x: np.ndarray, cfg: Config, steps_per_epoch: int, judge, fixed: np.ndarray,
+                 probe: np.ndarray, run: RunDir, quiet: bool, logs: cb.Logs):
+        self.model, self.x, self.cfg, self.steps_per_epoch, self.judge = model, x, cfg, steps_per_epoch, judge
+        self.fixed, self.probe, self.run, self.quiet, self.logs = fixed, probe, run, quiet, logs
+
+    def train_epoch(self, state: RunState, callbacks: cb.Callback) -> dict | None:
+        bar = Bar(not self.quiet, state.epoch, self.cfg.epochs)
+        try:
+            return self._epoch(state, callbacks, bar)
+        finally:
+            bar.close()
+
+    def _epoch(self, state: RunState, callbacks: cb.Callback, bar: Bar) -> dict | None:
+        cfg, x, model, judge, steps = self.cfg, self.x, self.model, self.judge, self.steps_per_epoch
+        epoch = state.epoch
+        rng = np.random.default_rng([cfg.seed, epoch, 7])  # latents and label noise: a function of (seed, epoch)
+        order = epoch_plan(len(x), Preprocess(), cfg.seed, epoch).order
+
+        def on_step(s: int) -> None:  # after each pair of steps
+            state.global_step = epoch * steps + s + 1
+            meter.stop_requested = state.stop is not None  # Ctrl-C (the Interrupt callback)
+
+        # the meter's loss is d_loss + g_loss: non-finite when either is (the stop every run shares)
+        meter = Meter(epoch, epoch * steps, len(x), cfg.batch_size, on_step, fix="gan.d_lr and gan.g_lr")
+        sums, t0 = np.zeros(4), time.perf_counter()
+        for s in range(steps):
+            real = x[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]]  # (B, 28, 28, 1)
+            b = len(real)
+            z, z2 = (rng.normal(size=(b, cfg.gan.latent)).astype(np.float32) for _ in range(2))
+            noise = (cfg.gan.label_noise * rng.uniform(size=(2 * b, 1))).astype(np.float32)
+            out = model.step(real, z, z2, noise)  # d_loss, g_loss, d_acc_real, d_acc_fake
+            sums += np.array(out) * b
+            meter.add(s, out[0] + out[1], 0)
+            bar(s, steps, d_loss=out[0], g_loss=out[1])
+            if state.global_step % cfg.gan.sample_every == 0:
+                self._samples(state)
+            if meter.stop_requested:  # Ctrl-C: the last epoch's checkpoint stands
+                return None
+        seconds = time.perf_counter() - t0
+        return dict(zip(COLUMNS[1:5], (sums / len(x)).tolist()), epoch=epoch + 1, seconds=seconds,
+                    images_per_s=len(x) / seconds, **(judge.score(model.generate(self.probe)) if judge else {}))
+
+    def _samples(self, state: RunState) -> None:
+        """The fixed latents' grid at this step (in TensorBoard too), and the judge's scores."""
+        step, grid = state.global_step, self.run.sample_grid(state.global_step)
+        _save_png(_grid(self.model.generate(self.fixed)), grid)
+        if self.logs.tb is not None:  # the run's TensorBoard writer (open once the loop has started)
+            self.logs.tb.images(step, {"samples": grid.read_bytes()})
+        if self.judge:  # the quality curve between epochs, at every sample grid
+            state.extra["quality"].append({"step": step, **self.judge.score(self.model.generate(self.probe))})
 
 
 class _EpochLine(cb.Callback):

@@ -1,9 +1,12 @@
-"""The training loop every engine shares, read top to bottom (Lightning's `while not done: advance()`).
+"""The training loop every run shares, read top to bottom (Lightning's `while not done: advance()`).
 
-Each epoch: the engine trains it (its framework's own step function), validation logits come back
-in batches and the metrics are computed here in numpy, the epoch's row goes into the RunState, and
-the callbacks do everything else (checkpoints, logs, early stop, unfreezing, the mistake detectors,
+`fit` drives a Task -- what trains, an epoch at a time: a classifier through any engine here
+(`Classify`), the GAN pair in clsf.gans -- and each epoch's row goes into the RunState; the
+callbacks do everything else (checkpoints, logs, early stop, unfreezing, the mistake detectors,
 progress). Whether to stop is asked in one place, `state.done`.
+
+A classifier's epoch: the engine trains it (its framework's own step function), validation logits
+come back in batches and the metrics are computed in numpy (clsf.metrics).
 """
 
 from __future__ import annotations
@@ -23,15 +26,25 @@ from clsf.run.state import RunState
 from clsf.techniques.tta import averaged_logits
 
 
-def fit(engine, data: Prepared, state: RunState, callbacks: Callback, cfg: Config, steps_per_epoch: int) -> RunState:
+class Task:
+    """What `fit` trains, an epoch at a time (a run kind's part of the loop)."""
+
+    def train_epoch(self, state: RunState, callbacks: Callback) -> dict | None:
+        """Train epoch `state.epoch + 1` (from step `state.step`, a resume inside it, where the task
+        checkpoints inside epochs: then it calls `callbacks.on_step` after every step); its
+        metrics.csv row, or None when it stopped inside the epoch (Ctrl-C, a pause: `state.stop`)."""
+        raise NotImplementedError
+
+
+def fit(task: Task, state: RunState, callbacks: Callback) -> RunState:
     """Train from `state` until `state.done`; the state says where it ended and why."""
     callbacks.on_train_start(state)
     try:
         while not state.done:
-            meter, seconds = train_one_epoch(engine, data, state, callbacks, cfg)
-            if not meter.complete:
-                break  # stopped inside the epoch (Ctrl-C, a pause): its checkpoint is written
-            row = epoch_row(engine, data, cfg, state, meter, seconds, steps_per_epoch)
+            callbacks.on_epoch_start(state)
+            row = task.train_epoch(state, callbacks)
+            if row is None:
+                break  # stopped inside the epoch: its checkpoint is written (or the last epoch's stands)
             improved = state.end_epoch(row)
             callbacks.on_epoch_end(state, row, improved)
     finally:
@@ -39,11 +52,23 @@ def fit(engine, data: Prepared, state: RunState, callbacks: Callback, cfg: Confi
     return state
 
 
+class Classify(Task):
+    """A classifier: `engine` trains on `data`'s training split, validates on its val split."""
+
+    def __init__(self, engine, data: Prepared, cfg: Config, steps_per_epoch: int):
+        self.engine, self.data, self.cfg, self.steps_per_epoch = engine, data, cfg, steps_per_epoch
+
+    def train_epoch(self, state: RunState, callbacks: Callback) -> dict | None:
+        meter, seconds = train_one_epoch(self.engine, self.data, state, callbacks, self.cfg)
+        if not meter.complete:
+            return None
+        return epoch_row(self.engine, self.data, self.cfg, state, meter, seconds, self.steps_per_epoch)
+
+
 def train_one_epoch(engine, data: Prepared, state: RunState, callbacks: Callback, cfg: Config) -> tuple[Meter, float]:
     """Epoch `state.epoch + 1`, from batch `state.step` (a resume inside it); the meter and seconds."""
     epoch, first_step = state.epoch, state.step
     carried = state.meter["seconds"] if first_step else 0.0  # time of the steps before a mid-epoch resume
-    callbacks.on_epoch_start(state)
     t0 = time.perf_counter()
 
     def on_step(step: int) -> None:  # after each optimizer step: the state first, then the callbacks

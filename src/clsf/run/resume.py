@@ -38,8 +38,9 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
     """The run, its config with the allowed `changes` applied, {key: [old, new]} of what changed, and
     the state of checkpoints/last. A run stopped early stays stopped unless `epochs` changes."""
     run = RunDir.open(run, "last")
-    if run.env().get("kind") == "gan":
-        raise UserError(f"{run} is a GAN run; resume it with clsf gan --resume {run}.")
+    kind = run.kind()
+    if not kind.classifies:
+        raise UserError(f"{run} is a {kind.name} run, not a classifier's; resume it with clsf {kind.command} --resume {run}.")
     cfg, meta = run.validate("last"), run.meta("last")
     run.check_writable()
     changed = {}

@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,28 @@ from clsf.run.validation import predictions_problem
 if TYPE_CHECKING:
     from clsf.config import Config
     from clsf.models.spec import ModelSpec
+
+CLASSIFIER = "classifier"
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """What a run directory holds, as its env.json says: a classifier (no "kind" there), or a kind
+    another package trains (`"kind": "gan"`: clsf.gans), which lists the arrays each of its
+    checkpoints holds ("checkpoint_files") and resumes with its own command, `clsf KIND --resume`.
+    The core knows no other kind by name: a new kind needs no change here."""
+
+    name: str = CLASSIFIER
+    files: tuple[str, ...] = ()  # another kind's checkpoint arrays, e.g. ("generator.npz", "discriminator.npz")
+
+    @property
+    def classifies(self) -> bool:  # class names, a model file, weights.npz, predictions.npz
+        return self.name == CLASSIFIER
+
+    @property
+    def command(self) -> str:  # the clsf command that trains and resumes it
+        return "train" if self.classifies else self.name
+
 
 # peak_mem_mb: the training process's peak resident memory so far (host RAM, MiB)
 METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "peak_mem_mb"]
@@ -172,6 +196,15 @@ class RunDir:
     def write_env(self, env: dict) -> None:
         write_json(self.path / self.ENV, env)
 
+    def kind(self) -> RunKind:
+        """The run's kind, from env.json (a classifier where it names none)."""
+        env = self.env()
+        name, files = env.get("kind", CLASSIFIER), env.get("checkpoint_files", [])
+        if not (isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name)) or not (
+                isinstance(files, list) and all(isinstance(f, str) and re.fullmatch(r"[a-z_]+\.npz", f) for f in files)):
+            raise self.damaged(self.ENV, "its kind is not a run kind's name with its checkpoint files")
+        return RunKind(name, tuple(files))
+
     def update_env(self, **values) -> None:
         self.write_env({**self.env(), **values})
 
@@ -300,7 +333,7 @@ class RunDir:
                 arrays = {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise self.damaged(self.PREDICTIONS, type(e).__name__) from None
-        why = predictions_problem(arrays, len(self.class_names) if self.env().get("kind") != "gan" else None)
+        why = predictions_problem(arrays, len(self.class_names) if self.kind().classifies else None)
         if why:
             raise self.damaged(self.PREDICTIONS, why)
         return arrays

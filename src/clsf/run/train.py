@@ -24,7 +24,7 @@ from clsf.models.spec import ModelSpec
 from clsf.run import callbacks as cb
 from clsf.techniques.averaging import averaged
 from clsf.run.checks import Checks
-from clsf.run.loop import fit, logits_of
+from clsf.run.loop import Classify, fit, logits_of
 from clsf.run.resume import check_fingerprints, fingerprints, resume_config
 from clsf.run.checkpoints import init_folder
 from clsf.run.environment import environment
@@ -262,7 +262,7 @@ def _fit(engine, prep: Prepared, state: RunState, callbacks, cfg: Config, steps_
          run: RunDir | None) -> RunState:
     """The loop, with Ctrl-C said in one line naming what the checkpoint holds."""
     try:
-        state = fit(engine, prep, state, callbacks, cfg, steps_per_epoch)
+        state = fit(Classify(engine, prep, cfg, steps_per_epoch), state, callbacks)
         if state.stop == "interrupt":
             raise KeyboardInterrupt
         return state

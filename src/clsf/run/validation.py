@@ -30,15 +30,18 @@ def validate(run, which: str | None = None) -> Config:
             spec = run.model_spec()
         except (UserError, ValueError, TypeError, AttributeError, KeyError) as e:
             raise run.damaged(run.MODEL, str(e).split(";")[0][:120] or type(e).__name__) from None
-    gan = run.env().get("kind") == "gan"  # env.json read once here; a GAN's weights are its own files
-    if not gan:
+    kind = run.kind()
+    if kind.classifies:
         run.data_facts()
     if which is not None:
         run.meta(which)
         ckpt = run.checkpoint(which)
-        for path in (ckpt.weights, ckpt.train_weights):  # the second only with optim.ema
-            if (not gan and path == ckpt.weights) or path.exists():
-                _check_weights(run, which, path, None if gan else spec)
+        if kind.classifies:  # the model's weights, and with optim.ema the weights being trained
+            paths = [ckpt.weights] + [ckpt.train_weights] * ckpt.train_weights.exists()
+        else:  # another kind's own arrays (a GAN's two networks), read as arrays
+            paths, spec = [ckpt.folder / name for name in kind.files], None
+        for path in paths:
+            _check_weights(run, which, path, spec)
     run.metrics()
     run.final()
     run.predictions()  # where it exists: the one reader, which names the file if it is damaged
