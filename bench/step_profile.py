@@ -7,9 +7,10 @@
 Each engine runs in its own process. The step is taken apart by ablation, every part timed on the
 same batches already in memory, each the median of 5 passes over `--steps` steps:
   data       the engine's own pipeline producing batches (uint8 gather, augmentation, normalise)
-  forward    the model in training mode (dropout on), no gradient
-  backward   forward + loss + gradients, minus forward
-  optimizer  the whole step (forward, backward, update), minus forward + backward
+  forward    the engine's model in training mode (dropout on), no gradient
+  backward   forward + the engine's loss + gradients, minus forward
+  optimizer  the engine's own step (torch: TorchLoopEngine.train_step; tf: the engine's tf.function;
+             keras and the Keras backends: Keras' train_step), minus forward + backward
   loop       the engine's train_epoch, minus data and the whole step: per-step Python, metric
              bookkeeping, synchronisation
 For torch, torch.profiler also splits the step by operator (convolution, dense, pooling, the
@@ -66,32 +67,32 @@ def engine_for(name: str, batch: int, steps: int):
 
 def profile_torch(x, y, batch: int, steps: int) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from clsf.data.torch_pipeline import Batches
     from clsf.engines.base import Meter
 
     _, engine = engine_for("torch", batch, steps)
     n = batch * steps
-    batches = list(Batches(x[:n], y[:n], batch, engine.pre, training=True, seed=0))
-    model, opt = engine.model.train(), engine.optimizer
+    batches = [(xb.contiguous(memory_format=engine.memory_format), yb)  # as the engine's step lays them out
+               for xb, yb in Batches(x[:n], y[:n], batch, engine.pre, training=True, seed=0)]
+    engine.model.train()
+    opt = engine.optimizer
 
     def amp():  # the engine's mixed precision (precision=bf16|fp16|auto), as its own step runs the forward pass
         return torch.autocast(engine.torch_device.type, dtype=engine.amp or torch.bfloat16, enabled=engine.amp is not None)
 
+    # the ablations are the engine's own parts (its forward, its loss); the step is its train_step itself
     def forward(xb, yb):
         with torch.no_grad(), amp():
-            model(xb)
+            engine.forward(xb)
 
     def fwd_bwd(xb, yb):
         with amp():
-            loss = F.cross_entropy(model(xb).float(), yb)
-        loss.backward()
+            logits = engine.forward(xb).float()
+        engine.loss.torch(logits, yb).mean().backward()
 
     def step(xb, yb):
-        opt.zero_grad(set_to_none=True)
-        fwd_bwd(xb, yb)
-        opt.step()
+        engine.train_step(xb, yb)
 
     parts = {"data": timed(lambda: list(Batches(x[:n], y[:n], batch, engine.pre, training=True, seed=0)), 1) / steps,
              "forward": timed(cycle(forward, batches), steps), "forward+backward": timed(cycle(fwd_bwd, batches), steps),
@@ -101,14 +102,17 @@ def profile_torch(x, y, batch: int, steps: int) -> dict:
     # operators: which kernels the step's time goes to
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    def profiled_step(xb, yb):
-        opt.zero_grad(set_to_none=True)
-        fwd_bwd(xb, yb)
+    update = opt.step
+
+    def marked_update(*args, **kwargs):  # the optimizer's update, marked inside the engine's own step
         with record_function("clsf.optimizer"):
-            opt.step()
+            return update(*args, **kwargs)
+
+    opt.step = marked_update
+    profiled_step = step
 
     for i in range(10):
-        profiled_step(*batches[i])
+        profiled_step(*batches[i % len(batches)])
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for i in range(50):
             profiled_step(*batches[i % len(batches)])
@@ -139,7 +143,7 @@ def profile_tf(name: str, x, y, batch: int, steps: int) -> dict:
     _, engine = engine_for(name, batch, steps)
     n = batch * steps
     batches = [(xb, yb) for xb, yb in make_dataset(x[:n], y[:n], batch, engine.pre, training=True)]
-    model, opt, loss_fn = engine.model, engine.optimizer, engine.loss_fn
+    model, loss_fn = engine.model, engine.loss_fn
     h, w, c = x.shape[1:]
     sig = [tf.TensorSpec([None, h, w, c], tf.float32), tf.TensorSpec([None], tf.int64)]
 
@@ -153,15 +157,13 @@ def profile_tf(name: str, x, y, batch: int, steps: int) -> dict:
             loss = loss_fn(yb, model(xb, training=True))
         return tape.gradient(loss, model.trainable_variables)
 
-    @tf.function(input_signature=sig)
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=True))
-        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-        return loss
+    if name == "tf":  # the engine's own step: its tf.function (GradientTape, update, loss and correct count)
+        step = engine.train_step
+    else:  # keras: Keras' own train_step, in the tf.function fit wraps it in (fit's iterator aside)
+        step = tf.function(lambda xb, yb: model.train_step((xb, yb))["loss"], input_signature=sig)
 
     def wait(fn):  # read the result, as a loop reading the loss does: TF runs ops asynchronously
-        return lambda xb, yb: (lambda out: (out[0] if isinstance(out, list) else out).numpy())(fn(xb, yb))
+        return lambda xb, yb: (lambda out: (out[0] if isinstance(out, (list, tuple)) else out).numpy())(fn(xb, yb))
 
     parts = {"data": timed(lambda: [None for _ in make_dataset(x[:n], y[:n], batch, engine.pre, training=True)], 1) / steps,
              "forward": timed(cycle(wait(forward), batches), steps),

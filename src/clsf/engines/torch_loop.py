@@ -153,29 +153,11 @@ class TorchEngine(Engine):
                 self._steps(batches, first_step, meter)
 
     def _steps(self, batches: Batches, first_step: int, meter: Meter) -> None:
-        o, w = self.cfg.optim, self.world
+        w = self.world
         for step, (xb, yb) in enumerate(batches, start=first_step):  # xb (B, C, H, W) float32, yb (B,) int64 or (B, K) soft
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o, self.cfg.unfreeze_after)
-            xb = xb.contiguous(memory_format=self.memory_format)
-            with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
-                logits = self.forward(xb).float()  # (B, K) logits, no softmax; float32 for the loss
-            per = self.loss.torch(logits, yb)  # (B,) w_i * loss_i: smoothing, class weights (clsf.techniques.loss)
-            if w.size == 1:
-                loss = per.mean()
-            else:  # this process's share of the global batch's mean (DDP averages over processes)
-                scale = batches.loss_scale(step)  # step counts from the epoch's start
-                loss = per.sum() * scale
-            if (penalties := self.model.penalties()) is not None:  # regularisers, activity penalties
-                loss = loss + penalties
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)  # true gradients before clipping
-            if o.clip_norm:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_norm)
-            self.scaler.step(self.optimizer)  # decoupled weight decay, then the update (fp16: skipped on inf)
-            self.scaler.update()
-            self.step += 1
+            # one process: the batch's mean; several: this process's share of the global batch's (DDP averages)
+            scale = None if w.size == 1 else batches.loss_scale(step)  # step counts from the epoch's start
+            loss, logits = self.train_step(xb, yb, scale)
             target = yb.argmax(1) if yb.ndim == 2 else yb  # mixed (B, K) soft labels: their largest weight
             correct = int((logits.argmax(1) == target).sum())
             if w.size == 1:
@@ -185,6 +167,31 @@ class TorchEngine(Engine):
                 meter.add(step, mean_loss, int(correct))
             if meter.stop_requested:  # at a step boundary: Ctrl-C, or a pause the loop asked for
                 break
+
+    def train_step(self, xb, yb, scale: float | None = None):
+        """One optimizer step on a batch: this global step's rate, forward, loss, backward, clipping,
+        update. xb (B, C, H, W) float32, yb (B,) int64 or (B, K) soft labels; `scale`: the loss is
+        the sum of the per-image losses times it (a process's share of a global batch), else their
+        mean. Returns the loss (a 0-d tensor) and the logits (B, K) float32."""
+        o = self.cfg.optim
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, self.steps_per_epoch, self.cfg.epochs, o, self.cfg.unfreeze_after)
+        xb = xb.contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.torch_device.type, dtype=self.amp, enabled=self.amp is not None):
+            logits = self.forward(xb).float()  # (B, K) logits, no softmax; float32 for the loss
+        per = self.loss.torch(logits, yb)  # (B,) w_i * loss_i: smoothing, class weights (clsf.techniques.loss)
+        loss = per.mean() if scale is None else per.sum() * scale
+        if (penalties := self.model.penalties()) is not None:  # regularisers, activity penalties
+            loss = loss + penalties
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # true gradients before clipping
+        if o.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_norm)
+        self.scaler.step(self.optimizer)  # decoupled weight decay, then the update (fp16: skipped on inf)
+        self.scaler.update()
+        self.step += 1
+        return loss, logits
 
     def resident(self, x: np.ndarray, y: np.ndarray):
         """On a GPU, the uint8 training split copied to the device once (kept while the same arrays

@@ -119,6 +119,9 @@ class TrialReport(Callback):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             study = optuna.load_study(study_name=self.info["study"], storage=open_storage(self.info["storage"]),
                                       pruner=make_pruner(self.info["pruner"]))
+            # the trial another process asked for: Optuna has no public way to get a reporting Trial for
+            # it (study.ask() makes a new one; a FrozenTrial's report does nothing), so the Trial is
+            # built from its id, what Optuna's maintainers left users to do (optuna/optuna#2987)
             self.trial = optuna.trial.Trial(study, self.info["trial_id"])
         except Exception as e:  # noqa: BLE001 - whatever the storage raises, the run goes on
             self._warn(e)
