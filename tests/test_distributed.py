@@ -230,7 +230,9 @@ def _start_nodes(cmd: list[str], nodes: str) -> list[subprocess.Popen]:
                              text=True, env=env, start_new_session=True) for i in range(2)]
 
 
-@pytest.mark.parametrize("engine", ["torch", pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
+# torch: long (CI's second step), for the default suite's 12 minutes; its two-process equivalence above stays
+@pytest.mark.parametrize("engine", [pytest.param("torch", marks=pytest.mark.long),
+                                    pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
 def test_two_nodes_train_as_one_process_with_the_doubled_batch(tmp_path_factory, tmp_path, engine):
     cmd = [sys.executable, "-m", "clsf", "train", "--engine", engine, *COMMON, "--batch-size", "16", "--runs-dir", str(tmp_path),
            "--run-name", "two", "model.args.dropout=0", "data.train_subset=65"]
@@ -275,7 +277,8 @@ def _kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("engine", ["torch", pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
+@pytest.mark.parametrize("engine", [pytest.param("torch", marks=pytest.mark.long),  # a kill test: CI's second step
+                                    pytest.param("tf", marks=[pytest.mark.tf, pytest.mark.slow])])
 def test_a_killed_node_stops_the_other_in_one_line_and_the_run_resumes(tmp_path, engine):
     run = tmp_path / "k"
     cmd = [sys.executable, "-m", "clsf", "train", "--engine", engine, "--data", "synthetic:train=3000", "--epochs", "30",

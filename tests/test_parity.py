@@ -193,6 +193,7 @@ def test_batch_norm_model_every_case_every_engine(optimizer, schedule, regularis
     check("resnet-s", optimizer, schedule, regularised, ("keras", "tf", "torch"))
 
 
+@pytest.mark.long  # an equivalence (13 s), in CI's second step: the default suite keeps under 12 minutes
 def test_airbench94_network_options_in_every_engine(monkeypatch):
     """airbench94's batch norm, dirac init, frozen stem kernel and scaled logits: keras, tf and torch
     take the same steps; the teeth: torch's batch norm ignoring bias_scale, or its stem kernel

@@ -10,6 +10,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import os
+import sys
 
 import numpy as np
 import torch
@@ -29,9 +31,18 @@ def join(world: World, device: torch.device, timeout_s: float) -> None:
     atexit.register(leave)  # a group left to the interpreter's teardown aborts the process (gloo's threads)
 
 
+_BROKEN = [False]  # a peer was lost: the group cannot be left cleanly
+
+
 def leave(together: bool = False) -> None:
     """Leave the process group; `together`: after a barrier, so no process tears its side down while
-    another still talks to it (gloo may abort the early leaver: bench/results/observations.md, O8)."""
+    another still talks to it (gloo may abort the early leaver: bench/results/observations.md, O8).
+    After a lost peer (the process is exiting, its line said) tearing gloo's side down can abort the
+    process (O12): it ends at once instead, with a lost peer's exit status (6)."""
+    if _BROKEN[0] and not together:  # at exit, from atexit: the run's files are written, its line said
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(PeerLost.exit_code)
     if dist.is_initialized():
         if together:
             with collective("finishing"):
@@ -49,6 +60,7 @@ def collective(what: str):
         text = str(e)
         if not any(k in text for k in ("gloo", "NCCL", "nccl", "Connection", "Timed out", "timed out")):
             raise  # not the process group's: a real error, with its traceback
+        _BROKEN[0] = True
         raise PeerLost(f"another process stopped answering while {what} ({text.splitlines()[0][:160]})") from None
 
 
