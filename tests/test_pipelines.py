@@ -4,7 +4,8 @@ as the numpy reference in clsf.data.transforms."""
 import numpy as np
 import pytest
 
-from clsf.data.transforms import Preprocess, channel_stats, crop_flip_np, normalize_np
+from clsf.data.transforms import Preprocess, channel_stats, normalize_np
+from clsf.techniques import crop_flip
 from clsf.errors import UserError
 
 RNG = np.random.default_rng(0)
@@ -28,29 +29,27 @@ def test_reference_normalisation_values():
 
 
 def test_reference_crop_flip_is_a_shifted_window():
-    out = crop_flip_np(X.astype(np.float32), PAD, OY, OX, FLIP)
+    out = crop_flip.numpy(X.astype(np.float32), PAD, OY, OX, FLIP)
     i = 1  # not flipped: the window of the padded image at (OY, OX)
     padded = np.pad(X[i].astype(np.float32), ((PAD, PAD), (PAD, PAD), (0, 0)))
     np.testing.assert_array_equal(out[i], padded[OY[i]:OY[i] + 8, OX[i]:OX[i] + 8])
-    np.testing.assert_array_equal(crop_flip_np(X.astype(np.float32), 0, np.zeros(6, int), np.zeros(6, int), FLIP)[0], X[0, :, ::-1])
+    np.testing.assert_array_equal(crop_flip.numpy(X.astype(np.float32), 0, np.zeros(6, int), np.zeros(6, int), FLIP)[0], X[0, :, ::-1])
 
 
 @pytest.mark.tf
 def test_tf_crop_flip_matches_reference():
     tf = pytest.importorskip("tensorflow")
-    from clsf.data.tf_pipeline import crop_flip_tf
 
-    got = crop_flip_tf(tf.constant(X, tf.float32), PAD, tf.constant(OY, tf.int32), tf.constant(OX, tf.int32), tf.constant(FLIP))
-    np.testing.assert_array_equal(got.numpy(), crop_flip_np(X.astype(np.float32), PAD, OY, OX, FLIP))
+    got = crop_flip.tf(tf.constant(X, tf.float32), PAD, tf.constant(OY, tf.int32), tf.constant(OX, tf.int32), tf.constant(FLIP))
+    np.testing.assert_array_equal(got.numpy(), crop_flip.numpy(X.astype(np.float32), PAD, OY, OX, FLIP))
 
 
 @pytest.mark.torch
 def test_torch_crop_flip_matches_reference():
     torch = pytest.importorskip("torch")
-    from clsf.data.torch_pipeline import crop_flip_torch
 
-    got = crop_flip_torch(torch.from_numpy(X).permute(0, 3, 1, 2).float(), PAD, torch.from_numpy(OY), torch.from_numpy(OX), torch.from_numpy(FLIP))
-    np.testing.assert_array_equal(got.permute(0, 2, 3, 1).numpy(), crop_flip_np(X.astype(np.float32), PAD, OY, OX, FLIP))
+    got = crop_flip.torch(torch.from_numpy(X).permute(0, 3, 1, 2).float(), PAD, torch.from_numpy(OY), torch.from_numpy(OX), torch.from_numpy(FLIP))
+    np.testing.assert_array_equal(got.permute(0, 2, 3, 1).numpy(), crop_flip.numpy(X.astype(np.float32), PAD, OY, OX, FLIP))
 
 
 @pytest.mark.tf

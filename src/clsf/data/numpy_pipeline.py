@@ -1,6 +1,6 @@
 """Batches as numpy arrays, for the Keras engines whose backend is not TensorFlow (JAX, PyTorch):
 no tf.data there. Same order, crops and flips as the tf.data and torch pipelines: all three read
-`clsf.data.order.epoch_plan(seed, epoch)`, and the crop/flip here is `crop_flip_np`, the reference
+`clsf.data.order.epoch_plan(seed, epoch)`, and the crop/flip here is `clsf.techniques.crop_flip.numpy`, the reference
 the other two are tested against.
 """
 
@@ -12,7 +12,8 @@ import numpy as np
 
 from clsf.data.order import batch_plans, epoch_plan
 from clsf.data.stream import as_array
-from clsf.data.transforms import Preprocess, crop_flip_np
+from clsf.data.transforms import Preprocess
+from clsf.techniques import crop_flip
 
 
 class NumpyBatches:
@@ -38,7 +39,7 @@ class NumpyBatches:
         idx = self.plan.order[lo:hi] if self.training else np.arange(lo, hi)
         xb = as_array(self.x[idx]).astype(np.float32)  # (b, H, W, C) 0..255; streamed files decoded here
         if self.training and self.pre.augments:
-            xb = crop_flip_np(xb, self.pre.crop_padding, self.plan.oy[lo:hi], self.plan.ox[lo:hi], self.plan.flip[lo:hi])
+            xb = crop_flip.numpy(xb, self.pre.crop_padding, self.plan.oy[lo:hi], self.plan.ox[lo:hi], self.plan.flip[lo:hi])
         xb, yb = xb * self.a + self.b, self.y[idx]
         for t, plan in self.techniques:  # (mixup, cutmix, cutout): the numpy references themselves
             xb, yb = t.numpy(xb, yb, t.part(plan, lo, hi, lo // self.batch_size), self.classes)

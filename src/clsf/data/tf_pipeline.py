@@ -15,20 +15,7 @@ from clsf.data.order import batch_plans, epoch_plan
 from clsf.data.stream import Files
 from clsf.data.transforms import Preprocess
 from clsf.distributed import share
-
-
-def crop_flip_tf(x, pad: int, oy, ox, flip):
-    """x (B,H,W,C) float32; oy/ox (B,) int32 crop offsets into the padded image; flip (B,) bool."""
-    import tensorflow as tf
-
-    h, w = tf.shape(x)[1], tf.shape(x)[2]
-    if pad:
-        x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-        rows = oy[:, None] + tf.range(h)[None, :]  # (B, H)
-        cols = ox[:, None] + tf.range(w)[None, :]  # (B, W)
-        x = tf.gather(x, rows, axis=1, batch_dims=1)  # (B, H, W+2p, C)
-        x = tf.gather(x, cols, axis=2, batch_dims=1)  # (B, H, W, C)
-    return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+from clsf.techniques import crop_flip
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess, training: bool,
@@ -52,7 +39,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess,
         # one gather per batch, uint8 until here (or the batch the files decoded to)
         xb = tf.cast(tf.gather(images, idx) if decoded is None else decoded, tf.float32)
         if training and pre.augments:
-            xb = crop_flip_tf(xb, pre.crop_padding, *aug)
+            xb = crop_flip.tf(xb, pre.crop_padding, *aug)
         return xb * a + b, tf.gather(labels, idx)
 
     if files:  # each image read and decoded in parallel, then batched: (idx, *aug, image) -> (B, ...) batches
@@ -134,7 +121,7 @@ def make_replica_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Pre
         idx = tf.gather(order, pos)
         xb = tf.cast(tf.gather(images, idx), tf.float32)  # (b, H, W, C): this replica's share
         if pre.augments:
-            xb = crop_flip_tf(xb, pre.crop_padding, *(tf.gather(v, pos) for v in aug))
+            xb = crop_flip.tf(xb, pre.crop_padding, *(tf.gather(v, pos) for v in aug))
         xb, yb = xb * a_ + b_, tf.gather(labels, idx)
         for t, p in techniques:  # a per-image plan at the share's positions; a per-batch one at its global step
             xb, yb = t.tf(xb, yb, {k: tf.gather(v, pos if t.per_image else start // g) for k, v in p.items()}, 0)

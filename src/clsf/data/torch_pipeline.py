@@ -14,22 +14,8 @@ from clsf.data.order import batch_plans, epoch_plan
 from clsf.data.stream import Files
 from clsf.distributed import share
 from clsf.data.transforms import Preprocess
+from clsf.techniques import crop_flip
 from clsf.errors import UserError
-
-
-def crop_flip_torch(x, pad: int, oy, ox, flip):
-    """x (B,C,H,W) float; oy/ox (B,) long offsets into the padded image; flip (B,) bool."""
-    import torch
-    import torch.nn.functional as F
-
-    b, c, h, w = x.shape
-    if pad:
-        x = F.pad(x, (pad, pad, pad, pad))
-        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * pad)
-        x = torch.gather(x, 2, rows)  # (B, C, H, W+2p)
-        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
-        x = torch.gather(x, 3, cols)  # (B, C, H, W)
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 class Batches:
@@ -86,7 +72,7 @@ class Batches:
             xb = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
             if self.training and self.pre.augments:
                 aug = (torch.from_numpy(v[a:b]).to(self.device) for v in (self.plan.oy, self.plan.ox, self.plan.flip))
-                xb = crop_flip_torch(xb, self.pre.crop_padding, *aug)
+                xb = crop_flip.torch(xb, self.pre.crop_padding, *aug)
             xb, yb = xb * self.a + self.b, self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
             for t, plan in self.techniques:  # this process's share a:b, step from the epoch's start
                 xb, yb = t.torch(xb, yb, t.part(plan, a, b, a // self.step_images), self.classes)

@@ -14,7 +14,7 @@ Scales:  "0-1"          x / 255
                         (computed from the training split when not given, then stored in the
                         resolved config so evaluation and prediction reuse the same numbers).
 
-`crop_flip_np` is the reference the tf.data and torch versions are tested against.
+The crop and flip are clsf.techniques.crop_flip (its numpy reference, its tf and torch lines).
 """
 
 from __future__ import annotations
@@ -98,10 +98,3 @@ def normalize_np(x: np.ndarray, pre: Preprocess) -> np.ndarray:
     return x.astype(np.float32) * a + b
 
 
-def crop_flip_np(x: np.ndarray, pad: int, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray) -> np.ndarray:
-    """Reference: x (N,H,W,C) float -> zero-pad -> crop at (oy[i], ox[i]) -> mirror where flip[i]."""
-    n, h, w, _ = x.shape
-    p = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    out = np.stack([p[i, oy[i]:oy[i] + h, ox[i]:ox[i] + w] for i in range(n)])
-    out[flip] = out[flip][:, :, ::-1]
-    return out
