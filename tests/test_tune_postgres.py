@@ -149,14 +149,16 @@ def test_a_killed_worker_s_trial_is_failed_queued_again_and_resumed(server, stud
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     folder = tmp_path / "tune"
-    args = ["--data", "synthetic:train=1536,test=32", "--epochs", "5", "--trials", "2", "--save-every-steps", "8"]
+    # the kill half a second after the first checkpoint, with 4,096 images: it lands mid-trial (with 1,536
+    # and a second's wait the victim could finish all 5 epochs first: seen in CI's long step, as in the SQLite twin)
+    args = ["--data", "synthetic:train=4096,test=32", "--epochs", "5", "--trials", "2", "--save-every-steps", "8"]
     a = _tune(folder, space, study, *args, wait=False)
     deadline = time.time() + 120
     while not list(folder.glob("runs/*/checkpoints/last")) and time.time() < deadline:
         time.sleep(0.2)
     victim = next(folder.glob("runs/*/checkpoints/last")).parent.parent.name
     b = _tune(folder, space, study, *args, wait=False)
-    time.sleep(1.0)
+    time.sleep(0.5)
     a.kill()
     a.wait()
     out_b, _ = b.communicate(timeout=600)
