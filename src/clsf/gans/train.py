@@ -205,11 +205,11 @@ class GanEpochs(Task):
     def train_epoch(self, state: RunState, callbacks: cb.Callback) -> dict | None:
         bar = Bar(not self.quiet, state.epoch, self.cfg.epochs)
         try:
-            return self._epoch(state, callbacks, bar)
+            return self._epoch(state, bar)
         finally:
             bar.close()
 
-    def _epoch(self, state: RunState, callbacks: cb.Callback, bar: Bar) -> dict | None:
+    def _epoch(self, state: RunState, bar: Bar) -> dict | None:
         cfg, x, model, judge, steps = self.cfg, self.x, self.model, self.judge, self.steps_per_epoch
         epoch = state.epoch
         rng = np.random.default_rng([cfg.seed, epoch, 7])  # latents and label noise: a function of (seed, epoch)

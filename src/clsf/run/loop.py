@@ -18,8 +18,8 @@ import numpy as np
 from clsf.config import Config
 from clsf.data import Prepared
 from clsf.engines.base import Meter
-from clsf.metrics import metrics_from_logits
 from clsf.engines.schedule import lr_at
+from clsf.metrics import metrics_from_logits
 from clsf.run.callbacks import Callback
 from clsf.run.environment import peak_memory_mb
 from clsf.run.state import RunState

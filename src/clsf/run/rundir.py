@@ -40,7 +40,7 @@ from clsf.errors import UserError
 from clsf.run.checkpoints import (CHECKPOINTS, MODEL_CHECKPOINT, copy_checkpoint, disk_space, folder, recover_checkpoint,
                                   save_checkpoint)
 from clsf.run.files import data_slug, fresh_path, read_json, save_arrays, slug, write_json, write_text
-from clsf.run.validation import predictions_problem
+from clsf.run.validation import predictions_problem, validate
 
 if TYPE_CHECKING:
     from clsf.config import Config
@@ -123,10 +123,7 @@ class RunDir:
 
     def validate(self, which: str | None = None) -> Config:
         """Every file a command reads, checked before it changes anything (clsf.run.validation)."""
-        from clsf.run.validation import validate
-
         return validate(self, which)
-
 
     # -- config, model file, environment
     def damaged(self, name: str, why: str) -> UserError:
