@@ -66,8 +66,9 @@ def add_outcome(p) -> None:
                    "(the one-line message, or null) -- what compare, sweep and tune read of each run they start")
 
 
-def config_of(args):
-    """The config a recipe command's flags make: defaults < --recipe < --config < flags < KEY=VALUE."""
+def config_of(args, recipe: str | None = None):
+    """The config a recipe command's flags make: defaults < --recipe (or `recipe`, a searched one in
+    its place) < --config < flags < KEY=VALUE."""
     from clsf.config import build_config
 
-    return build_config(args.config, config_flags(args), args.overrides, args.recipe)
+    return build_config(args.config, config_flags(args), args.overrides, recipe or args.recipe)

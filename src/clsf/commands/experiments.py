@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from clsf.commands.common import add_recipe_args, config_flags, config_of
+from clsf.commands.common import add_recipe_args, config_of
 from clsf.engines import names as engine_names
 from clsf.errors import UserError
 
@@ -65,15 +65,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from clsf.config import build_config
     from clsf.experiments.tune import tune
 
     _quiet_children(args)
-    flags, overrides = config_flags(args), args.overrides
+    import functools
 
-    def make_config(recipe: str | None = None):  # a searched recipe takes --recipe's place under everything else
-        return build_config(args.config, flags, overrides, recipe or args.recipe)
-
+    make_config = functools.partial(config_of, args)  # make_config(recipe): a searched recipe takes --recipe's place
     tune(make_config, args.space, args.trials, args.workers, args.out, args.storage, args.study, args.argv, args.minutes,
          _executor(args), args.worker_of)
     return 0
