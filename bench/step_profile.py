@@ -16,7 +16,8 @@ same batches already in memory, each the median of 5 passes over `--steps` steps
 For torch, torch.profiler also splits the step by operator (convolution, dense, pooling, the
 optimizer's update, the rest). --versus KEY=VALUE adds, for every engine, a row with that setting too,
 profiled right after the engine's own row in the same run (an A/B of one key: precision, memory
-layout). Writes bench/results/step-profile.md.
+layout); --versus env:NAME=VALUE does the same with an environment variable set in the engine's
+process (TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's Eigen kernels). Writes bench/results/step-profile.md.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def profile_torch(x, y, batch: int, steps: int) -> dict:
 
 
 def profile_tf(name: str, x, y, batch: int, steps: int) -> dict:
-    import tensorflow as tf
+    from clsf.frameworks import import_tf
+
+    tf = import_tf()  # first through clsf, as the engines import it (its oneDNN default: observations.md, O13)
 
     from clsf.data.tf_pipeline import make_dataset
     from clsf.engines.base import Meter
@@ -251,7 +254,8 @@ def main() -> int:
     ap.add_argument("--model", default="seed-cnn", help="the zoo model to profile")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config keys for every engine")
     ap.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE",
-                    help="also profile every engine with this setting, in the same run (one row each)")
+                    help="also profile every engine with this setting (env:NAME=VALUE: this environment variable), "
+                         "in the same run (one row each)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     MODEL.update(name=args.model, set=args.set)
@@ -274,8 +278,9 @@ def main() -> int:
     import numpy as np
 
     from clsf.data import load_dataset
+    from clsf.config import build_config
     from clsf.models.spec import forward_flops
-    from clsf.models.zoo import get_spec
+    from clsf.run.setup import build_spec
 
     ds = load_dataset(args.data)
     results = {}
@@ -287,11 +292,12 @@ def main() -> int:
             for versus in [None, *args.versus]:  # the engine as set, then each variant right after it
                 label = f"{engine} {versus}" if versus else engine
                 print(f"profiling {label}", flush=True)
-                sets = [*args.set, *([versus] if versus else [])]
+                env = dict([versus[4:].split("=", 1)]) if versus and versus.startswith("env:") else {}
+                sets = [*args.set, *([versus] if versus and not env else [])]
                 r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps),
                                     "--model", args.model, *(f"--set={kv}" for kv in sets), "--worker",
                                     json.dumps({"engine": engine, "arrays": str(arrays)})], capture_output=True, text=True,
-                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env})
                 if r.returncode:
                     raise SystemExit(r.stderr[-3000:])
                 results[label] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -299,7 +305,8 @@ def main() -> int:
     ceiling = subprocess.run([sys.executable, str(HERE / "speed.py"), "--worker", '{"kind": "sgemm"}'], capture_output=True,
                              text=True, check=True).stdout
     sgemm = json.loads(ceiling.strip().splitlines()[-1])["gflops"]
-    flops = 3 * forward_flops(get_spec(args.model)) * args.batch
+    cfg = build_config(flags={}, overrides=[f"model.name={args.model}", *args.set])  # --set model.args.* too
+    flops = 3 * forward_flops(build_spec(cfg, ds["train"].x.shape[1:], 10)) * args.batch
     settings = f", {' '.join(args.set)}" if args.set else ""
     lines = [f"# Where a {args.model} training step goes (batch {args.batch}{settings}, {time.strftime('%Y-%m-%d')})", "",
              f"Milliseconds per step, median of 5 passes over {args.steps} steps, each engine in its own process; "

@@ -102,3 +102,23 @@ def test_channels_last_changes_the_layout_not_the_numbers(tmp_path):
     for layer in a:
         for k in a[layer]:
             assert np.allclose(a[layer][k], b[layer][k], rtol=1e-4, atol=1e-6), f"{layer}.{k}"
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("exported, on", [(None, True), ("0", False)])
+def test_tensorflow_computes_with_onednn_unless_the_user_turned_it_off(exported, on):
+    """TF turns oneDNN on by itself only on AVX-512/AMX CPUs; clsf's import turns it on everywhere
+    (bench/results/observations.md, O13) and leaves a user's TF_ENABLE_ONEDNN_OPTS=0 alone. TF reads it
+    once, at import: a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if exported is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = exported
+    code = ("from clsf.frameworks import import_tf; import_tf()\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(_pywrap_util_port.IsMklEnabled())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == str(on)

@@ -66,6 +66,11 @@ def import_tf():
     """Import tensorflow quietly and return it."""
     require("tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TF turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/bf16 or AMX; on an AVX2
+    # machine it falls back to Eigen's kernels, and an airbench step trained 1.8x slower in tf, 2.1x in
+    # keras (bench/results/observations.md, O13). Read once, at import; TF_ENABLE_ONEDNN_OPTS=0 exported
+    # by the user still wins.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import sys
 
     if "tensorflow" not in sys.modules:

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from clsf.errors import UserError
+from clsf.frameworks import import_tf
 
 MATH = ("Add Sub Mul Div Neg Abs Exp Log Sqrt Pow Reciprocal Max Min Relu LeakyRelu Elu Selu Sigmoid Tanh "
         "Softmax LogSoftmax Softplus Gelu Erf Clip Where Equal Greater Less Cast Identity Constant").split()
@@ -165,6 +166,7 @@ def check_savedmodel(folder: Path) -> None:
     own functions (reached from the SaverDef's save and restore nodes and from nothing else) may also
     hold the saver's ops. A TF1 SavedModel (no object graph) is refused: its loader runs the graph's
     own restore and init ops. Objects with custom save/restore code are refused."""
+    import_tf()  # TensorFlow's first import in this process goes through clsf's (its settings)
     from tensorflow.core.protobuf import saved_model_pb2
 
     pb = folder / "saved_model.pb"
