@@ -82,7 +82,17 @@ def engine_class(name: str) -> type[Engine]:
 
 def create_engine(cfg: Config, spec: ModelSpec, steps_per_epoch: int) -> Engine:
     """The engine `cfg.engine` names, built from the spec; the one factory everything uses."""
-    return engine_class(cfg.engine)(cfg, spec, steps_per_epoch)
+    import sys
+
+    tensorflow = entry(cfg.engine).requires == "tensorflow"
+    if tensorflow:
+        from clsf.engines.precision import choose_tf_kernels
+
+        choose_tf_kernels(spec, before_import="tensorflow" not in sys.modules)  # oneDNN or Eigen, by the spec
+    cls = engine_class(cfg.engine)
+    if tensorflow:
+        choose_tf_kernels(spec, before_import=False)  # what the import chose must suit this network
+    return cls(cfg, spec, steps_per_epoch)
 
 
 def engine_for_format(fmt: str) -> str:
