@@ -30,7 +30,7 @@ def worker(widths: list[int], calls: int) -> dict:
     tf = import_tf()
     import keras
 
-    from clsf.engines.precision import onednn_enabled
+    from clsf.engines.tf_kernels import onednn_enabled
     from clsf.models.keras import build_keras
     from clsf.models.zoo import get_spec
 

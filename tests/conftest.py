@@ -3,7 +3,7 @@ import os
 import pytest
 
 # TensorFlow chooses oneDNN or Eigen once per process, at import, and clsf by the first network's
-# width (clsf.engines.precision.choose_tf_kernels): the suite builds narrow and wide networks in one
+# width (clsf.engines.tf_kernels.choose_tf_kernels): the suite builds narrow and wide networks in one
 # process, in random order, so its processes (and the commands they start) run Eigen's kernels, as
 # TF's own default does on this kind of CPU. test_precision.py tests the choice in fresh processes.
 os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"

@@ -108,7 +108,7 @@ ENGINE_IN_A_NEW_PROCESS = """
 import sys
 from clsf.config import build_config
 from clsf.engines import create_engine
-from clsf.engines.precision import onednn_enabled
+from clsf.engines.tf_kernels import onednn_enabled
 from clsf.errors import UserError
 from clsf.run.setup import build_spec
 

@@ -69,7 +69,7 @@ def import_tf():
     # TF turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/bf16 or AMX; on an AVX2
     # machine it falls back to Eigen's kernels, and an airbench step trained 1.8x slower in tf, 2.1x in
     # keras (bench/results/observations.md, O13). Read once, at import; TF_ENABLE_ONEDNN_OPTS exported by
-    # the user wins, and an engine sets it first by its network (engines.precision.choose_tf_kernels).
+    # the user wins, and an engine sets it first by its network (engines.tf_kernels.choose_tf_kernels).
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import sys
 

@@ -86,7 +86,7 @@ def create_engine(cfg: Config, spec: ModelSpec, steps_per_epoch: int) -> Engine:
 
     tensorflow = entry(cfg.engine).requires == "tensorflow"
     if tensorflow:
-        from clsf.engines.precision import choose_tf_kernels
+        from clsf.engines.tf_kernels import choose_tf_kernels
 
         choose_tf_kernels(spec, before_import="tensorflow" not in sys.modules)  # oneDNN or Eigen, by the spec
     cls = engine_class(cfg.engine)

@@ -3,7 +3,6 @@ computes in it -- a GPU, or a CPU with bf16 matrix instructions, read from its f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from clsf.config import Config
@@ -40,43 +39,3 @@ def resolve_precision(cfg: Config, on_gpu: bool, device: str) -> str:
                     "use precision=fp32 (the default), precision=auto (bf16 where the CPU computes in it), "
                     "or run where a GPU is found (device=auto).")
 
-
-# -- TensorFlow's CPU kernels: oneDNN or Eigen, chosen once per process, at TensorFlow's import
-NARROW = 8  # channels: oneDNN's x86 kernels work on blocks of 8 floats (AVX2) or 16 (AVX-512)
-
-
-def narrow_convolutions(spec) -> list[str]:
-    """The convolutions of `spec` with fewer than NARROW output channels."""
-    from clsf.models.spec import Conv, ConvTranspose, DepthwiseConv, leaf_shapes, walk
-
-    convs = {name for name, layer in walk(spec.layers) if isinstance(layer, (Conv, ConvTranspose, DepthwiseConv))}
-    return [name for name, (_, out) in leaf_shapes(spec).items() if name in convs and out[-1] < NARROW]
-
-
-def onednn_enabled() -> bool:
-    """Whether this process's TensorFlow runs oneDNN's kernels (TF has no public way to ask)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
-
-
-def choose_tf_kernels(spec, before_import: bool) -> None:
-    """oneDNN for TensorFlow unless the network has a convolution under 8 channels wide.
-
-    TF 2.21 turns oneDNN on by itself only on CPUs with AVX-512 VNNI/bf16 or AMX; on an AVX2 CPU its
-    Eigen kernels trained an airbench step 1.8x slower in tf and 2.1x in keras (observations.md, O13).
-    But there oneDNN computed a narrow network's gradients wrong -- resnet-s 4 channels wide: a
-    kernel's gradient changed by 100% between two calls on the same batch (O14) -- so such a network
-    keeps Eigen, as torch keeps NCHW for it (O2). Before TensorFlow's import (`before_import`) this
-    sets the default (a TF_ENABLE_ONEDNN_OPTS the user exported wins); after it, a narrow network on
-    oneDNN is refused in one line."""
-    narrow = narrow_convolutions(spec)
-    if before_import:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if narrow else "1")
-    elif narrow and onednn_enabled():
-        raise UserError(f"TensorFlow runs oneDNN's kernels in this process, which computed wrong gradients for "
-                        f"convolutions under {NARROW} channels wide ({', '.join(narrow[:3])}); export "
-                        "TF_ENABLE_ONEDNN_OPTS=0 or run this model in a new process (the clsf command does), or widen it.")
