@@ -129,20 +129,23 @@ except UserError as e:
 
 @pytest.mark.tf
 @pytest.mark.parametrize("widths, exported, on", [("[8, 8, 8]", None, True), ("[8, 8, 8]", "0", False),
-                                                  ("[4, 8, 8]", None, False)])
+                                                  ("[4, 8, 8]", None, False), ("[4, 8, 8]", "clsf:1", False)])
 def test_tensorflow_computes_with_onednn_except_for_narrow_networks(widths, exported, on):
     """TF turns oneDNN on by itself only on AVX-512/AMX CPUs; clsf turns it on everywhere
     (bench/results/observations.md, O13) but for a network with a convolution under 8 channels wide,
     whose gradients oneDNN computed wrong (O14), and leaves a user's TF_ENABLE_ONEDNN_OPTS=0 alone.
     TF reads it once, at import: a fresh process each, where a narrow network after a oneDNN one
-    is refused in one line. (tests/conftest.py pins Eigen for the suite's own processes.)"""
+    is refused in one line. A value clsf set in a parent process ("clsf:1", as `clsf compare` hands its
+    environment to each run) is chosen afresh. (tests/conftest.py pins Eigen for the suite's own processes.)"""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "CLSF_ONEDNN")}
     if exported is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = exported
+        env["TF_ENABLE_ONEDNN_OPTS"] = exported.removeprefix("clsf:")
+        if exported.startswith("clsf:"):
+            env["CLSF_ONEDNN"] = env["TF_ENABLE_ONEDNN_OPTS"]
     out = subprocess.run([sys.executable, "-c", ENGINE_IN_A_NEW_PROCESS, widths], env=env, capture_output=True,
                          text=True, check=True).stdout.strip().splitlines()
     assert out[-2] == str(on)

@@ -62,15 +62,29 @@ def _quiet_stderr():
         os.close(devnull)
 
 
+ONEDNN, CHOSEN = "TF_ENABLE_ONEDNN_OPTS", "CLSF_ONEDNN"  # TF's switch; what clsf set it to (not the user)
+
+
+def default_onednn(on: bool) -> None:
+    """TF_ENABLE_ONEDNN_OPTS for this process's TensorFlow import (TF reads it once), unless the user
+    exported it. clsf marks its own value (CLSF_ONEDNN), so a process it starts, which inherits the
+    variable, chooses afresh for its own network instead of taking the parent's choice for the user's."""
+    value = os.environ.get(ONEDNN)
+    if value is not None and os.environ.get(CHOSEN) != value:
+        return  # the user's
+    os.environ[ONEDNN] = os.environ[CHOSEN] = "1" if on else "0"
+
+
 def import_tf():
     """Import tensorflow quietly and return it."""
     require("tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # TF turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/bf16 or AMX; on an AVX2
     # machine it falls back to Eigen's kernels, and an airbench step trained 1.8x slower in tf, 2.1x in
-    # keras (bench/results/observations.md, O13). Read once, at import; TF_ENABLE_ONEDNN_OPTS exported by
-    # the user wins, and an engine sets it first by its network (engines.tf_kernels.choose_tf_kernels).
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    # keras (bench/results/observations.md, O13). An engine chooses first, by its network
+    # (engines.tf_kernels.choose_tf_kernels); TF_ENABLE_ONEDNN_OPTS exported by the user wins.
+    if ONEDNN not in os.environ:
+        default_onednn(True)
     import sys
 
     if "tensorflow" not in sys.modules:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from clsf.errors import UserError
+from clsf.frameworks import ONEDNN, default_onednn
 
 NARROW = 8  # channels: oneDNN's x86 kernels work on blocks of 8 floats (AVX2) or 16 (AVX-512)
 
@@ -25,7 +26,7 @@ def onednn_enabled() -> bool:
 
         return bool(_pywrap_util_port.IsMklEnabled())
     except (ImportError, AttributeError):
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+        return os.environ.get(ONEDNN) == "1"
 
 
 def choose_tf_kernels(spec, before_import: bool) -> None:
@@ -36,11 +37,11 @@ def choose_tf_kernels(spec, before_import: bool) -> None:
     But there oneDNN computed a narrow network's gradients wrong -- resnet-s 4 channels wide: a
     kernel's gradient changed by 100% between two calls on the same batch (O14) -- so such a network
     keeps Eigen, as torch keeps NCHW for it (O2). Before TensorFlow's import (`before_import`) this
-    sets the default (a TF_ENABLE_ONEDNN_OPTS the user exported wins); after it, a narrow network on
-    oneDNN is refused in one line."""
+    sets the default (clsf.frameworks.default_onednn: a TF_ENABLE_ONEDNN_OPTS the user exported wins);
+    after it, a narrow network on oneDNN is refused in one line."""
     narrow = narrow_convolutions(spec)
     if before_import:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if narrow else "1")
+        default_onednn(not narrow)
     elif narrow and onednn_enabled():
         raise UserError(f"TensorFlow runs oneDNN's kernels in this process, which computed wrong gradients for "
                         f"convolutions under {NARROW} channels wide ({', '.join(narrow[:3])}); export "
