@@ -88,10 +88,10 @@ def create_engine(cfg: Config, spec: ModelSpec, steps_per_epoch: int) -> Engine:
     if tensorflow:
         from clsf.engines.tf_kernels import choose_tf_kernels
 
-        choose_tf_kernels(spec, before_import="tensorflow" not in sys.modules)  # oneDNN or Eigen, by the spec
+        choose_tf_kernels([spec], before_import="tensorflow" not in sys.modules)  # oneDNN or Eigen, by the spec
     cls = engine_class(cfg.engine)
     if tensorflow:
-        choose_tf_kernels(spec, before_import=False)  # what the import chose must suit this network
+        choose_tf_kernels([spec], before_import=False)  # what the import chose must suit this network
     return cls(cfg, spec, steps_per_epoch)
 
 

@@ -38,4 +38,3 @@ def resolve_precision(cfg: Config, on_gpu: bool, device: str) -> str:
     raise UserError(f"precision={cfg.precision} is for GPUs and this run is on {device}; "
                     "use precision=fp32 (the default), precision=auto (bf16 where the CPU computes in it), "
                     "or run where a GPU is found (device=auto).")
-

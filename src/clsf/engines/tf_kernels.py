@@ -29,17 +29,17 @@ def onednn_enabled() -> bool:
         return os.environ.get(ONEDNN) == "1"
 
 
-def choose_tf_kernels(spec, before_import: bool) -> None:
-    """oneDNN for TensorFlow unless the network has a convolution under 8 channels wide.
+def choose_tf_kernels(specs: list, before_import: bool) -> None:
+    """oneDNN for TensorFlow unless a network of `specs` has a convolution under 8 channels wide.
 
     TF 2.21 turns oneDNN on by itself only on CPUs with AVX-512 VNNI/bf16 or AMX; on an AVX2 CPU its
     Eigen kernels trained an airbench step 1.8x slower in tf and 2.1x in keras (observations.md, O13).
     But there oneDNN computed a narrow network's gradients wrong -- resnet-s 4 channels wide: a
-    kernel's gradient changed by 100% between two calls on the same batch (O14) -- so such a network
+    kernel's gradient changed by 1.22x its largest entry between two calls on one batch (O14) -- so such a network
     keeps Eigen, as torch keeps NCHW for it (O2). Before TensorFlow's import (`before_import`) this
     sets the default (clsf.frameworks.default_onednn: a TF_ENABLE_ONEDNN_OPTS the user exported wins);
     after it, a narrow network on oneDNN is refused in one line."""
-    narrow = narrow_convolutions(spec)
+    narrow = [name for spec in specs for name in narrow_convolutions(spec)]
     if before_import:
         default_onednn(not narrow)
     elif narrow and onednn_enabled():

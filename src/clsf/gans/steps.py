@@ -101,9 +101,16 @@ class TorchGAN:
 
 class TFGAN:
     def __init__(self, cfg: Config, image_shape):
+        import sys
+
+        from clsf.engines.tf_kernels import choose_tf_kernels
         from clsf.frameworks import import_tf
 
+        self.g_spec, self.d_spec = specs(cfg, image_shape)
+        nets = [self.g_spec, self.d_spec]
+        choose_tf_kernels(nets, before_import="tensorflow" not in sys.modules)  # the generator's image: 1 channel
         tf = import_tf()
+        choose_tf_kernels(nets, before_import=False)
         import keras
 
         from clsf.engines.keras_common import make_optimizer
@@ -111,7 +118,6 @@ class TFGAN:
 
         keras.utils.set_random_seed(cfg.seed)
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
-        self.g_spec, self.d_spec = specs(cfg, image_shape)
         self.g, self.d = build_keras(self.g_spec), build_keras(self.d_spec)
         self.g_opt = make_optimizer(OptimConfig(name="adam", lr=cfg.gan.g_lr, beta1=cfg.gan.beta1), cfg.gan.g_lr)
         self.d_opt = make_optimizer(OptimConfig(name="adam", lr=cfg.gan.d_lr, beta1=cfg.gan.beta1), cfg.gan.d_lr)
