@@ -82,17 +82,11 @@ def engine_class(name: str) -> type[Engine]:
 
 def create_engine(cfg: Config, spec: ModelSpec, steps_per_epoch: int) -> Engine:
     """The engine `cfg.engine` names, built from the spec; the one factory everything uses."""
-    import sys
+    if entry(cfg.engine).requires == "tensorflow":
+        from clsf.engines.tf_kernels import import_tf_for
 
-    tensorflow = entry(cfg.engine).requires == "tensorflow"
-    if tensorflow:
-        from clsf.engines.tf_kernels import choose_tf_kernels
-
-        choose_tf_kernels([spec], before_import="tensorflow" not in sys.modules)  # oneDNN or Eigen, by the spec
-    cls = engine_class(cfg.engine)
-    if tensorflow:
-        choose_tf_kernels([spec], before_import=False)  # what the import chose must suit this network
-    return cls(cfg, spec, steps_per_epoch)
+        import_tf_for([spec])  # oneDNN or Eigen, by the network
+    return engine_class(cfg.engine)(cfg, spec, steps_per_epoch)
 
 
 def engine_for_format(fmt: str) -> str:

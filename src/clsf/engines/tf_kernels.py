@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from clsf.errors import UserError
-from clsf.frameworks import ONEDNN, default_onednn
+from clsf.frameworks import ONEDNN, default_onednn, import_tf
 
 NARROW = 8  # channels: oneDNN's x86 kernels work on blocks of 8 floats (AVX2) or 16 (AVX-512)
 
@@ -46,3 +46,14 @@ def choose_tf_kernels(specs: list, before_import: bool) -> None:
         raise UserError(f"TensorFlow runs oneDNN's kernels in this process, which computed wrong gradients for "
                         f"convolutions under {NARROW} channels wide ({', '.join(narrow[:3])}); export "
                         "TF_ENABLE_ONEDNN_OPTS=0 or run this model in a new process (the clsf command does), or widen it.")
+
+
+def import_tf_for(specs: list):
+    """TensorFlow, imported with the kernels that suit `specs` (chosen here if this is its first import
+    in the process, else checked); returns the module."""
+    import sys
+
+    choose_tf_kernels(specs, before_import="tensorflow" not in sys.modules)
+    tf = import_tf()
+    choose_tf_kernels(specs, before_import=False)  # what the import chose must suit these networks
+    return tf

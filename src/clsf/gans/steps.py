@@ -101,16 +101,10 @@ class TorchGAN:
 
 class TFGAN:
     def __init__(self, cfg: Config, image_shape):
-        import sys
-
-        from clsf.engines.tf_kernels import choose_tf_kernels
-        from clsf.frameworks import import_tf
+        from clsf.engines.tf_kernels import import_tf_for
 
         self.g_spec, self.d_spec = specs(cfg, image_shape)
-        nets = [self.g_spec, self.d_spec]
-        choose_tf_kernels(nets, before_import="tensorflow" not in sys.modules)  # the generator's image: 1 channel
-        tf = import_tf()
-        choose_tf_kernels(nets, before_import=False)
+        tf = import_tf_for([self.g_spec, self.d_spec])  # the generator's 1-channel image layer: Eigen's kernels
         import keras
 
         from clsf.engines.keras_common import make_optimizer
