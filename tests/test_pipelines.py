@@ -64,6 +64,20 @@ def test_tf_eval_pipeline_normalises_like_reference(pre):
     np.testing.assert_array_equal(np.concatenate(ys), Y)
 
 
+@pytest.mark.tf
+def test_tf_pipelines_leave_autotuning_off():
+    """tf.data's autotuning thread held an epoch's iterator up to 60 s at its end, the CPU idle
+    (bench/results/observations.md, O15; `python bench/tf_data_autotune.py` shows the wait)."""
+    pytest.importorskip("tensorflow")
+    from clsf.data.tf_pipeline import make_dataset, make_replica_dataset
+
+    pre = Preprocess("0-1", crop_padding=2, hflip=True)
+    pipelines = {"training": make_dataset(X, Y, 4, pre, training=True, classes=6),
+                 "evaluation": make_dataset(X, Y, 4, pre, training=False),
+                 "replicas": make_replica_dataset(X, Y, 2, pre, 0, 0, 0, range(0, 1), 2)}
+    assert {name: ds.options().autotune.enabled for name, ds in pipelines.items()} == dict.fromkeys(pipelines, False)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("pre", SCALES, ids=lambda p: p.scale)
 def test_torch_eval_pipeline_normalises_like_reference(pre):

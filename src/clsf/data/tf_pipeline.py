@@ -61,7 +61,21 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Preprocess,
             return xb, yb
 
         ds = tf.data.Dataset.zip((ds, tf.data.Dataset.zip(parts))).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return finish(ds)
+
+
+def finish(ds):
+    """Every pipeline's last stage: prefetch, with tf.data's autotuning off. Its optimisation thread
+    sleeps in periods that double up to 60 s, and an iterator's destructor waits for it to wake, so
+    an epoch's iterator that lived past ~41 s ended up to 60 s later with the CPU idle (one epoch in
+    two of the speedrun's; bench/results/observations.md, O15). Without it an AUTOTUNE map runs as
+    many calls at once as there are cores and the prefetch buffer grows while the step waits:
+    as fast here (bench/results/tf-data-autotune.md)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _plan_parts(technique, plan: dict, batch_size: int, first_step: int):
@@ -129,4 +143,4 @@ def make_replica_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, pre: Pre
 
     ds = tf.data.Dataset.from_tensor_slices((np.array(starts, np.int64), np.array(sizes, np.int64),
                                              np.array(scales, np.float32)))
-    return ds.map(element, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return finish(ds.map(element, num_parallel_calls=tf.data.AUTOTUNE))
