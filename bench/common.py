@@ -70,4 +70,5 @@ def clsf_run(root: Path, name: str, recipe: str, engine: str, data: str, epochs:
     final = json.loads((root / name / "final.json").read_text())
     precision = json.loads((root / name / "env.json").read_text()).get("precision", "fp32")  # what auto resolved to
     return {"name": name, "recipe": recipe, "epochs": epochs, "seconds": seconds, "test_acc": final["test_acc"], "precision": precision,
-            "train_seconds": sum(float(r["seconds"]) for r in rows), "images_per_s": float(rows[-1]["images_per_s"])}
+            "train_seconds": sum(float(r["seconds"]) for r in rows), "epoch_seconds": [float(r["seconds"]) for r in rows],
+            "images_per_s": float(rows[-1]["images_per_s"])}

@@ -61,6 +61,14 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None
         verdict = "within" if spread <= 2 * seed_std else "OUTSIDE"
         lines += ["", f"Spread of the engines' mean accuracy: {spread:.4f}; the largest seed-to-seed std: {seed_std:.4f} — "
                   f"the engines agree **{verdict}** twice the seed spread."]
+    epochs = max(len(r["epoch_seconds"]) for rs in runs.values() for r in rs)
+    lines += ["", "Seconds per epoch of training, from each run's metrics.csv (the rest of a whole process is start-up, "
+              "data from the cache and the test):", "",
+              "| run | " + " | ".join(f"epoch {i + 1}" for i in range(epochs)) + " |", "| --- |" + " --- |" * epochs]
+    for i, seed in enumerate(seeds):
+        for e, rs in runs.items():
+            if i < len(rs):
+                lines.append(f"| {e} seed {seed} | " + " | ".join(f"{s:.0f}" for s in rs[i]["epoch_seconds"]) + " |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
