@@ -104,6 +104,22 @@ def test_channels_last_changes_the_layout_not_the_numbers(tmp_path):
             assert np.allclose(a[layer][k], b[layer][k], rtol=1e-4, atol=1e-6), f"{layer}.{k}"
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("widths, nhwc", [("[8, 8, 8]", True), ("[4, 8, 8]", False)])
+def test_torch_keeps_a_network_with_narrow_convolutions_in_nchw(widths, nhwc):
+    """oneDNN ran a resnet-s 4 channels wide 25x slower channels-last (bench/results/observations.md,
+    O2): the rule the TensorFlow engines' kernel choice shares (models.spec.narrow_convolutions)."""
+    import torch
+
+    from clsf.engines import create_engine
+    from clsf.run.setup import build_spec
+
+    cfg = build_config(flags={"engine": "torch"}, overrides=["model.name=resnet-s", f"model.args.widths={widths}",
+                                                             "model.args.blocks=1"])
+    engine = create_engine(cfg, build_spec(cfg, (10, 10, 3), 3), 1)
+    assert (engine.memory_format == torch.channels_last) == nhwc
+
+
 ENGINE_IN_A_NEW_PROCESS = """
 import sys
 from clsf.config import build_config

@@ -7,17 +7,7 @@ import os
 
 from clsf.errors import UserError
 from clsf.frameworks import ONEDNN, default_onednn, import_tf
-
-NARROW = 8  # channels: oneDNN's x86 kernels work on blocks of 8 floats (AVX2) or 16 (AVX-512)
-
-
-def narrow_convolutions(spec) -> list[str]:
-    """The convolutions of `spec` with fewer than NARROW output channels."""
-    from clsf.models.spec import Conv, ConvTranspose, DepthwiseConv, leaf_shapes, walk
-
-    convs = {name for name, layer in walk(spec.layers) if isinstance(layer, (Conv, ConvTranspose, DepthwiseConv))}
-    return [name for name, (_, out) in leaf_shapes(spec).items() if name in convs and out[-1] < NARROW]
-
+from clsf.models.spec import NARROW, narrow_convolutions
 
 def onednn_enabled() -> bool:
     """Whether this process's TensorFlow runs oneDNN's kernels (TF has no public way to ask)."""

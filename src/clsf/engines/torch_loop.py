@@ -27,7 +27,7 @@ from clsf.engines.checkpoint import Checkpoint
 from clsf.engines.schedule import lr_at
 from clsf.engines.torch_optim import KerasRule
 from clsf.errors import UserError
-from clsf.models.spec import ModelSpec
+from clsf.models.spec import ModelSpec, narrow_convolutions
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -86,9 +86,9 @@ class TorchEngine(Engine):
         self.scaler = torch.amp.GradScaler(self.torch_device.type, enabled=self.precision == "fp16")
         # channels_last: weights and batches in NHWC order; otherwise batches are made plain NCHW
         model = build_torch(spec)
-        # ... except for convolutions under 8 channels wide, which oneDNN runs many times slower in NHWC
-        # (bench/results/observations.md, O2)
-        narrow = any(m.out_channels < 8 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        # ... except for a network with convolutions under 8 channels wide, which oneDNN runs many times
+        # slower in NHWC (bench/results/observations.md, O2)
+        narrow = narrow_convolutions(spec)
         self.memory_format = torch.channels_last if cfg.torch.channels_last and not narrow else torch.contiguous_format
         self.model = model.to(self.torch_device, memory_format=self.memory_format)
         self.optimizer = KerasRule(self.model.parameters(), cfg.optim)  # Keras' update rules, see torch_optim

@@ -335,6 +335,17 @@ def leaf_shapes(spec: ModelSpec) -> dict[str, tuple[tuple, tuple]]:
     return result
 
 
+NARROW = 8  # channels: oneDNN's x86 kernels work on blocks of 8 floats (AVX2) or 16 (AVX-512)
+
+
+def narrow_convolutions(spec: ModelSpec) -> list[str]:
+    """The convolutions of `spec` with fewer than NARROW output channels: oneDNN ran them 25x slower
+    in torch's channels-last order and computed their gradients wrong in TensorFlow on an AVX2 CPU
+    (bench/results/observations.md, O2 and O14), so both engines keep such a network off that path."""
+    convs = {name for name, layer in walk(spec.layers) if isinstance(layer, (Conv, ConvTranspose, DepthwiseConv))}
+    return [name for name, (_, out) in leaf_shapes(spec).items() if name in convs and out[-1] < NARROW]
+
+
 def validate(spec: ModelSpec) -> None:
     if spec.init not in INITS:
         raise SpecError(f"init '{spec.init}' is not known; use one of {', '.join(INITS)}")
