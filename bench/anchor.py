@@ -28,7 +28,6 @@ bench/results/anchor.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -39,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, clsf_run, cpu_model, timed_process
+from common import HERE, budget_run, clsf_run, cpu_model
 
 NORMALIZE = '''
 import time as _time
@@ -159,6 +158,9 @@ def main() -> int:
 
     bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_bf16())
     seeds = [int(s) for s in args.seeds.split(",")]
+    if not args.script.is_file():
+        raise SystemExit(f"{args.script}: no such file; give --script your copy of airbench94.py "
+                         "(legacy/airbench94.py of KellerJordan/cifar10-airbench).")
     script = cpu_script(args.script.read_text(), args.epochs, bf16)
     precision = ["precision=bf16" if bf16 else "precision=fp32"]  # both compute alike
 
@@ -169,12 +171,7 @@ def main() -> int:
         write_cifar_pt(args.data, tmp / "anchor" / "cifar10")
         (tmp / "anchor" / "airbench94_cpu.py").write_text(script)
 
-        def budget() -> dict:
-            print("the tutorial's script (the budget)", flush=True)
-            seconds, out = timed_process([sys.executable, str(HERE / "recipes.py"), "--seeds-script", "0", "--data", args.data])
-            return {"seconds": seconds, "test_acc": json.loads(out.strip().splitlines()[-1])["test_acc"]}
-
-        budgets = [budget()]
+        budgets = [budget_run(args.data)]
         runs = {"airbench94.py": [], "clsf speedrun, torch": []}
         for i, seed in enumerate(seeds):
             a = anchor_run(tmp / "anchor" / "airbench94_cpu.py", tmp / "anchor")
@@ -184,7 +181,7 @@ def main() -> int:
                          "--seed", str(seed), *precision, *args.overrides)
             runs["clsf speedrun, torch"].append(c)
             print(f"  clsf seed {seed}: {c['seconds']:.0f} s, test {c['test_acc']:.4f}", flush=True)
-            budgets.append(budget())
+            budgets.append(budget_run(args.data))
             for rs in runs.values():
                 rs[-1]["budget"] = (budgets[i]["seconds"] + budgets[i + 1]["seconds"]) / 2
             write_table(args, budgets, runs, seeds[: i + 1], bf16)

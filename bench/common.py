@@ -72,3 +72,11 @@ def clsf_run(root: Path, name: str, recipe: str, engine: str, data: str, epochs:
     return {"name": name, "recipe": recipe, "epochs": epochs, "seconds": seconds, "test_acc": final["test_acc"], "precision": precision,
             "train_seconds": sum(float(r["seconds"]) for r in rows), "epoch_seconds": [float(r["seconds"]) for r in rows],
             "images_per_s": float(rows[-1]["images_per_s"])}
+
+
+def budget_run(data: str) -> dict:
+    """The budget: the classic Keras CIFAR-10 tutorial's 5-epoch script (bench/recipes.py's), one whole
+    process; its seconds and test accuracy."""
+    print("the tutorial's script (the budget)", flush=True)
+    seconds, out = timed_process([sys.executable, str(HERE / "recipes.py"), "--seeds-script", "0", "--data", data])
+    return {"seconds": seconds, "test_acc": json.loads(out.strip().splitlines()[-1])["test_acc"]}

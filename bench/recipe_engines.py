@@ -17,7 +17,6 @@ a narrower network); the table names them. Writes bench/results/recipe-engines.m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, clsf_run, cpu_model, timed_process  # (the same timing as the time-to-accuracy table)
+from common import HERE, budget_run, clsf_run, cpu_model  # (the same timing as the time-to-accuracy table)
 
 
 def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None:
@@ -90,12 +89,7 @@ def main() -> int:
         os.environ["CLSF_CACHE"] = str(tmp / "cache")
         subprocess.run([sys.executable, "-m", "clsf", "data", "info", "--data", args.data], check=True, capture_output=True)
 
-        def budget() -> dict:
-            print("the tutorial's script (the budget)", flush=True)
-            seconds, out = timed_process([sys.executable, str(HERE / "recipes.py"), "--seeds-script", "0", "--data", args.data])
-            return {"seconds": seconds, "test_acc": json.loads(out.strip().splitlines()[-1])["test_acc"]}
-
-        budgets = [budget()]
+        budgets = [budget_run(args.data)]
         runs = {e: [] for e in engines}
         for i, seed in enumerate(seeds):
             for engine in engines:
@@ -103,7 +97,7 @@ def main() -> int:
                                              "--seed", str(seed), *args.overrides))
                 print(f"  {engine} seed {seed}: {runs[engine][-1]['seconds']:.0f} s, test {runs[engine][-1]['test_acc']:.4f}",
                       flush=True)
-            budgets.append(budget())  # after the round: its runs lie between budgets[i] and budgets[i + 1]
+            budgets.append(budget_run(args.data))  # after the round: its runs lie between budgets[i] and budgets[i + 1]
             for engine in engines:
                 runs[engine][-1]["budget"] = (budgets[i]["seconds"] + budgets[i + 1]["seconds"]) / 2
             write_table(args, budgets, runs, seeds[: i + 1])
