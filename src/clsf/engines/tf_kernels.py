@@ -9,6 +9,7 @@ from clsf.errors import UserError
 from clsf.frameworks import ONEDNN, default_onednn, import_tf
 from clsf.models.spec import NARROW, narrow_convolutions
 
+
 def onednn_enabled() -> bool:
     """Whether this process's TensorFlow runs oneDNN's kernels (TF has no public way to ask)."""
     try:
