@@ -68,9 +68,9 @@ def finish(ds):
     """Every pipeline's last stage: prefetch, with tf.data's autotuning off. Its optimisation thread
     sleeps in periods that double up to 60 s, and an iterator's destructor waits for it to wake, so
     an epoch's iterator that lived past ~41 s ended up to 60 s later with the CPU idle (three of four
-    TensorFlow speedrun runs had such an epoch; bench/results/observations.md, O15). Without it an AUTOTUNE map runs as
-    many calls at once as there are cores and the prefetch buffer grows while the step waits:
-    as fast here (bench/results/tf-data-autotune.md)."""
+    TensorFlow speedrun runs had such an epoch; bench/results/observations.md, O15). Without it, an
+    AUTOTUNE map runs as many calls at once as there are cores and the prefetch buffer still grows
+    while the step waits: as fast here (bench/results/tf-data-autotune.md)."""
     import tensorflow as tf
 
     options = tf.data.Options()
