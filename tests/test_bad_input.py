@@ -284,6 +284,8 @@ CASES = [
     (T + " optim.ema=1", nothing, 2, "optim.ema=1.0 must be in [0, 1) (a decay per update"),
     (T + " optim.ema_every=0", nothing, 2, "optim.ema_every=0 must be >= 1"),
     (T + " optim.lookahead=true", nothing, 2, "optim.lookahead and optim.ema_power shape the weight average; give optim.ema"),
+    (T + " optim.muon_lr=-1", nothing, 2, "optim.muon_lr=-1.0 must be a finite number >= 0 (0 turns Muon off)"),
+    (T + " model.name=mobilenet-v2 optim.muon_lr=0.1", nothing, 2, "optim.muon_lr steps plain convolution kernels, and model"),
     (T + " model.name=airbench model.args.bias_scale=0", nothing, 2, "bias_scale 0.0 must be a positive number"),
     (T + " model.whiten_init=true", nothing, 2, "has 32 filters; whitening 3x3x3 patches needs 27 or 54"),
     ("train --image-size 100000x100000", nothing, 2, "is larger than 4096 pixels a side"),

