@@ -1,8 +1,10 @@
-"""Benchmark: clsf's `--recipe speedrun` in torch against airbench94's own published script, side by
-side in one run on this machine, both bracketed by the tutorial budget.
+"""Benchmark: clsf's `--recipe speedrun` (or another: --recipe speedrun-muon) in torch against
+airbench94's own published script, side by side in one run on this machine, both bracketed by the
+tutorial budget.
 
     python bench/anchor.py --script PATH/TO/legacy/airbench94.py --data ../shared/data/cifar10-jpeg.tar.gz
-                           [--epochs 9.9] [--clsf-epochs 10] [--seeds 0,1,2] [--precision auto] [KEY=VALUE ...]
+                           [--epochs 9.9] [--recipe speedrun] [--clsf-epochs 10] [--seeds 0,1,2] [--precision auto]
+                           [KEY=VALUE ...]
 
 The anchor is the real thing: the user's copy of airbench94.py (KellerJordan/cifar10-airbench,
 `legacy/airbench94.py`; nothing of it is kept in this repository, and no network is used), changed
@@ -120,10 +122,10 @@ def anchor_run(script: Path, cwd: Path) -> dict:
 def write_table(args, budgets: list[dict], runs: dict, seeds: list[int], bf16: bool) -> None:
     took = ", ".join(f"{b['seconds']:.0f}" for b in budgets)
     shown = "".join(f" {shlex.quote(o)}" for o in args.overrides)
-    lines = [f"# clsf `--recipe speedrun` (torch) against airbench94's own script ({time.strftime('%Y-%m-%d')})", "",
+    lines = [f"# clsf `--recipe {args.recipe}` (torch) against airbench94's own script ({time.strftime('%Y-%m-%d')})", "",
              f"On {Path(args.data).name}, {cpu_model()} ({os.cpu_count()} cores), computed in {'bf16' if bf16 else 'fp32'}. "
              f"airbench94.py (legacy/airbench94.py of KellerJordan/cifar10-airbench, changed only to run on a CPU: "
-             f"bench/anchor.py) for {args.epochs:g} epochs at batch 1024; clsf `--recipe speedrun --engine torch "
+             f"bench/anchor.py) for {args.epochs:g} epochs at batch 1024; clsf `--recipe {args.recipe} --engine torch "
              f"--epochs {args.clsf_epochs}{shown}`. Each a whole process (start, data, training, test with TTA), one of "
              f"each a round, the classic Keras CIFAR-10 tutorial's 5-epoch script run before the first round and after "
              f"each ({took} s here in turn); each run is divided by the mean of the two budget runs around it.", "",
@@ -135,7 +137,7 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int], bf16: b
         lines.append(f"| {name} | {rs[0]['epochs']:g} | {statistics.median(secs):.0f} ({min(secs):.0f}-{max(secs):.0f}) | "
                      f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {statistics.mean(accs):.4f} "
                      f"{spread} | {', '.join(f'{a:.4f}' for a in accs)} |")
-    a, c = runs["airbench94.py"], runs["clsf speedrun, torch"]
+    a, c = runs["airbench94.py"], runs[f"clsf {args.recipe}, torch"]
     pairs = [x["seconds"] / y["seconds"] for x, y in zip(c, a)]
     lines += ["", f"clsf's whole process over the anchor's, round by round: {', '.join(f'{p:.2f}x' for p in pairs)} "
               f"(median {statistics.median(pairs):.2f}x)."]
@@ -148,6 +150,7 @@ def main() -> int:
     ap.add_argument("--script", required=True, type=Path, help="your copy of airbench94.py (legacy/airbench94.py)")
     ap.add_argument("--data", required=True)
     ap.add_argument("--epochs", type=float, default=9.9, help="airbench94's train_epochs (9.9 as published)")
+    ap.add_argument("--recipe", default="speedrun", help="clsf's recipe (speedrun-muon: 8 epochs)")
     ap.add_argument("--clsf-epochs", type=int, default=10)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
@@ -172,14 +175,14 @@ def main() -> int:
         (tmp / "anchor" / "airbench94_cpu.py").write_text(script)
 
         budgets = [budget_run(args.data)]
-        runs = {"airbench94.py": [], "clsf speedrun, torch": []}
+        runs = {"airbench94.py": [], f"clsf {args.recipe}, torch": []}
         for i, seed in enumerate(seeds):
             a = anchor_run(tmp / "anchor" / "airbench94_cpu.py", tmp / "anchor")
             runs["airbench94.py"].append({**a, "epochs": args.epochs})
             print(f"  airbench94.py: {a['seconds']:.0f} s, TTA test {a['test_acc']:.4f}", flush=True)
-            c = clsf_run(tmp / "runs", f"speedrun-{seed}", "speedrun", "torch", args.data, args.clsf_epochs,
+            c = clsf_run(tmp / "runs", f"{args.recipe}-{seed}", args.recipe, "torch", args.data, args.clsf_epochs,
                          "--seed", str(seed), *precision, *args.overrides)
-            runs["clsf speedrun, torch"].append(c)
+            runs[f"clsf {args.recipe}, torch"].append(c)
             print(f"  clsf seed {seed}: {c['seconds']:.0f} s, test {c['test_acc']:.4f}", flush=True)
             budgets.append(budget_run(args.data))
             for rs in runs.values():
