@@ -9,18 +9,20 @@ Every trained convolution kernel W (out x in x kh x kw, seen as a matrix G of ou
 
 where NS runs three steps of a quintic Newton-Schulz iteration on X = u / (|u| + 1e-7):
 A = X X^T, X = a X + (b A + c A^2) X with (a, b, c) = (3.4445, -4.7750, 2.0315), on the wide
-orientation of the matrix (rows <= columns). It pushes every singular value of u towards ~1 (not
-exactly: these coefficients trade convergence for speed), so each kernel moves by the same amount
-in every direction its gradient spans, whatever the gradient's scale. lr_muon is optim.muon_lr
-scaled by the schedule as optim.lr is (lr_muon = muon_lr * lr_t / optim.lr). Every other variable
-(biases, batch norm, the dense head) takes optim.name's rule at optim.lr. Decoupled weight decay
-still runs first on the kernels and is undone by the renormalisation: a kernel's scale is fixed.
+orientation of the matrix (rows <= columns). It pushes u's singular values towards ~1 (to within
+about 0.5-1.5: these coefficients trade convergence for speed; one under ~1/40 of |u| stays small,
+three steps lift it ~40x), so each kernel moves by about the same amount in every direction its
+gradient spans, whatever the gradient's scale. lr_muon is optim.muon_lr scaled by the schedule as
+optim.lr is (lr_muon = muon_lr * lr_t / optim.lr). Every other variable (biases, batch norm, the
+dense head) takes optim.name's rule at optim.lr. Decoupled weight decay still runs first on the
+kernels and is undone by the renormalisation: a kernel's scale is fixed.
 
 The orientation does not change the result: orthogonalising the transpose gives the transpose,
 and reordering a matrix's columns (Keras stores kernels kh x kw x in x out, torch out x in x kh x
 kw) reorders the result's columns the same way. So each framework works on its own layout and the
-engines agree (tests/test_muon.py: numpy, torch and Keras on every backend, one step each). The
-iteration runs in float32 (airbench94_muon runs it in bf16 on a GPU).
+engines agree (tests/test_muon.py: each framework's step against numpy's, then every engine's
+training loop, one step and 24). The iteration runs in float32 (airbench94_muon runs it in bf16 on
+a GPU).
 """
 
 from __future__ import annotations
