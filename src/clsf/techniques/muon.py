@@ -93,11 +93,14 @@ def step_torch(p, g, buf, lr: float, momentum: float) -> None:
 def step_keras(optimizer, variable, g, buf, lr, momentum: float) -> None:
     from keras import ops
 
+    def frobenius(x):
+        return ops.norm(ops.reshape(x, (-1,)))
+
     out = variable.shape[-1]
     optimizer.assign(buf, ops.add(ops.multiply(buf, momentum), g))
     u = ops.reshape(ops.add(g, ops.multiply(buf, momentum)), (-1, out))  # (kh*kw*in, out): G's transpose, reordered
-    optimizer.assign(variable, ops.multiply(variable, math.sqrt(out) / ops.norm(ops.reshape(variable, (-1,)))))
-    update = orthogonalize(u, ops.matmul, ops.transpose, lambda x: ops.norm(ops.reshape(x, (-1,))))
+    optimizer.assign(variable, ops.multiply(variable, math.sqrt(out) / frobenius(variable)))
+    update = orthogonalize(u, ops.matmul, ops.transpose, frobenius)
     optimizer.assign_sub(variable, ops.multiply(ops.reshape(update, variable.shape), lr))
 
 
