@@ -187,6 +187,38 @@ def test_ctrl_c_during_the_finish_is_held_until_the_run_is_complete(tmp_path, mo
     assert not (tmp_path / "s" / "final.json").exists()
 
 
+def test_a_callback_start_that_fails_leaves_ctrl_c_as_it_was():
+    """A callback whose start fails (a full disk as the logs open, a tracking server refusing) used to
+    leave the callbacks started before it running: Interrupt's SIGINT handler stayed installed, so in
+    that Python process (a notebook, a test run) Ctrl-C only flagged a dead run and no longer
+    interrupted anything. The teeth: a fit whose second callback fails to start; the handler is
+    Python's again after it, and the callback that did not start is not ended."""
+    import signal
+
+    from clsf.run import callbacks as cb
+    from clsf.run.loop import Task, fit
+    from clsf.run.state import RunState
+
+    class Refuses(cb.Callback):
+        ended = False
+
+        def on_train_start(self, state):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def on_train_end(self, state):
+            Refuses.ended = True
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with pytest.raises(OSError):
+            fit(Task(), RunState(), cb.Callbacks([cb.Interrupt(), Refuses()]))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert not Refuses.ended
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.torch
 def test_a_full_disk_at_the_first_checkpoint_leaves_no_run_behind(tmp_path, monkeypatch, capsys):
     """The disk fills while checkpoints/init is written (torch.save's own C++ writer used to fail with

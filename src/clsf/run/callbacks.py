@@ -56,11 +56,13 @@ class Callbacks(Callback):
     """Calls each callback in order."""
 
     def __init__(self, callbacks: list[Callback]):
-        self.callbacks = callbacks
+        self.callbacks, self.started = callbacks, []
 
     def on_train_start(self, state):
+        self.started = []  # on_train_end ends these alone: a start that failed leaves the rest unstarted
         for c in self.callbacks:
             c.on_train_start(state)
+            self.started.append(c)
 
     def on_epoch_start(self, state):
         for c in self.callbacks:
@@ -75,7 +77,7 @@ class Callbacks(Callback):
             c.on_epoch_end(state, row, improved)
 
     def on_train_end(self, state):
-        for c in reversed(self.callbacks):
+        for c in reversed(self.started):
             c.on_train_end(state)
 
     def on_finish(self, final):

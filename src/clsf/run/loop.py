@@ -38,8 +38,8 @@ class Task:
 
 def fit(task: Task, state: RunState, callbacks: Callback) -> RunState:
     """Train from `state` until `state.done`; the state says where it ended and why."""
-    callbacks.on_train_start(state)
-    try:
+    try:  # on_train_end also when a start fails: what the callbacks started before it is undone (Ctrl-C's handler)
+        callbacks.on_train_start(state)
         while not state.done:
             callbacks.on_epoch_start(state)
             row = task.train_epoch(state, callbacks)
