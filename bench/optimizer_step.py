@@ -12,13 +12,19 @@ interleaved, so the ratios compare like with like. Writes bench/results/optimize
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from common import HERE, cpu_model
 RULES = {"sgd-nesterov": dict(name="sgd", nesterov=True, weight_decay=5e-4), "rmsprop": dict(name="rmsprop"),
-         "adam": dict(name="adam")}
+         "adam": dict(name="adam"),
+         # --recipe speedrun-muon's rule: Muon (three Newton-Schulz iterations per kernel) on the 4-d
+         # kernels, Nesterov SGD on the rest; torch.optim.Muon takes 2-d tensors only, so no "own" column
+         "sgd-nesterov+muon": dict(name="sgd", nesterov=True, momentum=0.85, weight_decay=0.016, muon_lr=0.24,
+                                   muon_momentum=0.6)}
 
 
 def passes(steps: dict, n: int, repeats: int = 7) -> dict[str, list[float]]:
@@ -52,11 +58,14 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     lines = [f"# The torch engine's optimizer step ({time.strftime('%Y-%m-%d')}, {args.threads} threads)", "",
+             f"CPU: {cpu_model()} ({os.cpu_count()} cores). Command: `{' '.join(['python bench/optimizer_step.py', *sys.argv[1:]])}`.", "",
              "Milliseconds per `step()`: median (min-max) of 7 passes over "
              f"{args.steps} steps, in one process, the three forms' passes interleaved. `loop` is Keras' rule per tensor in Python, `foreach` the same "
              "rule as torch._foreach_* calls (the same bits, tests/test_torch_optim.py; the engine's choice on a GPU, the "
              "loop on a CPU); "
-             "torch's own optimizer (foreach) is shown for scale only — its rules differ from Keras'.", "",
+             "torch's own optimizer (foreach) is shown for scale only — its rules differ from Keras'. `sgd-nesterov+muon` is "
+             "--recipe speedrun-muon's rule: Muon on the convolution kernels (the same code in both forms), SGD on the rest "
+             "(torch.optim.Muon takes 2-d tensors only: no own column).", "",
              "| model | tensors | parameters | rule | loop | foreach | loop / foreach | torch's own (foreach) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model in args.models.split(","):
@@ -68,13 +77,15 @@ def main() -> int:
         n = sum(p.numel() for p in params)
         for rule, kw in RULES.items():
             o = OptimConfig(**{"lr": 1e-3, **kw})
-            own = {"sgd": lambda: torch.optim.SGD(params, lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4, foreach=True),
-                   "rmsprop": lambda: torch.optim.RMSprop(params, lr=1e-3, foreach=True),
-                   "adam": lambda: torch.optim.Adam(params, lr=1e-3, foreach=True)}[o.name]()
-            timing = passes({"loop": KerasRule(params, o, foreach=False).step, "foreach": KerasRule(params, o, foreach=True).step,
-                             "own": own.step}, args.steps)
+            forms = {"loop": KerasRule(params, o, foreach=False).step, "foreach": KerasRule(params, o, foreach=True).step}
+            if not o.muon_lr:
+                forms["own"] = {"sgd": lambda: torch.optim.SGD(params, lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4, foreach=True),
+                                "rmsprop": lambda: torch.optim.RMSprop(params, lr=1e-3, foreach=True),
+                                "adam": lambda: torch.optim.Adam(params, lr=1e-3, foreach=True)}[o.name]().step
+            timing = passes(forms, args.steps)
             med = {k: statistics.median(v) for k, v in timing.items()}
             cell = {k: f"{med[k]:.3f} ({min(v):.3f}-{max(v):.3f})" for k, v in timing.items()}
+            cell.setdefault("own", "—")
             lines.append(f"| {model} | {len(params)} | {n:,} | {rule} | {cell['loop']} | {cell['foreach']} | "
                          f"{med['loop'] / med['foreach']:.2f} | {cell['own']} |")
     Path(args.out).write_text("\n".join(lines) + "\n")
