@@ -227,7 +227,34 @@ def test_a_callback_start_that_fails_leaves_ctrl_c_as_it_was():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         assert not Refuses.ended
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
+
+
+def test_ctrl_c_is_python_s_again_after_a_run_that_met_a_handler_set_outside_python(monkeypatch):
+    """signal.signal answers None when the handler it replaces was set outside Python (by a library's C
+    code); the Ctrl-C callback took None for "nothing installed" and left its own handler behind, so in
+    that process a later Ctrl-C only flagged a finished run (the finish's ctrl-c test then exited 0).
+    Now Python's handler goes back. The teeth: the first answer is None, as it is then."""
+    import signal
+
+    from clsf.run import callbacks as cb
+    from clsf.run.state import RunState
+
+    real, answers = signal.signal, [None]
+
+    def outside_first(signum, handler):  # the first replacement finds a handler Python did not install
+        previous = real(signum, handler)
+        return answers.pop() if answers else previous
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(signal, "signal", outside_first)
+    try:
+        c = cb.Interrupt()
+        c.on_train_start(RunState())
+        c.on_train_end(RunState())
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        real(signal.SIGINT, before if before is not None else signal.default_int_handler)
 
 
 @pytest.mark.torch

@@ -90,17 +90,17 @@ class Interrupt(Callback):
     (the last checkpoint stands). Signals reach the main thread only, so elsewhere this does nothing."""
 
     def __init__(self):
-        self.previous, self.state = None, None
+        self.installed, self.previous, self.state = False, None, None
 
     def on_train_start(self, state):
         self.state = state
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self.previous, self.installed = signal.signal(signal.SIGINT, self._on_sigint), True
 
     def on_train_end(self, state):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        if self.installed:  # previous is None where the handler was set outside Python: Python's own goes back
+            signal.signal(signal.SIGINT, self.previous if self.previous is not None else signal.default_int_handler)
+            self.installed, self.previous = False, None
 
     def _on_sigint(self, signum, frame):
         if self.state.stop == "interrupt":
