@@ -233,8 +233,7 @@ def test_a_callback_start_that_fails_leaves_ctrl_c_as_it_was():
 def test_ctrl_c_is_python_s_again_after_a_run_that_met_a_handler_set_outside_python(monkeypatch):
     """signal.signal answers None when the handler it replaces was set outside Python (by a library's C
     code); the Ctrl-C callback took None for "nothing installed" and left its own handler behind, so in
-    that process a later Ctrl-C only flagged a finished run (the finish's ctrl-c test then exited 0).
-    Now Python's handler goes back. The teeth: the first answer is None, as it is then."""
+    that process a later Ctrl-C only flagged a finished run. Now Python's handler goes back. The teeth: the first answer is None, as it is then."""
     import signal
 
     from clsf.run import callbacks as cb

@@ -85,6 +85,12 @@ class Callbacks(Callback):
             c.on_finish(final)
 
 
+def restore_sigint(previous) -> None:
+    """Put back the SIGINT handler that signal.signal answered with; None (a handler set outside Python,
+    which Python cannot reinstall) puts back Python's own, so Ctrl-C still interrupts."""
+    signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
 class Interrupt(Callback):
     """Ctrl-C: a stop at the next step boundary, with a checkpoint; a second Ctrl-C stops at once
     (the last checkpoint stands). Signals reach the main thread only, so elsewhere this does nothing."""
@@ -98,8 +104,8 @@ class Interrupt(Callback):
             self.previous, self.installed = signal.signal(signal.SIGINT, self._on_sigint), True
 
     def on_train_end(self, state):
-        if self.installed:  # previous is None where the handler was set outside Python: Python's own goes back
-            signal.signal(signal.SIGINT, self.previous if self.previous is not None else signal.default_int_handler)
+        if self.installed:
+            restore_sigint(self.previous)
             self.installed, self.previous = False, None
 
     def _on_sigint(self, signum, frame):

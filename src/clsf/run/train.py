@@ -134,7 +134,7 @@ def _interrupt_held(run: RunDir | None):
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        cb.restore_sigint(previous)
     if held:
         e = KeyboardInterrupt()
         e.reported = True
