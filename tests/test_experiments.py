@@ -24,7 +24,7 @@ def _compare(out, *extra, engines="keras,torch", seeds="0"):
 
 @pytest.mark.tf
 @pytest.mark.torch
-def test_compare_shares_initial_weights_and_continues_a_stopped_folder(tmp_path, capsys):
+def test_compare_shares_initial_weights_and_reports_both_engines(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert _compare(out) == 0
     said = capsys.readouterr().out
@@ -38,6 +38,14 @@ def test_compare_shares_initial_weights_and_continues_a_stopped_folder(tmp_path,
     html = (out / "report.html").read_text()
     assert "keras-s0" in html and "torch-s0" in html and summary["verdict"] in html
 
+
+@pytest.mark.tf
+@pytest.mark.torch
+@pytest.mark.long  # the suite's time (three compares, 33 s); the killed compare below stays in the default suite
+def test_a_stopped_compare_folder_continues_and_a_finished_one_runs_nothing(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert _compare(out) == 0
+    capsys.readouterr()
     # a stopped compare: torch never started, keras died after its last checkpoint, before final.json
     keras_rows = (out / "runs" / "keras-s0" / "metrics.csv").read_text()
     (out / "runs" / "keras-s0" / "final.json").unlink()

@@ -144,8 +144,9 @@ except UserError as e:
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("widths, exported, on", [("[8, 8, 8]", None, True), ("[8, 8, 8]", "0", False),
-                                                  ("[4, 8, 8]", None, False), ("[4, 8, 8]", "clsf:1", False)])
+@pytest.mark.parametrize("widths, exported, on", [  # a TF import each (8 s): a user's or a parent's value `long`
+    ("[8, 8, 8]", None, True), pytest.param("[8, 8, 8]", "0", False, marks=pytest.mark.long),
+    ("[4, 8, 8]", None, False), pytest.param("[4, 8, 8]", "clsf:1", False, marks=pytest.mark.long)])
 def test_tensorflow_computes_with_onednn_except_for_narrow_networks(widths, exported, on):
     """TF turns oneDNN on by itself only on AVX-512/AMX CPUs; clsf turns it on everywhere
     (bench/results/observations.md, O13) but for a network with a convolution under 8 channels wide,
