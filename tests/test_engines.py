@@ -145,6 +145,11 @@ def test_schedules():
     cos = OptimConfig(lr=0.1, schedule="cosine", warmup_epochs=1)
     assert lr_at(0, 10, 5, cos) == pytest.approx(0.01) and lr_at(9, 10, 5, cos) == pytest.approx(0.1)
     assert lr_at(10, 10, 5, cos) == pytest.approx(0.1) and lr_at(50, 10, 5, cos) == pytest.approx(0.0)
+    lin = OptimConfig(lr=0.1, schedule="linear")  # airbench94_muon's lr * (1 - step / total)
+    assert [lr_at(s, 10, 4, lin) for s in (0, 10, 20, 39, 40, 57)] == pytest.approx([0.1, 0.075, 0.05, 0.0025, 0, 0])
+    floor = OptimConfig(lr=0.1, schedule="linear", warmup_epochs=1, min_lr=0.02)
+    assert lr_at(0, 10, 5, floor) == pytest.approx(0.01) and lr_at(30, 10, 5, floor) == pytest.approx(0.06)
+    assert lr_at(50, 10, 5, floor) == pytest.approx(0.02)
     one = OptimConfig(lr=0.1, schedule="onecycle")
     assert lr_at(0, 10, 10, one) == pytest.approx(0.004) and lr_at(30, 10, 10, one) == pytest.approx(0.1)
     assert lr_at(99, 10, 10, one) < 0.001

@@ -23,7 +23,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 MAX_EPOCHS = 100_000  # bounds what is allocated per step before training starts (the TF engines' rate table)
 MAX_CROP_PADDING = 256  # pixels
 MAX_IMAGE_SIDE = 4096  # pixels, data.image_size
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "linear", "onecycle")
 
 
 @dataclass
@@ -80,11 +80,11 @@ class OptimConfig:
     weight_decay: float = 0.0  # decoupled: w -= lr * weight_decay * w each step, every optimizer
     clip_norm: float | None = None  # clip gradients to this global L2 norm
     label_smoothing: float = 0.0
-    schedule: str = "constant"  # "constant" | "step" | "cosine" | "onecycle"
+    schedule: str = "constant"  # "constant" | "step" | "cosine" | "linear" (to min_lr, airbench94_muon's) | "onecycle"
     warmup_epochs: float = 0.0  # linear warm-up from 0 (onecycle: from lr/25)
     step_epochs: int = 30  # step schedule: multiply by gamma every step_epochs epochs
     gamma: float = 0.1
-    min_lr: float = 0.0  # floor of cosine/onecycle
+    min_lr: float = 0.0  # floor of cosine/linear/onecycle
     ema: float = 0.0  # weight EMA: decay per update (e.g. 0.99); evaluation and checkpoints use the average; 0 = off
     ema_every: int = 1  # optimizer steps between EMA updates (airbench: 5)
     ema_power: float = 0.0  # > 0: the decay ramps as ema * (step / total steps)^ema_power (airbench: 3); 0: TF's num_updates warm-up

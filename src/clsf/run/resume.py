@@ -59,7 +59,7 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
     if cfg.epochs < meta["epoch"]:
         raise UserError(f"--epochs {cfg.epochs} is fewer than the {count(meta['epoch'], 'epoch')} this run has trained; "
                         f"give at least {meta['epoch']}.")
-    if "epochs" in changed and cfg.optim.schedule in ("cosine", "onecycle"):  # a warning, shown even with --quiet
+    if "epochs" in changed and cfg.optim.schedule in ("cosine", "linear", "onecycle"):  # a warning, shown even with --quiet
         _warn_reshaped_schedule(cfg, changed["epochs"][0], meta)
     state = RunState.from_meta(meta, run.metrics())
     if state.stopped_early:
