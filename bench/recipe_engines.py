@@ -56,7 +56,10 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None
                      f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {means[e]:.4f} "
                      f"{f'± {stds[e]:.4f}' if len(rs) > 1 else '(one seed: no spread)'} | "
                      f"{per_seed} |")
-    if len(runs) > 1:  # one engine: its seeds' spread is the whole story
+    if len(runs) > 1 and len(seeds) == 1:  # no seed spread to hold the engines' spread against
+        lines += ["", f"Spread of the engines' accuracy: {spread:.4f}, with one seed: no seed-to-seed spread to judge it "
+                  "by (give --seeds 0,1,2 for a verdict)."]
+    elif len(runs) > 1:  # one engine: its seeds' spread is the whole story
         verdict = "within" if spread <= 2 * seed_std else "OUTSIDE"
         lines += ["", f"Spread of the engines' mean accuracy: {spread:.4f}; the largest seed-to-seed std: {seed_std:.4f} — "
                   f"the engines agree **{verdict}** twice the seed spread."]
