@@ -172,8 +172,8 @@ def whole(weights: dict) -> dict:
 
 CASES = [(o, s, r) for o in OPTIMIZERS for s in SCHEDULE_ARGS for r in (False, True)]
 ids = [f"{o}-{s}-{'wd+clip+ls' if r else 'plain'}" for o, s, r in CASES]
-# every schedule is the one Python function of the step (clsf.engines.schedule): linear's newer rows, but for
-# airbench94_muon's own (Nesterov SGD, regularised), are `long`, out of the default suite's 12 minutes
+# every schedule is the one Python function of the step (clsf.engines.schedule): linear's rows but
+# airbench94_muon's optimizer (Nesterov SGD) are `long`, out of the default suite's 12 minutes
 PARAMS = [pytest.param(*case, id=i, marks=pytest.mark.long if case[1] == "linear" and case[0] != "sgd-nesterov" else ())
           for case, i in zip(CASES, ids)]
 

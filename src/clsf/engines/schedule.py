@@ -39,6 +39,6 @@ def lr_at(step: int, steps_per_epoch: int, epochs: int, o: OptimConfig, unfreeze
     if o.schedule == "step":
         return o.lr * o.gamma ** (step // (o.step_epochs * steps_per_epoch))
     t = min(1.0, (step - warm) / max(1, total - warm))  # the share of the decay behind this step
-    if o.schedule == "linear":  # airbench94_muon's: lr * (1 - step / total) without warm-up or floor
+    if o.schedule == "linear":  # with no warm-up and min_lr 0, airbench94_muon's lr * (1 - step / total)
         return o.min_lr + (o.lr - o.min_lr) * (1 - t)
     return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * t))  # cosine
