@@ -16,8 +16,9 @@ from clsf.engines import ENGINES
 from helpers import png_bytes
 
 HERE = Path(__file__).parent
-# Both contracts are `long` (CI's second step): about 30 s each of the default suite's 12 minutes; the
-# parity tests (test_parity.py, test_muon.py) keep both backends' training in the default suite.
+# Both contracts are `long` (CI's second step): about 30 s each of the default suite's 12 minutes. So
+# are the two backends' parity runs (test_parity.py, test_muon.py); the default suite trains keras-jax
+# for one epoch in test_jax_kernels.py.
 OTHER_BACKENDS = [pytest.param(e.name, marks=[pytest.mark.jax if e.requires == "jax" else pytest.mark.torch, pytest.mark.long])
                   for e in ENGINES.values() if e.keras_backend not in (None, "tensorflow")]
 

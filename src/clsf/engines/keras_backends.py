@@ -185,6 +185,13 @@ class KerasJaxEngine(KerasBackendEngine):
     name, backend = "keras-jax", "jax"
     optimizer_sees_only_trainable = True
 
+    def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
+        super().__init__(cfg, spec, steps_per_epoch)
+        if self.device == "cpu":  # before fit traces the step: XLA's CPU kernel gradients are slow (jax_kernels)
+            from clsf.engines import jax_kernels
+
+            jax_kernels.install()
+
     def place(self, device: str) -> None:
         if device == "cpu":
             os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -199,7 +206,10 @@ class KerasJaxEngine(KerasBackendEngine):
     def environment(self) -> dict:
         import jax
 
-        return {"jax": {"version": jax.__version__, "devices": [str(d) for d in jax.devices()]}}
+        from clsf.engines import jax_kernels
+
+        return {"jax": {"version": jax.__version__, "devices": [str(d) for d in jax.devices()],
+                        "conv_kernel_gradient": "matmul" if jax_kernels.installed() else "xla"}}
 
 
 class KerasTorchEngine(KerasBackendEngine):

@@ -1,0 +1,112 @@
+"""keras-jax's convolution (clsf.engines.jax_kernels): the same outputs and gradients as Keras' own
+JAX convolution for every kernel size, stride and padding a spec can ask for, its kernel gradient
+computed as matmuls; and the engine puts it in place on the CPU (CLSF_XLA_CONV_GRAD=1 keeps XLA's)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax", reason="needs the jax extra: pip install -e '.[jax]'")
+pytestmark = pytest.mark.jax
+
+CASES = [  # (kernel, stride, padding, input size, channels in, channels out)
+    (3, 1, "same", 9, 3, 5), (3, 2, "same", 9, 3, 5), (2, 1, "valid", 8, 4, 6), (3, 2, "valid", 10, 4, 6),
+    (1, 1, "valid", 7, 5, 2), (5, 1, "same", 8, 3, 4), (4, 2, "same", 9, 3, 4), (1, 2, "same", 8, 4, 3),
+]
+
+
+@pytest.fixture
+def convs(monkeypatch):
+    """(Keras' own JAX conv, clsf's), clsf's installed for the test only."""
+    from keras.src.backend.jax import nn
+
+    from clsf.engines import jax_kernels
+
+    monkeypatch.delenv(jax_kernels.KEEP_XLA, raising=False)
+    monkeypatch.setattr(jax_kernels, "_ORIGINAL", [])
+    original = nn.conv
+    monkeypatch.setattr(nn, "conv", original)  # restored after the test
+    assert jax_kernels.install() and jax_kernels.installed()
+    return original, jax_kernels.conv
+
+
+def grads(conv, x, w, stride, padding):
+    import jax
+    import jax.numpy as jnp
+
+    loss = lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride, padding)))  # noqa: E731  a gradient unlike the output
+    return conv(x, w, stride, padding), *jax.grad(loss, argnums=(0, 1))(x, w)
+
+
+def relative(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))) / np.max(np.abs(np.asarray(a))))
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size,c_in,c_out", CASES)
+def test_the_same_output_and_gradients_as_keras_own(convs, kernel, stride, padding, size, c_in, c_out):
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = jnp.asarray(rng.normal(size=(3, size, size, c_in)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, c_in, c_out)).astype(np.float32))
+    (y0, dx0, dw0), (y1, dx1, dw1) = grads(convs[0], x, w, stride, padding), grads(convs[1], x, w, stride, padding)
+    assert y1.shape == y0.shape and float(jnp.max(jnp.abs(y1 - y0))) == 0.0  # the forward pass is XLA's own
+    assert float(jnp.max(jnp.abs(dx1 - dx0))) == 0.0  # so is the input's gradient
+    assert dw1.shape == dw0.shape and relative(dw0, dw1) < 1e-5, relative(dw0, dw1)  # fp32 sums in another order
+    if kernel > 1:  # the teeth: taps read in the wrong order (the kernel flipped) are far outside that
+        assert relative(dw0, dw1[::-1, ::-1]) > 1e-2
+
+
+def test_bf16_kernels_get_bf16_gradients_summed_in_fp32(convs):
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(8, 8, 8, 16)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(3, 3, 16, 8)), jnp.bfloat16)
+    (_, _, dw0), (_, _, dw1) = grads(convs[0], x, w, 1, "same"), grads(convs[1], x, w, 1, "same")
+    assert dw1.dtype == jnp.bfloat16 and relative(dw0, dw1) < 2e-2  # bf16 keeps 8 bits: 2^-8 per entry, x a few
+
+
+def test_what_it_does_not_cover_goes_to_keras_unchanged(convs):
+    import jax.numpy as jnp
+
+    from clsf.engines import jax_kernels
+
+    calls = []
+    jax_kernels._ORIGINAL[0] = lambda *a: calls.append(a) or convs[0](*a)
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 4)).astype(np.float32))
+    jax_kernels.conv(x, jnp.ones((3, 3, 2, 4)), 1, "same")  # grouped: 2 groups of 2 channels
+    jax_kernels.conv(x, jnp.ones((3, 3, 4, 4)), 1, "same", dilation_rate=2)
+    jax_kernels.conv(x, jnp.ones((3, 3, 8, 4)), 1, "same", data_format="channels_first")
+    jax_kernels.conv(x[..., 0], jnp.ones((3, 4, 4)), 1, "same")  # 1-D
+    assert len(calls) == 4
+    jax_kernels.conv(x, jnp.ones((3, 3, 4, 4)), 1, "same")
+    assert len(calls) == 4
+
+
+def test_clsf_xla_conv_grad_keeps_xla_own(monkeypatch):
+    from keras.src.backend.jax import nn
+
+    from clsf.engines import jax_kernels
+
+    monkeypatch.setenv(jax_kernels.KEEP_XLA, "1")
+    monkeypatch.setattr(jax_kernels, "_ORIGINAL", [])
+    monkeypatch.setattr(nn, "conv", nn.conv)
+    assert not jax_kernels.install() and not jax_kernels.installed()
+
+
+def test_the_keras_jax_engine_puts_it_in_place_on_the_cpu(tmp_path):
+    """In a process of its own, as clsf runs keras-jax: one epoch trains, and env.json names the gradient."""
+    env = dict(os.environ)
+    env.pop("CLSF_XLA_CONV_GRAD", None)
+    cmd = [sys.executable, "-m", "clsf", "train", "--engine", "keras-jax", "--epochs", "1", "--quiet",
+           "--data", "synthetic:train=40,test=20,size=8x8x3,classes=2", "--runs-dir", str(tmp_path)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads(next(tmp_path.rglob("env.json")).read_text())
+    assert meta["jax"]["conv_kernel_gradient"] == "matmul"
