@@ -1,6 +1,7 @@
-"""keras-jax's convolution (clsf.engines.jax_kernels): the same outputs and gradients as Keras' own
-JAX convolution for every kernel size, stride and padding a spec can ask for, its kernel gradient
-computed as matmuls; and the engine puts it in place on the CPU (CLSF_XLA_CONV_GRAD=1 keeps XLA's)."""
+"""keras-jax's convolution and max pool (clsf.engines.jax_kernels): the same outputs and gradients as
+Keras' own JAX functions for every kernel size, stride and padding a spec can ask for, the kernel
+gradient computed as matmuls and a tiling pool's as a reshape; and the engine puts them in place on
+the CPU (CLSF_XLA_GRADIENTS=1 keeps XLA's)."""
 
 import json
 import os
@@ -20,18 +21,24 @@ CASES = [  # (kernel, stride, padding, input size, channels in, channels out)
 
 
 @pytest.fixture
-def convs(monkeypatch):
-    """(Keras' own JAX conv, clsf's), clsf's installed for the test only."""
+def installed(monkeypatch):
+    """{name: (Keras' own JAX function, clsf's)}, clsf's installed for the test only."""
     from keras.src.backend.jax import nn
 
     from clsf.engines import jax_kernels
 
     monkeypatch.delenv(jax_kernels.KEEP_XLA, raising=False)
-    monkeypatch.setattr(jax_kernels, "_ORIGINAL", [])
-    original = nn.conv
-    monkeypatch.setattr(nn, "conv", original)  # restored after the test
+    monkeypatch.setattr(jax_kernels, "_ORIGINAL", {})
+    for name in jax_kernels.REPLACED:
+        monkeypatch.setattr(nn, name, getattr(nn, name))  # restored after the test
+    own = {name: getattr(nn, name) for name in jax_kernels.REPLACED}
     assert jax_kernels.install() and jax_kernels.installed()
-    return original, jax_kernels.conv
+    return {name: (own[name], getattr(nn, name)) for name in own}
+
+
+@pytest.fixture
+def convs(installed):
+    return installed["conv"]
 
 
 def grads(conv, x, w, stride, padding):
@@ -77,7 +84,7 @@ def test_what_it_does_not_cover_goes_to_keras_unchanged(convs):
     from clsf.engines import jax_kernels
 
     calls = []
-    jax_kernels._ORIGINAL[0] = lambda *a: calls.append(a) or convs[0](*a)
+    jax_kernels._ORIGINAL["conv"] = lambda *a: calls.append(a) or convs[0](*a)
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=(2, 8, 8, 4)).astype(np.float32))
     jax_kernels.conv(x, jnp.ones((3, 3, 2, 4)), 1, "same")  # grouped: 2 groups of 2 channels
@@ -89,24 +96,71 @@ def test_what_it_does_not_cover_goes_to_keras_unchanged(convs):
     assert len(calls) == 4
 
 
+POOLS = [  # (window, input height, input width, channels): odd sizes leave a rest row or column
+    (2, 8, 8, 3), (2, 9, 7, 4), (3, 9, 10, 2), ((2, 3), 8, 9, 3), (1, 5, 5, 2)]
+
+
+@pytest.mark.parametrize("window,h,w,c", POOLS)
+def test_a_tiling_max_pool_has_the_same_output_and_gradient_bit_for_bit(installed, window, h, w, c):
+    """Ties included: the window's first maximum takes the gradient, as XLA's select-and-scatter gives it."""
+    import jax
+    import jax.numpy as jnp
+
+    x = np.random.default_rng(h * w).normal(size=(2, h, w, c)).astype(np.float32)
+    x[:, 0, 1] = x[:, 0, 0]  # a tie in the first window
+    x[:, 1, 1] = np.maximum(x[:, 0, 0], x[:, 1, 1])  # and one between rows, where the row-major order decides
+    x = jnp.asarray(np.round(x, 1))  # more ties
+    dy_seed = np.random.default_rng(1)
+    got = []
+    for pool in installed["max_pool"]:
+        y, back = jax.vjp(lambda a: pool(a, window, window, "valid", "channels_last"), x)
+        got.append((y, back(jnp.asarray(dy_seed.normal(size=y.shape).astype(np.float32)))[0]))
+        dy_seed = np.random.default_rng(1)
+    (y0, dx0), (y1, dx1) = got
+    assert y1.shape == y0.shape and bool(jnp.all(y1 == y0))
+    assert bool(jnp.all(dx1 == dx0))
+    if window != 1:  # the teeth: the gradient shared among tied maxima (jnp.max's own rule) is not the same
+        shared = jax.grad(lambda a: jnp.sum(jnp.max(a[:, :2, :2], axis=(1, 2))))(x)
+        first = jax.grad(lambda a: jnp.sum(installed["max_pool"][1](a[:, :2, :2], 2)))(x)
+        assert not bool(jnp.all(shared == first))
+
+
+def test_pools_it_does_not_cover_go_to_keras_unchanged(installed):
+    import jax.numpy as jnp
+
+    from clsf.engines import jax_kernels
+
+    calls = []
+    jax_kernels._ORIGINAL["max_pool"] = lambda *a: calls.append(a) or installed["max_pool"][0](*a)
+    x = jnp.ones((2, 8, 8, 3))
+    jax_kernels.max_pool(x, 3, 2)  # overlapping windows
+    jax_kernels.max_pool(x, 2, 2, "same")
+    jax_kernels.max_pool(x, 2, 2, data_format="channels_first")
+    assert len(calls) == 3
+    jax_kernels.max_pool(x, 2, 2)
+    jax_kernels.max_pool(x, (2, 2))
+    assert len(calls) == 3
+
+
 def test_clsf_xla_conv_grad_keeps_xla_own(monkeypatch):
     from keras.src.backend.jax import nn
 
     from clsf.engines import jax_kernels
 
     monkeypatch.setenv(jax_kernels.KEEP_XLA, "1")
-    monkeypatch.setattr(jax_kernels, "_ORIGINAL", [])
-    monkeypatch.setattr(nn, "conv", nn.conv)
+    monkeypatch.setattr(jax_kernels, "_ORIGINAL", {})
+    for name in jax_kernels.REPLACED:
+        monkeypatch.setattr(nn, name, getattr(nn, name))
     assert not jax_kernels.install() and not jax_kernels.installed()
 
 
 def test_the_keras_jax_engine_puts_it_in_place_on_the_cpu(tmp_path):
     """In a process of its own, as clsf runs keras-jax: one epoch trains, and env.json names the gradient."""
     env = dict(os.environ)
-    env.pop("CLSF_XLA_CONV_GRAD", None)
+    env.pop("CLSF_XLA_GRADIENTS", None)
     cmd = [sys.executable, "-m", "clsf", "train", "--engine", "keras-jax", "--epochs", "1", "--quiet",
            "--data", "synthetic:train=40,test=20,size=8x8x3,classes=2", "--runs-dir", str(tmp_path)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads(next(tmp_path.rglob("env.json")).read_text())
-    assert meta["jax"]["conv_kernel_gradient"] == "matmul"
+    assert meta["jax"]["conv_pool_gradients"] == "clsf"

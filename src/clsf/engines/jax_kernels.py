@@ -1,4 +1,4 @@
-"""Keras-on-JAX convolutions with the kernel's gradient computed as matrix products, on the CPU.
+"""Keras-on-JAX convolutions and max pools with gradients XLA's CPU backend computes slowly, on the CPU.
 
 XLA's CPU backend computes a convolution's kernel gradient (dL/dW = sum over batch and positions of
 input patch x output gradient) as a generic convolution with the batch as the contracted dimension,
@@ -12,19 +12,24 @@ tap,
 
 it is the same sum in another order (within 2e-6 of XLA's, relative to the largest entry).
 
-`install()` puts `conv` in place of Keras' JAX `conv` (keras.src.backend.jax.nn.conv, which every
-Keras convolution layer calls) in this process, which the keras-jax engine owns; the forward pass
-and the input's gradient stay XLA's. Convolutions it does not cover -- grouped, dilated, channels
-first, not 2-D -- go to Keras' own function unchanged. CLSF_XLA_CONV_GRAD=1 leaves XLA's gradient in
-place (an A/B for bench/step_profile.py --versus env:CLSF_XLA_CONV_GRAD=1).
+A max pool's gradient is XLA's select-and-scatter, which took 430 ms for a 2x2 pool of a
+(500, 31, 31, 64) map where the forward pass takes 7 ms. A pool whose windows tile the map (stride =
+window, no padding) is here a reshape and a max, its gradient routed to each window's first maximum
+as select-and-scatter routes it (the same bits, ties included): 74 ms forward and backward.
+
+`install()` puts `conv` and `max_pool` in place of Keras' JAX functions (keras.src.backend.jax.nn,
+which every Keras convolution and max-pooling layer calls) in this process, which the keras-jax
+engine owns. What they do not cover -- grouped, dilated or 1-D convolutions, overlapping or padded
+pools, channels first -- goes to Keras' own functions unchanged. CLSF_XLA_GRADIENTS=1 leaves XLA's
+gradients in place (an A/B for bench/step_profile.py --versus env:CLSF_XLA_GRADIENTS=1).
 """
 
 from __future__ import annotations
 
 import os
 
-KEEP_XLA = "CLSF_XLA_CONV_GRAD"
-_ORIGINAL = []  # Keras' own conv, once replaced
+KEEP_XLA = "CLSF_XLA_GRADIENTS"
+_ORIGINAL = {}  # Keras' own functions, by name, once replaced
 
 
 def _pads(spatial, window, strides, padding):
@@ -81,9 +86,8 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
     from keras.src import backend
     from keras.src.backend.jax.core import convert_to_tensor
 
-    original = _ORIGINAL[0]
+    original = _ORIGINAL["conv"]
     fmt = backend.standardize_data_format(data_format)
-    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
     covered = (inputs.ndim == 4 and fmt == "channels_last" and pair(dilation_rate) == (1, 1)
                and isinstance(padding, str) and padding.lower() in ("valid", "same")
                and kernel.shape[-2] == inputs.shape[-1])  # not grouped
@@ -103,20 +107,84 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
     return out
 
 
+def _make_max_pool():
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    def windows(x, ph, pw):  # (N, Ho, ph, Wo, pw, C): the tiling windows, a rest row or column dropped
+        n, h, w, c = x.shape
+        return x[:, :h // ph * ph, :w // pw * pw].reshape(n, h // ph, ph, w // pw, pw, c)
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def max_pool(x, window):
+        return windows(x, *window).max(axis=(2, 4))
+
+    def forward(x, window):
+        y = max_pool(x, window)
+        return y, (x, y)
+
+    def backward(window, saved, dy):
+        x, y = saved
+        ph, pw = window
+        n, h, w, c = x.shape
+        xw, taken, rows = windows(x, ph, pw), jnp.zeros(y.shape, bool), []
+        for a in range(ph):  # the window in row-major order: the first maximum takes the gradient
+            row = []
+            for b in range(pw):
+                first = (xw[:, :, a, :, b, :] == y) & ~taken
+                taken = taken | first
+                row.append(jnp.where(first, dy, jnp.zeros((), dy.dtype)))
+            rows.append(jnp.stack(row, axis=3))  # (N, Ho, Wo, pw, C)
+        dx = jnp.stack(rows, axis=2).reshape(n, y.shape[1] * ph, y.shape[2] * pw, c)  # (N, Ho, ph, Wo, pw, C)
+        return (jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0))),)
+
+    max_pool.defvjp(forward, backward)
+    return max_pool
+
+
+_MAX_POOL = []
+
+
+def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """Keras' JAX `max_pool` (same arguments, same result and gradient), tiling pools as a reshape."""
+    from keras.src import backend
+
+    window = pair(pool_size)
+    covered = (inputs.ndim == 4 and backend.standardize_data_format(data_format) == "channels_last"
+               and padding.lower() == "valid" and pair(window if strides is None else strides) == window
+               and inputs.shape[1] >= window[0] and inputs.shape[2] >= window[1])
+    if not covered:
+        return _ORIGINAL["max_pool"](inputs, pool_size, strides, padding, data_format)
+    if not _MAX_POOL:
+        _MAX_POOL.append(_make_max_pool())
+    return _MAX_POOL[0](inputs, window)
+
+
+def pair(v) -> tuple:
+    """A Keras size argument (an int or a sequence of two) as (height, width)."""
+    return tuple(int(e) for e in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+REPLACED = {"conv": conv, "max_pool": max_pool}
+
+
 def install() -> bool:
-    """Route Keras' JAX convolutions through `conv` in this process (once); False where
-    CLSF_XLA_CONV_GRAD=1 keeps XLA's own gradient."""
+    """Route Keras' JAX convolutions and max pools through `conv` and `max_pool` in this process
+    (once); False where CLSF_XLA_GRADIENTS=1 keeps XLA's own gradients."""
     if os.environ.get(KEEP_XLA) == "1":
         return False
     from keras.src.backend.jax import nn
 
-    if not _ORIGINAL:
-        _ORIGINAL.append(nn.conv)
-        nn.conv = conv
+    for name, fn in REPLACED.items():
+        if name not in _ORIGINAL:
+            _ORIGINAL[name] = getattr(nn, name)
+            setattr(nn, name, fn)
     return True
 
 
 def installed() -> bool:
     from keras.src.backend.jax import nn
 
-    return nn.conv is conv
+    return all(getattr(nn, name) is fn for name, fn in REPLACED.items())
