@@ -48,6 +48,20 @@ def test_resume_applies_and_records_what_can_change(tmp_path, capsys):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("schedule,warned", [("cosine", True), ("onecycle", True), ("step", False), ("constant", False)])
+def test_more_epochs_from_inside_the_first_warns_where_the_curve_moves(tmp_path, capsys, schedule, warned):
+    """Resumed from a checkpoint inside epoch 1 (no whole epoch to count its steps by): one warning
+    line where the new epoch count moves the rates to come, none where it does not."""
+    run = train(tiny_config("torch", tmp_path, DATA, f"optim.schedule={schedule}", epochs=2, small=SMALL), quiet=True,
+                stop_after_steps=1)
+    assert rundir.checkpoint_meta(run)["epoch"] == 0
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert ("spans the run's total epochs, so extending it from 2 to 3" in err) is warned, err
+    assert "Traceback" not in err and [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2, 3]
+
+
+@pytest.mark.torch
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
     run = _run("torch", tmp_path, epochs=1)
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}

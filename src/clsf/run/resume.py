@@ -59,7 +59,7 @@ def resume_config(run: str | Path, changes: dict) -> tuple[RunDir, Config, dict,
     if cfg.epochs < meta["epoch"]:
         raise UserError(f"--epochs {cfg.epochs} is fewer than the {count(meta['epoch'], 'epoch')} this run has trained; "
                         f"give at least {meta['epoch']}.")
-    if "epochs" in changed and cfg.optim.schedule in ("cosine", "linear", "onecycle"):  # a warning, shown even with --quiet
+    if "epochs" in changed:  # a warning where the schedule's curve moves, shown even with --quiet
         _warn_reshaped_schedule(cfg, changed["epochs"][0], meta)
     state = RunState.from_meta(meta, run.metrics())
     if state.stopped_early:
@@ -88,11 +88,16 @@ def check_fingerprints(run: RunDir, state: RunState, now: dict) -> None:
 
 
 def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:
-    step = meta["global_step"]
-    spe = max(1, round(step / meta["epoch"]))  # steps per epoch, as trained
-    before = lr_at(step - 1, spe, old_epochs, cfg.optim, cfg.unfreeze_after)
-    after = lr_at(step, spe, cfg.epochs, cfg.optim, cfg.unfreeze_after)
-    print(f"clsf: warning: optim.schedule={cfg.optim.schedule} spans the run's total epochs, so extending it from "
-          f"{old_epochs} to {cfg.epochs} recomputes the curve: the learning rate goes from {before:.3g} (last step "
-          f"trained) to {after:.3g} at epoch {meta['epoch'] + 1} and then falls to {cfg.optim.min_lr:g} by epoch "
-          f"{cfg.epochs}.", file=sys.stderr)
+    """Say so where the new epoch count moves the learning rates still to come (cosine, linear,
+    one-cycle, an unfreeze's second phase: lr_at decides, not a list of names)."""
+    step, inside, done = meta["global_step"], meta.get("step", 0), meta["epoch"]
+    spe = max(1, round((step - inside) / done)) if done else None  # steps per epoch as trained; inside epoch 1: unknown
+    probe = spe or step + 1  # whether the curve moves does not hang on the exact count
+    rate = lambda s, epochs: lr_at(s, probe, epochs, cfg.optim, cfg.unfreeze_after)  # noqa: E731
+    if all(rate(s, old_epochs) == rate(s, cfg.epochs) for s in range(step, min(old_epochs, cfg.epochs) * probe)):
+        return  # constant, step: the epoch count does not shape them
+    where = (f"goes from {rate(step - 1, old_epochs):.3g} (last step trained) to {rate(step, cfg.epochs):.3g} at epoch "
+             f"{done + 1} and then falls" if spe else f"is recomputed from step {step} of epoch 1 and falls")
+    print(f"clsf: warning: optim.schedule={cfg.optim.schedule} spans the run's total epochs, so "
+          f"{'extending' if cfg.epochs > old_epochs else 'shortening'} it from {old_epochs} to {cfg.epochs} recomputes the curve: the learning rate {where} to {cfg.optim.min_lr:g} by "
+          f"epoch {cfg.epochs}.", file=sys.stderr)
