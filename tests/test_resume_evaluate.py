@@ -59,6 +59,8 @@ def test_more_epochs_from_inside_the_first_warns_where_the_curve_moves(tmp_path,
     err = capsys.readouterr().err
     assert ("spans the run's total epochs, so extending it from 2 to 3" in err) is warned, err
     assert "Traceback" not in err and [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2, 3]
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 0  # a finished run, extended
+    assert ("so extending it from 3 to 4" in capsys.readouterr().err) is warned
 
 
 @pytest.mark.torch

@@ -94,10 +94,12 @@ def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:
     spe = max(1, round((step - inside) / done)) if done else None  # steps per epoch as trained; inside epoch 1: unknown
     probe = spe or step + 1  # whether the curve moves does not hang on the exact count
     rate = lambda s, epochs: lr_at(s, probe, epochs, cfg.optim, cfg.unfreeze_after)  # noqa: E731
-    if all(rate(s, old_epochs) == rate(s, cfg.epochs) for s in range(step, min(old_epochs, cfg.epochs) * probe)):
+    end = max(old_epochs, cfg.epochs) * probe  # past its own end the old curve holds its last rate
+    if all(rate(s, old_epochs) == rate(s, cfg.epochs) for s in range(step, end, max(1, (end - step) // 64))):
         return  # constant, step: the epoch count does not shape them
     where = (f"goes from {rate(step - 1, old_epochs):.3g} (last step trained) to {rate(step, cfg.epochs):.3g} at epoch "
              f"{done + 1} and then falls" if spe else f"is recomputed from step {step} of epoch 1 and falls")
-    print(f"clsf: warning: optim.schedule={cfg.optim.schedule} spans the run's total epochs, so "
-          f"{'extending' if cfg.epochs > old_epochs else 'shortening'} it from {old_epochs} to {cfg.epochs} recomputes the curve: the learning rate {where} to {cfg.optim.min_lr:g} by "
+    change = "extending" if cfg.epochs > old_epochs else "shortening"
+    print(f"clsf: warning: optim.schedule={cfg.optim.schedule} spans the run's total epochs, so {change} it from "
+          f"{old_epochs} to {cfg.epochs} recomputes the curve: the learning rate {where} to {cfg.optim.min_lr:g} by "
           f"epoch {cfg.epochs}.", file=sys.stderr)
