@@ -172,11 +172,16 @@ REPLACED = {"conv": conv, "max_pool": max_pool}
 
 def install() -> bool:
     """Route Keras' JAX convolutions and max pools through `conv` and `max_pool` in this process
-    (once); False where CLSF_XLA_GRADIENTS=1 keeps XLA's own gradients."""
+    (once); False where CLSF_XLA_GRADIENTS=1 keeps XLA's own gradients, or where a Keras other than
+    the one tested here keeps them elsewhere (then training is XLA's: slower, the same)."""
     if os.environ.get(KEEP_XLA) == "1":
         return False
-    from keras.src.backend.jax import nn
-
+    try:
+        from keras.src.backend.jax import nn
+    except ImportError:
+        return False
+    if not all(callable(getattr(nn, name, None)) for name in REPLACED):
+        return False
     for name, fn in REPLACED.items():
         if name not in _ORIGINAL:
             _ORIGINAL[name] = getattr(nn, name)
@@ -185,6 +190,8 @@ def install() -> bool:
 
 
 def installed() -> bool:
-    from keras.src.backend.jax import nn
-
+    try:
+        from keras.src.backend.jax import nn
+    except ImportError:
+        return False
     return all(getattr(nn, name) is fn for name, fn in REPLACED.items())
