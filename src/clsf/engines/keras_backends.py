@@ -215,6 +215,12 @@ class KerasJaxEngine(KerasBackendEngine):
 class KerasTorchEngine(KerasBackendEngine):
     name, backend = "keras-torch", "torch"
 
+    def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
+        super().__init__(cfg, spec, steps_per_epoch)
+        from clsf.engines import torch_kernels  # Keras' convolutions copy each map twice (torch_kernels)
+
+        torch_kernels.install()
+
     def place(self, device: str) -> None:
         if device != "auto":
             os.environ.setdefault("KERAS_TORCH_DEVICE", device)
@@ -238,4 +244,7 @@ class KerasTorchEngine(KerasBackendEngine):
     def environment(self) -> dict:
         import torch
 
-        return {"threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}}
+        from clsf.engines import torch_kernels
+
+        return {"threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
+                "torch": {"version": torch.__version__, "conv_pool": "clsf" if torch_kernels.installed() else "keras"}}
