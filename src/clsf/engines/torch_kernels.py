@@ -9,8 +9,10 @@ copies the map to NCHW and pools there, handing the next layer a strided view.
 But a contiguous NHWC map *is* a channels-last NCHW tensor: `x.permute(0, 3, 1, 2)` is that tensor
 without a copy, and the NCHW output permuted back is again contiguous NHWC. So `conv` and `max_pool`
 here call the same torch functions on the same memory layout as Keras' convolution does, with the
-copies gone: the same bits forward and backward (tests/test_torch_kernels.py). Measured on an AMD EPYC
-(2 cores, fp32): bench/results/step-profile-keras-torch-layout.md.
+copies gone: for the same input, the same bits forward and backward (tests/test_torch_kernels.py).
+The layers after a max pool then get a contiguous map instead of Keras' strided view, so a whole run
+matches Keras' own to float rounding, not bit for bit. Measured on an AMD EPYC (2 cores, fp32):
+bench/results/step-profile-keras-torch-layout.md, recipe-engines-speedrun-muon-keras-torch-amd-epyc.md.
 
 `install()` puts them in place of Keras' torch functions (keras.src.backend.torch.nn, which every Keras
 convolution, depthwise convolution and max-pooling layer calls) in this process, which the keras-torch
