@@ -1,5 +1,6 @@
 """Parametrised over the whole registry: a model added to the zoo is tested here automatically."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -283,3 +284,84 @@ def test_a_squeeze_excite_block_in_a_model_file_builds_alike(tmp_path):
     keras_to_torch(km, tm, spec)
     x = _input(spec)
     assert np.abs(km(x, training=False).numpy() - _torch_out(tm, x)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_a_strided_1x1_convolution_on_few_channels_gets_its_true_gradient_in_channels_last(padding):
+    """oneDNN's own strided 1x1 kernel gradient in channels-last memory is wrong (or hangs) for maps
+    with fewer channels than its block, 8 on AVX2 (uxlfoundation/oneDNN#6035): 18 of 20 draws wrong
+    for 4 channels at 8x8 on an AMD EPYC. The torch build takes every s-th pixel into a stride-1 1x1
+    convolution instead; its gradients match float64's every draw, in either memory layout."""
+    import torch
+
+    from clsf.models.spec import Conv, Flatten, ModelSpec
+    from clsf.models.torch import build_torch
+
+    spec = ModelSpec("strided-1x1", (Conv("c", 8, 1, 2, padding), Flatten("f")), (8, 8, 4))
+    net = build_torch(spec)
+    ref = build_torch(spec).double()
+    ref.load_state_dict(net.state_dict())
+    g = torch.Generator().manual_seed(0)
+    for draw in range(10):
+        x = torch.randn(8, 4, 8, 8, generator=g)
+        grads = []
+        for model, inp in ((net, x.contiguous(memory_format=torch.channels_last)), (net, x), (ref, x.double())):
+            model.zero_grad()
+            torch.sin(model(inp)).sum().backward()
+            grads.append([p.grad.double().clone() for p in model.parameters()])
+        for got in grads[:2]:
+            for a, b in zip(got, grads[2]):
+                assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), (draw, float((a - b).abs().max()))
+
+
+def test_no_build_has_a_strided_1x1_convolution_and_both_compute_the_same():
+    """Both builders compute a strided 1x1 convolution as every s-th pixel through a stride-1 one (the
+    test above says why); the Keras model keeps the layer's name and weights and the torch model's
+    outputs on the same weights."""
+    import keras
+
+    from clsf.models.keras import build_keras
+    from clsf.models.spec import Conv, ModelSpec
+    from clsf.models.torch import build_torch
+    from clsf.models.transfer import keras_weights, set_torch_weights
+
+    spec = ModelSpec("strided-1x1", (Conv("c", 8, 1, 2, "same"),), (7, 7, 4))
+    model = build_keras(spec)
+    convs = [lay for lay in model.layers if isinstance(lay, keras.layers.Conv2D)]
+    assert [c.name for c in convs] == ["c"] and all(tuple(c.strides) == (1, 1) for c in convs)
+    assert model.output_shape == (None, 4, 4, 8)
+    net = build_torch(spec)
+    set_torch_weights(net, spec, keras_weights(model, spec))
+    x = _input(spec)
+    assert np.allclose(model.predict(x, verbose=0), _torch_out(net, x), atol=1e-5)
+
+
+@pytest.mark.long
+def test_a_strided_1x1_convolution_on_few_channels_gets_its_true_gradient_in_keras_on_onednn():
+    """As the torch test above, through the Keras build on TensorFlow with oneDNN on (a process of its
+    own: the suite's run Eigen), against the gradient summed in float64 by numpy. A plain strided
+    Conv2D there was wrong in 20 of 20 draws (4 channels in, 8x8, AMD EPYC)."""
+    script = r'''
+import os
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+import numpy as np, tensorflow as tf
+from clsf.models.keras import build_keras
+from clsf.models.spec import Conv, Flatten, ModelSpec
+for padding in ("same", "valid"):
+    model = build_keras(ModelSpec("strided-1x1", (Conv("c", 8, 1, 2, padding), Flatten("f")), (8, 8, 4)))
+    kernel, bias = model.get_layer("c").kernel, model.get_layer("c").bias
+    rng = np.random.default_rng(0)
+    for draw in range(10):
+        x = rng.normal(size=(8, 8, 8, 4)).astype(np.float32)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(model(x)))
+        got = tape.gradient(loss, kernel).numpy()[0, 0]  # (4 in, 8 out)
+        xs = x[:, ::2, ::2, :].astype(np.float64)  # the pixels a 1x1 stride-2 kernel meets
+        y = xs @ kernel.numpy()[0, 0].astype(np.float64) + bias.numpy()
+        want = np.einsum("nijc,nijo->co", xs, np.cos(y))
+        assert np.allclose(got, want, rtol=1e-4, atol=1e-3), (padding, draw, float(np.abs(got - want).max()))
+print("ok")
+'''
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

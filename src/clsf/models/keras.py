@@ -155,12 +155,44 @@ def pad_class():
     return _PAD[0]
 
 
+_SUBSAMPLE = []
+
+
+def subsample_class():
+    """Every s-th row and column of an NHWC map (made once, registered so .keras files reload): a 1x1
+    convolution with stride s is this and a stride-1 one, the same sum. oneDNN's own strided 1x1
+    kernel gradient in channels-last memory, which TensorFlow runs where clsf turns oneDNN on, is wrong
+    when a map has fewer channels than its block (8 on AVX2; uxlfoundation/oneDNN#6035)."""
+    if not _SUBSAMPLE:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="clsf")
+        class Subsample2D(keras.layers.Layer):
+            def __init__(self, strides=(1, 1), **kwargs):
+                super().__init__(**kwargs)
+                self.strides = tuple(int(s) for s in strides)
+
+            def call(self, x):
+                return x[:, :: self.strides[0], :: self.strides[1], :]
+
+            def compute_output_shape(self, shape):
+                cut = lambda n, s: None if n is None else -(-n // s)  # noqa: E731  ceil(n / s)
+                return (shape[0], cut(shape[1], self.strides[0]), cut(shape[2], self.strides[1]), shape[3])
+
+            def get_config(self):
+                return {**super().get_config(), "strides": list(self.strides)}
+
+        _SUBSAMPLE.append(Subsample2D)
+    return _SUBSAMPLE[0]
+
+
 def register_custom_layers() -> None:
     """clsf's own Keras layers, registered so a .keras file using them reloads (safe mode)."""
     activity_penalty_class()
     scaled_bias_batch_norm_class()
     frozen_batch_norm_class()
     pad_class()
+    subsample_class()
 
 
 def _symmetric_pad(x, kernel: int, name: str, value: float = 0.0):
@@ -207,8 +239,10 @@ def _apply(layer, x, prefix: str, spec: ModelSpec):
             return L.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding=padding, depth_multiplier=layer.multiplier,
                                      activation=act, use_bias=layer.use_bias, depthwise_initializer=k_init,
                                      bias_initializer=b_init, name=name)(x)
-        cls = L.Conv2D if t is Conv else L.Conv2DTranspose
-        return cls(layer.filters, layer.kernel, strides=layer.stride, padding=padding, activation=act,
+        cls, stride = (L.Conv2D if t is Conv else L.Conv2DTranspose), layer.stride
+        if t is Conv and layer.kernel == 1 and stride > 1:  # no padding in any mode (subsample_class says why)
+            x, stride = subsample_class()((stride, stride), name=name + "_subsample")(x), 1
+        return cls(layer.filters, layer.kernel, strides=stride, padding=padding, activation=act,
                    use_bias=layer.use_bias, kernel_initializer=k_init, bias_initializer=b_init,
                    kernel_regularizer=_regularizer(layer), name=name)(x)
     if t is Dense:

@@ -41,6 +41,18 @@ class Conv2dSame(nn.Conv2d):
         return super().forward(x)
 
 
+class Conv2dSubsample(nn.Conv2d):
+    """A 1x1 convolution with stride s as every s-th pixel through a stride-1 1x1 convolution: the same
+    sum, and the same module (weights, state_dict, stride). oneDNN's own strided 1x1 kernel gradient in
+    channels-last memory writes past its workspace when a map has fewer channels than its block (8 on
+    AVX2): wrong gradients, or a hang (uxlfoundation/oneDNN#6035; tests/test_models.py). The Keras
+    build does the same (models/keras.py, subsample_class)."""
+
+    def forward(self, x):
+        sh, sw = self.stride
+        return F.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias, 1, 0, 1, self.groups)
+
+
 class MaxPool2dSame(nn.MaxPool2d):
     """Max pooling with TensorFlow's 'same' padding (-inf at the bottom/right first), as Conv2dSame."""
 
@@ -171,7 +183,9 @@ def _module(layer, in_shape: tuple) -> nn.Module:
     if t in (Conv, DepthwiseConv):
         k, stride, c = layer.kernel, layer.stride, in_shape[2]
         out, groups = (layer.filters, 1) if t is Conv else (c * layer.multiplier, c)  # depthwise: a group per channel
-        if layer.padding == "symmetric" or (layer.padding == "same" and stride == 1 and k % 2 == 1):
+        if t is Conv and k == 1 and stride > 1:  # no padding in any mode
+            conv = Conv2dSubsample(c, out, 1, stride, 0, bias=layer.use_bias, groups=groups)
+        elif layer.padding == "symmetric" or (layer.padding == "same" and stride == 1 and k % 2 == 1):
             conv = nn.Conv2d(c, out, k, stride, (k - 1) // 2, bias=layer.use_bias, groups=groups)  # the same pads
         elif layer.padding == "same":
             conv = Conv2dSame(c, out, k, stride, 0, bias=layer.use_bias, groups=groups)
