@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.jax, pytest.mark.skipif(importlib.util.find_spec("jax"
 HERE = Path(__file__).parent
 
 
+@pytest.mark.long  # an equivalence, ~40 s: CI's second step; the engine test below stays in the default suite
 def test_the_same_outputs_and_gradients_as_keras_own_in_a_process_of_their_own():
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "jax_kernels_cases.py")],
                        capture_output=True, text=True, timeout=600, cwd=HERE.parent)

@@ -67,7 +67,7 @@ def test_a_full_disk_stops_cleanly_and_the_run_resumes_to_the_same_result(tmp_pa
     assert json.loads((run / "final.json").read_text())["test_loss"] == json.loads((tmp_path / "whole" / "final.json").read_text())["test_loss"]
 
 
-@pytest.mark.parametrize("engine", [pytest.param("keras", marks=pytest.mark.tf), pytest.param("tf", marks=pytest.mark.tf),
+@pytest.mark.parametrize("engine", [pytest.param("keras", marks=[pytest.mark.tf, pytest.mark.long]), pytest.param("tf", marks=pytest.mark.tf),
                                     pytest.param("torch", marks=pytest.mark.torch)])
 def test_deterministic_reruns_are_byte_identical(tmp_path, engine):
     for name, seed in (("a", "0"), ("b", "0"), ("other-seed", "1")):

@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.torch, pytest.mark.skipif(importlib.util.find_spec("to
 HERE = Path(__file__).parent
 
 
+@pytest.mark.long  # an equivalence: CI's second step; the engine test below stays in the default suite
 def test_the_same_outputs_and_gradients_as_keras_own_in_a_process_of_their_own():
     env = {**os.environ, "KERAS_BACKEND": "torch"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "torch_kernels_cases.py")],

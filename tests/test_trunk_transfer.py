@@ -72,7 +72,7 @@ SABOTAGE = {
 
 @pytest.mark.tf
 @pytest.mark.torch
-@pytest.mark.parametrize("sabotage", [None, *SABOTAGE])
+@pytest.mark.parametrize("sabotage", [None, *(pytest.param(s, marks=pytest.mark.long) for s in SABOTAGE)])  # teeth: -m long
 def test_unfreeze_after_trains_the_whole_network_alike_in_every_engine(source, tmp_path, sabotage, monkeypatch):
     """--unfreeze-after 1: epoch 1 trains the head alone, epoch 2 every layer. From the same weights
     (init_from keeps the head: same classes) the three engines end where the parity test says."""
