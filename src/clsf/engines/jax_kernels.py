@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 
+from clsf.engines import replace
+
 KEEP_XLA = "CLSF_XLA_GRADIENTS"
 _ORIGINAL = {}  # Keras' own functions, by name, once replaced
 
@@ -174,24 +176,8 @@ def install() -> bool:
     """Route Keras' JAX convolutions and max pools through `conv` and `max_pool` in this process
     (once); False where CLSF_XLA_GRADIENTS=1 keeps XLA's own gradients, or where a Keras other than
     the one tested here keeps them elsewhere (then training is XLA's: slower, the same)."""
-    if os.environ.get(KEEP_XLA) == "1":
-        return False
-    try:
-        from keras.src.backend.jax import nn
-    except ImportError:
-        return False
-    if not all(callable(getattr(nn, name, None)) for name in REPLACED):
-        return False
-    for name, fn in REPLACED.items():
-        if name not in _ORIGINAL:
-            _ORIGINAL[name] = getattr(nn, name)
-            setattr(nn, name, fn)
-    return True
+    return os.environ.get(KEEP_XLA) != "1" and replace.replace("keras.src.backend.jax.nn", REPLACED, _ORIGINAL)
 
 
 def installed() -> bool:
-    try:
-        from keras.src.backend.jax import nn
-    except ImportError:
-        return False
-    return all(getattr(nn, name) is fn for name, fn in REPLACED.items())
+    return replace.in_place("keras.src.backend.jax.nn", REPLACED)

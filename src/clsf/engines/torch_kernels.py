@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 
+from clsf.engines import replace
+
 KEEP_KERAS = "CLSF_KERAS_TORCH_COPIES"
 _ORIGINAL = {}  # Keras' own functions, by name, once replaced
 
@@ -92,24 +94,9 @@ def install() -> bool:
     """Route Keras' torch convolutions and max pools through `conv` and `max_pool` in this process
     (once); False where CLSF_KERAS_TORCH_COPIES=1 keeps Keras' own, or where a Keras other than the one
     tested here keeps them elsewhere (then training is Keras' own: slower, the same)."""
-    if os.environ.get(KEEP_KERAS) == "1":
-        return False
-    try:
-        from keras.src.backend.torch import nn
-    except ImportError:
-        return False
-    if not all(callable(getattr(nn, name, None)) for name in (*REPLACED, "_apply_same_padding")):
-        return False
-    for name, fn in REPLACED.items():
-        if name not in _ORIGINAL:
-            _ORIGINAL[name] = getattr(nn, name)
-            setattr(nn, name, fn)
-    return True
+    return os.environ.get(KEEP_KERAS) != "1" and replace.replace("keras.src.backend.torch.nn", REPLACED, _ORIGINAL,
+                                                                 needs=("_apply_same_padding",))
 
 
 def installed() -> bool:
-    try:
-        from keras.src.backend.torch import nn
-    except ImportError:
-        return False
-    return all(getattr(nn, name) is fn for name, fn in REPLACED.items())
+    return replace.in_place("keras.src.backend.torch.nn", REPLACED)
