@@ -160,9 +160,8 @@ _SUBSAMPLE = []
 
 def subsample_class():
     """Every s-th row and column of an NHWC map (made once, registered so .keras files reload): a 1x1
-    convolution with stride s is this and a stride-1 one, the same sum. oneDNN's own strided 1x1
-    kernel gradient in channels-last memory, which TensorFlow runs where clsf turns oneDNN on, is wrong
-    when a map has fewer channels than its block (8 on AVX2; uxlfoundation/oneDNN#6035)."""
+    convolution with stride s is this and a stride-1 one, the same sum, without oneDNN's strided 1x1
+    kernel gradient, wrong on few channels (bench/results/observations.md, O16). As models/torch.py's."""
     if not _SUBSAMPLE:
         import keras
 

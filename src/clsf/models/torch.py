@@ -43,10 +43,8 @@ class Conv2dSame(nn.Conv2d):
 
 class Conv2dSubsample(nn.Conv2d):
     """A 1x1 convolution with stride s as every s-th pixel through a stride-1 1x1 convolution: the same
-    sum, and the same module (weights, state_dict, stride). oneDNN's own strided 1x1 kernel gradient in
-    channels-last memory writes past its workspace when a map has fewer channels than its block (8 on
-    AVX2): wrong gradients, or a hang (uxlfoundation/oneDNN#6035; tests/test_models.py). The Keras
-    build does the same (models/keras.py, subsample_class)."""
+    sum, and the same module (weights, state_dict, stride), without oneDNN's strided 1x1 kernel
+    gradient, wrong on few channels (bench/results/observations.md, O16). As models/keras.py's."""
 
     def forward(self, x):
         sh, sw = self.stride
