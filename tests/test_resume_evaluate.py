@@ -63,6 +63,23 @@ def test_more_epochs_from_inside_the_first_warns_where_the_curve_moves(tmp_path,
     assert ("so extending it from 3 to 4" in capsys.readouterr().err) is warned
 
 
+@pytest.mark.parametrize("done,says", [(1, "from the unfreeze at epoch 3 (optim.unfreeze_lr=0.01) falls"),
+                                        (3, "goes from 0.00122 (last step trained) to 0.0055 at epoch 4")])
+def test_the_warning_names_the_unfreezes_second_phase_where_only_it_moves(capsys, done, says):
+    """With optim.unfreeze_lr the run is two schedules (lr_at); more epochs move only the second, so the
+    warning says which epochs the curve spans, where it starts and its floor (at most unfreeze_lr / 10)."""
+    from clsf import build_config
+    from clsf.run.resume import _warn_reshaped_schedule
+
+    cfg = build_config(flags={"epochs": 4}, overrides=["freeze=trunk", "init_from=unused", "unfreeze_after=2",
+                                                       "optim.unfreeze_lr=0.01", "optim.lr=0.1", "optim.schedule=cosine",
+                                                       "optim.min_lr=0.005"])
+    _warn_reshaped_schedule(cfg, 3, {"global_step": 10 * done, "step": 0, "epoch": done})
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optim.schedule=cosine spans the epochs after unfreeze_after=2, so extending it " \
+        "from 3 to 4" in err and says in err and "to 0.001 by epoch 4" in err, err
+
+
 @pytest.mark.torch
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
     run = _run("torch", tmp_path, epochs=1)

@@ -97,9 +97,18 @@ def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:
     end = max(old_epochs, cfg.epochs) * probe  # past its own end the old curve holds its last rate
     if all(rate(s, old_epochs) == rate(s, cfg.epochs) for s in range(step, end, max(1, (end - step) // 64))):
         return  # constant, step: the epoch count does not shape them
-    where = (f"goes from {rate(step - 1, old_epochs):.3g} (last step trained) to {rate(step, cfg.epochs):.3g} at epoch "
-             f"{done + 1} and then falls" if spe else f"is recomputed from step {step} of epoch 1 and falls")
+    o, after = cfg.optim, cfg.unfreeze_after
+    if o.unfreeze_lr is not None and after:  # two phases (lr_at): only the second spans the epochs that change
+        spans, floor = f"spans the epochs after unfreeze_after={after}", min(o.min_lr, o.unfreeze_lr / 10)
+    else:
+        spans, floor = "spans the run's total epochs", o.min_lr
+    if o.unfreeze_lr is not None and after and done < after:  # still in the first phase: its rates stay
+        where = f"from the unfreeze at epoch {after + 1} (optim.unfreeze_lr={o.unfreeze_lr:g}) falls"
+    elif spe:
+        where = (f"goes from {rate(step - 1, old_epochs):.3g} (last step trained) to {rate(step, cfg.epochs):.3g} at "
+                 f"epoch {done + 1} and then falls")
+    else:
+        where = f"is recomputed from step {step} of epoch 1 and falls"
     change = "extending" if cfg.epochs > old_epochs else "shortening"
-    print(f"clsf: warning: optim.schedule={cfg.optim.schedule} spans the run's total epochs, so {change} it from "
-          f"{old_epochs} to {cfg.epochs} recomputes the curve: the learning rate {where} to {cfg.optim.min_lr:g} by "
-          f"epoch {cfg.epochs}.", file=sys.stderr)
+    print(f"clsf: warning: optim.schedule={o.schedule} {spans}, so {change} it from {old_epochs} to {cfg.epochs} "
+          f"recomputes the curve: the learning rate {where} to {floor:g} by epoch {cfg.epochs}.", file=sys.stderr)
