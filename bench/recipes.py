@@ -1,18 +1,22 @@
 """Benchmark: time to accuracy. The fast recipes against the classic Keras CIFAR-10 tutorial's script, with a
-time budget measured on this machine in this run.
+time budget measured on this machine around every run.
 
     python bench/recipes.py --data ../shared/data/cifar10-jpeg.tar.gz [--plan "fast-seed-cnn:1 fast-cifar:1,3,10"] [--engine torch]
 
 1. The budget: the tutorial's 5-epoch Keras script (bench/reference.py's model, RMSprop, batch 32,
    `validation_split=0.2`, `x / 255.0`, then `model.evaluate` on the test split), timed as a whole
-   process from start to its test accuracy, --reference-seeds times (the budget is the median).
-   Its data order is CIFAR-10's own, class-mixed, and its split the last 20% of it; clsf loads
-   the JPEG folders class-mixed too, and the script checks that its last 20% holds every class
-   (class-sorted arrays made this baseline score 0.54 instead of the 0.66-0.69 its authors printed).
+   process from start to its test accuracy -- before the first recipe run and after every one, a new
+   seed each time, so each run is divided by the mean of the two budget runs around it (these
+   machines' speed moves by 2x within an hour: one budget at the start would misprice the rest), and
+   the budget runs together are the script's accuracy and its seed-to-seed spread (at least
+   --reference-seeds of them). Its data order is CIFAR-10's own, class-mixed, and its split the last
+   20% of it; clsf loads the JPEG folders class-mixed too, and the script checks that its last 20%
+   holds every class (class-sorted arrays made this baseline score 0.54 instead of the 0.66-0.69 its
+   authors printed).
 2. Each recipe of --plan (RECIPE:MULTIPLES, e.g. `speedrun:1,3,10`) with as many epochs as fit in each
-   multiple of the budget. Epochs are chosen from a calibration run (two epochs on 5,000
-   images: the second epoch's images/s, and the process's fixed cost); every run is then timed as a whole process too,
-   and plotted at the seconds it actually took, over or under the budget.
+   multiple of the budget run just before it. Epochs are chosen from a calibration run (two epochs on
+   5,000 images: the second epoch's images/s, and the process's fixed cost); every run is then timed as
+   a whole process too, and plotted at the multiple of the budget it actually took, over or under.
 Every process reads the decoded dataset from one cache, filled before any timing. Writes
 bench/results/recipes.md and docs/time-to-accuracy.png.
 """
@@ -29,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, clsf_run, timed_process
+from common import HERE, budget_run, clsf_run, cpu_model
 
 
 TUTORIAL_PRINTED = (0.6645, 0.6900)  # the test accuracies the tutorial's own runs printed for this 5-epoch script
@@ -58,29 +62,29 @@ def seeds_script(data: str, seed: int) -> None:
                       "val_acc": float(hist.history["val_accuracy"][-1])}))
 
 
-def plot(budget: float, ref_acc: float, ref_std: float, ref_seeds: int, runs: list[dict], out: str) -> None:
-    """Test accuracy against whole-process seconds (log), the budget multiples marked along the top,
-    the legend where no point is."""
+def plot(ref_acc: float, ref_std: float, ref_seeds: int, runs: list[dict], out: str) -> None:
+    """Test accuracy against whole-process time in multiples of the budget around each run (log), the
+    targets marked along the top, the legend where no point is."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    ax.errorbar([budget], [ref_acc], yerr=[ref_std], fmt="o", color="#888", zorder=3,
+    ax.errorbar([1.0], [ref_acc], yerr=[ref_std], fmt="o", color="#888", zorder=3,
                 label=f"the Keras tutorial's script (5 epochs, {ref_seeds} seeds)")
-    colors = {"fast-seed-cnn": "#d62728", "fast-cifar": "#1f77b4", "speedrun": "#2ca02c"}
+    colors = {"fast-seed-cnn": "#d62728", "fast-cifar": "#1f77b4", "speedrun": "#2ca02c", "speedrun-muon": "#9467bd"}
     for recipe in dict.fromkeys(r["recipe"] for r in runs):
         rs = [r for r in runs if r["recipe"] == recipe]
-        ax.plot([r["seconds"] for r in rs], [r["test_acc"] for r in rs], "o-" if len(rs) > 1 else "o",
+        ax.plot([r["of_budget"] for r in rs], [r["test_acc"] for r in rs], "o-" if len(rs) > 1 else "o",
                 color=colors.get(recipe), label=f"--recipe {recipe}", zorder=3)
-    seconds = [budget] + [r["seconds"] for r in runs]
+    ratios = [1.0] + [r["of_budget"] for r in runs]
     ax.set_xscale("log")
-    ax.set_xlim(min(seconds) / 1.3, max(max(seconds), 10 * budget) * 1.4)  # room for the last label
+    ax.set_xlim(min(ratios) / 1.3, max(max(ratios), 10) * 1.4)  # room for the last label
     for m in sorted({1, 3, 10} | {r["budget"] for r in runs}):
-        ax.axvline(m * budget, color="#ccc", lw=0.8, zorder=0)
-        ax.text(m * budget, 0.935, f" {m:g}x budget", color="#888", fontsize=8, va="top")
-    ax.set_xlabel(f"seconds on this machine (log; budget = {budget:.0f} s)")
+        ax.axvline(m, color="#ccc", lw=0.8, zorder=0)
+        ax.text(m, 0.935, f" {m:g}x budget", color="#888", fontsize=8, va="top")
+    ax.set_xlabel("whole-process time, in runs of the tutorial's script around it (log)")
     ax.set_ylabel("CIFAR-10 test accuracy")
     ax.set_ylim(0.5, 0.95)
     ax.grid(alpha=0.3)
@@ -91,16 +95,43 @@ def plot(budget: float, ref_acc: float, ref_std: float, ref_seeds: int, runs: li
 
 
 def replot(table: str, out: str) -> None:
-    """The figure again from a results table this script wrote (seconds as the table rounds them)."""
+    """The figure again from a results table this script wrote (ratios as the table rounds them)."""
     import re
 
-    rows = [line.split("|")[1:-1] for line in Path(table).read_text().splitlines() if line.startswith("| ")][2:]
-    ref = rows[0]
-    acc, std = (float(v) for v in re.findall(r"[0-9.]+", ref[5])[:2])
+    text = Path(table).read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ")][2:]
+    acc, std = (float(v) for v in re.findall(r"[0-9.]+", rows[0][6])[:2])
     runs = [{"recipe": re.search(r"--recipe ([\w-]+)", r[0]).group(1), "budget": float(r[1].strip(" x")),
-             "seconds": float(r[3]), "test_acc": float(r[5])} for r in rows[1:]]
-    seeds = int(re.search(r"median of (\d+) whole processes", Path(table).read_text()).group(1))
-    plot(float(ref[3]), acc, std, seeds, runs, out)
+             "of_budget": float(r[5]), "test_acc": float(r[6])} for r in rows[1:]]
+    plot(acc, std, int(re.search(r"over its (\d+) runs", text).group(1)), runs, out)
+
+
+def table(args, budgets: list[dict], runs: list[dict]) -> str:
+    """The results so far, as markdown (written after every run, so a run cut short keeps them)."""
+    accs = [b["test_acc"] for b in budgets]
+    acc, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+    secs = [b["seconds"] for b in budgets]
+    lo, hi = TUTORIAL_PRINTED
+    verdict = "inside" if lo - 0.01 <= min(accs) and max(accs) <= hi else "OUTSIDE"
+    lines = [f"# Time to accuracy on {Path(args.data).name} ({time.strftime('%Y-%m-%d')}, engine {args.engine})", "",
+             "The budget: the classic Keras CIFAR-10 tutorial's 5-epoch script as a whole process (start, data from the "
+             "cache, training, test), run before the first recipe run and after each, a new seed each time; it took "
+             f"**{', '.join(f'{s:.0f}' for s in secs)} s** here in turn ({min(secs):.0f}-{max(secs):.0f}) and scored "
+             f"**{acc:.4f} ± {std:.4f}** over its {len(accs)} runs ({', '.join(f'{a:.4f}' for a in accs)}). Its own "
+             f"printed runs show {lo:.4f} and {hi:.4f} on the original CIFAR-10; this JPEG copy scores about a point "
+             f"under it, so the check is [{lo - 0.01:.4f}, {hi:.4f}]: every seed is **{verdict}** it. Each recipe run "
+             "is timed the same way and divided by the mean of the two budget runs around it; its epochs were chosen "
+             "from a two-epoch calibration to fit the budget run just before it. "
+             f"CPU: {cpu_model()} ({os.cpu_count()} cores); the recipes computed in "
+             f"{', '.join(sorted({r['precision'] for r in runs})) or '-'}.", "",
+             "| recipe | budget | epochs | seconds (whole process) | budget runs around it (s) | of the budget | test accuracy |",
+             "| --- | --- | --- | --- | --- | --- | --- |",
+             f"| the Keras tutorial's script | 1x | 5 | {statistics.median(secs):.0f} ({min(secs):.0f}-{max(secs):.0f}) | - | "
+             f"1.00 | {acc:.4f} ± {std:.4f} |"]
+    for r in runs:
+        lines.append(f"| `--recipe {r['recipe']}` | {r['budget']:g}x | {r['epochs']} | {r['seconds']:.0f} | "
+                     f"{r['around'][0]:.0f}, {r['around'][1]:.0f} | {r['of_budget']:.2f} | {r['test_acc']:.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -111,7 +142,8 @@ def main() -> int:
                     help="RECIPE:MULTIPLES ...: the budgets each recipe runs at, in multiples of the tutorial script's time")
     ap.add_argument("--out", default=str(HERE / "results" / "recipes.md"))
     ap.add_argument("--figure", default=str(HERE.parent / "docs" / "time-to-accuracy.png"))
-    ap.add_argument("--reference-seeds", type=int, default=3, help="runs of the tutorial's script (its accuracy's spread)")
+    ap.add_argument("--reference-seeds", type=int, default=3,
+                    help="at least this many runs of the tutorial's script (its accuracy's spread); more where the plan has more runs")
     ap.add_argument("--seeds-script", type=int, default=None, help=argparse.SUPPRESS)  # internal: one run, this seed
     ap.add_argument("--replot", metavar="RESULTS_MD", help="only redraw the figure from a table this script wrote")
     args = ap.parse_args()
@@ -124,29 +156,24 @@ def main() -> int:
     if not args.data:
         ap.error("--data is required")
     try:
-        plan = [(r, [float(m) for m in ms.split(",")]) for r, _, ms in (item.partition(":") for item in args.plan.split())]
+        plan = [(r, float(m)) for r, _, ms in (item.partition(":") for item in args.plan.split()) for m in ms.split(",")]
     except ValueError:
         ap.error(f"--plan {args.plan!r}: give RECIPE:MULTIPLES items, e.g. 'fast-cifar:1,3,10 speedrun:3'")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["CLSF_CACHE"] = str(tmp / "cache")
         subprocess.run([sys.executable, "-m", "clsf", "data", "info", "--data", args.data], check=True, capture_output=True)  # fill the cache
-        refs = []
-        for seed in range(args.reference_seeds):
-            print(f"the tutorial's script (the budget), seed {seed}", flush=True)
-            seconds, out = timed_process([sys.executable, __file__, "--seeds-script", str(seed), "--data", args.data])
-            refs.append({"seconds": seconds, **json.loads(out.strip().splitlines()[-1])})
-            print(f"  {seconds:.0f} s, test {refs[-1]['test_acc']:.4f}", flush=True)
-        budget = statistics.median(r["seconds"] for r in refs)
-        accs = [r["test_acc"] for r in refs]
-        seeds_acc = statistics.mean(accs)
-        seeds_std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        lo, hi = TUTORIAL_PRINTED
-        verdict = ("inside" if lo - 0.01 <= min(accs) and max(accs) <= hi else "OUTSIDE")
+        budgets: list[dict] = []
 
+        def budget() -> None:  # the tutorial's script, a new seed each run: the budget and its accuracy's spread
+            budgets.append(budget_run(args.data, seed=len(budgets)))
+            print(f"  {budgets[-1]['seconds']:.0f} s, test {budgets[-1]['test_acc']:.4f}", flush=True)
+
+        for _ in range(max(1, args.reference_seeds - len(plan))):  # with the one after each run: >= --reference-seeds
+            budget()
         calibrations: dict[str, dict] = {}
 
-        def epochs_for(recipe: str, seconds: float) -> tuple[int, dict]:
+        def epochs_for(recipe: str, seconds: float) -> int:
             # two epochs on 5,000 images: the second one's rate is the steady one (the first pays the set-up)
             if recipe not in calibrations:
                 calibrations[recipe] = clsf_run(tmp / "runs", f"calibrate-{recipe}", recipe, args.engine, args.data, 2,
@@ -154,31 +181,22 @@ def main() -> int:
             cal = calibrations[recipe]
             fixed = cal["seconds"] - cal["train_seconds"]  # start-up, data, evaluation
             per_epoch = 50_000 / cal["images_per_s"]  # the last epoch's images/s
-            return max(1, int((seconds - fixed) // per_epoch)), cal
+            return max(1, int((seconds - fixed) // per_epoch))
 
         runs = []
-        for recipe, multiples in plan:
-            for m in multiples:
-                n, _ = epochs_for(recipe, m * budget)
-                runs.append({**clsf_run(tmp / "runs", f"{recipe}-{m:g}x", recipe, args.engine, args.data, n), "budget": m})
-
-    lines = [f"# Time to accuracy on {Path(args.data).name} ({time.strftime('%Y-%m-%d')}, engine {args.engine})", "",
-             f"Budget: the classic Keras CIFAR-10 tutorial's 5-epoch script took **{budget:.0f} s** on this machine in this run "
-             f"(median of {len(refs)} whole processes: start, data from the cache, training, test; "
-             f"{min(r['seconds'] for r in refs):.0f}-{max(r['seconds'] for r in refs):.0f} s) and scored "
-             f"**{seeds_acc:.4f} ± {seeds_std:.4f}** over seeds {', '.join(f'{a:.4f}' for a in accs)}. "
-             f"Its own printed runs show {lo:.4f} and {hi:.4f} on the original CIFAR-10; this JPEG copy "
-             f"scores about a point under it, so the check is [{lo - 0.01:.4f}, {hi:.4f}]: every seed is **{verdict}** it. "
-             "Each recipe run is timed the same way; its epochs were chosen from a two-epoch calibration to fit the budget.", "",
-             "| recipe | budget | epochs | seconds (whole process) | of the budget | test accuracy |", "| --- | --- | --- | --- | --- | --- |",
-             f"| the Keras tutorial's script | 1x | 5 | {budget:.0f} | 1.00 | {seeds_acc:.4f} ± {seeds_std:.4f} |"]
-    for r in runs:
-        lines.append(f"| `--recipe {r['recipe']}` | {r['budget']:g}x | {r['epochs']} | {r['seconds']:.0f} | "
-                     f"{r['seconds'] / budget:.2f} | {r['test_acc']:.4f} |")
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-    plot(budget, seeds_acc, seeds_std, len(refs), runs, args.figure)
+        for recipe, m in plan:
+            n = epochs_for(recipe, m * budgets[-1]["seconds"])  # the budget just measured
+            run = {**clsf_run(tmp / "runs", f"{recipe}-{m:g}x", recipe, args.engine, args.data, n), "budget": m}
+            budget()  # after the run: it lies between budgets[-2] and budgets[-1]
+            run["around"] = (budgets[-2]["seconds"], budgets[-1]["seconds"])
+            run["of_budget"] = run["seconds"] / statistics.mean(run["around"])
+            runs.append(run)
+            Path(args.out).write_text(table(args, budgets, runs))
+    text = table(args, budgets, runs)
+    Path(args.out).write_text(text)
+    print(text)
+    accs = [b["test_acc"] for b in budgets]
+    plot(statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0, len(accs), runs, args.figure)
     return 0
 
 
