@@ -98,11 +98,12 @@ def _warn_reshaped_schedule(cfg: Config, old_epochs: int, meta: dict) -> None:
     if all(rate(s, old_epochs) == rate(s, cfg.epochs) for s in range(step, end, max(1, (end - step) // 64))):
         return  # constant, step: the epoch count does not shape them
     o, after = cfg.optim, cfg.unfreeze_after
-    if o.unfreeze_lr is not None and after:  # two phases (lr_at): only the second spans the epochs that change
+    two = o.unfreeze_lr is not None and bool(after)  # two phases (lr_at): only the second spans the epochs that change
+    if two:
         spans, floor = f"spans the epochs after unfreeze_after={after}", min(o.min_lr, o.unfreeze_lr / 10)
     else:
         spans, floor = "spans the run's total epochs", o.min_lr
-    if o.unfreeze_lr is not None and after and done < after:  # still in the first phase: its rates stay
+    if two and done < after:  # still in the first phase: its rates stay
         where = f"from the unfreeze at epoch {after + 1} (optim.unfreeze_lr={o.unfreeze_lr:g}) falls"
     elif spe:
         where = (f"goes from {rate(step - 1, old_epochs):.3g} (last step trained) to {rate(step, cfg.epochs):.3g} at "
