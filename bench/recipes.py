@@ -84,7 +84,7 @@ def plot(ref_acc: float, ref_std: float, ref_seeds: int, runs: list[dict], out: 
     for m in sorted({1, 3, 10} | {r["budget"] for r in runs}):
         ax.axvline(m, color="#ccc", lw=0.8, zorder=0)
         ax.text(m, 0.935, f" {m:g}x budget", color="#888", fontsize=8, va="top")
-    ax.set_xlabel("whole-process time in multiples of the budget: the tutorial's script, run around each point (log)")
+    ax.set_xlabel("whole-process time in multiples of the budget run around it (log)")
     ax.set_ylabel("CIFAR-10 test accuracy")
     ax.set_ylim(0.5, 0.95)
     ax.grid(alpha=0.3)
