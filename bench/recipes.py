@@ -106,10 +106,15 @@ def replot(table: str, out: str) -> None:
     plot(acc, std, int(re.search(r"over its (\d+) runs", text).group(1)), runs, out)
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (0 for one value): the tutorial script's accuracy over its budget runs."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def table(args, budgets: list[dict], runs: list[dict]) -> str:
     """The results so far, as markdown (written after every run, so a run cut short keeps them)."""
     accs = [b["test_acc"] for b in budgets]
-    acc, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+    acc, std = mean_std(accs)
     secs = [b["seconds"] for b in budgets]
     lo, hi = TUTORIAL_PRINTED
     verdict = "inside" if lo - 0.01 <= min(accs) and max(accs) <= hi else "OUTSIDE"
@@ -195,8 +200,7 @@ def main() -> int:
     text = table(args, budgets, runs)
     Path(args.out).write_text(text)
     print(text)
-    accs = [b["test_acc"] for b in budgets]
-    plot(statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0, len(accs), runs, args.figure)
+    plot(*mean_std([b["test_acc"] for b in budgets]), len(budgets), runs, args.figure)
     return 0
 
 
