@@ -66,6 +66,27 @@ def test_the_same_output_and_gradients_as_keras_own(convs, kernel, stride, paddi
         assert relative(dw0, dw1[::-1, ::-1]) > 1e-2
 
 
+@pytest.mark.parametrize("batch,stride", [(8, 1), (7, 1), (7, 2)])
+def test_a_kernel_gradient_summed_chunk_by_chunk_is_the_same(convs, monkeypatch, batch, stride):
+    """A batch bigger than CHUNK_ROWS output positions sums its kernel gradient a chunk at a time: two
+    images a chunk here, and for batches of 7 a rest of one image added at the end."""
+    import jax
+    import jax.numpy as jnp
+
+    from clsf.engines import jax_kernels
+
+    rng = np.random.default_rng(batch + stride)
+    x = jnp.asarray(rng.normal(size=(batch, 8, 8, 4)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)).astype(np.float32))
+    side = 8 // stride
+    monkeypatch.setattr(jax_kernels, "CHUNK_ROWS", 2 * side * side)
+    (_, dx0, dw0), (_, dx1, dw1) = grads(convs[0], x, w, stride, "same"), grads(convs[1], x, w, stride, "same")
+    assert float(jnp.max(jnp.abs(dx1 - dx0))) == 0.0
+    assert relative(dw0, dw1) < 1e-5, relative(dw0, dw1)
+    loss = lambda w: jnp.sum(convs[1](x, w, stride, "same"))  # noqa: E731
+    assert " scan[" in str(jax.make_jaxpr(jax.grad(loss))(w))  # and it did go chunk by chunk
+
+
 def test_bf16_kernels_get_bf16_gradients_summed_in_fp32(convs):
     import jax.numpy as jnp
 
