@@ -34,3 +34,21 @@ def test_the_keras_jax_engine_puts_it_in_place_on_the_cpu(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads(next(tmp_path.rglob("env.json")).read_text())
     assert meta["jax"]["conv_pool_gradients"] == "clsf"
+    from clsf.engines import jax_kernels  # imports no framework
+
+    assert jax_kernels.NO_YNN_CONVS in meta["jax"]["xla_flags"].split()  # this jaxlib knows the flag (below)
+
+
+def test_the_engine_keeps_convolutions_out_of_ynnpack_where_jaxlib_knows_the_flag(monkeypatch):
+    from clsf.engines import jax_kernels
+
+    assert jax_kernels._jaxlib_knows(jax_kernels.YNN_FLAG.encode())  # the jaxlib tested here has it
+    assert not jax_kernels._jaxlib_knows(b"xla_cpu_no_such_flag_" + b"anywhere")
+    assert jax_kernels.xla_flags("") == jax_kernels.NO_YNN_CONVS
+    assert jax_kernels.xla_flags("--xla_cpu_enable_fast_math=false") == f"--xla_cpu_enable_fast_math=false {jax_kernels.NO_YNN_CONVS}"
+    once = jax_kernels.xla_flags("")
+    assert jax_kernels.xla_flags(once) == once  # placed twice, named once
+    own = f"--{jax_kernels.YNN_FLAG}=+individual_convolution"
+    assert jax_kernels.xla_flags(own) == own  # the user's setting wins
+    monkeypatch.setattr(jax_kernels, "_jaxlib_knows", lambda *names: False)
+    assert jax_kernels.xla_flags("--xla_cpu_enable_fast_math=false") == "--xla_cpu_enable_fast_math=false"  # XLA would stop

@@ -193,8 +193,11 @@ class KerasJaxEngine(KerasBackendEngine):
             jax_kernels.install()
 
     def place(self, device: str) -> None:
+        from clsf.engines import jax_kernels
+
         if device == "cpu":
             os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        os.environ["XLA_FLAGS"] = jax_kernels.xla_flags(os.environ.get("XLA_FLAGS", ""))  # CPU convolutions: Eigen's
         if self.cfg.deterministic:  # XLA's GPU kernels in a fixed reduction order (the CPU's already are)
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
 
@@ -209,7 +212,8 @@ class KerasJaxEngine(KerasBackendEngine):
         from clsf.engines import jax_kernels
 
         return {"jax": {"version": jax.__version__, "devices": [str(d) for d in jax.devices()],
-                        "conv_pool_gradients": "clsf" if jax_kernels.installed() else "xla"}}
+                        "conv_pool_gradients": "clsf" if jax_kernels.installed() else "xla",
+                        "xla_flags": os.environ.get("XLA_FLAGS", "")}}
 
 
 class KerasTorchEngine(KerasBackendEngine):
