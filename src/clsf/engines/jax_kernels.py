@@ -207,9 +207,9 @@ def xla_flags(flags: str) -> str:
     Measured on an AMD EPYC (2 cores, fp32, jitted gradients of a Keras model, two alternating rounds):
     airbench's network at batch 256 forward 460-513 ms against 683-735, forward and backward 1603-1857
     against 2190-2357; seed-cnn's forward and backward 14-18 ms against 21-25 at batch 32, 77-94 against
-    107-120 at batch 128. Flags that name YNN_FLAG already are the user's and win (`...=+individual_
-    convolution` restores XLA's default), and a jaxlib that does not know the flag gets none: XLA stops
-    the process at an unknown flag."""
+    107-120 at batch 128. Flags that name YNN_FLAG already are the user's and win
+    (`=+individual_convolution` restores XLA's default), and a jaxlib that does not know the flag gets
+    none: XLA stops the process at an unknown flag."""
     if YNN_FLAG in flags or not _jaxlib_knows(YNN_FLAG.encode(), b"LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"):
         return flags
     return f"{flags} {NO_YNN_CONVS}".strip()
