@@ -26,6 +26,7 @@ def installed(monkeypatch):
     from clsf.engines import jax_kernels
 
     monkeypatch.delenv(jax_kernels.KEEP_XLA, raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # YNNPACK's convolutions (XLA's default): both replaced
     monkeypatch.setattr(jax_kernels, "_ORIGINAL", {})
     for name in jax_kernels.REPLACED:
         monkeypatch.setattr(nn, name, getattr(nn, name))  # restored after the test
@@ -171,3 +172,21 @@ def test_clsf_xla_conv_grad_keeps_xla_own(monkeypatch):
     for name in jax_kernels.REPLACED:
         monkeypatch.setattr(nn, name, getattr(nn, name))
     assert not jax_kernels.install() and not jax_kernels.installed()
+
+
+def test_with_xla_own_convolutions_only_the_max_pool_is_replaced(monkeypatch):
+    """XLA_FLAGS with NO_YNN_CONVS (as the engine sets them): XLA's own kernel gradient is the faster,
+    so the convolution stays Keras' and only the max pool is clsf's."""
+    from keras.src.backend.jax import nn
+
+    from clsf.engines import jax_kernels
+
+    monkeypatch.delenv(jax_kernels.KEEP_XLA, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", jax_kernels.NO_YNN_CONVS)
+    monkeypatch.setattr(jax_kernels, "_ORIGINAL", {})
+    own = {name: getattr(nn, name) for name in jax_kernels.REPLACED}
+    for name in jax_kernels.REPLACED:
+        monkeypatch.setattr(nn, name, own[name])
+    assert jax_kernels.install() and jax_kernels.installed()
+    assert nn.conv is own["conv"] and nn.max_pool is jax_kernels.max_pool
+    assert jax_kernels.gradients() == {"conv": "xla", "max_pool": "clsf"}

@@ -33,11 +33,12 @@ def test_the_keras_jax_engine_puts_it_in_place_on_the_cpu(tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads(next(tmp_path.rglob("env.json")).read_text())
-    assert meta["jax"]["conv_pool_gradients"] == "clsf"
     from clsf.engines import jax_kernels  # imports no framework
 
     knows = jax_kernels._jaxlib_knows(jax_kernels.YNN_FLAG.encode())  # jaxlib 0.10 does; a later one may not
     assert (jax_kernels.NO_YNN_CONVS in meta["jax"]["xla_flags"].split()) == knows
+    # XLA's own convolutions: their kernel gradient stays XLA's; YNNPACK's: clsf's
+    assert meta["jax"]["conv_pool_gradients"] == {"conv": "xla" if knows else "clsf", "max_pool": "clsf"}
 
 
 def test_the_engine_keeps_convolutions_out_of_ynnpack_where_jaxlib_knows_the_flag(monkeypatch):
@@ -54,3 +55,15 @@ def test_the_engine_keeps_convolutions_out_of_ynnpack_where_jaxlib_knows_the_fla
     assert jax_kernels.xla_flags(own) == own  # the user's setting wins
     monkeypatch.setattr(jax_kernels, "_jaxlib_knows", lambda *names: False)
     assert jax_kernels.xla_flags("--xla_cpu_enable_fast_math=false") == "--xla_cpu_enable_fast_math=false"  # XLA would stop
+
+
+def test_which_convolutions_xla_runs_is_read_from_its_flags():
+    from clsf.engines import jax_kernels
+
+    flag = f"--{jax_kernels.YNN_FLAG}"
+    assert jax_kernels.eigen_convolutions(jax_kernels.NO_YNN_CONVS)
+    assert jax_kernels.eigen_convolutions(f"--xla_cpu_enable_fast_math=false {flag}=-individual_dot,-individual_convolution")
+    assert not jax_kernels.eigen_convolutions("")  # XLA's default: YNNPACK's
+    assert not jax_kernels.eigen_convolutions(f"{flag}=-individual_dot")
+    assert not jax_kernels.eigen_convolutions(f"{flag}=+individual_convolution")
+    assert not jax_kernels.eigen_convolutions(f"{jax_kernels.NO_YNN_CONVS} {flag}=+individual_convolution")  # the last wins

@@ -1,12 +1,11 @@
 """Keras-on-JAX convolutions and max pools with gradients XLA's CPU backend computes slowly, on the CPU.
 
-XLA's CPU backend computes a convolution's kernel gradient (dL/dW = sum over batch and positions of
-input patch x output gradient) as a generic convolution with the batch as the contracted dimension,
-and that runs 4-6x slower than the forward pass. Measured on an AMD EPYC (2 cores, fp32, a jitted
-3x3 convolution, batch 256): 64->256 channels at 16x16 893 ms against 216 ms as matmuls; 24->64 at
-32x32 1257 ms against 201 ms; 256->256 at 8x8 372 ms against 205 ms (the input gradient and the
-forward pass are XLA's own and fine: 307 and 193 ms for the first). Written as one matmul per kernel
-tap,
+Where XLA's convolutions are YNNPACK's (jaxlib 0.10's default; xla_flags() below keeps them out, so
+not in the keras-jax engine), its kernel gradient (dL/dW = sum over batch and positions of input
+patch x output gradient) runs 4-6x slower than the forward pass. Measured on an AMD EPYC (2 cores,
+fp32, a jitted 3x3 convolution, batch 256, YNNPACK's convolutions): 64->256 channels at 16x16 893 ms
+against 216 ms as matmuls; 24->64 at 32x32 1257 ms against 201 ms; 256->256 at 8x8 372 ms against
+205 ms. Written as one matmul per kernel tap,
 
     dW[i, j] = X_shifted(i, j)^T @ dY      X_shifted: (N*Ho*Wo, C_in), dY: (N*Ho*Wo, C_out),
 
@@ -15,19 +14,27 @@ a whole batch at once the patches and output gradient leave the cache: a batch o
 than chunks of CHUNK_ROWS output positions summed in a lax.scan (64->256 at 15x15: 82 ms against 149;
 24->64 at 31x31: 42-77 against 108-137; 256->256 at 7x7, a single chunk, unchanged).
 
+With XLA's own (Eigen) convolutions the engine runs, XLA's kernel gradient is the faster one, and
+`install()` leaves it in place: airbench's six 3x3 layers at batch 500, kernel gradients summed,
+1167-1194 ms as XLA's against 1619-1683 as the taps' matmuls (YNNPACK's matmuls run ~50-95 GFLOP/s
+here); the recipe speedrun-muon's step at batch 2000 14.6-15.2 s against 16.8-19.5 (the same day,
+processes alternated).
+
 A max pool's gradient is XLA's select-and-scatter, which took 430 ms for a 2x2 pool of a
 (500, 31, 31, 64) map where the forward pass takes 7 ms. A pool whose windows tile the map (stride =
 window, no padding) is here a reshape and a max, its gradient routed to each window's first maximum
-as select-and-scatter routes it (the same bits, ties included): 74 ms forward and backward.
+as select-and-scatter routes it (the same bits, ties included): 74 ms forward and backward (with
+Eigen's convolutions: 93 ms against XLA's 594).
 
 XLA's own forward convolutions run faster than its YNNPACK fusions on this CPU: xla_flags() keeps them
 out (the engine sets it before JAX starts).
 
-`install()` puts `conv` and `max_pool` in place of Keras' JAX functions (keras.src.backend.jax.nn,
-which every Keras convolution and max-pooling layer calls) in this process, which the keras-jax
-engine owns. What they do not cover -- grouped, dilated or 1-D convolutions, overlapping or padded
-pools, channels first -- goes to Keras' own functions unchanged. CLSF_XLA_GRADIENTS=1 leaves XLA's
-gradients in place (an A/B for bench/step_profile.py --versus env:CLSF_XLA_GRADIENTS=1).
+`install()` puts `max_pool` -- and `conv` where XLA's convolutions are YNNPACK's -- in place of Keras'
+JAX functions (keras.src.backend.jax.nn, which every Keras convolution and max-pooling layer calls)
+in this process, which the keras-jax engine owns. What they do not cover -- grouped, dilated or 1-D
+convolutions, overlapping or padded pools, channels first -- goes to Keras' own functions unchanged.
+CLSF_XLA_GRADIENTS=1 leaves XLA's gradients in place (an A/B for bench/step_profile.py --versus
+env:CLSF_XLA_GRADIENTS=1).
 """
 
 from __future__ import annotations
@@ -235,12 +242,34 @@ def _jaxlib_knows(*names: bytes) -> bool:
     return False
 
 
+def eigen_convolutions(flags: str) -> bool:
+    """Whether XLA_FLAGS `flags` keep convolutions out of YNNPACK's fusions (NO_YNN_CONVS' setting; of
+    several settings of YNN_FLAG, XLA takes the last)."""
+    values = [f.split("=", 1)[1] for f in flags.split() if f.startswith(f"--{YNN_FLAG}=")]
+    return bool(values) and "-individual_convolution" in values[-1].split(",")
+
+
+def replaced() -> dict:
+    """{name: function} that install() puts in place: the max pool always; the convolution only where
+    XLA's convolutions are YNNPACK's, whose kernel gradient is the slow one (XLA_FLAGS as XLA read them
+    at start: the engine sets them before JAX starts)."""
+    if eigen_convolutions(os.environ.get("XLA_FLAGS", "")):
+        return {"max_pool": max_pool}
+    return REPLACED
+
+
 def install() -> bool:
-    """Route Keras' JAX convolutions and max pools through `conv` and `max_pool` in this process
-    (once); False where CLSF_XLA_GRADIENTS=1 keeps XLA's own gradients, or where a Keras other than
-    the one tested here keeps them elsewhere (then training is XLA's: slower, the same)."""
-    return os.environ.get(KEEP_XLA) != "1" and replace.replace("keras.src.backend.jax.nn", REPLACED, _ORIGINAL)
+    """Route Keras' JAX max pools, and where replaced() says convolutions, through clsf's functions in
+    this process (once); False where CLSF_XLA_GRADIENTS=1 keeps XLA's own gradients, or where a Keras
+    other than the one tested here keeps them elsewhere (then training is XLA's: slower, the same)."""
+    return os.environ.get(KEEP_XLA) != "1" and replace.replace("keras.src.backend.jax.nn", replaced(), _ORIGINAL)
+
+
+def gradients() -> dict:
+    """{"conv": ..., "max_pool": ...}: whose gradient each runs in this process, "clsf" or "xla" (env.json)."""
+    return {name: "clsf" if replace.in_place("keras.src.backend.jax.nn", {name: fn}) else "xla"
+            for name, fn in REPLACED.items()}
 
 
 def installed() -> bool:
-    return replace.in_place("keras.src.backend.jax.nn", REPLACED)
+    return replace.in_place("keras.src.backend.jax.nn", replaced())

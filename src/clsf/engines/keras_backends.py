@@ -187,7 +187,7 @@ class KerasJaxEngine(KerasBackendEngine):
 
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
         super().__init__(cfg, spec, steps_per_epoch)
-        if self.device == "cpu":  # before fit traces the step: XLA's CPU kernel and max-pool gradients are slow (jax_kernels)
+        if self.device == "cpu":  # before fit traces the step: XLA's CPU max-pool gradient is slow (jax_kernels)
             from clsf.engines import jax_kernels
 
             jax_kernels.install()
@@ -212,7 +212,7 @@ class KerasJaxEngine(KerasBackendEngine):
         from clsf.engines import jax_kernels
 
         return {"jax": {"version": jax.__version__, "devices": [str(d) for d in jax.devices()],
-                        "conv_pool_gradients": "clsf" if jax_kernels.installed() else "xla",
+                        "conv_pool_gradients": jax_kernels.gradients(),  # {"conv": "xla", "max_pool": "clsf"}
                         "xla_flags": os.environ.get("XLA_FLAGS", "")}}
 
 
