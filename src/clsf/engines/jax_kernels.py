@@ -16,7 +16,7 @@ than chunks of CHUNK_ROWS output positions summed in a lax.scan (64->256 at 15x1
 
 With XLA's own (Eigen) convolutions the engine runs, XLA's kernel gradient is the faster one, and
 `install()` leaves it in place: airbench's six 3x3 layers at batch 500, kernel gradients summed,
-1030 ms as XLA's against 1376 as the taps' matmuls (YNNPACK's matmuls run ~50-95 GFLOP/s here;
+1030 ms as XLA's against 1376 as the taps' matmuls (YNNPACK's matmuls run 46-109 GFLOP/s here;
 under YNNPACK's convolutions 5573 against 1354: bench/results/jax-kernel-grad.md); the recipe
 speedrun-muon's step at batch 2000 13.6-14.3 s against 16.2-16.5 (processes alternated three times).
 
