@@ -71,9 +71,7 @@ def worker(batch: int, repeats: int, shapes) -> list[dict]:
                 t0 = time.perf_counter()
                 f(x, w, dy).block_until_ready()
                 times[k].append(time.perf_counter() - t0)
-        flops = 2 * batch * size * size * 9 * c_in * c_out
-        rows.append({"layer": name, "shape": f"{c_in}->{c_out} at {size}x{size}", "flops": flops,
-                     **{k: sorted(v) for k, v in times.items()}})
+        rows.append({"layer": name, "shape": f"{c_in}->{c_out} at {size}x{size}", **{k: sorted(v) for k, v in times.items()}})
     return rows
 
 
