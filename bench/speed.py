@@ -90,16 +90,16 @@ def work_load(job) -> dict:
     return {"seconds": time.perf_counter() - t0, "images": sum(len(s) for s in ds.splits.values()), "peak_mb": peak_mb()}
 
 
-def seed_cnn_engine(framework: str, batch: int, steps_per_epoch: int, overrides=(), epochs: int = 2):
+def seed_cnn_engine(framework: str, batch: int, steps_per_epoch: int, overrides=(), epochs: int = 2, recipe=None):
     """(config, engine) for seed-cnn on CIFAR-sized images, standardised with CIFAR-10's channel
-    statistics (on the 0..1 scale), as the benchmarks time it."""
+    statistics (on the 0..1 scale), as the benchmarks time it; `recipe` goes under the overrides."""
     from clsf.config import build_config
     from clsf.engines import create_engine
     from clsf.run.setup import build_spec
 
     cfg = build_config(flags={"engine": framework, "batch_size": batch, "epochs": epochs},
                        overrides=["model.name=seed-cnn", "data.scale=standardize", "data.mean=[0.491, 0.482, 0.447]",
-                                  "data.std=[0.247, 0.243, 0.262]", *overrides])
+                                  "data.std=[0.247, 0.243, 0.262]", *overrides], recipe=recipe)
     return cfg, create_engine(cfg, build_spec(cfg, (32, 32, 3), 10), steps_per_epoch)
 
 

@@ -2,7 +2,8 @@
 
     python bench/step_profile.py --data ../shared/data/cifar10-jpeg.tar.gz [--batch 32] [--steps 200]
                                  [--engines keras,tf,torch,keras-jax,keras-torch] [--model airbench]
-                                 [--set torch.channels_last=false] [--versus precision=bf16] [--out FILE]
+                                 [--recipe speedrun-muon] [--set torch.channels_last=false]
+                                 [--versus precision=bf16] [--out FILE]
 
 Each engine runs in its own process. The step is taken apart by ablation, every part timed on the
 same batches already in memory, each the median of 5 passes over `--steps` steps:
@@ -14,7 +15,8 @@ same batches already in memory, each the median of 5 passes over `--steps` steps
   loop       the engine's train_epoch, minus data and the whole step: per-step Python, metric
              bookkeeping, synchronisation
 For torch, torch.profiler also splits the step by operator (convolution, dense, pooling, the
-optimizer's update, the rest). --versus KEY=VALUE adds, for every engine, a row with that setting too,
+optimizer's update, the rest); for keras-jax, a jax.profiler trace splits it by XLA's thunks, each
+put to the Keras layer its HLO metadata names (xla_split below). --versus KEY=VALUE adds, for every engine, a row with that setting too,
 profiled right after the engine's own row in the same run (an A/B of one key: precision, memory
 layout); --versus env:NAME=VALUE does the same with an environment variable set in the engine's
 process (TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's Eigen kernels). Writes bench/results/step-profile.md.
@@ -57,13 +59,14 @@ def cycle(fn, batches):
     return call
 
 
-MODEL = {"name": "seed-cnn", "set": []}  # --model and --set, for the workers
+MODEL = {"name": "seed-cnn", "set": [], "recipe": None}  # --model, --set and --recipe, for the workers
 
 
 def engine_for(name: str, batch: int, steps: int):
     from speed import seed_cnn_engine  # the engine exactly as bench/speed.py times it (another model: --model)
 
-    return seed_cnn_engine(name, batch, steps, overrides=[f"model.name={MODEL['name']}", *MODEL["set"]], epochs=50)
+    return seed_cnn_engine(name, batch, steps, overrides=[f"model.name={MODEL['name']}", *MODEL["set"]], epochs=50,
+                           recipe=MODEL["recipe"])
 
 
 def profile_torch(x, y, batch: int, steps: int) -> dict:
@@ -112,10 +115,11 @@ def profile_torch(x, y, batch: int, steps: int) -> dict:
     opt.step = marked_update
     profiled_step = step
 
-    for i in range(10):
+    traced = max(3, 6400 // batch)  # ~6,400 images: 50 steps at batch 128, 3 at 2000
+    for i in range(max(1, traced // 5)):
         profiled_step(*batches[i % len(batches)])
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i in range(50):
+        for i in range(traced):
             profiled_step(*batches[i % len(batches)])
     ops = {"convolution": 0.0, "dense": 0.0, "pooling": 0.0, "optimizer": 0.0, "other": 0.0}
     for e in prof.key_averages():
@@ -241,7 +245,76 @@ def profile_keras_backend(name: str, x, y, batch: int, steps: int) -> dict:
              "forward": timed(cycle(forward, as_tensors), steps), "forward+backward": timed(cycle(fwd_bwd, as_tensors), steps),
              "step": timed(cycle(step, as_tensors), steps)}
     parts["epoch"] = timed(lambda: engine.train_epoch(x[:n], y[:n], 0, Meter(0, 0, n, batch)), 1) / steps
-    return {"parts": parts, "ops": None, "threads": None}
+    ops = xla_split(model, train_step.lower(tuple(state), as_tensors[0]).compile().as_text(),
+                    cycle(step, as_tensors)) if name == "keras-jax" else None
+    return {"parts": parts, "ops": ops, "threads": None}
+
+
+def xla_split(model, hlo: str, step, traced: int = 2) -> dict:
+    """keras-jax: milliseconds per step by what XLA's thunks compute, from a jax.profiler trace of
+    `traced` steps. Each thunk is put to the Keras layer its HLO metadata names (`jvp(b1_pool)`: the
+    layer b1_pool, a MaxPooling2D), a transpose or copy without one to "layout copies", and the rest
+    (the optimizer, the loss) to "no layer". XLA's own (Eigen) convolutions do not show as thunks of
+    their own: they are the step's wall time outside every thunk. Thunks run on two threads, so each
+    group's share of the thunks' combined time is scaled to the wall time they covered."""
+    import glob
+    import gzip
+    import re
+
+    import jax
+
+    kinds = {layer.name: type(layer).__name__ for layer in model._flatten_layers(include_self=False)}
+    names, called = {}, {}  # instruction -> op_name; instruction -> fused computation it calls
+    computation, first_name = None, {}  # computation -> the first op_name inside it
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%([\w.\-]+) ", line)
+        if head:
+            computation = head.group(1)
+            continue
+        inst = re.match(r"^\s+(?:ROOT )?%([\w.\-]+) = ", line)
+        if not inst:
+            continue
+        op = re.search(r'op_name="([^"]+)"', line)
+        calls = re.search(r"calls=%([\w.\-]+)", line)
+        if op:
+            names[inst.group(1)] = op.group(1)
+            first_name.setdefault(computation, op.group(1))
+        if calls:
+            called[inst.group(1)] = calls.group(1)
+
+    def group(thunk: str) -> str:
+        op = names.get(thunk) or first_name.get(called.get(thunk, ""), "")
+        layers = [n for n in re.findall(r"\(([\w\-]+)\)", op) if n in kinds]
+        if layers:
+            return kinds[layers[-1]]
+        return "layout copies" if re.match(r"(transpose|copy)", thunk) else "no layer (optimizer, loss)"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        step()  # warm
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            t0 = time.perf_counter()  # the steps alone: starting and writing the trace take seconds
+            for _ in range(traced):
+                step()
+            wall = (time.perf_counter() - t0) / traced
+        with gzip.open(glob.glob(f"{tmp}/**/perfetto_trace.json.gz", recursive=True)[0]) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    thunks = [e for e in events if e.get("ph") == "X" and e.get("args", {}).get("hlo_op") == e["name"]]
+    covered, start, end = 0.0, None, None  # the wall time inside at least one thunk (microseconds)
+    for a, b in sorted((e["ts"], e["ts"] + e["dur"]) for e in thunks):
+        if end is not None and a <= end:
+            end = max(end, b)
+            continue
+        covered += end - start if end is not None else 0.0
+        start, end = a, b
+    covered = (covered + (end - start if end is not None else 0.0)) / 1e6 / traced
+    busy = {}
+    for e in thunks:
+        busy[group(e["name"])] = busy.get(group(e["name"]), 0.0) + e["dur"]
+    total = sum(busy.values()) or 1.0
+    split = {"convolutions (outside the thunks)": max(wall - covered, 0.0)}
+    split.update({k: covered * v / total for k, v in sorted(busy.items(), key=lambda kv: -kv[1])})
+    return {k: v * 1e3 for k, v in split.items()}
 
 
 def main() -> int:
@@ -251,14 +324,19 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--out", default=str(HERE / "results" / "step-profile.md"))
     ap.add_argument("--engines", default="keras,tf,torch,keras-jax,keras-torch")
-    ap.add_argument("--model", default="seed-cnn", help="the zoo model to profile")
+    ap.add_argument("--model", help="the zoo model to profile (default: the recipe's, or seed-cnn)")
+    ap.add_argument("--recipe", help="a named recipe under the model and --set (speedrun-muon: its network and optimizer)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config keys for every engine")
     ap.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE",
                     help="also profile every engine with this setting (env:NAME=VALUE: this environment variable), "
                          "in the same run (one row each)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    MODEL.update(name=args.model, set=args.set)
+    if args.model is None:
+        from clsf.config import build_config
+
+        args.model = build_config(recipe=args.recipe).model.name if args.recipe else "seed-cnn"
+    MODEL.update(name=args.model, set=args.set, recipe=args.recipe)
     if args.worker:
         import numpy as np
 
@@ -295,7 +373,8 @@ def main() -> int:
                 env = dict([versus[4:].split("=", 1)]) if versus and versus.startswith("env:") else {}
                 sets = [*args.set, *([versus] if versus and not env else [])]
                 r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps),
-                                    "--model", args.model, *(f"--set={kv}" for kv in sets), "--worker",
+                                    "--model", args.model, *(["--recipe", args.recipe] if args.recipe else []),
+                                    *(f"--set={kv}" for kv in sets), "--worker",
                                     json.dumps({"engine": engine, "arrays": str(arrays)})], capture_output=True, text=True,
                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env})
                 if r.returncode:
@@ -305,9 +384,9 @@ def main() -> int:
     ceiling = subprocess.run([sys.executable, str(HERE / "speed.py"), "--worker", '{"kind": "sgemm"}'], capture_output=True,
                              text=True, check=True).stdout
     sgemm = json.loads(ceiling.strip().splitlines()[-1])["gflops"]
-    cfg = build_config(flags={}, overrides=[f"model.name={args.model}", *args.set])  # --set model.args.* too
+    cfg = build_config(flags={}, overrides=[f"model.name={args.model}", *args.set], recipe=args.recipe)  # model.args too
     flops = 3 * forward_flops(build_spec(cfg, ds["train"].x.shape[1:], 10)) * args.batch
-    settings = f", {' '.join(args.set)}" if args.set else ""
+    settings = (f", --recipe {args.recipe}" if args.recipe else "") + (f", {' '.join(args.set)}" if args.set else "")
     lines = [f"# Where a {args.model} training step goes (batch {args.batch}{settings}, {time.strftime('%Y-%m-%d')})", "",
              f"Milliseconds per step, median of 5 passes over {args.steps} steps, each engine in its own process; "
              "parts by ablation (see bench/step_profile.py). `keras` here times the same Keras model and optimizer as `tf` "
@@ -324,6 +403,10 @@ def main() -> int:
     for label in (k for k in results if k.split()[0] == "torch"):
         lines += ["", f"{label}, by operator (share of the step's CPU time, torch.profiler): "
                   + ", ".join(f"{k} {v:.0%}" for k, v in results[label]["ops"].items()) + "."]
+    for label in (k for k in results if k.split()[0] == "keras-jax"):
+        lines += ["", f"{label}, by XLA's thunks (milliseconds per step over two traced steps, jax.profiler; each "
+                  "thunk put to the Keras layer type its HLO metadata names): "
+                  + ", ".join(f"{k} {v:,.0f}" for k, v in results[label]["ops"].items()) + "."]
     for versus in args.versus:  # the A/B: each engine's step with the setting against without, in this run
         ratios = [results[e]["parts"]["step"] / results[f"{e} {versus}"]["parts"]["step"] for e in args.engines.split(",")]
         lines += ["", f"With {versus}, the step runs " + ", ".join(f"{r:.2f}x" for r in ratios)
