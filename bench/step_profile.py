@@ -3,7 +3,7 @@
     python bench/step_profile.py --data ../shared/data/cifar10-jpeg.tar.gz [--batch 32] [--steps 200]
                                  [--engines keras,tf,torch,keras-jax,keras-torch] [--model airbench]
                                  [--recipe speedrun-muon] [--set torch.channels_last=false]
-                                 [--versus precision=bf16] [--out FILE]
+                                 [--versus precision=bf16] [--versus-engines keras-jax] [--out FILE]
 
 Each engine runs in its own process. The step is taken apart by ablation, every part timed on the
 same batches already in memory, each the median of 5 passes over `--steps` steps:
@@ -16,10 +16,12 @@ same batches already in memory, each the median of 5 passes over `--steps` steps
              bookkeeping, synchronisation
 For torch, torch.profiler also splits the step by operator (convolution, dense, pooling, the
 optimizer's update, the rest); for keras-jax, a jax.profiler trace splits it by XLA's thunks, each
-put to the Keras layer its HLO metadata names (xla_split below). --versus KEY=VALUE adds, for every engine, a row with that setting too,
-profiled right after the engine's own row in the same run (an A/B of one key: precision, memory
-layout); --versus env:NAME=VALUE does the same with an environment variable set in the engine's
-process (TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's Eigen kernels). Writes bench/results/step-profile.md.
+put to the Keras layer its HLO metadata names (xla_split below). --versus KEY=VALUE adds, for every
+engine (or those --versus-engines names), a row with that setting too, profiled right after the
+engine's own row in the same run (an A/B of one key: precision, memory layout); --versus
+env:NAME=VALUE does the same with an environment variable set in the engine's process
+(TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's Eigen kernels; XLA_FLAGS=...: keras-jax alone, with
+--versus-engines keras-jax). Writes bench/results/step-profile.md.
 """
 
 from __future__ import annotations
@@ -328,8 +330,10 @@ def main() -> int:
     ap.add_argument("--recipe", help="a named recipe under the model and --set (speedrun-muon: its network and optimizer)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config keys for every engine")
     ap.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE",
-                    help="also profile every engine with this setting (env:NAME=VALUE: this environment variable), "
+                    help="also profile each engine (or those --versus-engines names) with this setting "
+                         "(env:NAME=VALUE: this environment variable), "
                          "in the same run (one row each)")
+    ap.add_argument("--versus-engines", help="the engines --versus profiles again (default: every engine)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.model is None:
@@ -353,6 +357,10 @@ def main() -> int:
         return 0
     if not args.data:
         ap.error("--data is required")
+    engines = args.engines.split(",")
+    versus_engines = args.versus_engines.split(",") if args.versus_engines else engines
+    if not set(versus_engines) <= set(engines):
+        ap.error(f"--versus-engines names engines --engines does not: {sorted(set(versus_engines) - set(engines))}")
     import numpy as np
 
     from clsf.data import load_dataset
@@ -366,8 +374,8 @@ def main() -> int:
         arrays = Path(tmp) / "a.npz"
         n = args.batch * args.steps
         np.savez(arrays, x=ds["train"].x[:n], y=ds["train"].y[:n])
-        for engine in args.engines.split(","):
-            for versus in [None, *args.versus]:  # the engine as set, then each variant right after it
+        for engine in engines:
+            for versus in [None, *(args.versus if engine in versus_engines else [])]:  # the engine, then each variant
                 label = f"{engine} {versus}" if versus else engine
                 print(f"profiling {label}", flush=True)
                 env = dict([versus[4:].split("=", 1)]) if versus and versus.startswith("env:") else {}
@@ -408,9 +416,9 @@ def main() -> int:
                   "thunk put to the Keras layer type its HLO metadata names): "
                   + ", ".join(f"{k} {v:,.0f}" for k, v in results[label]["ops"].items()) + "."]
     for versus in args.versus:  # the A/B: each engine's step with the setting against without, in this run
-        ratios = [results[e]["parts"]["step"] / results[f"{e} {versus}"]["parts"]["step"] for e in args.engines.split(",")]
+        ratios = [results[e]["parts"]["step"] / results[f"{e} {versus}"]["parts"]["step"] for e in versus_engines]
         lines += ["", f"With {versus}, the step runs " + ", ".join(f"{r:.2f}x" for r in ratios)
-                  + f" as fast ({', '.join(args.engines.split(','))})."]
+                  + f" as fast ({', '.join(versus_engines)})."]
     lines += ["", "keras-jax and keras-torch: forward and forward+backward through the backend (jax.jit of "
               "`stateless_call` and `jax.grad`; torch autograd), the step is Keras' own `train_step` as fit runs it "
               "(on JAX jitted over the state arrays, on torch eager), the epoch is the engine's `fit`."]

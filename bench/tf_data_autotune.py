@@ -16,7 +16,7 @@ Writes bench/results/tf-data-autotune.md.
 
 `--throughput`: the classic Keras CIFAR-10 tutorial's CNN (bench/reference.py) trained by
 `model.fit` at batch 32 on random float32 images, `--chunks` calls of 1,024 images each after a
-warm-up call, fed three ways, each in its own fresh processes, interleaved `--repeats` times:
+warm-up call, fed three ways, each feed in `--repeats` fresh processes of its own, interleaved:
 the arrays themselves (what the tutorial's script does: Keras builds the tf.data pipeline, with
 autotuning on), a `from_tensor_slices(...).batch(32).prefetch(AUTOTUNE)` dataset as TensorFlow
 leaves it (autotuning on), and the same dataset with autotuning off (as clsf builds its pipelines).
