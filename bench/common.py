@@ -19,13 +19,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def cpu_model() -> str:
-    """The CPU's model name (speed differs 2-3x between machines: every table names it)."""
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and its widest matrix units (speed differs 2-3x between machines: every
+    table names it). Virtual machines may report only "AMD EPYC" for CPUs a generation apart: with
+    AVX2 alone a speedrun step in fp32 took 9.2 s at batch 2000, with AVX-512 and bf16 6.7 s in fp32
+    and 3.8 s in bf16 (bench/results/step-profile-speedrun-muon-avx512-bf16.md), so the flags go
+    with the name."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        return re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
+        text = Path(cpuinfo).read_text()
+        name = re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
     except (OSError, AttributeError):
         return platform.processor() or platform.machine()
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    units = ("with AMX (bf16)" if "amx_bf16" in flags else "with AVX-512 and bf16" if "avx512_bf16" in flags
+             else "with AVX-512" if "avx512f" in flags else "with AVX2" if "avx2" in flags else "")
+    return f"{name} {units}".strip()
 
 
 def machine() -> str:

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from common import HERE, cpu_model
 
 
 def timed(fn, steps: int, repeats: int = 5) -> float:
@@ -399,7 +399,8 @@ def main() -> int:
              f"Milliseconds per step, median of 5 passes over {args.steps} steps, each engine in its own process; "
              "parts by ablation (see bench/step_profile.py). `keras` here times the same Keras model and optimizer as `tf` "
              "(fit's loop is the `epoch` row).", "",
-             f"The machine's sgemm rate, measured in this run: {sgemm:.0f} GFLOP/s.", "",
+             f"CPU: {cpu_model()} ({os.cpu_count()} cores). The machine's sgemm rate (float32), measured in this run: "
+             f"{sgemm:.0f} GFLOP/s.", "",
              "| engine | data | forward | backward | optimizer | loop overhead | whole epoch per step | step GFLOP/s (of sgemm) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for engine, r in results.items():
