@@ -57,6 +57,12 @@ def main(engine: str, tmp: str) -> None:
             train(cfg("unfreeze", f"init_from={whole}", "freeze=trunk", "unfreeze_after=1"), quiet=True)
         except UserError as e:
             out["unfreeze_refused"] = str(e)
+    # precision=auto where the CPU has bf16 units: what the engine resolves it to (env.json)
+    import clsf.engines.precision as precision
+
+    precision.cpu_has_bf16 = lambda: True
+    auto = train(cfg("auto", "precision=auto", epochs=1), quiet=True)
+    out["auto_precision"] = json.loads((auto / "env.json").read_text())["precision"]
     print(json.dumps(out))
 
 

@@ -76,7 +76,7 @@ def test_mixed_precision_trains_like_float32(tmp_path, monkeypatch, engine, prec
 @pytest.mark.parametrize("engine", long(ENGINES, "keras"))
 def test_auto_precision_is_bf16_only_where_the_device_computes_in_it(tmp_path, monkeypatch, engine):
     _, full = _run(tmp_path, engine, "fp32")
-    for has_units, expected in ((False, "fp32"), (True, "bf16")):
+    for has_units, expected in ((False, "fp32"), (True, "bf16")):  # keras-jax: test_keras_backends
         monkeypatch.setattr("clsf.engines.precision.cpu_has_bf16", lambda: has_units)
         run, losses = _run(tmp_path, engine, f"auto-{expected}", "precision=auto")
         assert json.loads((run / "env.json").read_text())["precision"] == expected

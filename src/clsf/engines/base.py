@@ -93,6 +93,7 @@ class Engine(ABC):
     world: World  # which replicas are this process's (clsf.distributed); World() for one process
     device: str  # where the model runs, e.g. "cpu", "cuda:0", "gpu:0"
     precision = "fp32"  # what it computes in: cfg.precision, `auto` resolved (resolve_precision)
+    cpu_kernels_bf16 = True  # its CPU kernels run bf16 on a CPU's bf16 units, so `auto` takes bf16 there
 
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
         self.cfg, self.spec, self.pre = cfg, spec, Preprocess.of(cfg.data)

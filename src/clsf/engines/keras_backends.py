@@ -49,7 +49,7 @@ class KerasBackendEngine(Engine):
         keras.utils.set_random_seed(cfg.seed)  # python, numpy and the backend's seeds: initial weights, dropout
         self.device = self.find_device()
         self.check_device(cfg.device)
-        self.precision = resolve_precision(cfg, self.device != "cpu", self.device)
+        self.precision = resolve_precision(cfg, self.device != "cpu", self.device, self.cpu_kernels_bf16)
         keras.mixed_precision.set_global_policy(MIXED[self.precision])  # around this model only, as in `keras`
         try:
             self.model = build_keras(spec, self.dropout_seed(cfg.seed))
@@ -184,6 +184,11 @@ class KerasBackendEngine(Engine):
 class KerasJaxEngine(KerasBackendEngine):
     name, backend = "keras-jax", "jax"
     optimizer_sees_only_trainable = True
+    # XLA's CPU backend computes a bf16 convolution in float32 between casts: on an AMD EPYC with
+    # AVX-512 BF16, speedrun-muon's step at batch 500 took 2.77 s in bf16 against 2.73 in fp32, where
+    # tf's ran 1.33x and keras-torch's 1.52x as fast in bf16 (bench/results/step-profile-engines-avx512-bf16.md).
+    # So precision=auto stays fp32 here on a CPU; precision=bf16 still runs (its numbers, not speed).
+    cpu_kernels_bf16 = False
 
     def __init__(self, cfg: Config, spec: ModelSpec, steps_per_epoch: int):
         super().__init__(cfg, spec, steps_per_epoch)

@@ -161,7 +161,7 @@ class KerasBase(Engine):
             tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         self.check_device(cfg.device)
-        self.precision = resolve_precision(cfg, self.device != "cpu", self.device)
+        self.precision = resolve_precision(cfg, self.device != "cpu", self.device, self.cpu_kernels_bf16)
         # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, which
         # each layer takes when built: set around this model only); fp16 scales the loss so small
         # gradients survive

@@ -23,13 +23,14 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return any(f in flags for f in CPU_BF16_FLAGS)
 
 
-def resolve_precision(cfg: Config, on_gpu: bool, device: str) -> str:
+def resolve_precision(cfg: Config, on_gpu: bool, device: str, cpu_kernels_bf16: bool = True) -> str:
     """The precision a run computes in: cfg.precision, or for `auto` bf16 where the device computes in
     it (a GPU; a CPU with bf16 matrix instructions, where oneDNN runs the convolutions and matmuls in
-    bf16: measured in docs/speed.md) and fp32 elsewhere. Mixed precision
-    where no unit computes in it only costs casts, so it is refused."""
+    bf16: measured in docs/speed.md) and fp32 elsewhere. `cpu_kernels_bf16` False: the engine's CPU
+    kernels do not use those instructions (XLA's: keras-jax), so `auto` stays fp32 on a CPU. Mixed
+    precision where no unit computes in it only costs casts, so it is refused."""
     if cfg.precision == "auto":
-        return "bf16" if on_gpu or cpu_has_bf16() else "fp32"
+        return "bf16" if on_gpu or (cpu_kernels_bf16 and cpu_has_bf16()) else "fp32"
     if cfg.precision == "fp32" or on_gpu or (cfg.precision == "bf16" and cpu_has_bf16()):
         return cfg.precision
     if cfg.precision == "bf16":

@@ -79,7 +79,7 @@ class TorchEngine(Engine):
             torch.cuda.set_device(self.torch_device)
         if self.world.size > 1:
             torch_ddp.join(self.world, self.torch_device, cfg.dist_timeout_s)
-        self.precision = resolve_precision(cfg, self.torch_device.type == "cuda", str(self.torch_device))
+        self.precision = resolve_precision(cfg, self.torch_device.type == "cuda", str(self.torch_device), self.cpu_kernels_bf16)
         # mixed precision: the forward pass in bf16/fp16 under autocast, weights and optimizer in float32;
         # fp16 needs its loss scaled so small gradients survive (a disabled scaler passes through)
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
