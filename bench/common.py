@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from clsf.engines.precision import cpu_flags
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -30,7 +32,7 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
         name = re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
     except (OSError, AttributeError):
         return platform.processor() or platform.machine()
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    flags = cpu_flags(cpuinfo)
     units = ("with AMX (bf16)" if "amx_bf16" in flags else "with AVX-512 and bf16" if "avx512_bf16" in flags
              else "with AVX-512" if "avx512f" in flags else "with AVX2" if "avx2" in flags else "")
     return f"{name} {units}".strip()

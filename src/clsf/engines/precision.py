@@ -11,16 +11,20 @@ from clsf.errors import UserError
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of x86 CPUs with bf16 matrix instructions
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where it cannot tell: another OS)."""
+    try:
+        return set(next((line.split(":", 1)[1].split() for line in Path(cpuinfo).read_text().splitlines()
+                         if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU multiplies bf16 matrices natively (Intel AMX or AVX512-BF16), read from its flags.
 
     Where it cannot tell (another OS, another architecture) it says no, and bf16 stays a GPU option."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path(cpuinfo).read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return any(f in flags for f in CPU_BF16_FLAGS)
+    return any(f in cpu_flags(cpuinfo) for f in CPU_BF16_FLAGS)
 
 
 def resolve_precision(cfg: Config, on_gpu: bool, device: str, cpu_kernels_bf16: bool = True) -> str:
