@@ -39,6 +39,12 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None
     where = "in every engine" if len(runs) > 1 else f"in the {next(iter(runs))} engine"
     refs, took = [b["test_acc"] for b in budgets], ", ".join(f"{b['seconds']:.0f}" for b in budgets)
     shown = "".join(f" {shlex.quote(o)}" for o in args.overrides)  # as a shell takes it
+    engines_in = {}  # precision -> the engines that computed in it (`auto` resolves per engine: keras-jax stays fp32)
+    for e, rs in runs.items():
+        for precision in sorted({r["precision"] for r in rs}):
+            engines_in.setdefault(precision, []).append(e)
+    computed = (next(iter(engines_in)) if len(engines_in) == 1
+                else "; ".join(f"{p} ({', '.join(es)})" for p, es in sorted(engines_in.items())))
     lines = [f"# `--recipe {args.recipe}{shown}`, {args.epochs} epoch(s), {where} ({time.strftime('%Y-%m-%d')})", "",
              f"On {Path(args.data).name}, in one run: the budget (the classic Keras CIFAR-10 tutorial's 5-epoch script, "
              f"a whole process), run before the first round of seeds and after each, took "
@@ -46,7 +52,7 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None
              f"on average; each engine ran the recipe with seeds {', '.join(map(str, seeds))}, engines interleaved seed by "
              "seed, each a whole process (start, data from the cache, training, test), and each is divided by the mean "
              f"of the two budget runs around its round. CPU: {cpu_model()} ({os.cpu_count()} cores); the recipe computed in "
-             f"{', '.join(sorted({r['precision'] for rs in runs.values() for r in rs}))}.", "",
+             f"{computed}.", "",
              "| engine | seconds (median, min-max) | of the budget (median, min-max) | test accuracy (mean ± std) | per seed |",
              "| --- | --- | --- | --- | --- |"]
     for e, rs in runs.items():
