@@ -161,6 +161,10 @@ class KerasBase(Engine):
             tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         self.check_device(cfg.device)
+        if self.device == "cpu":  # Keras' batch norm: separate passes over the map, not one fused kernel (tf_kernels)
+            from clsf.engines.tf_kernels import install_fused_batch_norm
+
+            install_fused_batch_norm()
         self.precision = resolve_precision(cfg, self.device != "cpu", self.device, self.cpu_kernels_bf16)
         # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, which
         # each layer takes when built: set around this model only); fp16 scales the loss so small
@@ -263,8 +267,11 @@ class KerasBase(Engine):
     def environment(self) -> dict:
         import tensorflow as tf
 
+        from clsf.engines.tf_kernels import fused_batch_norm_installed
+
         return {"threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "auto",
-                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "auto"}}
+                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "auto"},
+                "batch_norm": "fused" if fused_batch_norm_installed() else "keras"}
 
     def export(self, fmt, path, a, b, probabilities, example) -> None:
         """The Keras model behind a normalising input layer, as .keras or a SavedModel."""

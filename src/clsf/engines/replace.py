@@ -1,20 +1,29 @@
 """Putting clsf's functions in place of a Keras backend's own, in the engine's own process
-(jax_kernels, torch_kernels): the one place that knows how, so both replace and report alike."""
+(jax_kernels, torch_kernels, tf_kernels): the one place that knows how, so both replace and report
+alike. A target is a module ("keras.src.backend.torch.nn") or a class in one
+("keras.src.layers.normalization.batch_normalization:BatchNormalization", whose methods are replaced)."""
 
 from __future__ import annotations
 
 import importlib
 
 
-def replace(module: str, replaced: dict, original: dict, needs: tuple = ()) -> bool:
-    """Put each of `replaced` ({name: function}) in place of `module`'s function of that name, once,
-    keeping Keras' own in `original`; False, leaving everything as it was, where the module, one of
-    those functions or one of `needs` is missing (a Keras other than the one tested here)."""
+def _target(target: str):
+    """The module or class `target` names, or None where it is missing."""
+    module, _, cls = target.partition(":")
     try:
-        nn = importlib.import_module(module)
+        found = importlib.import_module(module)
     except ImportError:
-        return False
-    if not all(callable(getattr(nn, name, None)) for name in (*replaced, *needs)):
+        return None
+    return getattr(found, cls, None) if cls else found
+
+
+def replace(target: str, replaced: dict, original: dict, needs: tuple = ()) -> bool:
+    """Put each of `replaced` ({name: function}) in place of `target`'s function of that name, once,
+    keeping Keras' own in `original`; False, leaving everything as it was, where the target, one of
+    those functions or one of `needs` is missing (a Keras other than the one tested here)."""
+    nn = _target(target)
+    if nn is None or not all(callable(getattr(nn, name, None)) for name in (*replaced, *needs)):
         return False
     for name, fn in replaced.items():
         if name not in original:
@@ -23,10 +32,7 @@ def replace(module: str, replaced: dict, original: dict, needs: tuple = ()) -> b
     return True
 
 
-def in_place(module: str, replaced: dict) -> bool:
-    """Whether every function of `replaced` is the one `module` now calls."""
-    try:
-        nn = importlib.import_module(module)
-    except ImportError:
-        return False
-    return all(getattr(nn, name, None) is fn for name, fn in replaced.items())
+def in_place(target: str, replaced: dict) -> bool:
+    """Whether every function of `replaced` is the one `target` now calls."""
+    nn = _target(target)
+    return nn is not None and all(getattr(nn, name, None) is fn for name, fn in replaced.items())

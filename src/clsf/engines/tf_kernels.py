@@ -1,10 +1,12 @@
 """TensorFlow's CPU kernels, oneDNN's or Eigen's: chosen once per process, at TensorFlow's import, by
-the network the engine builds (see choose_tf_kernels)."""
+the network the engine builds (see choose_tf_kernels); and Keras' batch norm as TensorFlow's fused
+kernel on a CPU (see batch_norm_call)."""
 
 from __future__ import annotations
 
 import os
 
+from clsf.engines.replace import in_place, replace
 from clsf.errors import UserError
 from clsf.frameworks import ONEDNN, default_onednn, import_tf
 from clsf.models.spec import NARROW, narrow_convolutions
@@ -48,3 +50,68 @@ def import_tf_for(specs: list):
     tf = import_tf()
     choose_tf_kernels(specs, before_import=False)  # what the import chose must suit these networks
     return tf
+
+
+KEEP_KERAS_BN = "CLSF_KERAS_TF_BATCH_NORM"  # "1": Keras' own batch norm (an A/B: bench/step_profile.py --versus env:...=1)
+BATCH_NORM = "keras.src.layers.normalization.batch_normalization:BatchNormalization"
+_ORIGINAL = {}  # Keras' own BatchNormalization.call, once replaced
+
+
+def _fused_covers(layer, inputs, mask) -> bool:
+    """The batch norms batch_norm_call computes itself: TensorFlow's, over the channels of an NHWC map,
+    in float32 or bf16, per replica, without renorm or a mask."""
+    import keras
+
+    return (keras.backend.backend() == "tensorflow" and len(inputs.shape) == 4 and layer.axis in (-1, 3)
+            and mask is None and not layer.renorm and not layer.synchronized
+            and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16"))
+
+
+def batch_norm_call(self, inputs, training=None, mask=None):
+    """Keras' BatchNormalization.call (same arguments; the same output, gradients and moving statistics
+    to float rounding) as TensorFlow's one fused kernel, FusedBatchNormV3.
+
+    Keras 3 computes a batch norm as separate ops: the map cast to float32, its mean, its variance
+    (another pass), the normalisation, a cast back -- each a pass over the map, forward and backward,
+    where torch's batch norm is one kernel. The fused kernel reads a bf16 map and computes in float32
+    inside (Keras' own reason for the casts). On an AMD EPYC with AVX-512 BF16, speedrun-muon's
+    forward and backward at batch 500 took 1318 ms with Keras' batch norm, 1139 ms fused and 1154 ms
+    with no batch norm at all (bench/results/step-profile-tf-batch-norm-avx512-bf16.md).
+
+    The kernel's batch variance comes Bessel-corrected (for its own moving average); Keras keeps the
+    biased one, so it is scaled back. The raw op takes any epsilon (airbench's is 1e-12), where
+    tf.nn.fused_batch_norm would raise it to 1.001e-5. What it does not cover goes to Keras' own."""
+    if not _fused_covers(self, inputs, mask):
+        return _ORIGINAL["call"](self, inputs, training=training, mask=mask)
+    import tensorflow as tf
+
+    channels = inputs.shape[-1]
+    gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+    beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+    if training and self.trainable:  # batch statistics, the moving ones updated (Keras' rule)
+        empty = tf.constant([], tf.float32)
+        y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(x=inputs, scale=gamma, offset=beta, mean=empty,
+                                                            variance=empty, epsilon=self.epsilon,
+                                                            data_format="NHWC", is_training=True)
+        n = tf.cast(tf.reduce_prod(tf.shape(inputs, out_type=tf.int64)[:-1]), tf.float32)  # values per channel
+        variance = variance * tf.where(n > 1, (n - 1) / n, 1.0)  # Bessel's correction undone
+        self.moving_mean.assign(tf.cast(self.moving_mean, tf.float32) * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(tf.cast(self.moving_variance, tf.float32) * self.momentum
+                                    + variance * (1.0 - self.momentum))
+    else:  # the moving statistics
+        y, *_ = tf.raw_ops.FusedBatchNormV3(x=inputs, scale=gamma, offset=beta,
+                                            mean=tf.cast(self.moving_mean, tf.float32),
+                                            variance=tf.cast(self.moving_variance, tf.float32),
+                                            epsilon=self.epsilon, data_format="NHWC", is_training=False)
+    return tf.cast(y, self.compute_dtype)
+
+
+def install_fused_batch_norm() -> bool:
+    """batch_norm_call in place of Keras' BatchNormalization.call in this process (its subclasses, clsf's
+    frozen and scaled-bias batch norms, call it through super()); False where CLSF_KERAS_TF_BATCH_NORM=1
+    keeps Keras' own or this Keras has no such method."""
+    return os.environ.get(KEEP_KERAS_BN) != "1" and replace(BATCH_NORM, {"call": batch_norm_call}, _ORIGINAL)
+
+
+def fused_batch_norm_installed() -> bool:
+    return in_place(BATCH_NORM, {"call": batch_norm_call})
