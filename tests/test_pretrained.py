@@ -519,7 +519,7 @@ def keras_finetuned(tmp_path_factory):
 def test_fine_tuning_means_the_same_in_every_engine(keras_finetuned, tmp_path, sabotage, monkeypatch):
     """From the ImageNet weights, one start in every engine (the file's trunk, a head drawn in numpy):
     an epoch of the head alone — the trunk, its batch norm in inference mode, kept to the bit, the head
-    within 1e-4 — then every layer, the whole network within 1e-3 (training-mode batch norm on small
+    within 1e-4 — then every layer, the whole network within 3e-3 (training-mode batch norm on small
     maps amplifies float32 rounding; test_float64_gradients_are_the_same_in_keras_and_torch shows the
     function is the same). Teeth: torch's frozen batch norm left in training mode, or its trunk never
     unfrozen, is caught."""
@@ -546,7 +546,10 @@ def test_fine_tuning_means_the_same_in_every_engine(keras_finetuned, tmp_path, s
             assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(a - init[head][k]), f"keras vs torch: {head}/{k}"
         assert np.abs(flat(last_k) - flat(runs["tf"][2])).max() <= 1e-6
         moved = np.linalg.norm(flat(last_k) - flat(init))
-        assert np.linalg.norm(flat(last_k) - flat(runs["torch"][2])) <= 1e-3 * moved, "keras vs torch after the unfreeze"
+        # measured on an AMD EPYC: 0.92e-3 of `moved` with Keras' own batch norm, 1.9e-3 with TensorFlow's
+        # fused kernel (the tf engines' on a CPU: the same function, rounded otherwise; tf_kernels_cases.py),
+        # 1.0 with torch's trunk never unfrozen
+        assert np.linalg.norm(flat(last_k) - flat(runs["torch"][2])) <= 3e-3 * moved, "keras vs torch after the unfreeze"
     except AssertionError:
         if sabotage:
             return
