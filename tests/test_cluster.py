@@ -106,8 +106,10 @@ def _compare(out, cluster=None, seeds="0,1", epochs="2", data=DATA):
 
 def _driver_past_epoch_two(args: list[str], runs: list[Path]) -> subprocess.Popen:
     """The command started, returned once every run in `runs` has finished two epochs."""
+    # SIGINT at its default, as a command in a terminal has it: a suite started as a background job
+    # (nohup ... &) hands its children SIGINT ignored, and Python then installs no Ctrl-C for them
     driver = subprocess.Popen([sys.executable, "-m", "clsf", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+                              text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not all((r / "metrics.csv").is_file() and len(_epochs(r)) >= 2 for r in runs):
         if time.monotonic() > deadline or driver.poll() is not None:
