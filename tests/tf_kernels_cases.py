@@ -1,5 +1,6 @@
 """The tf engines' fused batch norm (clsf.engines.tf_kernels.batch_norm_call) against Keras' own
-BatchNormalization.call, case by case: output, gradients (input, scale, shift) and moving statistics.
+BatchNormalization.call, case by case: output, gradients (input, scale, shift) and moving statistics;
+and their gelu (clsf.engines.tf_kernels.gelu) against Keras' own: output and input gradient.
 
 Run as a script by test_tf_kernels.py, in a process of its own for each of TensorFlow's CPU kernel
 sets (TF_ENABLE_ONEDNN_OPTS=1 or 0, chosen at TensorFlow's import; the suite's own process runs Eigen's).
@@ -94,6 +95,63 @@ def main() -> int:
             except AssertionError as e:
                 print(e)
                 return 1
+        print(f"ok {case}")
+    return gelu_cases()
+
+
+def gelu_cases() -> int:
+    """clsf's exact gelu against Keras' own tf.nn.gelu computed in float32 on the same input: to float
+    rounding in float32; in bf16 and float16, within the one rounding to that dtype at the end (Keras'
+    own rounds each of its five ops there). The approximate form and float64 are Keras' own, bit for bit."""
+    import keras
+    import tensorflow as tf
+
+    from clsf.engines import tf_kernels
+
+    own = tf_kernels._ORIGINAL_NN.get("gelu") or keras.src.backend.tensorflow.nn.gelu
+    assert tf_kernels.install_gelu() and tf_kernels.gelu_installed() and tf_kernels._ORIGINAL_NN["gelu"] is own
+    rng = np.random.default_rng(3)
+    # from -9 (the output ~1e-19: the tail) through 0 to 9, on a map and on a dense layer's output
+    values = np.concatenate([np.linspace(-9, 9, 181), rng.normal(0, 2, 249)])
+    mix = np.random.default_rng(4).normal(size=430)  # the output's gradient
+
+    def outcome(fn, x, dtype, upstream):
+        """fn(x) and its gradient times `upstream` (the output's gradient, as the dtype holds it)."""
+        xt = tf.constant(x, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = fn(xt)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.constant(upstream, tf.float32))
+        return [np.asarray(tf.cast(t, tf.float64)) for t in (y, tape.gradient(loss, xt))]
+
+    for dtype, shape, compiled in itertools.product(["float32", "bfloat16", "float16"], [(2, 5, 43, 1), (10, 43)],
+                                                    [False, True]):
+        def held(a):  # as the dtype holds it
+            return np.asarray(tf.cast(tf.constant(a.reshape(shape), dtype), tf.float64))
+
+        x, upstream = held(values), held(mix)
+        fn = (lambda t: keras.activations.gelu(t))  # noqa: E731 - what Keras' "gelu" activation calls
+        fn = tf.function(fn) if compiled else fn
+        ours = outcome(fn, x, dtype, upstream)
+        keras_float32 = outcome(lambda t: own(t, False), x, "float32", upstream)
+        eps = float(np.finfo(np.float32).eps) if dtype == "float32" else 2.0 ** -8 if dtype == "bfloat16" else 2.0 ** -11
+        case = f"gelu, {dtype}, shape {shape}, {'in a tf.function' if compiled else 'eager'}"
+        for name, u, v in zip(["output", "input gradient"], keras_float32, ours):
+            # float32: a few roundings; else half a unit in the dtype's last place (eps: one unit, for
+            # erf's own error), once. atol: the far left tail, where torch's formula 1 + erf(x/sqrt 2)
+            # cancels to float32's resolution there (3e-8; Keras' own uses erfc, exact there)
+            rtol, atol = (1e-5, 1e-6) if dtype == "float32" else (eps, 1e-6)
+            try:
+                np.testing.assert_allclose(v, u, rtol=rtol, atol=atol, err_msg=f"{case}: {name} differs from Keras' own")
+            except AssertionError as e:
+                print(e)
+                return 1
+        print(f"ok {case}")
+    for x, approximate in [(tf.constant(values, tf.float32), True), (tf.constant(values, tf.float64), False)]:
+        case = f"gelu, {x.dtype.name}, approximate={approximate}: Keras' own"
+        if not np.array_equal(keras.ops.gelu(x, approximate=approximate).numpy(), own(x, approximate).numpy()):
+            print(f"{case}: differs")
+            return 1
         print(f"ok {case}")
     return 0
 

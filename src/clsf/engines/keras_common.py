@@ -161,10 +161,11 @@ class KerasBase(Engine):
             tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         self.check_device(cfg.device)
-        if self.device == "cpu":  # Keras' batch norm: separate passes over the map, not one fused kernel (tf_kernels)
-            from clsf.engines.tf_kernels import install_fused_batch_norm
+        if self.device == "cpu":  # Keras' batch norm and gelu: separate passes over the map, not one kernel (tf_kernels)
+            from clsf.engines.tf_kernels import install_fused_batch_norm, install_gelu
 
             install_fused_batch_norm()
+            install_gelu()
         self.precision = resolve_precision(cfg, self.device != "cpu", self.device, self.cpu_kernels_bf16)
         # mixed precision: layers compute in bf16/fp16 with float32 weights (Keras' dtype policy, which
         # each layer takes when built: set around this model only); fp16 scales the loss so small
@@ -267,11 +268,12 @@ class KerasBase(Engine):
     def environment(self) -> dict:
         import tensorflow as tf
 
-        from clsf.engines.tf_kernels import fused_batch_norm_installed
+        from clsf.engines.tf_kernels import fused_batch_norm_installed, gelu_installed
 
         return {"threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "auto",
                             "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "auto"},
-                "batch_norm": "fused" if fused_batch_norm_installed() else "keras"}
+                "batch_norm": "fused" if fused_batch_norm_installed() else "keras",
+                "gelu": "clsf" if gelu_installed() else "keras"}
 
     def export(self, fmt, path, a, b, probabilities, example) -> None:
         """The Keras model behind a normalising input layer, as .keras or a SavedModel."""
@@ -287,7 +289,10 @@ class KerasBase(Engine):
         if fmt == "keras":
             model.save(path)
         else:
-            model.export(str(path), format="tf_saved_model", verbose=False)
+            from clsf.engines.tf_kernels import keras_own_gelu
+
+            with keras_own_gelu():  # the graph kept holds TensorFlow's own ops, no XLA-compiled function
+                model.export(str(path), format="tf_saved_model", verbose=False)
 
     def weights(self) -> dict:
         from clsf.models.transfer import keras_weights

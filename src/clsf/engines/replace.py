@@ -6,6 +6,7 @@ alike. A target is a module ("keras.src.backend.torch.nn") or a class in one
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
 
 
 def _target(target: str):
@@ -36,3 +37,18 @@ def in_place(target: str, replaced: dict) -> bool:
     """Whether every function of `replaced` is the one `target` now calls."""
     nn = _target(target)
     return nn is not None and all(getattr(nn, name, None) is fn for name, fn in replaced.items())
+
+
+@contextmanager
+def originals(target: str, original: dict):
+    """Inside the `with` block `target` calls Keras' own functions again (those `original` kept when
+    replaced), clsf's after it: for what is traced to be kept (an export), not run here."""
+    nn = _target(target)
+    mine = {name: getattr(nn, name) for name in original} if nn is not None else {}
+    try:
+        for name, fn in original.items():
+            setattr(nn, name, fn)
+        yield
+    finally:
+        for name, fn in mine.items():
+            setattr(nn, name, fn)

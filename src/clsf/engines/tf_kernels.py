@@ -1,12 +1,12 @@
 """TensorFlow's CPU kernels, oneDNN's or Eigen's: chosen once per process, at TensorFlow's import, by
-the network the engine builds (see choose_tf_kernels); and Keras' batch norm as TensorFlow's fused
-kernel on a CPU (see batch_norm_call)."""
+the network the engine builds (see choose_tf_kernels); and on a CPU, Keras' batch norm as TensorFlow's
+fused kernel (see batch_norm_call) and its exact gelu as one compiled loop (see gelu)."""
 
 from __future__ import annotations
 
 import os
 
-from clsf.engines.replace import in_place, replace
+from clsf.engines.replace import in_place, originals, replace
 from clsf.errors import UserError
 from clsf.frameworks import ONEDNN, default_onednn, import_tf
 from clsf.models.spec import NARROW, narrow_convolutions
@@ -116,3 +116,74 @@ def install_fused_batch_norm() -> bool:
 
 def fused_batch_norm_installed() -> bool:
     return in_place(BATCH_NORM, {"call": batch_norm_call})
+
+
+KEEP_KERAS_GELU = "CLSF_KERAS_TF_GELU"  # "1": Keras' own gelu (an A/B: bench/step_profile.py --versus env:...=1)
+TF_NN = "keras.src.backend.tensorflow.nn"
+_ORIGINAL_NN = {}  # Keras' own tensorflow gelu, once replaced
+_EXACT = {}  # the exact gelu below, made at its first call (TensorFlow imported by then)
+
+
+def _exact_gelu():
+    """x * Phi(x) with its gradient Phi(x) + x * phi(x), each one XLA-compiled loop over the map, in
+    float32 inside (a bf16 map read and written once); Phi, phi: the standard normal's CDF and density."""
+    if "fn" in _EXACT:
+        return _EXACT["fn"]
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def forward(x):
+        xf = tf.cast(x, tf.float32)
+        return tf.cast(xf * (0.5 + 0.5 * tf.math.erf(xf * 0.7071067811865476)), x.dtype)  # 1/sqrt(2)
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def backward(x, dy):
+        xf = tf.cast(x, tf.float32)
+        cdf = 0.5 + 0.5 * tf.math.erf(xf * 0.7071067811865476)
+        pdf = tf.exp(-0.5 * xf * xf) * 0.3989422804014327  # 1/sqrt(2 pi)
+        return tf.cast(tf.cast(dy, tf.float32) * (cdf + xf * pdf), x.dtype)
+
+    @tf.custom_gradient
+    def exact(x):
+        return forward(x), lambda dy: backward(x, dy)
+
+    _EXACT["fn"] = exact
+    return exact
+
+
+def gelu(x, approximate=True):
+    """Keras' tensorflow gelu (same arguments, same result to float rounding); its exact form -- what
+    Keras' "gelu" activation asks for, torch's nn.GELU -- as one XLA-compiled loop each way.
+
+    TensorFlow computes tf.nn.gelu(approximate=False) as separate elementwise ops, each a pass over
+    the map in the map's own dtype (in bf16, each rounded), and differentiates through them. Here the
+    forward pass reads the map once, computes x * Phi(x) in float32 and writes it once; the backward
+    pass reads the map and its gradient once, as torch's GELU kernels do (torch's formula, with erf).
+    On an AMD EPYC with AVX-512 BF16, in bf16 at batch 2000, speedrun-muon's forward pass took 1122
+    ms against 1524 with Keras' gelu (torch's: 1115), the whole step 1.14x as fast: 1.11x torch's
+    time instead of 1.26x (bench/results/step-profile-tf-gelu-avx512-bf16.md).
+
+    The approximate form, float64 and anything else go to Keras' own. An export traces Keras' own
+    (keras_own_gelu): a SavedModel holds no XLA-compiled function."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    if approximate or x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+        return _ORIGINAL_NN["gelu"](x, approximate)
+    return _exact_gelu()(x)
+
+
+def install_gelu() -> bool:
+    """gelu in place of Keras' tensorflow gelu in this process; False where CLSF_KERAS_TF_GELU=1 keeps
+    Keras' own or this Keras has no such function."""
+    return os.environ.get(KEEP_KERAS_GELU) != "1" and replace(TF_NN, {"gelu": gelu}, _ORIGINAL_NN)
+
+
+def gelu_installed() -> bool:
+    return in_place(TF_NN, {"gelu": gelu})
+
+
+def keras_own_gelu():
+    """A `with` block in which Keras' own gelu is traced: a SavedModel's graph then holds TensorFlow's
+    own ops, not an XLA-compiled function its serving runtime would have to compile."""
+    return originals(TF_NN, _ORIGINAL_NN)
