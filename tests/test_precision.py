@@ -75,12 +75,19 @@ def test_mixed_precision_trains_like_float32(tmp_path, monkeypatch, engine, prec
 
 @pytest.mark.parametrize("engine", long(ENGINES, "keras"))
 def test_auto_precision_is_bf16_only_where_the_device_computes_in_it(tmp_path, monkeypatch, engine):
+    """bf16 with the CPU's bf16 units, fp32 without; and for the TensorFlow engines fp32 also where
+    the process runs Eigen's kernels (a narrow network's), which convolve bf16 far slower than float32."""
     _, full = _run(tmp_path, engine, "fp32")
-    for has_units, expected in ((False, "fp32"), (True, "bf16")):  # keras-jax: test_keras_backends
+    tensorflow = engine in ("tf", "keras")
+    # (bf16 units, oneDNN's kernels, expected); keras-jax: test_keras_backends
+    cases = [(False, True, "fp32"), (True, True, "bf16")] + ([(True, False, "fp32")] if tensorflow else [])
+    for i, (has_units, onednn, expected) in enumerate(cases):
         monkeypatch.setattr("clsf.engines.precision.cpu_has_bf16", lambda: has_units)
-        run, losses = _run(tmp_path, engine, f"auto-{expected}", "precision=auto")
+        if tensorflow:  # the suite's processes run Eigen's
+            monkeypatch.setattr("clsf.engines.tf_kernels.onednn_enabled", lambda: onednn)
+        run, losses = _run(tmp_path, engine, f"auto-{i}", "precision=auto")
         assert json.loads((run / "env.json").read_text())["precision"] == expected
-        if has_units:  # computed in bf16: other numbers, the same curve
+        if expected == "bf16":  # other numbers, the same curve
             assert not np.allclose(losses, full, rtol=0, atol=1e-6) and np.allclose(losses, full, atol=0.05)
         else:  # the float32 run itself
             assert np.allclose(losses, full, rtol=0, atol=1e-6)

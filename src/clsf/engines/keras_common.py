@@ -143,6 +143,17 @@ class KerasBase(Engine):
 
     streams_across_replicas = False  # streamed files train on one TensorFlow replica
 
+    @property
+    def cpu_kernels_bf16(self) -> bool:
+        """Whether this process's TensorFlow convolves bf16 on the CPU's bf16 units: oneDNN's kernels
+        do; Eigen's, which a network under 8 channels wide keeps (tf_kernels.choose_tf_kernels), do
+        not: on an AMD EPYC with AVX-512 BF16 speedrun-muon's step ran 10.6x slower in bf16 than in
+        fp32 with Eigen's, 1.41x faster with oneDNN's (bench/results/step-profile-tf-eigen-bf16-avx512-bf16.md).
+        So `auto` stays fp32 in a process on Eigen's kernels; precision=bf16 still runs there."""
+        from clsf.engines.tf_kernels import onednn_enabled
+
+        return onednn_enabled()
+
     @classmethod
     def detect_world(cls) -> World:
         return tf_world()  # TF_CONFIG's workers x this machine's GPUs; one replica otherwise

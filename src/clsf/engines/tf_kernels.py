@@ -159,9 +159,9 @@ def gelu(x, approximate=True):
     the map in the map's own dtype (in bf16, each rounded), and differentiates through them. Here the
     forward pass reads the map once, computes x * Phi(x) in float32 and writes it once; the backward
     pass reads the map and its gradient once, as torch's GELU kernels do (torch's formula, with erf).
-    On an AMD EPYC with AVX-512 BF16, in bf16 at batch 2000, speedrun-muon's forward pass took 1122
-    ms against 1524 with Keras' gelu (torch's: 1115), the whole step 1.14x as fast: 1.11x torch's
-    time instead of 1.26x (bench/results/step-profile-tf-gelu-avx512-bf16.md).
+    On an AMD EPYC with AVX-512 BF16, in bf16 at batch 2000, speedrun-muon's forward pass took 1102
+    ms against 1539 with Keras' gelu, the step 4066 against 4725: 1.05x torch's time instead of 1.22x
+    (bench/results/step-profile-tf-gelu-avx512-bf16.md).
 
     The approximate form, float64 and anything else go to Keras' own. An export traces Keras' own
     (keras_own_gelu): a SavedModel holds no XLA-compiled function."""
