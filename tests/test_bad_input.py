@@ -288,6 +288,8 @@ CASES = [
     (T + " model.name=mobilenet-v2 optim.muon_lr=0.1", nothing, 2, "optim.muon_lr steps plain convolution kernels, and model"),
     (T + " model.name=airbench model.args.bias_scale=0", nothing, 2, "bias_scale 0.0 must be a positive number"),
     (T + " model.whiten_init=true", nothing, 2, "has 32 filters; whitening 3x3x3 patches needs 27 or 54"),
+    (T.replace("torch", "tf") + " deterministic=true tf.mode=xla", nothing, 2,
+     "deterministic=true with tf.mode=xla: TensorFlow has no deterministic XLA gradient for max pooling (pool1)"),
     ("train --image-size 100000x100000", nothing, 2, "is larger than 4096 pixels a side"),
     (T + " --config c.yaml", yaml_alias_bomb, 2, "expands to more than 100,000 values"),
     (T + " --config c.yaml", yaml_deep, 2, "nests too deeply to read"),

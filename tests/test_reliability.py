@@ -78,6 +78,16 @@ def test_deterministic_reruns_are_byte_identical(tmp_path, engine):
         assert za["logits"].tobytes() == zb["logits"].tobytes()
         assert za["logits"].tobytes() != zc["logits"].tobytes()  # the comparison can fail: another seed differs
     assert _rows(a) != _rows(c)
+    # the frameworks' switch is the process's: a run without --deterministic after them turns it off
+    assert _train(tmp_path, "after", engine=engine, epochs=1) == 0
+    if engine == "torch":
+        import torch
+
+        assert not torch.are_deterministic_algorithms_enabled()
+    else:
+        from tensorflow.python.framework import config
+
+        assert not config.is_op_determinism_enabled()
 
 
 def test_resuming_inside_an_epoch_neither_skips_nor_repeats_a_sample():

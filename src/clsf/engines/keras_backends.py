@@ -237,8 +237,7 @@ class KerasTorchEngine(KerasBackendEngine):
     def find_device(self) -> str:
         import torch
 
-        if self.cfg.deterministic:
-            torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(self.cfg.deterministic)  # this run's setting, not an earlier run's
         from keras.src.backend.torch.core import get_device
 
         return str(get_device())

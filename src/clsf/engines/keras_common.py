@@ -29,7 +29,7 @@ from clsf.engines.checkpoint import Checkpoint
 from clsf.engines.schedule import lr_at
 from clsf.errors import PeerLost, UserError
 from clsf.frameworks import import_keras
-from clsf.models.spec import ModelSpec
+from clsf.models.spec import MaxPool, ModelSpec, walk
 
 
 MIXED = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}  # Keras dtype policies
@@ -168,8 +168,7 @@ class KerasBase(Engine):
         self.world = self.detect_world()
         self.strategy = make_strategy(cfg, self.world)  # first: MultiWorkerMirroredStrategy must precede other TF work
         keras.utils.set_random_seed(cfg.seed)  # python, numpy and TF seeds: initial weights, dropout
-        if cfg.deterministic:
-            tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
+        deterministic_kernels(tf, cfg, spec)
         self.device = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
         self.check_device(cfg.device)
         if self.device == "cpu":  # Keras' batch norm and gelu: separate passes over the map, not one kernel (tf_kernels)
@@ -320,6 +319,22 @@ class KerasBase(Engine):
 
     def load(self, ckpt: Checkpoint, training_state: bool = True, only: set[str] | None = None) -> None:
         load_state(self.model, self.optimizer, self.spec, ckpt, training_state, only)
+
+
+def deterministic_kernels(tf, cfg: Config, spec: ModelSpec) -> None:
+    """TensorFlow's deterministic kernels for this run or not, as its config says: the switch is the
+    process's, so an earlier run's setting is undone. A model TensorFlow has no deterministic XLA
+    gradient for is refused in one line, not at its first step."""
+    pools = [name for name, layer in walk(spec.layers) if isinstance(layer, MaxPool)]
+    if cfg.deterministic and cfg.tf.mode == "xla" and pools:
+        raise UserError(f"deterministic=true with tf.mode=xla: TensorFlow has no deterministic XLA gradient for max "
+                        f"pooling ({pools[0]}); use tf.mode=graph (deterministic too) or deterministic=false.")
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()  # deterministic kernels, or an error where none exists
+    else:
+        from tensorflow.python.framework import config
+
+        getattr(config, "disable_op_determinism", lambda: None)()  # not public API in TF 2.21; absent: left as is
 
 
 def freeze_trunk(model, cfg: Config, spec: ModelSpec, frozen: bool) -> None:

@@ -70,8 +70,10 @@ class TorchEngine(Engine):
         torch.manual_seed(cfg.seed)  # initial weights
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on CUDA
-            torch.use_deterministic_algorithms(True)  # deterministic kernels, or an error where none exists
             torch.backends.cudnn.benchmark = False
+        # deterministic kernels (an error where none exists) or not, as this run says: the switch is the
+        # process's, so an earlier run's setting is undone
+        torch.use_deterministic_algorithms(cfg.deterministic)
         self.steps_per_epoch = steps_per_epoch
         self.world = self.detect_world()
         self.torch_device = resolve_device(cfg.device, self.world.local_rank)
