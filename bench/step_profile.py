@@ -369,7 +369,7 @@ def main() -> int:
     from clsf.run.setup import build_spec
 
     ds = load_dataset(args.data)
-    results = {}
+    results, row_sets = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         arrays = Path(tmp) / "a.npz"
         n = args.batch * args.steps
@@ -379,7 +379,7 @@ def main() -> int:
                 label = f"{engine} {versus}" if versus else engine
                 print(f"profiling {label}", flush=True)
                 env = dict([versus[4:].split("=", 1)]) if versus and versus.startswith("env:") else {}
-                sets = [*args.set, *([versus] if versus and not env else [])]
+                sets = row_sets[label] = [*args.set, *([versus] if versus and not env else [])]
                 r = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--steps", str(args.steps),
                                     "--model", args.model, *(["--recipe", args.recipe] if args.recipe else []),
                                     *(f"--set={kv}" for kv in sets), "--worker",
@@ -392,8 +392,10 @@ def main() -> int:
     ceiling = subprocess.run([sys.executable, str(HERE / "speed.py"), "--worker", '{"kind": "sgemm"}'], capture_output=True,
                              text=True, check=True).stdout
     sgemm = json.loads(ceiling.strip().splitlines()[-1])["gflops"]
-    cfg = build_config(flags={}, overrides=[f"model.name={args.model}", *args.set], recipe=args.recipe)  # model.args too
-    flops = 3 * forward_flops(build_spec(cfg, ds["train"].x.shape[1:], 10)) * args.batch
+
+    def step_flops(sets):  # each row's own network: a --versus of model.args (widths) changes its FLOPs
+        cfg = build_config(flags={}, overrides=[f"model.name={args.model}", *sets], recipe=args.recipe)
+        return 3 * forward_flops(build_spec(cfg, ds["train"].x.shape[1:], 10)) * args.batch
     settings = (f", --recipe {args.recipe}" if args.recipe else "") + (f", {' '.join(args.set)}" if args.set else "")
     lines = [f"# Where a {args.model} training step goes (batch {args.batch}{settings}, {time.strftime('%Y-%m-%d')})", "",
              f"Milliseconds per step, median of 5 passes over {args.steps} steps, each engine in its own process; "
@@ -406,7 +408,7 @@ def main() -> int:
     for engine, r in results.items():
         p = r["parts"]
         bwd, opt = p["forward+backward"] - p["forward"], p["step"] - p["forward+backward"]
-        loop = p["epoch"] - p["step"] - p["data"]
+        loop, flops = p["epoch"] - p["step"] - p["data"], step_flops(row_sets[engine])
         lines.append(f"| {engine} | {p['data'] * 1e3:.2f} | {p['forward'] * 1e3:.2f} | {bwd * 1e3:.2f} | {opt * 1e3:.2f} | "
                      f"{loop * 1e3:.2f} | {p['epoch'] * 1e3:.2f} | {flops / p['step'] / 1e9:.0f} ({flops / p['step'] / 1e9 / sgemm:.0%}) |")
     for label in (k for k in results if k.split()[0] == "torch"):
