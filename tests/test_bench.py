@@ -31,3 +31,26 @@ def test_every_bench_table_names_the_cpus_widest_units(tmp_path, flags, says):
     r = subprocess.run([sys.executable, "-c", f"from common import cpu_model; print(cpu_model({str(info)!r}))"],
                        cwd=BENCH, capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == f"AMD EPYC {says}", r.stderr[-2000:]
+
+
+@pytest.mark.torch
+def test_step_profile_rates_each_row_by_its_own_networks_flops(tmp_path):
+    """A --versus that widens the network is divided by that network's FLOPs, not the first row's (it
+    was: an A/B of widths printed the wider rows' GFLOP/s at the narrower network's FLOPs)."""
+    from clsf.models.spec import forward_flops
+    from clsf.models.zoo import seed_cnn
+
+    out, batch = tmp_path / "profile.md", 64
+    r = subprocess.run([sys.executable, str(BENCH / "step_profile.py"), "--data", "synthetic:train=128,test=8,size=32x32x3,classes=10",
+                        "--model", "seed-cnn", "--batch", str(batch), "--steps", "2", "--engines", "torch",
+                        "--set", "model.args.widths=[8,8]", "--versus", "model.args.widths=[32,64]", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {cells[0]: cells[1:] for cells in (line.strip("|").split("|") for line in out.read_text().splitlines()
+                                              if line.startswith("| torch"))}
+    rows = {k.strip(): [c.strip() for c in v] for k, v in rows.items()}
+    for label, widths in (("torch", (8, 8)), ("torch model.args.widths=[32,64]", (32, 64))):
+        forward, backward, optimizer = (float(rows[label][i]) for i in (1, 2, 3))  # ms; they sum to the step
+        rate = float(rows[label][6].split()[0])  # GFLOP/s, printed whole
+        own = 3 * forward_flops(seed_cnn(widths=widths)) * batch / ((forward + backward + optimizer) / 1e3) / 1e9
+        assert abs(rate - own) <= max(1.0, 0.05 * own), (label, rate, own)
