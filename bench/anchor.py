@@ -23,8 +23,8 @@ changed:
 Each round (one seed) runs the anchor and clsf, each a whole process from start to its test
 accuracy (airbench's TTA accuracy; clsf's test accuracy with the recipe's TTA), and the tutorial's
 5-epoch script before the first round and after every round; each run is divided by the mean of
-the two budget runs around it. The anchor draws its own seeds (it sets none). Writes
-bench/results/anchor.md.
+the two budget runs around it (the table says where those two differ by more than 20%). The anchor
+draws its own seeds (it sets none). Writes bench/results/anchor.md.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, budget_run, clsf_run, cpu_model
+from common import HERE, bracket, budget_run, clsf_run, cpu_model, drift_note
 
 NORMALIZE = '''
 import time as _time
@@ -141,6 +141,8 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int], bf16: b
     pairs = [x["seconds"] / y["seconds"] for x, y in zip(c, a)]
     lines += ["", f"clsf's whole process over the anchor's, round by round: {', '.join(f'{p:.2f}x' for p in pairs)} "
               f"(median {statistics.median(pairs):.2f}x)."]
+    if note := drift_note(runs):
+        lines += ["", note]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -186,7 +188,7 @@ def main() -> int:
             print(f"  clsf seed {seed}: {c['seconds']:.0f} s, test {c['test_acc']:.4f}", flush=True)
             budgets.append(budget_run(args.data))
             for rs in runs.values():
-                rs[-1]["budget"] = (budgets[i]["seconds"] + budgets[i + 1]["seconds"]) / 2
+                bracket(rs[-1], budgets[i], budgets[i + 1])
             write_table(args, budgets, runs, seeds[: i + 1], bf16)
             (Path(args.out).with_suffix(".log")).write_text("\n\n".join(r["log"] for r in runs["airbench94.py"]))
     return 0

@@ -84,6 +84,27 @@ def clsf_run(root: Path, name: str, recipe: str, engine: str, data: str, epochs:
             "images_per_s": float(rows[-1]["images_per_s"])}
 
 
+def bracket(run: dict, before: dict, after: dict) -> None:
+    """Give a run the two budget runs around its round: `budget`, their mean, is what the tables divide
+    by; `around` keeps both for drift_note."""
+    run["around"] = (before["seconds"], after["seconds"])
+    run["budget"] = statistics.mean(run["around"])
+
+
+def drift_note(runs: dict[str, list[dict]], limit: float = 0.2) -> str:
+    """A sentence for the runs whose two budget runs differ by more than `limit` of the faster (the
+    machine's speed moved during that round, and dividing by the mean hides by how much), with each
+    such run's ratio to either budget run alone; "" when there are none."""
+    moved = [f"{name} run {i + 1}: {r['around'][0]:.0f} and {r['around'][1]:.0f} s around it, "
+             f"{r['seconds'] / max(r['around']):.2f}-{r['seconds'] / min(r['around']):.2f}x"
+             for name, rs in runs.items() for i, r in enumerate(rs) if max(r["around"]) > (1 + limit) * min(r["around"])]
+    if not moved:
+        return ""
+    return (f"The machine's speed moved during {len(moved)} run(s): the two budget runs around each differ by more "
+            f"than {limit:.0%}, so its ratio to their mean is uncertain by as much; against either budget run alone: "
+            f"{'; '.join(moved)}.")
+
+
 def budget_run(data: str, seed: int = 0) -> dict:
     """The budget: the classic Keras CIFAR-10 tutorial's 5-epoch script (bench/recipes.py's), one whole
     process; its seconds, test accuracy and last validation accuracy."""

@@ -9,7 +9,8 @@ whole process timed from start to its test accuracy, engines interleaved seed by
 that changes speed during the run touches every engine alike; and the budget — the classic Keras
 CIFAR-10 tutorial's 5-epoch script, as bench/recipes.py times it — before the first round of seeds
 and after every round, so each recipe run is divided by the mean of the two budget runs around it
-(these machines' speed moves by 2x within an hour: one budget at the start would misprice the rest).
+(these machines' speed moves by 2x within an hour: one budget at the start would misprice the rest);
+where those two differ by more than 20% the table says so, with the run's ratio to either alone.
 KEY=VALUE: config overrides every recipe run takes (the recipe at another point of its design, e.g.
 a narrower network); the table names them. Writes bench/results/recipe-engines.md.
 """
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, budget_run, clsf_run, cpu_model  # (the same timing as the time-to-accuracy table)
+from common import HERE, bracket, budget_run, clsf_run, cpu_model, drift_note  # (the same timing as the time-to-accuracy table)
 
 
 def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None:
@@ -62,6 +63,8 @@ def write_table(args, budgets: list[dict], runs: dict, seeds: list[int]) -> None
                      f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {means[e]:.4f} "
                      f"{f'± {stds[e]:.4f}' if len(rs) > 1 else '(one seed: no spread)'} | "
                      f"{per_seed} |")
+    if note := drift_note(runs):
+        lines += ["", note]
     if len(runs) > 1 and len(seeds) == 1:  # no seed spread to hold the engines' spread against
         lines += ["", f"Spread of the engines' accuracy: {spread:.4f}, with one seed: no seed-to-seed spread to judge it "
                   "by (give --seeds 0,1,2 for a verdict)."]
@@ -108,7 +111,7 @@ def main() -> int:
                       flush=True)
             budgets.append(budget_run(args.data))  # after the round: its runs lie between budgets[i] and budgets[i + 1]
             for engine in engines:
-                runs[engine][-1]["budget"] = (budgets[i]["seconds"] + budgets[i + 1]["seconds"]) / 2
+                bracket(runs[engine][-1], budgets[i], budgets[i + 1])
             write_table(args, budgets, runs, seeds[: i + 1])
     return 0
 

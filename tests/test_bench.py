@@ -54,3 +54,27 @@ def test_step_profile_rates_each_row_by_its_own_networks_flops(tmp_path):
         rate = float(rows[label][6].split()[0])  # GFLOP/s, printed whole
         own = 3 * forward_flops(seed_cnn(widths=widths)) * batch / ((forward + backward + optimizer) / 1e3) / 1e9
         assert abs(rate - own) <= max(1.0, 0.05 * own), (label, rate, own)
+
+
+def test_a_round_whose_budget_runs_differ_says_so_in_the_table(tmp_path):
+    """Each run is divided by the mean of the budget runs around its round; when those two differ by more
+    than 20% (the machine's speed moved) the table says so and gives the ratio to either alone."""
+    code = f"""
+import argparse, json
+from common import bracket
+from recipe_engines import write_table
+budgets = [{{"seconds": 113.0, "test_acc": 0.67}}, {{"seconds": 152.0, "test_acc": 0.67}}, {{"seconds": 150.0, "test_acc": 0.67}}]
+runs = {{"torch": [{{"seconds": 2000.0, "test_acc": 0.91, "precision": "bf16", "epoch_seconds": [990.0, 1000.0]}},
+                  {{"seconds": 2100.0, "test_acc": 0.92, "precision": "bf16", "epoch_seconds": [1040.0, 1050.0]}}]}}
+for i, r in enumerate(runs["torch"]):
+    bracket(r, budgets[i], budgets[i + 1])
+args = argparse.Namespace(recipe="speedrun-muon", overrides=[], data="cifar.tar.gz", epochs=2, out={str(tmp_path / "t.md")!r})
+write_table(args, budgets, runs, [0, 1])
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=BENCH, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = (tmp_path / "t.md").read_text()
+    # the first round moved (113 -> 152 s, 35%): 2000 s is 13.16x the slower and 17.70x the faster alone;
+    # the second (152 -> 150 s) did not, so it is not named
+    assert "torch run 1: 113 and 152 s around it, 13.16-17.70x" in text, text
+    assert "torch run 2" not in text and "during 1 run(s)" in text, text
