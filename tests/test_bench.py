@@ -60,7 +60,7 @@ def test_a_round_whose_budget_runs_differ_says_so_in_the_table(tmp_path):
     """Each run is divided by the mean of the budget runs around its round; when those two differ by more
     than 20% (the machine's speed moved) the table says so and gives the ratio to either alone."""
     code = f"""
-import argparse, json
+import argparse
 from common import bracket
 from recipe_engines import write_table
 budgets = [{{"seconds": 113.0, "test_acc": 0.67}}, {{"seconds": 152.0, "test_acc": 0.67}}, {{"seconds": 150.0, "test_acc": 0.67}}]
